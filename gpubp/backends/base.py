@@ -1,0 +1,212 @@
+"""The backend contract and device resolution.
+
+Every backend offers the same small set of operations on its own arrays:
+
+========================  =====================================================
+``empty/zeros``           allocate a workspace (done once per batch shape)
+``to_device/to_host``     move arrays between the host (NumPy) and the backend
+``matmul``                dense product into a preallocated ``out``
+``bias_activation``       forward epilogue ``a = g(z + b)`` in place
+``output_delta``          ``δ^L`` and the mean cost in one pass
+``hidden_delta``          ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)`` in place
+``weight_bias_gradients`` ``∂W = a^{l-1 T} δ^l`` and ``∂b = Σ_p δ^l``
+``sgd_update``            fused SGD / momentum / Nesterov / weight-decay step
+``adam_update``           fused Adam step
+========================  =====================================================
+
+The kernel signatures are those of :mod:`gpubp.kernels.reference`, whose docstrings give
+the equations and shapes. The base class implements the data movement with its array
+module ``xp`` and forwards the kernels to its ``kernels`` module, so the ``reference``
+backend is this class with NumPy and the reference kernels; faster backends subclass it
+and replace what they fuse.
+"""
+
+import importlib
+import os
+import warnings
+
+import numpy as np
+
+from gpubp.kernels import reference as reference_kernels
+
+DEVICES = ("cpu", "cuda", "auto")
+BACKENDS = {
+    # name -> (module, class); imported lazily so that importing gpubp never needs
+    # numba's JIT or CUDA.
+    "reference": ("gpubp.backends.base", "Backend"),
+    "cpu": ("gpubp.backends.cpu", "CpuBackend"),
+    "cuda": ("gpubp.backends.cuda", "CudaBackend"),
+}
+
+
+class Backend:
+    """The ``reference`` backend: NumPy arrays and the literal NumPy kernels.
+
+    Attributes
+    ----------
+    name : str
+        Backend name (``"reference"``, ``"cpu"`` or ``"cuda"``).
+    device : str
+        Hardware the arrays live on, ``"cpu"`` or ``"cuda"``.
+    xp : module
+        Array module, ``numpy`` or ``cupy``.
+    kernels : module
+        Module with the contract's kernels.
+    """
+
+    name = "reference"
+    device = "cpu"
+
+    def __init__(self, xp=np, kernels=reference_kernels):
+        self.xp = xp
+        self.kernels = kernels
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name!r} device={self.device!r}>"
+
+    # -- arrays -----------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        return self.xp.empty(shape, dtype=dtype)
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def to_device(self, host, dtype=None, out=None):
+        """Copy a host array onto the backend (into ``out`` when given)."""
+        if out is None:
+            return self.xp.array(host, dtype=dtype, copy=True)
+        if out is not host:
+            out[...] = host
+        return out
+
+    def to_host(self, array):
+        """A NumPy copy of a backend array."""
+        return np.array(array, copy=True)
+
+    def copyto(self, dst, src):
+        dst[...] = src
+
+    def sum_squares(self, array):
+        """``Σ x²`` as a Python float (used by the gradient-norm stopping test)."""
+        return float((array * array).sum())
+
+    def all_finite(self, arrays):
+        return all(bool(self.xp.isfinite(a).all()) for a in arrays)
+
+    def synchronize(self):
+        """Wait for queued work (a no-op on the host)."""
+
+    # -- kernels ----------------------------------------------------------------------
+    def matmul(self, a, b, out):
+        return self.xp.matmul(a, b, out=out)
+
+    def bias_activation(self, z, b, activation):
+        self.kernels.bias_activation(z, b, activation)
+
+    def output_delta(self, a, y, activation, loss, delta):
+        return self.kernels.output_delta(a, y, activation, loss, delta)
+
+    def hidden_delta(self, delta, a, activation):
+        self.kernels.hidden_delta(delta, a, activation)
+
+    def weight_bias_gradients(self, a_prev, delta, dW, db):
+        self.kernels.weight_bias_gradients(a_prev, delta, dW, db)
+
+    def sgd_update(self, param, grad, velocity, lr, momentum=0.0, nesterov=False,
+                   weight_decay=0.0):
+        self.kernels.sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+
+    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+        self.kernels.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+
+
+def cuda_status():
+    """Whether a CUDA device is usable, and why not.
+
+    Returns
+    -------
+    usable : bool
+    reason : str
+        What was found ("CuPy is not installed", "no CUDA device", ...). Never raises:
+        every probe is wrapped so that importing or using gpubp never fails because of CUDA.
+    """
+    try:
+        from gpubp.backends import cuda
+    except Exception as exc:  # noqa: BLE001 - any failure means "no usable GPU"
+        return False, f"the CUDA backend could not be imported ({type(exc).__name__}: {exc})"
+    try:
+        return cuda.probe()
+    except Exception as exc:  # noqa: BLE001
+        return False, f"the CUDA probe failed ({type(exc).__name__}: {exc})"
+
+
+def default_device():
+    """The device used when none is given: ``$GPUBP_DEVICE`` or ``"cpu"``."""
+    return os.environ.get("GPUBP_DEVICE", "").strip().lower() or "cpu"
+
+
+def resolve_device(device=None, fallback=True):
+    """Choose the hardware to run on.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda", "auto"} or None
+        ``None`` reads ``$GPUBP_DEVICE`` (default ``"cpu"``). ``"auto"`` picks the GPU
+        when usable, silently. ``"cuda"`` falls back to the CPU with a warning that says
+        why, or raises when ``fallback`` is false.
+    fallback : bool
+
+    Returns
+    -------
+    str
+        ``"cpu"`` or ``"cuda"``.
+    """
+    if device is None:
+        device = default_device()
+    if not isinstance(device, str) or device.lower() not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    device = device.lower()
+    if device == "cpu":
+        return "cpu"
+    usable, reason = cuda_status()
+    if usable:
+        return "cuda"
+    if device == "auto":
+        return "cpu"
+    if not fallback:
+        raise RuntimeError(f"device='cuda' was requested but no GPU is usable: {reason}")
+    warnings.warn(
+        f"device='cuda' requested but no GPU is usable ({reason}); using the CPU instead",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return "cpu"
+
+
+def get_backend(device="cpu", backend=None, **options):
+    """The backend object for a resolved device.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda"}
+        Resolved hardware (see :func:`resolve_device`).
+    backend : str or None
+        ``"reference"`` or ``"cpu"`` on the CPU (default ``"cpu"``, or ``"reference"`` if
+        the fused CPU backend cannot be imported); ``"cuda"`` on the GPU.
+    **options
+        Passed to the backend's constructor (e.g. ``weight_grad`` for ``cuda``).
+    """
+    if backend is None:
+        backend = "cuda" if device == "cuda" else "cpu"
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
+    if (backend == "cuda") != (device == "cuda"):
+        raise ValueError(f"backend {backend!r} does not run on device {device!r}")
+    module_name, class_name = BACKENDS[backend]
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except ImportError:
+        if backend != "cpu":
+            raise
+        cls = Backend  # the fused CPU backend is optional; the reference always works
+    return cls(**options)

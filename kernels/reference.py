@@ -1,0 +1,236 @@
+"""Reference kernels: the backpropagation equations in literal NumPy.
+
+These are the oracle every other kernel is tested against (the fused Numba CPU kernels in
+``gpubp.kernels.cpu`` and the Numba CUDA kernels in ``gpubp.kernels.cuda`` have the same
+signatures) and the baseline the benchmarks compare with. They favour readability over
+speed: each is the equation of ``DESIGN.md`` section 1, written out.
+
+Conventions (row-major batches): ``P`` examples are rows; layer ``l`` maps ``n_{l-1}``
+inputs to ``n_l`` outputs; every array is written in place into a caller-owned buffer
+so that the same contract serves backends that never allocate during training.
+
+Activations are named by string (``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"identity"``,
+``"softmax"``); their derivatives are taken from the *output* ``a`` so that the
+pre-activation ``z`` never has to be stored:
+
+=========  ============================  ===================
+name       g(z)                          g'(z) from a = g(z)
+=========  ============================  ===================
+sigmoid    1 / (1 + e^{-z})              a (1 - a)
+tanh       tanh z                        1 - a^2
+relu       max(z, 0)                     1 if a > 0 else 0
+identity   z                             1
+softmax    e^{z_j} / sum_k e^{z_k}       (only with cross-entropy, where it cancels)
+=========  ============================  ===================
+"""
+
+import numpy as np
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity", "softmax")
+LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
+
+
+def sigmoid(z, out):
+    """Overflow-free logistic function, ``out = 1 / (1 + exp(-z))``.
+
+    Two branches share ``e = exp(-|z|)`` (always in (0, 1], so it cannot overflow):
+    ``1 / (1 + e)`` for ``z >= 0`` and ``e / (1 + e)`` for ``z < 0``.
+    ``out`` may be ``z`` itself.
+    """
+    e = np.exp(-np.abs(z))
+    np.divide(np.where(z >= 0, 1.0, e), 1.0 + e, out=out)
+    return out
+
+
+def softmax(z, out):
+    """Row-wise softmax, max-shifted so ``exp`` never overflows. ``z, out``: (P, n)."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    np.divide(e, e.sum(axis=1, keepdims=True), out=out)
+    return out
+
+
+def activate(z, activation):
+    """Apply ``g`` to ``z`` in place. ``z``: (P, n)."""
+    if activation == "sigmoid":
+        sigmoid(z, out=z)
+    elif activation == "tanh":
+        np.tanh(z, out=z)
+    elif activation == "relu":
+        np.maximum(z, 0, out=z)
+    elif activation == "identity":
+        pass
+    elif activation == "softmax":
+        softmax(z, out=z)
+    else:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    return z
+
+
+def activation_derivative(a, activation):
+    """``g'(z)`` expressed through the output ``a = g(z)``; returns a new array like ``a``."""
+    if activation == "sigmoid":
+        return a * (1 - a)
+    if activation == "tanh":
+        return 1 - a * a
+    if activation == "relu":
+        return (a > 0).astype(a.dtype)
+    if activation == "identity":
+        return np.ones_like(a)
+    raise ValueError(
+        f"activation must be an elementwise activation {ACTIVATIONS[:-1]}, got {activation!r}"
+    )
+
+
+def bias_activation(z, b, activation):
+    """Forward epilogue ``a = g(z + b)``, in place on the GEMM output.
+
+    Parameters
+    ----------
+    z : ndarray, shape (P, n_l)
+        ``a^{l-1} W^l`` on entry, ``a^l = g(a^{l-1} W^l + b^l)`` on exit.
+    b : ndarray, shape (n_l,)
+        Bias ``b^l``, broadcast over the P rows.
+    activation : str
+        One of ``ACTIVATIONS``.
+    """
+    z += b
+    activate(z, activation)
+
+
+def _clipped(a):
+    """``a`` clipped into the open interval (0, 1) so that its logs are finite.
+
+    The bounds are the dtype's smallest normal number and the largest value below 1; in
+    float32 a sigmoid or softmax of a large ``|z|`` rounds to exactly 0 or 1, and the
+    clipped cost then saturates at about 87 instead of becoming ``inf``.
+    """
+    finfo = np.finfo(a.dtype)
+    return np.clip(a, finfo.tiny, 1 - finfo.epsneg)
+
+
+def example_costs(a, y, loss):
+    """Per-example cost ``c(a_p, y_p)``, shape (P,).
+
+    ``mse``: ``½ Σ_j (a_j − y_j)²``; ``binary_cross_entropy``:
+    ``−Σ_j [y_j log a_j + (1 − y_j) log(1 − a_j)]``; ``cross_entropy``: ``−Σ_j y_j log a_j``.
+    """
+    if loss == "mse":
+        return 0.5 * ((a - y) ** 2).sum(axis=1)
+    if loss == "binary_cross_entropy":
+        c = _clipped(a)
+        return -(y * np.log(c) + (1 - y) * np.log1p(-c)).sum(axis=1)
+    if loss == "cross_entropy":
+        return -(y * np.log(_clipped(a))).sum(axis=1)
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def output_delta(a, y, activation, loss, delta):
+    """Output error ``δ^L = ∂C/∂z^L`` and the mean cost, in one pass.
+
+    With ``C = (1/P) Σ_p c(a_p, y_p)`` the chain rule gives
+    ``δ^L = (1/P) ∂c/∂a ⊙ g_o'(z^L)``. For ``mse`` ``∂c/∂a = a − y``, so
+    ``δ^L = (a − y) ⊙ g_o'(a) / P``. For sigmoid + binary cross-entropy,
+    ``∂c/∂a = (a − y) / (a (1 − a))`` and ``g_o' = a (1 − a)`` cancel; for softmax +
+    cross-entropy the Jacobian of softmax contracts with ``−y/a`` to ``a − Σ_j y_j a``,
+    which is ``a − y`` for targets that sum to 1. Both give ``δ^L = (a − y) / P``.
+
+    Parameters
+    ----------
+    a : ndarray, shape (P, n_L)
+        Output activations ``a^L``.
+    y : ndarray, shape (P, n_L)
+        Targets.
+    activation, loss : str
+        Output activation and loss (a pairing accepted by ``gpubp.losses``).
+    delta : ndarray, shape (P, n_L)
+        Written with ``δ^L``.
+
+    Returns
+    -------
+    float
+        The mean cost ``C`` over the P rows.
+    """
+    P = a.shape[0]
+    if loss == "mse":
+        delta[...] = (a - y) * activation_derivative(a, activation) / P
+    else:
+        delta[...] = (a - y) / P
+    return float(example_costs(a, y, loss).sum() / P)
+
+
+def hidden_delta(delta, a, activation):
+    """Hidden error ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(z^l)``, in place on the GEMM output.
+
+    Parameters
+    ----------
+    delta : ndarray, shape (P, n_l)
+        ``δ^{l+1} W^{l+1 T}`` on entry, ``δ^l`` on exit.
+    a : ndarray, shape (P, n_l)
+        Stored activations ``a^l``; ``g'(z^l)`` is computed from them.
+    activation : str
+        Hidden activation of layer ``l``.
+    """
+    delta *= activation_derivative(a, activation)
+
+
+def weight_bias_gradients(a_prev, delta, dW, db):
+    """``∂C/∂W^l = Σ_p outer(a_p^{l-1}, δ_p^l)`` and ``∂C/∂b^l = Σ_p δ_p^l``.
+
+    The bias is the weight of a constant input 1, so its gradient is the same sum with
+    ``a_p^{l-1}`` replaced by 1.
+
+    Parameters
+    ----------
+    a_prev : ndarray, shape (P, n_{l-1})
+    delta : ndarray, shape (P, n_l)
+    dW : ndarray, shape (n_{l-1}, n_l)
+        Written with ``a^{l-1 T} δ^l``.
+    db : ndarray, shape (n_l,)
+        Written with the column sums of ``δ^l``.
+    """
+    np.matmul(a_prev.T, delta, out=dW)
+    np.sum(delta, axis=0, out=db)
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """Gradient-descent step in place, with optional momentum and L2 weight decay.
+
+    ``g = grad + weight_decay * param``; without momentum ``param -= lr * g``. With
+    momentum (PyTorch's convention) ``v = momentum * v + g`` and ``param -= lr * v``, or
+    ``param -= lr * (g + momentum * v)`` for Nesterov.
+
+    Parameters
+    ----------
+    param, grad : ndarray, same shape
+    velocity : ndarray or None
+        Momentum buffer, same shape as ``param``; unused (may be None) when
+        ``momentum == 0``.
+    lr, momentum, weight_decay : float
+    nesterov : bool
+    """
+    g = grad + weight_decay * param
+    if momentum:
+        velocity *= momentum
+        velocity += g
+        step = g + momentum * velocity if nesterov else velocity
+    else:
+        step = g
+    param -= lr * step
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """Adam step in place (Kingma & Ba, 2015), L2 weight decay added to the gradient.
+
+    ``g = grad + weight_decay * param``; ``m = β1 m + (1 − β1) g``;
+    ``v = β2 v + (1 − β2) g²``; ``param -= lr · m̂ / (√v̂ + ε)`` with the bias corrections
+    ``m̂ = m / (1 − β1^t)``, ``v̂ = v / (1 − β2^t)``, ``t = step`` (1 for the first step).
+    """
+    g = grad + weight_decay * param
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
