@@ -1,0 +1,72 @@
+"""The ``cpu`` backend: BLAS matrix products plus Numba-fused elementwise kernels.
+
+Arrays are NumPy arrays. The dense products go to BLAS through ``np.matmul(..., out=...)``
+into the network's preallocated workspaces; the work between them (bias + activation,
+output delta + loss, ``δ ⊙ g'``, bias gradient, optimizer steps) runs in the single-pass
+Numba kernels of :mod:`gpubp.kernels.cpu`. Nothing here allocates an array once the
+workspaces exist, so a training step allocates nothing.
+
+Importing this module imports Numba; :func:`gpubp.backends.get_backend` falls back to the
+``reference`` backend if that import fails.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from gpubp.backends.base import Backend
+from gpubp.kernels import cpu as cpu_kernels
+
+
+@njit(cache=True)
+def _sum_squares(x):
+    flat = x.reshape(x.size)
+    s = 0.0  # float64 accumulator whatever the dtype
+    for i in range(flat.size):
+        s += flat[i] * flat[i]
+    return s
+
+
+@njit(cache=True)
+def _all_finite(x):
+    flat = x.reshape(x.size)
+    for i in range(flat.size):
+        if not math.isfinite(flat[i]):
+            return False
+    return True
+
+
+class CpuBackend(Backend):
+    """NumPy arrays, OpenBLAS GEMMs and the fused Numba kernels (the default on the CPU).
+
+    Parameters
+    ----------
+    **_
+        Backend options meant for other backends (e.g. ``weight_grad``) are accepted and
+        ignored, so that one set of options can be passed whatever backend is resolved.
+    """
+
+    name = "cpu"
+    device = "cpu"
+
+    def __init__(self, **_):
+        super().__init__(xp=np, kernels=cpu_kernels)
+
+    # The base class implements these with temporaries (x * x, isfinite(x)); these loops
+    # allocate nothing, so a stopping test on the gradient norm stays allocation-free.
+    def sum_squares(self, array):
+        if array.flags.c_contiguous:
+            return float(_sum_squares(array))
+        return super().sum_squares(array)
+
+    def all_finite(self, arrays):
+        for a in arrays:
+            ok = _all_finite(a) if a.flags.c_contiguous else bool(np.isfinite(a).all())
+            if not ok:
+                return False
+        return True
+
+    def matmul(self, a, b, out):
+        # Straight to NumPy (no xp indirection); transposed views reach BLAS as flags.
+        return np.matmul(a, b, out=out)

@@ -1,0 +1,347 @@
+"""Fused CPU kernels: Numba ``@njit`` loops with the signatures of the reference kernels.
+
+Each public function here has exactly the signature and in-place semantics of its twin in
+:mod:`gpubp.kernels.reference` (whose docstrings give the equations); the difference is
+that the elementwise work around the matrix products is done in one pass over memory
+instead of several NumPy temporaries:
+
+- ``bias_activation``: ``a = g(z + b)`` (softmax included) in one read and one write of z;
+- ``output_delta``: ``δ^L`` and the mean cost in one pass (no per-example cost array);
+- ``hidden_delta``: ``δ ⊙ g'(a)`` on the GEMM output, in place;
+- ``weight_bias_gradients``: ``a^T δ`` by BLAS into ``dW`` and the column sums of ``δ``;
+- ``sgd_update``/``adam_update``: the whole optimizer step in one pass over the parameter.
+
+The matrix products themselves stay in BLAS (``np.matmul(..., out=...)``): a hand-written
+Numba GEMM cannot compete with OpenBLAS, and the elementwise work is what NumPy does badly.
+
+Threads: these loops are serial on purpose. OpenBLAS keeps its worker threads spinning for
+a while after each GEMM; a ``parallel=True`` loop started then competes with them for the
+same cores (on the 2-core development machine the naive parallel version was about 20x
+slower). The loops are memory-bound and short next to the GEMMs, so one thread is enough.
+
+Activations and losses are dispatched inside the compiled code by small integer codes so
+that each kernel is compiled once per dtype and array layout, not once per activation;
+the public functions take the same strings as the reference kernels. Every kernel is
+compiled with ``cache=True``: a fresh process loads the machine code from ``__pycache__``
+instead of spending seconds in LLVM.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from gpubp.kernels.reference import ACTIVATIONS, LOSSES
+
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = range(5)
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
+
+_ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
+_LOSS_CODES = {name: code for code, name in enumerate(LOSSES)}
+
+# Clip bounds of the log-losses, as in reference._clipped: the smallest normal number and
+# the largest value below 1 of the dtype, looked up once rather than per call.
+_CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
+         for t in (np.float32, np.float64)}
+
+assert ACTIVATIONS[SOFTMAX] == "softmax" and LOSSES[CROSS_ENTROPY] == "cross_entropy"
+
+
+def activation_code(activation, elementwise=False):
+    """The integer code of an activation name (what the compiled kernels dispatch on).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, or ``"softmax"`` where only elementwise activations make
+        sense (``elementwise=True``), with the same messages as the reference kernels.
+    """
+    code = _ACTIVATION_CODES.get(activation)
+    if code is None:
+        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if elementwise and code == SOFTMAX:
+        raise ValueError(
+            f"activation must be an elementwise activation {ACTIVATIONS[:-1]}, "
+            f"got {activation!r}"
+        )
+    return code
+
+
+def loss_code(loss):
+    """The integer code of a loss name."""
+    code = _LOSS_CODES.get(loss)
+    if code is None:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    return code
+
+
+# -- compiled loops ------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _sigmoid1(x):
+    # Two branches sharing e = exp(-|x|) <= 1, so exp never overflows (DESIGN.md).
+    e = math.exp(-abs(x))
+    if x >= 0:
+        return 1 / (1 + e)
+    return e / (1 + e)
+
+
+@njit(cache=True, inline="always")
+def _derivative1(a, code):
+    """``g'(z)`` from ``a = g(z)`` for an elementwise activation code."""
+    if code == SIGMOID:
+        return a * (1 - a)
+    if code == TANH:
+        return 1 - a * a
+    if code == RELU:
+        return a * 0 + (a > 0)  # a*0 keeps the dtype of a
+    return a * 0 + 1
+
+
+@njit(cache=True)
+def _bias_activation(z, b, code):
+    P, n = z.shape
+    if code == SOFTMAX:
+        for p in range(P):
+            row = z[p]
+            m = -np.inf
+            for j in range(n):
+                row[j] += b[j]
+                if row[j] > m:
+                    m = row[j]
+            s = row[0] * 0
+            for j in range(n):
+                e = math.exp(row[j] - m)  # <= 1: max-shifted, cannot overflow
+                row[j] = e
+                s += e
+            inv = 1 / s
+            for j in range(n):
+                row[j] *= inv
+        return
+    for p in range(P):
+        row = z[p]
+        # Separate loops per activation so that LLVM vectorises the cheap ones.
+        if code == SIGMOID:
+            for j in range(n):
+                row[j] = _sigmoid1(row[j] + b[j])
+        elif code == TANH:
+            for j in range(n):
+                row[j] = math.tanh(row[j] + b[j])
+        elif code == RELU:
+            for j in range(n):
+                v = row[j] + b[j]
+                row[j] = v if v > 0 else v * 0
+        else:
+            for j in range(n):
+                row[j] += b[j]
+
+
+@njit(cache=True)
+def _output_delta(a, y, act, loss, delta, tiny, one_minus):
+    P, n = a.shape
+    inv_p = 1.0 / max(P, 1)
+    cost = 0.0  # accumulated in float64 whatever the dtype
+    for p in range(P):
+        for j in range(n):
+            aj = a[p, j]
+            yj = y[p, j]
+            d = aj - yj
+            if loss == MSE:
+                delta[p, j] = d * _derivative1(aj, act) * inv_p
+                cost += 0.5 * d * d
+            else:
+                # sigmoid + BCE and softmax + CE: g_o' cancels with dc/da (DESIGN.md).
+                delta[p, j] = d * inv_p
+                c = min(max(aj, tiny), one_minus)
+                if loss == CROSS_ENTROPY:
+                    if yj != 0:
+                        cost -= yj * math.log(c)
+                else:
+                    cost -= yj * math.log(c) + (1 - yj) * math.log1p(-c)
+    return cost / P
+
+
+@njit(cache=True)
+def _hidden_delta(delta, a, code):
+    P, n = delta.shape
+    for p in range(P):
+        drow = delta[p]
+        arow = a[p]
+        if code == SIGMOID:
+            for j in range(n):
+                drow[j] *= arow[j] * (1 - arow[j])
+        elif code == TANH:
+            for j in range(n):
+                drow[j] *= 1 - arow[j] * arow[j]
+        elif code == RELU:
+            for j in range(n):
+                if not arow[j] > 0:
+                    drow[j] = drow[j] * 0
+        # identity: g' = 1, nothing to do
+
+
+@njit(cache=True)
+def _column_sums(delta, db):
+    # Row by row so the inner loop runs along contiguous memory and vectorises.
+    P, n = delta.shape
+    for j in range(n):
+        db[j] = 0
+    for p in range(P):
+        row = delta[p]
+        for j in range(n):
+            db[j] += row[j]
+
+
+@njit(cache=True)
+def _sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay, use_velocity):
+    # Flat views of C-contiguous arrays, so one compiled loop serves 1-D and 2-D params.
+    p_ = param.reshape(param.size)
+    g_ = grad.reshape(grad.size)
+    if not use_velocity:
+        if weight_decay == 0:
+            for i in range(p_.size):
+                p_[i] -= lr * g_[i]
+        else:
+            for i in range(p_.size):
+                p_[i] -= lr * (g_[i] + weight_decay * p_[i])
+        return
+    v_ = velocity.reshape(velocity.size)
+    for i in range(p_.size):
+        g = g_[i] + weight_decay * p_[i]
+        v = momentum * v_[i] + g
+        v_[i] = v
+        if nesterov:
+            p_[i] -= lr * (g + momentum * v)
+        else:
+            p_[i] -= lr * v
+
+
+@njit(cache=True)
+def _adam(param, grad, m, v, lr, beta1, beta2, eps, c1, c2, weight_decay):
+    p_ = param.reshape(param.size)
+    g_ = grad.reshape(grad.size)
+    m_ = m.reshape(m.size)
+    v_ = v.reshape(v.size)
+    for i in range(p_.size):
+        g = g_[i] + weight_decay * p_[i]
+        mi = beta1 * m_[i] + (1 - beta1) * g
+        vi = beta2 * v_[i] + (1 - beta2) * g * g
+        m_[i] = mi
+        v_[i] = vi
+        p_[i] -= lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
+
+
+# -- public kernels (signatures of gpubp.kernels.reference) -------------------------------
+def bias_activation(z, b, activation):
+    """Forward epilogue ``a = g(z + b)``, in place on the GEMM output.
+
+    Parameters
+    ----------
+    z : ndarray, shape (P, n_l)
+        ``a^{l-1} W^l`` on entry, ``a^l`` on exit.
+    b : ndarray, shape (n_l,)
+    activation : str
+        One of ``ACTIVATIONS``.
+    """
+    _bias_activation(z, b, activation_code(activation))
+
+
+def output_delta(a, y, activation, loss, delta):
+    """Output error ``δ^L`` and the mean cost in one pass.
+
+    Parameters
+    ----------
+    a, y : ndarray, shape (P, n_L)
+        Output activations and targets.
+    activation, loss : str
+        Output activation and loss.
+    delta : ndarray, shape (P, n_L)
+        Written with ``δ^L``.
+
+    Returns
+    -------
+    float
+        The mean cost over the P rows.
+    """
+    act = activation_code(activation)
+    code = loss_code(loss)
+    if code == MSE and act == SOFTMAX:
+        # g' of softmax is a Jacobian, not elementwise; the reference refuses it too.
+        activation_code(activation, elementwise=True)
+    tiny, one_minus = _CLIP[a.dtype]
+    return float(_output_delta(a, y, act, code, delta, tiny, one_minus))
+
+
+def hidden_delta(delta, a, activation):
+    """Hidden error ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)``, in place on ``delta``.
+
+    Parameters
+    ----------
+    delta : ndarray, shape (P, n_l)
+        ``δ^{l+1} W^{l+1 T}`` on entry, ``δ^l`` on exit.
+    a : ndarray, shape (P, n_l)
+        Stored activations ``a^l``.
+    activation : str
+        Elementwise hidden activation.
+    """
+    _hidden_delta(delta, a, activation_code(activation, elementwise=True))
+
+
+def weight_bias_gradients(a_prev, delta, dW, db):
+    """``dW = a^{l-1 T} δ^l`` by BLAS and ``db = Σ_p δ^l_p`` in one pass over ``δ``.
+
+    Parameters
+    ----------
+    a_prev : ndarray, shape (P, n_{l-1})
+    delta : ndarray, shape (P, n_l)
+    dW : ndarray, shape (n_{l-1}, n_l)
+    db : ndarray, shape (n_l,)
+    """
+    # a_prev.T is an F-ordered view: NumPy hands it to BLAS as a transposed operand, no copy.
+    np.matmul(a_prev.T, delta, out=dW)
+    _column_sums(delta, db)
+
+
+def _flat_ok(*arrays):
+    return all(x.flags.c_contiguous for x in arrays)
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """Gradient-descent step in place (momentum, Nesterov, L2 decay) in one pass.
+
+    Parameters
+    ----------
+    param, grad : ndarray, same shape, C-contiguous
+    velocity : ndarray or None
+        Momentum buffer like ``param``; unused (may be None) when ``momentum == 0``.
+    lr, momentum, weight_decay : float
+    nesterov : bool
+    """
+    use_velocity = bool(momentum)
+    vel = velocity if use_velocity else param  # any array of the right type; never read
+    if not _flat_ok(param, grad, vel):
+        from gpubp.kernels import reference
+        reference.sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
+        return
+    t = param.dtype.type  # scalars in the parameter's dtype, as NumPy's weak scalars do
+    _sgd(param, grad, vel, t(lr), t(momentum), bool(nesterov), t(weight_decay), use_velocity)
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    """Adam step in place in one pass (see the reference for the equations).
+
+    Parameters
+    ----------
+    param, grad, m, v : ndarray, same shape, C-contiguous
+    lr, beta1, beta2, eps, weight_decay : float
+    step : int
+        1 for the first step.
+    """
+    if not _flat_ok(param, grad, m, v):
+        from gpubp.kernels import reference
+        reference.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+        return
+    t = param.dtype.type
+    c1 = 1 - beta1**step  # bias corrections, computed once in float64
+    c2 = 1 - beta2**step
+    _adam(param, grad, m, v, t(lr), t(beta1), t(beta2), t(eps), t(c1), t(c2),
+          t(weight_decay))
