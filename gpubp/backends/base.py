@@ -61,6 +61,11 @@ class Backend:
         self.xp = xp
         self.kernels = kernels
 
+    @property
+    def shares_host_memory(self):
+        """NumPy-backed backends read host arrays directly: batches need no extra copy."""
+        return self.xp is np
+
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} device={self.device!r}>"
 

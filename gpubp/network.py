@@ -1,0 +1,461 @@
+"""A fully connected network trained by explicit backpropagation.
+
+This is the whole algorithm of ``DESIGN.md`` section 1, written once for every backend:
+
+    forward    z^l = a^{l-1} W^l + b^l,  a^l = g(z^l)            (l = 1..L, a^0 = X)
+    output     δ^L = (1/P) ∂c/∂a^L ⊙ g_o'(z^L)                    (a^L − y)/P when canonical
+    hidden     δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(z^l)
+    gradients  ∂C/∂W^l = a^{l-1 T} δ^l,   ∂C/∂b^l = Σ_p δ^l_p
+    update     θ ← θ − η ∂C/∂θ                                    (or momentum / Adam)
+
+Everything array-shaped goes through the :class:`~gpubp.backends.Backend`: this module
+never touches a device array with NumPy. Workspaces (activations ``a^l``, errors ``δ^l``,
+gradients) are allocated once, for the largest batch seen, and smaller batches use
+leading-row views of them, so a training step allocates nothing.
+
+What it is not: a general autodiff framework. Layers are dense, the cost is a mean over
+the batch, and the gradient is the derivation above, not a traced graph.
+"""
+
+import numbers
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from gpubp import activations, losses
+from gpubp.backends import get_backend, resolve_device
+from gpubp.history import History
+from gpubp.optimizers import get_optimizer
+from gpubp.validation import check_positive, check_X, check_Y
+
+DTYPES = ("float32", "float64")
+CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
+
+
+class TrainingDiverged(FloatingPointError):
+    """Raised by :meth:`Network.fit` when the loss stops being finite."""
+
+
+class Network:
+    """A multilayer perceptron ``n_0 → n_1 → … → n_L``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths ``[n_0, n_1, ..., n_L]``, at least an input and an output layer.
+    hidden : str or sequence of str
+        Activation of the hidden layers (one name, or one per hidden layer):
+        ``"sigmoid"``, ``"tanh"``, ``"relu"`` or ``"identity"``.
+    output : str
+        Output activation: one of the hidden ones or ``"softmax"``.
+    loss : str or None
+        ``"mse"``, ``"binary_cross_entropy"`` (sigmoid output) or ``"cross_entropy"``
+        (softmax output). None picks the canonical loss of ``output`` (``mse`` for the
+        elementwise ones other than sigmoid).
+    device : {"cpu", "cuda", "auto"} or None
+        Where to train. None reads ``$GPUBP_DEVICE`` (default ``"cpu"``). ``"cuda"`` on a
+        machine without a usable GPU warns and uses the CPU (``fallback=False`` raises).
+    dtype : {"float32", "float64"}
+    seed : int or None
+        Seed of the initial weights and of the shuffling in :meth:`fit`.
+    backend : {"reference", "cpu", "cuda"} or None
+        Force a backend; None picks the fastest one for the device.
+    fallback : bool
+        Whether ``device="cuda"`` may fall back to the CPU.
+    **backend_options
+        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``).
+
+    Attributes
+    ----------
+    device : str
+        The device actually used, ``"cpu"`` or ``"cuda"``.
+    backend : Backend
+    L : int
+        Number of weight layers.
+    """
+
+    def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
+                 dtype="float32", seed=None, backend=None, fallback=True, **backend_options):
+        self.sizes = _check_sizes(sizes)
+        self.L = len(self.sizes) - 1
+        self.hidden = _check_hidden(hidden, self.L - 1)
+        self.output = activations.check_activation(output, "output", activations.OUTPUT)
+        self.loss_name = losses.check_pairing(self.output, loss)
+        if str(dtype) not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        self.dtype = np.dtype(str(dtype))
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.device = resolve_device(device, fallback=fallback)
+        self.backend = get_backend(self.device, backend, **backend_options)
+        self.activation_names = self.hidden + [self.output]  # g of layer l is [l - 1]
+        W0 = [activations.init_weights(self.rng, n_in, n_out, g, self.dtype)
+              for n_in, n_out, g in zip(self.sizes[:-1], self.sizes[1:], self.activation_names)]
+        b0 = [np.zeros(n, dtype=self.dtype) for n in self.sizes[1:]]
+        self._allocate_parameters()
+        self.set_params(W0, b0)
+
+    # -- construction ---------------------------------------------------------------
+    def _allocate_parameters(self):
+        be, dt = self.backend, self.dtype
+        shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
+        self.W = [be.empty(s, dt) for s in shapes]
+        self.b = [be.empty((s[1],), dt) for s in shapes]
+        self.nabla_w = [be.empty(s, dt) for s in shapes]
+        self.nabla_b = [be.empty((s[1],), dt) for s in shapes]
+        self._capacity = 0  # rows of the workspaces below
+        self.activations = None  # a^0 .. a^L, each (capacity, n_l)
+        self.deltas = None  # δ^1 .. δ^L at [1..L]; [0] unused
+        self.targets = None  # y, (capacity, n_L)
+
+    def _workspace(self, P):
+        """Make sure the workspaces hold ``P`` rows; grow (never shrink) them if needed."""
+        if P <= self._capacity:
+            return
+        be, dt = self.backend, self.dtype
+        self.activations = [be.empty((P, n), dt) for n in self.sizes]
+        self.deltas = [None] + [be.empty((P, n), dt) for n in self.sizes[1:]]
+        self.targets = be.empty((P, self.sizes[-1]), dt)
+        self._host_x = np.empty((P, self.sizes[0]), dt)  # staging rows for shuffled batches
+        self._host_y = np.empty((P, self.sizes[-1]), dt)
+        self._capacity = P
+
+    @property
+    def params(self):
+        """Backend arrays ``[W^1, b^1, W^2, b^2, ...]`` (live, not copies)."""
+        return [p for pair in zip(self.W, self.b) for p in pair]
+
+    @property
+    def grads(self):
+        """Backend arrays ``[∂W^1, ∂b^1, ...]`` from the last backward pass, aligned with ``params``."""
+        return [g for pair in zip(self.nabla_w, self.nabla_b) for g in pair]
+
+    @property
+    def is_classifier(self):
+        return losses.is_classifier(self.loss_name)
+
+    def __repr__(self):
+        return (f"Network({self.sizes}, hidden={self.hidden}, output={self.output!r}, "
+                f"loss={self.loss_name!r}, device={self.device!r}, "
+                f"backend={self.backend.name!r}, dtype={self.dtype.name!r})")
+
+    # -- parameters -----------------------------------------------------------------
+    def get_params(self):
+        """NumPy copies of the parameters.
+
+        Returns
+        -------
+        W : list of ndarray
+            ``W[l].shape == (n_l, n_{l+1})`` (0-based ``l``).
+        b : list of ndarray
+            ``b[l].shape == (n_{l+1},)``.
+        """
+        return ([self.backend.to_host(w) for w in self.W],
+                [self.backend.to_host(b) for b in self.b])
+
+    def set_params(self, W, b):
+        """Validate ``W`` and ``b`` (shapes as :meth:`get_params`) and copy them onto the device."""
+        for name, given, shapes in (
+            ("W", W, list(zip(self.sizes[:-1], self.sizes[1:]))),
+            ("b", b, [(n,) for n in self.sizes[1:]]),
+        ):
+            if not isinstance(given, (list, tuple)) or len(given) != self.L:
+                got = len(given) if isinstance(given, (list, tuple)) else type(given).__name__
+                raise ValueError(f"{name} must be a list of {self.L} arrays, got {got}")
+            for l, (arr, shape) in enumerate(zip(given, shapes)):
+                arr = np.asarray(arr)
+                if arr.dtype.kind not in "biuf":
+                    raise TypeError(f"{name}[{l}] must hold real numbers, got dtype {arr.dtype}")
+                if arr.shape != shape:
+                    raise ValueError(f"{name}[{l}] must have shape {shape}, got {arr.shape}")
+                if not np.isfinite(arr).all():
+                    raise ValueError(f"{name}[{l}] must be finite, got NaN or infinite values")
+        for dst, src in zip(self.W + self.b, list(W) + list(b)):
+            self.backend.to_device(np.ascontiguousarray(src, dtype=self.dtype), out=dst)
+
+    # -- the algorithm ----------------------------------------------------------------
+    def _load(self, X, Y=None, index=None):
+        """Copy rows of host ``X`` (and ``Y``) into ``a^0`` (and ``y``); return the row count.
+
+        ``index`` selects rows (a shuffled mini-batch); they are gathered into preallocated
+        host staging buffers first, so that no step allocates and only the batch crosses
+        to the device.
+        """
+        P = len(index) if index is not None else X.shape[0]
+        self._workspace(P)
+        direct = self.backend.shares_host_memory  # gather straight into the workspace
+        for host, buf, dev in ((X, self._host_x, self.activations[0]),
+                               (Y, self._host_y, self.targets)):
+            if host is None:
+                continue
+            if index is not None:
+                host = np.take(host, index, axis=0, out=dev[:P] if direct else buf[:P])
+            self.backend.to_device(host, out=dev[:P])
+        return P
+
+    def _forward(self, P):
+        """Feed-forward over the first ``P`` rows of ``a^0``; returns the view ``a^L``."""
+        be, a = self.backend, self.activations
+        for l in range(1, self.L + 1):
+            be.matmul(a[l - 1][:P], self.W[l - 1], out=a[l][:P])  # z^l = a^{l-1} W^l
+            be.bias_activation(a[l][:P], self.b[l - 1], self.activation_names[l - 1])
+        return a[self.L][:P]
+
+    def _backward(self, P):
+        """Backpropagate from the loaded targets; fills ``nabla_w``/``nabla_b``, returns ``C``."""
+        be, a, delta, L = self.backend, self.activations, self.deltas, self.L
+        cost = be.output_delta(a[L][:P], self.targets[:P], self.output, self.loss_name,
+                               delta[L][:P])
+        for l in range(L, 0, -1):
+            be.weight_bias_gradients(a[l - 1][:P], delta[l][:P],
+                                     self.nabla_w[l - 1], self.nabla_b[l - 1])
+            if l > 1:
+                be.matmul(delta[l][:P], self.W[l - 1].T, out=delta[l - 1][:P])
+                be.hidden_delta(delta[l - 1][:P], a[l - 1][:P], self.activation_names[l - 2])
+        return cost
+
+    def _train_step(self, optimizer, X, Y, index=None):
+        """One gradient-descent step on a mini-batch; returns the batch's mean cost.
+
+        The cost may be a backend scalar (a device array on CUDA): converting it to a
+        float would synchronise, so callers accumulate it and convert once per epoch.
+        """
+        P = self._load(X, Y, index)
+        self._forward(P)
+        cost = self._backward(P)
+        optimizer.step(self.backend, self.params, self.grads)
+        return cost, P
+
+    # -- public API ------------------------------------------------------------------------
+    def _check_X(self, X):
+        return check_X(X, self.sizes[0], self.dtype)
+
+    def _check_XY(self, X, Y):
+        X = self._check_X(X)
+        return X, check_Y(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
+
+    def _chunks(self, P):
+        step = max(self._capacity, CHUNK)
+        for start in range(0, P, step):
+            yield np.arange(start, min(start + step, P))
+
+    def forward(self, X):
+        """Output activations ``a^L``.
+
+        Parameters
+        ----------
+        X : array-like, shape (P, n_0)
+
+        Returns
+        -------
+        ndarray, shape (P, n_L)
+        """
+        X = self._check_X(X)
+        out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
+        for rows in self._chunks(X.shape[0]):
+            P = self._load(X[rows[0]:rows[-1] + 1])
+            out[rows] = self.backend.to_host(self._forward(P))
+        return out
+
+    def _cost_and_gradients(self, X, Y, want_gradients):
+        """Mean cost over all rows and, optionally, its exact gradient (host arrays)."""
+        P_total = X.shape[0]
+        total = 0.0
+        dW = [np.zeros(w.shape, self.dtype) for w in self.W] if want_gradients else None
+        db = [np.zeros(b.shape, self.dtype) for b in self.b] if want_gradients else None
+        for rows in self._chunks(P_total):
+            sl = slice(rows[0], rows[-1] + 1)
+            P = self._load(X[sl], Y[sl])
+            self._forward(P)
+            cost = self._backward(P)
+            total += float(cost) * P
+            if want_gradients:
+                # each chunk's δ^L carries 1/P_chunk; reweight to the mean over all rows
+                for acc, g in zip(dW + db, self.nabla_w + self.nabla_b):
+                    acc += self.backend.to_host(g) * (P / P_total)
+        return total / P_total, dW, db
+
+    def loss(self, X, Y):
+        """Mean over the P examples of the per-example cost, as a float."""
+        X, Y = self._check_XY(X, Y)
+        return self._cost_and_gradients(X, Y, want_gradients=False)[0]
+
+    def gradients(self, X, Y):
+        """Exact gradient of :meth:`loss` with respect to the parameters.
+
+        Returns
+        -------
+        dW, db : list of ndarray
+            Shaped like ``W`` and ``b`` of :meth:`get_params`.
+        """
+        X, Y = self._check_XY(X, Y)
+        return self._cost_and_gradients(X, Y, want_gradients=True)[1:]
+
+    def predict(self, X):
+        """Class labels for classifiers, output activations for regressors.
+
+        Returns
+        -------
+        ndarray
+            ``(P,)`` int labels for softmax or a single sigmoid output, ``(P, n_L)`` 0/1
+            labels for several sigmoid outputs (multi-label), ``(P, n_L)`` floats for
+            regressors.
+        """
+        a = self.forward(X)
+        return _labels(a, self.loss_name)
+
+    def evaluate(self, X, Y):
+        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers)."""
+        X, Yc = self._check_XY(X, Y)
+        result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
+        if self.is_classifier:
+            result["accuracy"] = _accuracy(self.forward(X), Yc, self.loss_name)
+        return result
+
+    def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
+            validation_data=None, verbose=1, optimizer="sgd"):
+        """Mini-batch gradient descent.
+
+        Parameters
+        ----------
+        X : array-like, shape (P, n_0)
+        Y : array-like, shape (P, n_L), or (P,) labels for classifiers
+        epochs : int
+        batch_size : int
+            Examples per step; the last batch of an epoch may be shorter.
+        lr : float or None
+            Learning rate (None: the optimizer's own, 0.1 for SGD).
+        shuffle : bool
+            Reshuffle the examples every epoch (with the network's seeded generator).
+        tol : float or None
+            Stop when the full-data gradient norm ``‖∇C‖`` falls to ``tol`` (checked at the
+            end of each epoch, at the cost of one extra pass over the data).
+        validation_data : tuple (X_val, Y_val) or None
+            Evaluated after every epoch (``val_loss``, ``val_accuracy``).
+        verbose : {0, 1, 2}
+            0 silent, 1 a progress bar (hidden when output is not a terminal), 2 one line
+            per epoch.
+        optimizer : str or Optimizer
+            ``"sgd"``, ``"adam"`` or an :class:`~gpubp.optimizers.Optimizer`.
+
+        Returns
+        -------
+        History
+
+        Raises
+        ------
+        TrainingDiverged
+            When an epoch's loss is not finite; the parameters are restored to those at
+            the start of that epoch, the last finite ones.
+        """
+        X, Y = self._check_XY(X, Y)
+        check_positive(epochs, "epochs", numbers.Integral)
+        check_positive(batch_size, "batch_size", numbers.Integral)
+        if tol is not None:
+            check_positive(tol, "tol", allow_zero=True)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (X_val, Y_val)")
+            validation_data = self._check_XY(*validation_data)
+        optimizer = get_optimizer(optimizer, lr)
+
+        P_total = X.shape[0]
+        batch_size = min(batch_size, P_total)
+        self._workspace(batch_size)
+        order = np.arange(P_total)
+        snapshot = [self.backend.empty(p.shape, p.dtype) for p in self.params]
+        history = History()
+        bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=None if verbose == 1 else True,
+                   leave=False)
+        for epoch in bar:
+            for dst, src in zip(snapshot, self.params):
+                self.backend.copyto(dst, src)
+            if shuffle:
+                self.rng.shuffle(order)
+            total = 0.0
+            # A diverging run overflows on the way to a non-finite loss; that is detected
+            # and reported below, so the floating-point warnings it raises are not news.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                for start in range(0, P_total, batch_size):
+                    cost, P = self._train_step(optimizer, X, Y, order[start:start + batch_size])
+                    total = total + cost * P
+                epoch_loss = float(total) / P_total
+                if not (np.isfinite(epoch_loss) and self.backend.all_finite(self.params)):
+                    for dst, src in zip(self.params, snapshot):
+                        self.backend.copyto(dst, src)
+                    raise TrainingDiverged(
+                        f"training diverged in epoch {epoch}: the loss became {epoch_loss} "
+                        f"(lr={optimizer.lr}); the parameters from the start of that epoch "
+                        f"were restored. Try a smaller learning rate."
+                    )
+            figures = {"loss": epoch_loss}
+            if self.is_classifier:
+                figures["accuracy"] = _accuracy(self.forward(X), Y, self.loss_name)
+            if validation_data is not None:
+                figures.update({f"val_{k}": v for k, v in self.evaluate(*validation_data).items()})
+            if tol is not None:
+                _, dW, db = self._cost_and_gradients(X, Y, want_gradients=True)
+                figures["grad_norm"] = float(np.sqrt(sum(float((g.astype(np.float64) ** 2).sum())
+                                                         for g in dW + db)))
+            history.record(epoch, **figures)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in figures.items()}, refresh=False)
+            if verbose == 2:
+                line = " - ".join(f"{k}: {v:.4g}" for k, v in figures.items())
+                tqdm.write(f"epoch {epoch + 1}/{epochs} - {line}")
+            if tol is not None and figures["grad_norm"] <= tol:
+                history.stop_reason = f"gradient norm {figures['grad_norm']:.3g} <= tol {tol}"
+                break
+        bar.close()
+        return history
+
+    def save(self, path):
+        """Write the network to ``path`` (``.npz``), atomically; see :func:`gpubp.io.save`."""
+        from gpubp.io import save
+
+        save(self, path)
+
+
+def _check_sizes(sizes):
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output width, got {sizes}")
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"sizes must hold integers, got {n!r} in {sizes}")
+        if n < 1:
+            raise ValueError(f"sizes must hold positive widths, got {n} in {sizes}")
+    return [int(n) for n in sizes]
+
+
+def _check_hidden(hidden, n_hidden):
+    if isinstance(hidden, str):
+        return [activations.check_activation(hidden, "hidden", activations.HIDDEN)] * n_hidden
+    hidden = list(hidden)
+    if len(hidden) != n_hidden:
+        raise ValueError(f"hidden must be one name or {n_hidden} names (one per hidden layer), "
+                         f"got {len(hidden)}")
+    return [activations.check_activation(h, f"hidden[{i}]", activations.HIDDEN)
+            for i, h in enumerate(hidden)]
+
+
+def _labels(a, loss):
+    """Predicted labels from output activations (identity for regressors)."""
+    if loss == "cross_entropy":
+        return np.argmax(a, axis=1)
+    if loss == "binary_cross_entropy":
+        labels = (a > 0.5).astype(np.int64)
+        return labels[:, 0] if a.shape[1] == 1 else labels
+    return a
+
+
+def _accuracy(a, Y, loss):
+    """Fraction of examples whose predicted labels all match the targets ``Y`` (P, n_L)."""
+    if loss == "cross_entropy":
+        return float(np.mean(np.argmax(a, axis=1) == np.argmax(Y, axis=1)))
+    return float(np.mean(np.all((a > 0.5) == (Y > 0.5), axis=1)))

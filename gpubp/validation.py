@@ -1,0 +1,117 @@
+"""Checks on user input: every error names the argument, the expected and the received value.
+
+Data arrive as lists, NumPy arrays, CuPy arrays or anything with ``__array__``; they leave
+as host NumPy arrays of the network's dtype, so the backends only ever see clean input.
+"""
+
+import numbers
+
+import numpy as np
+
+
+def to_numpy(data, name):
+    """A host NumPy view or copy of ``data`` (CuPy arrays are copied to the host)."""
+    if hasattr(data, "__cuda_array_interface__") and hasattr(data, "get"):
+        data = data.get()  # CuPy: np.asarray refuses implicit device-to-host copies
+    try:
+        return np.asarray(data)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be array-like of numbers, got {type(data).__name__}: {exc}") from None
+
+
+def _check_numeric(arr, name):
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers, got an array of dtype {arr.dtype} "
+            f"(convert or encode it first)"
+        )
+
+
+def _check_finite(arr, name):
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s)")
+
+
+def check_X(X, n_inputs, dtype, name="X"):
+    """Validate inputs ``X`` of shape ``(P, n_inputs)`` and return them as ``dtype``."""
+    arr = to_numpy(X, name)
+    _check_numeric(arr, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D with shape (P, {n_inputs}), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example, got shape {arr.shape}")
+    if arr.shape[1] != n_inputs:
+        raise ValueError(
+            f"{name} must have {n_inputs} columns (the network's input size), got shape {arr.shape}"
+        )
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    _check_finite(arr, name)
+    return arr
+
+
+def check_Y(Y, P, n_outputs, loss, dtype, name="Y"):
+    """Validate targets for ``P`` examples and return them as a float ``(P, n_outputs)`` array.
+
+    Classifiers (``cross_entropy``, ``binary_cross_entropy``) also accept integer labels
+    of shape ``(P,)``: class indices in ``[0, n_outputs)`` (one-hot encoded here), or
+    0/1 labels for a single sigmoid output. Regressors with one output accept ``(P,)``.
+    """
+    arr = to_numpy(Y, name)
+    _check_numeric(arr, name)
+    if arr.ndim == 1 and arr.shape[0] != P:
+        raise ValueError(f"{name} must have {P} rows (one per example in X), got shape {arr.shape}")
+    if arr.ndim == 1 and loss == "cross_entropy":
+        labels = _check_labels(arr, n_outputs, name)
+        onehot = np.zeros((P, n_outputs), dtype=dtype)
+        onehot[np.arange(P), labels] = 1
+        return onehot
+    if arr.ndim == 1 and n_outputs == 1:
+        if loss == "binary_cross_entropy":
+            _check_labels(arr, 2, name)
+        arr = arr.reshape(P, 1)
+    if arr.ndim != 2 or arr.shape != (P, n_outputs):
+        expected = f"({P}, {n_outputs})"
+        if loss == "cross_entropy":
+            expected += f" or integer labels ({P},)"
+        elif n_outputs == 1:
+            expected += f" or ({P},)"
+        raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    _check_finite(arr, name)
+    if loss in ("cross_entropy", "binary_cross_entropy") and ((arr < 0).any() or (arr > 1).any()):
+        raise ValueError(f"{name} must hold probabilities in [0, 1] for loss={loss!r}")
+    if loss == "cross_entropy":
+        # δ^L = a − y is the gradient of cross-entropy only when each target row sums to 1.
+        sums = arr.sum(axis=1, dtype=np.float64)
+        tol = 1e-3 if arr.dtype == np.float32 else 1e-6
+        if not np.allclose(sums, 1.0, atol=tol, rtol=0):
+            worst = float(sums[np.argmax(np.abs(sums - 1))])
+            raise ValueError(
+                f"{name} rows must sum to 1 for loss='cross_entropy' (one-hot or class "
+                f"probabilities), got a row summing to {worst}"
+            )
+    return arr
+
+
+def _check_labels(labels, n_classes, name):
+    if labels.dtype.kind == "f":
+        if not np.isfinite(labels).all() or (labels != np.round(labels)).any():
+            raise ValueError(f"{name} as a 1-D array must hold integer class labels, got non-integer values")
+    labels = labels.astype(np.int64)
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= n_classes:
+        raise ValueError(
+            f"{name} labels must lie in [0, {n_classes - 1}] for {n_classes} classes, "
+            f"got values in [{low}, {high}]"
+        )
+    return labels
+
+
+def check_positive(value, name, kind=numbers.Real, allow_zero=False):
+    """Return ``value`` if it is a positive number of ``kind``, else raise."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {'integer' if kind is numbers.Integral else 'number'}, got {value!r}")
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
