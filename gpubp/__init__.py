@@ -11,7 +11,8 @@ back to the CPU, with a warning, where no GPU is usable.
 from gpubp.gradcheck import gradcheck
 from gpubp.history import History
 from gpubp.io import load
-from gpubp.network import Network, TrainingDiverged
+from gpubp.network import Network
+from gpubp.training import TrainingDiverged
 from gpubp.optimizers import SGD, Adam, Optimizer
 
 __version__ = "0.1.0"

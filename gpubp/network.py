@@ -20,20 +20,13 @@ the batch, and the gradient is the derivation above, not a traced graph.
 import numbers
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from gpubp import activations, losses
+from gpubp import activations, losses, metrics
 from gpubp.backends import get_backend, resolve_device
-from gpubp.history import History
-from gpubp.optimizers import get_optimizer
-from gpubp.validation import check_positive, check_X, check_Y
+from gpubp.validation import check_X, check_Y
 
 DTYPES = ("float32", "float64")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
-
-
-class TrainingDiverged(FloatingPointError):
-    """Raised by :meth:`Network.fit` when the loss stops being finite."""
 
 
 class Network:
@@ -304,14 +297,14 @@ class Network:
             regressors.
         """
         a = self.forward(X)
-        return _labels(a, self.loss_name)
+        return metrics.labels(a, self.loss_name)
 
     def evaluate(self, X, Y):
         """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers)."""
         X, Yc = self._check_XY(X, Y)
         result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
         if self.is_classifier:
-            result["accuracy"] = _accuracy(self.forward(X), Yc, self.loss_name)
+            result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name)
         return result
 
     def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
@@ -350,67 +343,11 @@ class Network:
             When an epoch's loss is not finite; the parameters are restored to those at
             the start of that epoch, the last finite ones.
         """
-        X, Y = self._check_XY(X, Y)
-        check_positive(epochs, "epochs", numbers.Integral)
-        check_positive(batch_size, "batch_size", numbers.Integral)
-        if tol is not None:
-            check_positive(tol, "tol", allow_zero=True)
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (X_val, Y_val)")
-            validation_data = self._check_XY(*validation_data)
-        optimizer = get_optimizer(optimizer, lr)
+        from gpubp.training import fit
 
-        P_total = X.shape[0]
-        batch_size = min(batch_size, P_total)
-        self._workspace(batch_size)
-        order = np.arange(P_total)
-        snapshot = [self.backend.empty(p.shape, p.dtype) for p in self.params]
-        history = History()
-        bar = tqdm(range(epochs), desc="epochs", unit="epoch", disable=None if verbose == 1 else True,
-                   leave=False)
-        for epoch in bar:
-            for dst, src in zip(snapshot, self.params):
-                self.backend.copyto(dst, src)
-            if shuffle:
-                self.rng.shuffle(order)
-            total = 0.0
-            # A diverging run overflows on the way to a non-finite loss; that is detected
-            # and reported below, so the floating-point warnings it raises are not news.
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                for start in range(0, P_total, batch_size):
-                    cost, P = self._train_step(optimizer, X, Y, order[start:start + batch_size])
-                    total = total + cost * P
-                epoch_loss = float(total) / P_total
-                if not (np.isfinite(epoch_loss) and self.backend.all_finite(self.params)):
-                    for dst, src in zip(self.params, snapshot):
-                        self.backend.copyto(dst, src)
-                    raise TrainingDiverged(
-                        f"training diverged in epoch {epoch}: the loss became {epoch_loss} "
-                        f"(lr={optimizer.lr}); the parameters from the start of that epoch "
-                        f"were restored. Try a smaller learning rate."
-                    )
-            figures = {"loss": epoch_loss}
-            if self.is_classifier:
-                figures["accuracy"] = _accuracy(self.forward(X), Y, self.loss_name)
-            if validation_data is not None:
-                figures.update({f"val_{k}": v for k, v in self.evaluate(*validation_data).items()})
-            if tol is not None:
-                _, dW, db = self._cost_and_gradients(X, Y, want_gradients=True)
-                figures["grad_norm"] = float(np.sqrt(sum(float((g.astype(np.float64) ** 2).sum())
-                                                         for g in dW + db)))
-            history.record(epoch, **figures)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in figures.items()}, refresh=False)
-            if verbose == 2:
-                line = " - ".join(f"{k}: {v:.4g}" for k, v in figures.items())
-                tqdm.write(f"epoch {epoch + 1}/{epochs} - {line}")
-            if tol is not None and figures["grad_norm"] <= tol:
-                history.stop_reason = f"gradient norm {figures['grad_norm']:.3g} <= tol {tol}"
-                break
-        bar.close()
-        return history
+        return fit(self, X, Y, epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle,
+                   tol=tol, validation_data=validation_data, verbose=verbose,
+                   optimizer=optimizer)
 
     def save(self, path):
         """Write the network to ``path`` (``.npz``), atomically; see :func:`gpubp.io.save`."""
@@ -442,20 +379,3 @@ def _check_hidden(hidden, n_hidden):
                          f"got {len(hidden)}")
     return [activations.check_activation(h, f"hidden[{i}]", activations.HIDDEN)
             for i, h in enumerate(hidden)]
-
-
-def _labels(a, loss):
-    """Predicted labels from output activations (identity for regressors)."""
-    if loss == "cross_entropy":
-        return np.argmax(a, axis=1)
-    if loss == "binary_cross_entropy":
-        labels = (a > 0.5).astype(np.int64)
-        return labels[:, 0] if a.shape[1] == 1 else labels
-    return a
-
-
-def _accuracy(a, Y, loss):
-    """Fraction of examples whose predicted labels all match the targets ``Y`` (P, n_L)."""
-    if loss == "cross_entropy":
-        return float(np.mean(np.argmax(a, axis=1) == np.argmax(Y, axis=1)))
-    return float(np.mean(np.all((a > 0.5) == (Y > 0.5), axis=1)))

@@ -1,0 +1,7 @@
+"""``python -m gpubp``: the same as the ``gpubp`` console script."""
+
+import sys
+
+from gpubp.cli import main
+
+sys.exit(main())
