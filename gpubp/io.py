@@ -58,7 +58,8 @@ def read_npz(path):
     """All arrays of an ``.npz`` file and its parsed JSON header, or a clear ``ValueError``."""
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # open the file ourselves: np.load leaks its handle when the zip is corrupt
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise

@@ -111,7 +111,7 @@ def _check_labels(labels, n_classes, name):
 def check_positive(value, name, kind=numbers.Real, allow_zero=False):
     """Return ``value`` if it is a positive number of ``kind``, else raise."""
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be a {'integer' if kind is numbers.Integral else 'number'}, got {value!r}")
+        raise TypeError(f"{name} must be {'an integer' if kind is numbers.Integral else 'a number'}, got {value!r}")
     if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
     return value
