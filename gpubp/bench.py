@@ -5,16 +5,17 @@ This module is what ``gpubp bench`` prints and what the pytest-benchmark suites 
 (sigmoid hidden layers, softmax + cross-entropy, float32) over a fixed list of batches,
 or forward-only inference over them. Runners:
 
-- ``reference``, ``cpu``, ``cuda``: gpubp backends, driven through the backend contract
-  (:class:`BackendMLP`) exactly as the network drives them;
-- ``gemm-only``: the same step's matrix products alone, on the fastest backend of the
-  device, into the same buffers. Its time is the bound the fused kernels are measured
+- ``reference``, ``cpu``, ``cuda`` (``cuda-fused``, ``cuda-cublas``: its ``weight_grad``
+  variants): :class:`gpubp.Network` on that backend, one ``_train_step`` per batch (the
+  body of ``fit``'s loop), or ``forward`` for inference;
+- ``gemm-only`` (``gemm-only-cuda`` on a GPU): the same step's matrix products alone, on
+  the fastest backend of the device, into the same buffers. Its time is the bound the fused kernels are measured
   against (``% of GEMM bound`` = GEMM-only time / runner time);
 - peers ``jax-jit`` (``jax.jit`` of the whole step, buffers donated) and ``torch-eager``
   (autograd + ``torch.optim.SGD``), skipped with the reason when not installed.
 
 Timing: one untimed warm-up epoch (JIT compilation is not throughput), then ``repeats``
-timed epochs and their median. Each timed epoch ends by synchronising its device, so a GPU
+timed rounds, each timing one epoch of every runner in turn, and the median per runner. Each timed epoch ends by synchronising its device, so a GPU
 is timed on finished work, not on queued launches. Compare ratios within one run: on a
 small noisy machine absolute numbers drift between runs.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpubp.backends.base import get_backend, resolve_device
+from gpubp.backends.base import resolve_device
 
 
 @dataclass(frozen=True)
@@ -92,73 +93,35 @@ def init_params(sizes, dtype="float32", seed=0):
     return weights, biases
 
 
-class BackendMLP:
-    """The training step of DESIGN.md section 1 driven through a backend's contract.
+def make_network(backend, case, dtype="float32", seed=0, **backend_options):
+    """A :class:`gpubp.Network` of the benchmark's architecture with :func:`init_params`.
 
-    The workspaces (activations, deltas, gradients) are allocated once here; a step only
-    calls the backend's products and kernels on them, which is how the network drives a
-    backend, so the measured time is the backend's.
-
-    Parameters
-    ----------
-    backend : Backend
-    sizes : sequence of int
-        ``(n_0, ..., n_L)``.
-    batch_size : int
-        ``P``: rows of every batch passed to :meth:`step`.
-    dtype : str
-    seed : int
+    ``backend`` is a gpubp backend name; its device follows from it (``cuda`` runs on the
+    GPU, the others on the CPU).
     """
+    from gpubp.network import Network
 
-    hidden, output, loss = "sigmoid", "softmax", "cross_entropy"
+    device = "cuda" if backend == "cuda" else "cpu"
+    net = Network(list(case.sizes), hidden="sigmoid", output="softmax", loss="cross_entropy",
+                  device=device, dtype=dtype, seed=seed, backend=backend, fallback=False,
+                  **backend_options)
+    net.set_params(*init_params(case.sizes, dtype, seed))
+    return net
 
-    def __init__(self, backend, sizes, batch_size, dtype="float32", seed=0):
-        bk = self.backend = backend
-        weights, biases = init_params(sizes, dtype, seed)
-        self.W = [bk.to_device(w) for w in weights]
-        self.b = [bk.to_device(b) for b in biases]
-        P = batch_size
-        # a[l] and delta[l] for l = 1..L are stored at index l - 1.
-        self.a = [bk.empty((P, n), dtype) for n in sizes[1:]]
-        self.delta = [bk.empty((P, n), dtype) for n in sizes[1:]]
-        self.dW = [bk.empty(w.shape, dtype) for w in weights]
-        self.db = [bk.empty(b.shape, dtype) for b in biases]
 
-    def forward(self, x):
-        """``a^L`` for a batch ``x`` of shape (P, n_0) (a workspace, overwritten next call)."""
-        bk, L = self.backend, len(self.W)
-        a_prev = x
-        for l in range(L):
-            bk.matmul(a_prev, self.W[l], out=self.a[l])
-            bk.bias_activation(self.a[l], self.b[l], self.hidden if l < L - 1 else self.output)
-            a_prev = self.a[l]
-        return a_prev
+def gemm_step(net, P):
+    """The matrix products of one training step of ``net`` alone, into its own buffers.
 
-    def step(self, x, y, lr):
-        """One SGD step on ``(x, y)``; returns nothing (the cost stays on the device)."""
-        bk, L = self.backend, len(self.W)
-        self.forward(x)
-        bk.output_delta(self.a[-1], y, self.output, self.loss, self.delta[-1])
-        for l in range(L - 1, -1, -1):
-            a_prev = x if l == 0 else self.a[l - 1]
-            bk.weight_bias_gradients(a_prev, self.delta[l], self.dW[l], self.db[l])
-            if l > 0:  # δ of the input layer is never needed
-                bk.matmul(self.delta[l], self.W[l].T, out=self.delta[l - 1])
-                bk.hidden_delta(self.delta[l - 1], self.a[l - 1], self.hidden)
-            bk.sgd_update(self.W[l], self.dW[l], None, lr)
-            bk.sgd_update(self.b[l], self.db[l], None, lr)
-
-    def gemm_step(self, x, y, lr):
-        """The matrix products of :meth:`step` alone, into the same buffers."""
-        bk, L = self.backend, len(self.W)
-        a_prev = x
-        for l in range(L):
-            bk.matmul(a_prev, self.W[l], out=self.a[l])
-            a_prev = self.a[l]
-        for l in range(L - 1, -1, -1):
-            bk.matmul((x if l == 0 else self.a[l - 1]).T, self.delta[l], out=self.dW[l])
-            if l > 0:
-                bk.matmul(self.delta[l], self.W[l].T, out=self.delta[l - 1])
+    The same products, shapes and transpositions as ``Network._forward`` and
+    ``Network._backward`` on the first ``P`` rows of the loaded batch; nothing else.
+    """
+    be, a, delta, L = net.backend, net.activations, net.deltas, net.L
+    for l in range(1, L + 1):
+        be.matmul(a[l - 1][:P], net.W[l - 1], out=a[l][:P])
+    for l in range(L, 0, -1):
+        be.matmul(a[l - 1][:P].T, delta[l][:P], out=net.nabla_w[l - 1])
+        if l > 1:
+            be.matmul(delta[l][:P], net.W[l - 1].T, out=delta[l - 1][:P])
 
 
 # -- runners: each returns a zero-argument callable doing one synchronised epoch ----------
@@ -167,28 +130,43 @@ class Unavailable(Exception):
 
 
 def _backend_runner(name, case, batches, train):
-    device = "cuda" if name.startswith("cuda") else "cpu"
-    if device == "cuda" and resolve_device("auto") != "cuda":
+    """Runners ``reference``, ``cpu``, ``cuda[-<weight_grad>]`` and ``gemm-only[-cuda]``."""
+    from gpubp.optimizers import SGD
+
+    if name.startswith("gemm-only"):
+        backend, options = ("cuda" if name.endswith("cuda") else "cpu"), {}
+    else:
+        backend, _, variant = name.partition("-")
+        options = {"weight_grad": variant} if variant else {}
+    if backend == "cuda" and resolve_device("auto") != "cuda":
         raise Unavailable("no usable CUDA GPU")
-    backend = get_backend(device, "cpu" if name == "gemm-only" and device == "cpu"
-                          else ("cuda" if device == "cuda" else name))
-    mlp = BackendMLP(backend, case.sizes, case.batch_size)
-    data = [(backend.to_device(x), backend.to_device(y)) for x, y in batches]
-    if name == "gemm-only":
+    try:
+        net = make_network(backend, case, **options)
+    except (TypeError, ValueError) as exc:
+        raise Unavailable(f"{name}: {exc}") from None
+    sync = net.backend.synchronize
+    optimizer = SGD(lr=LR)
+    if name.startswith("gemm-only"):
+        x, y = batches[0]
+        net._train_step(optimizer, x, y)  # realistic values in every buffer, then GEMMs only
+        P = x.shape[0]
+
         def epoch():
-            for x, y in data:
-                mlp.gemm_step(x, y, LR)
-            backend.synchronize()
+            for _ in batches:
+                gemm_step(net, P)
+            sync()
     elif train:
+        # Network._train_step is the body of fit's loop without its per-epoch bookkeeping
+        # (parameter snapshot, accuracy pass), which is not throughput of the step.
         def epoch():
-            for x, y in data:
-                mlp.step(x, y, LR)
-            backend.synchronize()
+            for x, y in batches:
+                net._train_step(optimizer, x, y)
+            sync()
     else:
         def epoch():
-            for x, _ in data:
-                mlp.forward(x)
-            backend.synchronize()
+            for x, _ in batches:
+                net.forward(x)
+            sync()
     return epoch
 
 
@@ -279,7 +257,8 @@ def make_runner(name, case, batches, train=True):
     Parameters
     ----------
     name : str
-        ``"reference"``, ``"cpu"``, ``"cuda"``, ``"gemm-only"`` or a peer in ``PEERS``.
+        ``"reference"``, ``"cpu"``, ``"cuda"``, ``"cuda-<weight_grad>"``, ``"gemm-only"``,
+        ``"gemm-only-cuda"`` or a peer in ``PEERS``.
     case : Case
     batches : list of (ndarray (P, n_0), ndarray (P, n_L))
     train : bool
@@ -294,9 +273,9 @@ def make_runner(name, case, batches, train=True):
         return _jax_runner(case, batches, train)
     if name == "torch-eager":
         return _torch_runner(case, batches, train)
-    if name in ("reference", "cpu", "cuda", "gemm-only"):
+    if name.split("-")[0] in ("reference", "cpu", "cuda", "gemm"):
         return _backend_runner(name, case, batches, train)
-    raise ValueError(f"runner must be one of reference, cpu, cuda, gemm-only, {PEERS}; "
+    raise ValueError(f"runner must be one of reference, cpu, cuda, gemm-only[-cuda], {PEERS}; "
                      f"got {name!r}")
 
 
@@ -312,9 +291,12 @@ def time_epochs(epoch, repeats=5, warmup=1):
     return times
 
 
+CUDA_VARIANTS = ("cuda", "cuda-fused", "cuda-cublas")
+
+
 def default_backends():
     """The gpubp backends that can run here: reference and cpu, plus cuda with a GPU."""
-    return ("reference", "cpu") + (("cuda",) if resolve_device("auto") == "cuda" else ())
+    return ("reference", "cpu") + (CUDA_VARIANTS if resolve_device("auto") == "cuda" else ())
 
 
 def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
@@ -331,29 +313,41 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
     """
     cases = [parse_case(c) if isinstance(c, str) else c for c in (cases or CASES)]
     backends = tuple(backends or default_backends())
-    runners = backends + (("gemm-only",) if train else ()) + (PEERS if peers else ())
+    gemms = ("gemm-only",) + (("gemm-only-cuda",) if any("cuda" in b for b in backends)
+                              else ())
+    runners = backends + (gemms if train else ()) + (PEERS if peers else ())
     rows = []
     for case in cases:
         n_batches = max(1, samples_per_epoch // case.batch_size)
         batches = make_batches(case, n_batches)
         samples = n_batches * case.batch_size
-        results = {}
+        results, epochs = {}, {}
         for name in runners:
             try:
-                times = time_epochs(make_runner(name, case, batches, train), repeats)
-                results[name] = (statistics.median(times), "")
+                epochs[name] = make_runner(name, case, batches, train)
+                epochs[name]()  # warm-up: JIT compilation and first-touch of buffers
             except Unavailable as exc:
                 results[name] = (None, str(exc))
+        # Round-robin: every round times each runner once, so a burst of load from another
+        # process on this shared machine lands on all runners rather than on one.
+        times = {name: [] for name in epochs}
+        for _ in range(repeats):
+            for name, epoch in epochs.items():
+                times[name].extend(time_epochs(epoch, repeats=1, warmup=0))
+        for name, ts in times.items():
+            results[name] = (statistics.median(ts), "")
         ref = results.get("reference", (None,))[0]
-        gemm = results.get("gemm-only", (None,))[0]
         for name in runners:
             sec, note = results[name]
+            # Each runner against the GEMM-only bound of its own device.
+            gemm = results.get("gemm-only-cuda" if "cuda" in name else "gemm-only", (None,))[0]
             rows.append({
                 "case": case.name, "runner": name, "seconds": sec, "note": note,
                 "samples_per_s": samples / sec if sec else None,
                 "gflops": case.flops(train) * n_batches / sec / 1e9 if sec else None,
                 "speedup": ref / sec if sec and ref else None,
-                "gemm_fraction": gemm / sec if sec and gemm and name != "gemm-only" else None,
+                "gemm_fraction": (gemm / sec if sec and gemm and not name.startswith("gemm-only")
+                                  else None),
             })
     return rows
 
