@@ -1,0 +1,24 @@
+"""Project-wide pytest options.
+
+``pytest --benchmark`` runs the pytest-benchmark suites in ``benchmarks/`` with timing on.
+``pyproject.toml`` passes ``--benchmark-disable`` by default, so a plain ``pytest`` still
+runs every benchmark function once, untimed and on a small epoch (see
+``benchmarks/conftest.py``), which keeps the suites from rotting without slowing the tests.
+"""
+
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--benchmark", action="store_true", default=False,
+        help="time the benchmark suites in benchmarks/ (and run only those)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # Runs before pytest-benchmark's own (trylast) configure hook reads these options.
+    if config.getoption("--benchmark"):
+        config.option.benchmark_enable = True  # overrides --benchmark-disable in addopts
+        config.option.benchmark_only = True
