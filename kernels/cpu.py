@@ -119,9 +119,9 @@ def _sigmoid_f32(x):
     element, 8x NumPy's SIMD ``tanh``). This is the Cephes ``expf``: ``e^y = 2^n e^r`` with
     ``n = round(y log2 e)``, ``|r| <= ln2 / 2`` by a degree-6 polynomial and ``2^n``
     built from its exponent bits. ``x`` is clamped to [-88, 88] first, so ``e^{-x} <=
-    e^88 < FLT_MAX`` never overflows and ``1 / (1 + e^{-x})`` needs no second branch; the
-    clamp only changes results below 6e-39. Accuracy is within 3 ulp of the exact
-    sigmoid; NaN stays NaN.
+    e^88 < FLT_MAX`` never overflows and ``1 / (1 + e^{-x})`` needs no second branch;
+    ``x < -88`` gives 0 (the exact value is subnormal there). Elsewhere the result is
+    within 3 ulp of the exact sigmoid; NaN stays NaN.
     """
     y = -min(max(x, _F(-88.0)), _F(88.0))
     n = np.floor(y * _F(1.44269504) + _F(0.5))
@@ -134,7 +134,9 @@ def _sigmoid_f32(x):
     p = p * r + _F(5.0000001201e-1)
     p = p * r * r + r + _F(1.0)
     e = p * _float32_from_bits((np.int32(n) + 127) << 23)
-    return _F(1.0) / (_F(1.0) + e)
+    # Below -88 the exact value is under 6e-39 (subnormal): return 0, as the libm sigmoid
+    # does from about -104 on, rather than the clamp's constant 6e-39.
+    return _F(0.0) if x < _F(-88.0) else _F(1.0) / (_F(1.0) + e)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -268,15 +270,16 @@ def _sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay, use_veloci
 
 
 @njit(cache=True, error_model="numpy")
-def _adam(param, grad, m, v, lr, beta1, beta2, eps, c1, c2, weight_decay):
+def _adam(param, grad, m, v, lr, beta1, one_m_beta1, beta2, one_m_beta2, eps, c1, c2,
+          weight_decay):
     p_ = param.reshape(param.size)
     g_ = grad.reshape(grad.size)
     m_ = m.reshape(m.size)
     v_ = v.reshape(v.size)
     for i in range(p_.size):
         g = g_[i] + weight_decay * p_[i]
-        mi = beta1 * m_[i] + (1 - beta1) * g
-        vi = beta2 * v_[i] + (1 - beta2) * g * g
+        mi = beta1 * m_[i] + one_m_beta1 * g
+        vi = beta2 * v_[i] + one_m_beta2 * g * g
         m_[i] = mi
         v_[i] = vi
         p_[i] -= lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
@@ -400,7 +403,9 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0
         reference.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
         return
     t = param.dtype.type
-    c1 = 1 - beta1**step  # bias corrections, computed once in float64
+    # 1 - β, and the bias corrections 1 - β^t, in float64 before rounding to the dtype:
+    # 1 - float32(0.999) is 1.3e-5 away from float32(0.001).
+    c1 = 1 - beta1**step
     c2 = 1 - beta2**step
-    _adam(param, grad, m, v, t(lr), t(beta1), t(beta2), t(eps), t(c1), t(c2),
-          t(weight_decay))
+    _adam(param, grad, m, v, t(lr), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2), t(eps),
+          t(c1), t(c2), t(weight_decay))
