@@ -291,7 +291,7 @@ def time_epochs(epoch, repeats=5, warmup=1):
     return times
 
 
-CUDA_VARIANTS = ("cuda", "cuda-fused", "cuda-cublas")
+CUDA_VARIANTS = ("cuda-fused", "cuda-cublas")  # the weight_grad options of CudaBackend
 
 
 def default_backends():
@@ -369,7 +369,7 @@ def format_table(rows, title=""):
 
 
 def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
-              inference=False):
+              inference=False, samples_per_epoch=SAMPLES_PER_EPOCH):
     """Print the comparison table: samples/s per backend and peer, speed-up, GEMM bound.
 
     Parameters
@@ -386,17 +386,19 @@ def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
         Where the table goes.
     inference : bool
         Also print a forward-only table.
+    samples_per_epoch : int
+        Rows per timed epoch (rounded down to whole batches, at least one batch).
 
     Returns
     -------
     list of dict
         The training rows of :func:`measure` (plus the inference rows when asked).
     """
-    rows = measure(cases, backends, peers, repeats, train=True)
+    rows = measure(cases, backends, peers, repeats, True, samples_per_epoch)
     print(format_table(rows, f"Training (SGD), median of {repeats} epochs of "
-                             f"~{SAMPLES_PER_EPOCH} samples"), file=file)
+                             f"~{samples_per_epoch} samples"), file=file)
     if inference:
-        inf = measure(cases, backends, peers, repeats, train=False)
+        inf = measure(cases, backends, peers, repeats, False, samples_per_epoch)
         print("\n" + format_table(inf, "Inference (forward only)"), file=file)
         rows = rows + inf
     return rows

@@ -1,0 +1,43 @@
+"""``gpubp.bench``: the comparison table runs end to end (timings are never asserted)."""
+
+import io
+
+import pytest
+
+from gpubp import bench
+
+
+def test_parse_case():
+    case = bench.parse_case("784-128-10@64")
+    assert case.sizes == (784, 128, 10) and case.batch_size == 64
+    assert case.name == "784-128-10@64"
+    assert case.flops() == 6 * 64 * (784 * 128 + 128 * 10)
+    assert case.flops(train=False) == case.flops() // 3
+    with pytest.raises(ValueError, match="784-128-10@64"):
+        bench.parse_case("784x128")
+
+
+def test_run_bench_prints_every_runner():
+    out = io.StringIO()
+    rows = bench.run_bench(["12-7-3@5"], backends=["reference", "cpu"], peers=False,
+                           repeats=1, file=out, inference=True, samples_per_epoch=10)
+    text = out.getvalue()
+    for word in ("Training", "Inference", "reference", "cpu", "gemm-only", "% GEMM bound"):
+        assert word in text
+    train = [r for r in rows if r["runner"] == "cpu"][0]
+    assert train["samples_per_s"] > 0 and train["speedup"] > 0 and train["gemm_fraction"] > 0
+
+
+def test_unavailable_runners_are_reported_not_raised():
+    if "cuda-fused" in bench.default_backends():
+        pytest.skip("a GPU is usable here")
+    rows = bench.measure(["6-4-2@3"], backends=["cuda-fused"], peers=False, repeats=1,
+                         samples_per_epoch=3)
+    (cuda,) = [r for r in rows if r["runner"] == "cuda-fused"]
+    assert cuda["seconds"] is None and "GPU" in cuda["note"]
+    assert "skipped" in bench.format_table(rows)
+
+
+def test_unknown_runner():
+    with pytest.raises(ValueError, match="runner must be one of"):
+        bench.make_runner("mkl", bench.parse_case("4-2@2"), [], True)
