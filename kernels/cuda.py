@@ -18,6 +18,7 @@ kernel                     what it computes                            launch
                                                                        256 threads
 ``bias_softmax``           ``a = softmax(z + b)`` per row, in place    one 32-thread
                                                                        block per row
+                                                                       (grid-stride)
 ``output_delta``           ``δ^L`` and per-block sums of the costs     one thread per
                                                                        row, 128/block
 ``mean_of_partials``       ``C = Σ partials / P``                      one 128-thread
@@ -108,8 +109,15 @@ def _build(dtype):
 
     @cuda.jit
     def bias_softmax(z, b):
-        """Row-wise ``softmax(z + b)`` in place; ``z``: (P, n). One block per row."""
-        shared = cuda.shared.array(ROW_THREADS, dtype)
+        """Row-wise ``softmax(z + b)`` in place; ``z``: (P, n). One block per row.
+
+        The block's threads stride over the row's columns; their partial max and sum are
+        combined through shared memory. With a warp-sized block, every thread reading all
+        ROW_THREADS partials (a broadcast) is as cheap as a tree and needs two barriers per
+        row instead of ten.
+        """
+        row_max = cuda.shared.array(ROW_THREADS, dtype)
+        row_sum = cuda.shared.array(ROW_THREADS, dtype)
         t = cuda.threadIdx.x
         P, n = z.shape
         for p in range(cuda.blockIdx.x, P, cuda.gridDim.x):
@@ -119,35 +127,26 @@ def _build(dtype):
                 v = z[p, j] + b[j]
                 z[p, j] = v
                 m = max(m, v)
-            shared[t] = m
+            row_max[t] = m
             cuda.syncthreads()
-            s = ROW_THREADS // 2
-            while s > 0:
-                if t < s:
-                    shared[t] = max(shared[t], shared[t + s])
-                cuda.syncthreads()
-                s //= 2
-            m = shared[0]
-            cuda.syncthreads()  # everyone has read the max before shared is reused
+            for k in range(ROW_THREADS):
+                m = max(m, row_max[k])
             # Pass 2: exp of the max-shifted values (all <= 0, so no overflow), summed.
             total = zero
             for j in range(t, n, ROW_THREADS):
                 e = T(math.exp(z[p, j] - m))
                 z[p, j] = e
                 total += e
-            shared[t] = total
+            row_sum[t] = total
+            # This barrier also orders this row's reads of row_max before the next row's
+            # writes; the next row's first barrier does the same for row_sum.
             cuda.syncthreads()
-            s = ROW_THREADS // 2
-            while s > 0:
-                if t < s:
-                    shared[t] += shared[t + s]
-                cuda.syncthreads()
-                s //= 2
-            total = shared[0]
+            total = zero
+            for k in range(ROW_THREADS):  # same order in every thread: same total
+                total += row_sum[k]
             # Pass 3: normalise. Each thread touches only the columns it wrote.
             for j in range(t, n, ROW_THREADS):
                 z[p, j] = z[p, j] / total
-            cuda.syncthreads()  # shared[0] read by all before the next row reuses it
 
     @cuda.jit
     def output_delta(a, y, delta, partials, act_code, loss_code):
@@ -443,7 +442,10 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
     if velocity is None:
         if momentum:
             raise ValueError("velocity must be an array when momentum != 0, got None")
-        velocity = param  # never read: the kernel branches on momentum == 0
+        # A placeholder that is never read (the kernel branches on momentum == 0). Not
+        # `param`: the simulator copies each argument back after the launch, so an alias
+        # of the updated array would be restored to its old values.
+        velocity = grad
     _launch_elementwise(kernels_for(param.dtype)["sgd_step"], param.size, stream,
                         _flat(param), _flat(grad), _flat(velocity), T(lr), T(momentum),
                         bool(nesterov), T(weight_decay))
