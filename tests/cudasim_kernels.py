@@ -11,6 +11,8 @@ Shapes are small and odd (P=37 rows, 13 inputs, 5 outputs) so that every launch 
 partial block and the tiled kernel has remainders in each of its three dimensions.
 """
 
+import sys
+
 import numpy as np
 import pytest
 from numba import config
@@ -21,6 +23,11 @@ from gpubp.kernels import reference as R
 if not config.ENABLE_CUDASIM:
     pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 before numba is imported "
                 "(tests/test_cuda_kernels.py runs this file that way)", allow_module_level=True)
+
+# The simulator runs each CUDA thread as a Python thread and a barrier waits on them in a
+# polling loop; a shorter GIL switch interval than the default 5 ms makes barriers, and
+# these tests, markedly faster. This file runs in its own interpreter.
+sys.setswitchinterval(1e-4)
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}
 DTYPES = [np.float32, np.float64]

@@ -7,6 +7,8 @@ the backend's wiring (workspaces, the device cost, the optimizer hooks) and ever
 in its place in forward and backward passes.
 """
 
+import sys
+
 import numpy as np
 import pytest
 from numba import config
@@ -17,6 +19,11 @@ from gpubp.backends import cuda as cuda_backend
 if not config.ENABLE_CUDASIM:
     pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 before numba is imported "
                 "(tests/test_cuda_backend.py runs this file that way)", allow_module_level=True)
+
+# The simulator runs each CUDA thread as a Python thread and a barrier waits on them in a
+# polling loop; a shorter GIL switch interval than the default 5 ms makes barriers, and
+# these tests, markedly faster. This file runs in its own interpreter.
+sys.setswitchinterval(1e-4)
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 

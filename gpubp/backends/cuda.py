@@ -34,7 +34,7 @@ def probe():
     """Whether the CUDA backend can run here, and why not. Never raises; cached.
 
     Checks, in order: CuPy imports; a CUDA driver is loadable; a device is present;
-    the driver is at least as new as the CUDA runtime CuPy was built for; a CuPy
+    the driver's major CUDA version is at least that of CuPy's runtime; a CuPy
     operation and a Numba CUDA kernel launch both succeed on the device (the latter
     compiles a kernel, catching a missing NVVM or a PTX the driver is too old to load).
 
@@ -72,7 +72,10 @@ def _probe():
     if n_devices == 0:
         return False, "no CUDA device"
     runtime_version = runtime.runtimeGetVersion()
-    if driver_version < runtime_version:
+    # Only the major version must match: within one major release an older driver runs a
+    # newer runtime (CUDA minor-version compatibility); what it cannot do (load too new a
+    # PTX) the trial kernel below catches.
+    if driver_version // 1000 < runtime_version // 1000:
         return False, (f"wrong CUDA version: the driver supports CUDA {_version(driver_version)}"
                        f" but CuPy was built for CUDA {_version(runtime_version)}")
     if not cupy.is_available():
