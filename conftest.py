@@ -21,4 +21,14 @@ def pytest_configure(config):
     # Runs before pytest-benchmark's own (trylast) configure hook reads these options.
     if config.getoption("--benchmark"):
         config.option.benchmark_enable = True  # overrides --benchmark-disable in addopts
-        config.option.benchmark_only = True
+
+
+def pytest_collection_modifyitems(config, items):
+    # Under --benchmark run only the benchmarks; the other tests are deselected (quietly),
+    # not reported one by one as skipped the way --benchmark-only does.
+    if not config.getoption("--benchmark"):
+        return
+    keep = [item for item in items if "benchmark" in getattr(item, "fixturenames", ())]
+    if len(keep) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in keep])
+        items[:] = keep

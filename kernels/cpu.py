@@ -14,14 +14,17 @@ instead of several NumPy temporaries:
 The matrix products themselves stay in BLAS (``np.matmul(..., out=...)``): a hand-written
 Numba GEMM cannot compete with OpenBLAS, and the elementwise work is what NumPy does badly.
 
-Threads: these loops are serial on purpose. OpenBLAS keeps its worker threads spinning for
-a while after each GEMM; a ``parallel=True`` loop started then competes with them for the
-same cores (on the 2-core development machine the naive parallel version was about 20x
-slower). The loops are memory-bound and short next to the GEMMs, so one thread is enough.
+Threads: these loops are serial on purpose; the GEMMs use every core through BLAS.
+OpenBLAS keeps its worker threads spinning for a while after each GEMM, and a
+``parallel=True`` loop started then competes with them for the same cores. On the 2-core
+development machine a parallel ``hidden_delta`` (256 x 1024) saved 0.02 ms when run alone
+but, run right after a 256 x 1024 x 1024 GEMM, often waited out a whole scheduler slice:
+GEMM + kernel took 8.0 ms instead of 2.9 ms (the issue's own probe saw 20x). The serial
+loops cost ~0.05 ms there, under 1% of a step, so there is nothing to win.
 
 Every loop is compiled with ``error_model="numpy"``: Python's error model checks each
 float division for a zero divisor, and that branch alone stops LLVM from vectorising a
-loop (it made the sigmoid 2x slower). Divisions by zero give inf/nan as in NumPy.
+loop (the float32 sigmoid below ran 8x slower with it). Divisions by zero give inf/nan as in NumPy.
 
 Activations and losses are dispatched inside the compiled code by small integer codes so
 that each kernel is compiled once per dtype and array layout, not once per activation;
