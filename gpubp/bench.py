@@ -309,7 +309,7 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
         One row per (case, runner) with keys ``case``, ``runner``, ``seconds`` (median
         epoch time, None when unavailable), ``samples_per_s``, ``gflops``, ``speedup``
         (over ``reference``), ``gemm_fraction`` (GEMM-only time / runner time) and
-        ``note`` (why a runner was skipped).
+        ``note`` (why a runner was skipped); also ``best_seconds``, the fastest epoch.
     """
     cases = [parse_case(c) if isinstance(c, str) else c for c in (cases or CASES)]
     backends = tuple(backends or default_backends())
@@ -334,6 +334,7 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
         for _ in range(repeats):
             for name, epoch in epochs.items():
                 times[name].extend(time_epochs(epoch, repeats=1, warmup=0))
+        best = {name: min(ts) for name, ts in times.items()}
         for name, ts in times.items():
             results[name] = (statistics.median(ts), "")
         ref = results.get("reference", (None,))[0]
@@ -343,6 +344,8 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
             gemm = results.get("gemm-only-cuda" if "cuda" in name else "gemm-only", (None,))[0]
             rows.append({
                 "case": case.name, "runner": name, "seconds": sec, "note": note,
+                # Fastest epoch: on a shared machine interference only ever adds time.
+                "best_seconds": best.get(name),
                 "samples_per_s": samples / sec if sec else None,
                 "gflops": case.flops(train) * n_batches / sec / 1e9 if sec else None,
                 "speedup": ref / sec if sec and ref else None,
