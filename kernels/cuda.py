@@ -36,6 +36,7 @@ ahead of time for a given compute capability.
 """
 
 import math
+import warnings
 
 import numpy as np
 from numba import cuda
@@ -82,7 +83,7 @@ def _build(dtype):
         if code == TANH:
             return T(math.tanh(z))
         if code == RELU:
-            return z if z > zero else zero
+            return max(zero, z)
         return z
 
     @cuda.jit(device=True, inline=True)
@@ -340,9 +341,27 @@ def _activation_code(activation, allow_softmax=True):
     return code
 
 
+# Numba warns on every launch of fewer than 128 blocks. For a narrow layer or a small
+# batch a small grid is the right launch (the work is small), so that warning is silenced
+# for gpubp's own launches only, and only when the grid is that small.
+_LOW_OCCUPANCY = r"Grid size \d+ will likely result in GPU under-utilization"
+_WARNED_GRID = 128
+
+
+def _launch(kernel, grid, block, stream, *args):
+    """``kernel[grid, block, stream](*args)``, without Numba's low-occupancy warning."""
+    blocks = math.prod(grid) if isinstance(grid, tuple) else grid
+    if blocks >= _WARNED_GRID:
+        kernel[grid, block, stream](*args)
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_LOW_OCCUPANCY)
+        kernel[grid, block, stream](*args)
+
+
 def _launch_elementwise(kernel, size, stream, *args):
-    kernel[_blocks(size, ELEMENTWISE_THREADS, ELEMENTWISE_MAX_BLOCKS),
-           ELEMENTWISE_THREADS, stream](*args)
+    _launch(kernel, _blocks(size, ELEMENTWISE_THREADS, ELEMENTWISE_MAX_BLOCKS),
+            ELEMENTWISE_THREADS, stream, *args)
 
 
 def _empty_like_device(template, shape, stream):
@@ -370,7 +389,7 @@ def bias_activation(z, b, activation, *, stream=0):
     k = kernels_for(z.dtype)
     P = z.shape[0]
     if code == SOFTMAX:
-        k["bias_softmax"][_blocks(P, 1, ROW_MAX_BLOCKS), ROW_THREADS, stream](z, b)
+        _launch(k["bias_softmax"], _blocks(P, 1, ROW_MAX_BLOCKS), ROW_THREADS, stream, z, b)
     else:
         _launch_elementwise(k["bias_act"], z.size, stream, _flat(z), b, code)
 
@@ -406,9 +425,9 @@ def output_delta(a, y, activation, loss, delta, *, partials=None, cost=None, str
     as_float = cost is None
     if as_float:
         cost = _empty_like_device(a, (1,), stream)
-    k["output_delta"][blocks, DELTA_THREADS, stream](a, y, delta, partials, act_code,
-                                                     loss_code)
-    k["mean_of_partials"][1, REDUCE_THREADS, stream](partials, cost, P)
+    _launch(k["output_delta"], blocks, DELTA_THREADS, stream, a, y, delta, partials, act_code,
+            loss_code)
+    _launch(k["mean_of_partials"], 1, REDUCE_THREADS, stream, partials, cost, P)
     if not as_float:
         return cost
     if isinstance(cost, np.ndarray):  # the simulator: already on the host
@@ -431,8 +450,8 @@ def weight_bias_gradients(a_prev, delta, dW, db, *, stream=0):
     n_in = a_prev.shape[1]
     n_out = delta.shape[1]
     grid = (-(-n_out // TILE), -(-(n_in + 1) // TILE))  # +1: the bias row
-    kernels_for(delta.dtype)["weight_bias_grad"][grid, (TILE, TILE), stream](
-        a_prev, delta, dW, db)
+    _launch(kernels_for(delta.dtype)["weight_bias_grad"], grid, (TILE, TILE), stream,
+            a_prev, delta, dW, db)
 
 
 def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0,

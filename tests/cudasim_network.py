@@ -67,8 +67,8 @@ def test_training_matches_reference(dtype, hidden, output, loss, optimizer, weig
     cuda, ref = _pair(dtype, hidden, output, loss, weight_grad=weight_grad)
     assert cuda.backend.weight_grad == weight_grad
     # Two epochs of a full batch (37 rows) and of a short last batch (37 = 32 + 5).
-    kwargs = dict(epochs=2, batch_size=32, shuffle=False, verbose=0, optimizer=optimizer,
-                  lr=0.05)
+    kwargs = {"epochs": 2, "batch_size": 32, "shuffle": False, "verbose": 0,
+              "optimizer": optimizer, "lr": 0.05}
     h_cuda = cuda.fit(X, Y, **kwargs)
     h_ref = ref.fit(X, Y, **kwargs)
     rtol = RTOL[dtype]
@@ -86,10 +86,9 @@ def test_training_matches_reference(dtype, hidden, output, loss, optimizer, weig
 def test_momentum_and_gradients_match_reference():
     X, Y = _problem("cross_entropy")
     cuda, ref = _pair("float64", "tanh", "softmax", "cross_entropy")
-    opt = dict(epochs=1, batch_size=37, shuffle=False, verbose=0, lr=0.1)
     for net in (cuda, ref):
         net.fit(X, Y, optimizer=gpubp.optimizers.SGD(lr=0.1, momentum=0.9, nesterov=True),
-                **{k: v for k, v in opt.items() if k != "lr"})
+                epochs=1, batch_size=37, shuffle=False, verbose=0)
     assert cuda.loss(X, Y) == pytest.approx(ref.loss(X, Y), rel=1e-10)
     for got, want in zip(*(net.gradients(X, Y) for net in (cuda, ref))):
         for g, w in zip(got, want):

@@ -82,7 +82,7 @@ def test_probe_accepts_an_older_driver_of_the_same_major_version(monkeypatch):
     monkeypatch.setattr(cuda_backend, "simulated", lambda: False)
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(driver=12040, runtime=12080,
                                                         matmul=MemoryError("stop here")))
-    usable, reason = cuda_backend.probe()
+    _, reason = cuda_backend.probe()
     assert "wrong CUDA version" not in reason and "stop here" in reason
 
 
@@ -118,7 +118,7 @@ def test_network_trains_on_the_simulated_device():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          str(TESTS / "cudasim_network.py")],
-        cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=900,
+        cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=900, check=False,
     )
     tail = (proc.stdout + proc.stderr)[-6000:]
     assert proc.returncode == 0, f"simulated network cases failed:\n{tail}"
@@ -129,7 +129,6 @@ def test_network_trains_on_the_simulated_device():
 
 
 @pytest.mark.gpu
-@pytest.mark.filterwarnings("ignore:Grid size:numba.core.errors.NumbaPerformanceWarning")
 @pytest.mark.parametrize("weight_grad", ["fused", "cublas"])
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-4), ("float64", 1e-10)])
 def test_cuda_trains_like_cpu(weight_grad, dtype, rtol):
@@ -149,6 +148,6 @@ def test_cuda_trains_like_cpu(weight_grad, dtype, rtol):
     # float32: cuBLAS and BLAS sum in different orders; three epochs compound it a little
     np.testing.assert_allclose(histories[0].history["loss"], histories[1].history["loss"],
                                rtol=rtol)
-    for got, want in zip(*(sum(net.get_params(), []) for net in nets)):
+    for got, want in zip(*([*W, *b] for W, b in (net.get_params() for net in nets))):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(nets[0].forward(X), nets[1].forward(X), rtol=rtol, atol=rtol)
