@@ -43,15 +43,25 @@ def header_array(header):
     return np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
 
 
-def save(net, path):
-    """Save ``net`` to ``path``; see the module docstring for the format."""
+def model_arrays(net, **extra_header):
+    """The arrays of a model file: ``header`` (with ``extra_header`` merged in) and the parameters.
+
+    Extra header keys (JSON-able) ride along and are ignored by :func:`load`: the CLI keeps
+    class names there, checkpoints their training state.
+    """
     W, b = net.get_params()
     header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
-              "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name}
+              "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
+              **extra_header}
     arrays = {"header": header_array(header)}
     arrays.update({f"W{l}": w for l, w in enumerate(W)})
     arrays.update({f"b{l}": v for l, v in enumerate(b)})
-    atomic_savez(path, arrays)
+    return arrays
+
+
+def save(net, path, **extra_header):
+    """Save ``net`` to ``path``; see the module docstring for the format."""
+    atomic_savez(path, model_arrays(net, **extra_header))
 
 
 def read_npz(path):

@@ -308,18 +308,22 @@ class Network:
         return result
 
     def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
-            validation_data=None, verbose=1, optimizer="sgd"):
-        """Mini-batch gradient descent.
+            validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
+            schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
+            checkpoint=None, checkpoint_every=1, resume=None):
+        """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.fit`).
 
         Parameters
         ----------
         X : array-like, shape (P, n_0)
-        Y : array-like, shape (P, n_L), or (P,) labels for classifiers
+            A list, NumPy or CuPy array, or anything with ``__array__`` or ``__dlpack__``.
+        Y : array-like, shape (P, n_L), or (P,) integer labels for classifiers
         epochs : int
+            Epochs to train in all (a resumed run continues up to this number).
         batch_size : int
             Examples per step; the last batch of an epoch may be shorter.
         lr : float or None
-            Learning rate (None: the optimizer's own, 0.1 for SGD).
+            Base learning rate (None: the optimizer's own, 0.1 for SGD, 1e-3 for Adam).
         shuffle : bool
             Reshuffle the examples every epoch (with the network's seeded generator).
         tol : float or None
@@ -331,11 +335,35 @@ class Network:
             0 silent, 1 a progress bar (hidden when output is not a terminal), 2 one line
             per epoch.
         optimizer : str or Optimizer
-            ``"sgd"``, ``"adam"`` or an :class:`~gpubp.optimizers.Optimizer`.
+            ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"`` or an
+            :class:`~gpubp.optimizers.Optimizer` (e.g. ``SGD(lr=0.1, momentum=0.9)``).
+        validation_split : float
+            Fraction of ``(X, Y)`` held out for validation (stratified for classifiers,
+            drawn with the network's generator) instead of ``validation_data``.
+        schedule : {"constant", "step", "cosine"}, Schedule or None
+            Learning-rate schedule, replacing the optimizer's own when given.
+        weight_decay : float or None
+            L2 penalty ``λ`` (``∇C + λθ``), replacing the optimizer's own when given.
+        early_stopping : bool, int, EarlyStopping or None
+            Stop when the monitored figure (``val_loss`` with validation, else ``loss``)
+            has not improved for ``patience`` epochs (an int is the patience, True means
+            10) and restore the best parameters; an :class:`~gpubp.callbacks.EarlyStopping`
+            chooses the figure, patience and mode.
+        callbacks : sequence of Callback or None
+            See :mod:`gpubp.callbacks`.
+        checkpoint : str or os.PathLike or None
+            Write a checkpoint there (atomically) every ``checkpoint_every`` epochs and
+            after the last: parameters, optimizer state, epoch, generator state, history.
+        checkpoint_every : int
+        resume : str or os.PathLike or None
+            Continue the run recorded in this checkpoint; with the same data and
+            arguments the result equals that of an uninterrupted run, bit for bit.
 
         Returns
         -------
         History
+            Per-epoch ``loss``, ``lr`` and, where they apply, ``accuracy``, ``val_loss``,
+            ``val_accuracy``, ``grad_norm``.
 
         Raises
         ------
@@ -347,7 +375,10 @@ class Network:
 
         return fit(self, X, Y, epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle,
                    tol=tol, validation_data=validation_data, verbose=verbose,
-                   optimizer=optimizer)
+                   optimizer=optimizer, validation_split=validation_split, schedule=schedule,
+                   weight_decay=weight_decay, early_stopping=early_stopping,
+                   callbacks=callbacks, checkpoint=checkpoint,
+                   checkpoint_every=checkpoint_every, resume=resume)
 
     def save(self, path):
         """Write the network to ``path`` (``.npz``), atomically; see :func:`gpubp.io.save`."""

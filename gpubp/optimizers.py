@@ -1,37 +1,178 @@
-"""Optimizers: small objects that apply one fused update kernel per parameter.
+"""Optimizers and learning-rate schedules: small objects around the backend's fused updates.
 
 An optimizer keeps its state (momentum buffers, Adam moments) on the network's backend and
 calls the backend's ``sgd_update`` or ``adam_update`` kernel, so each training step
-writes every parameter once. ``Network.fit(optimizer=...)`` takes a name or an instance.
+writes every parameter once, on every backend. ``Network.fit(optimizer=...)`` takes a name
+(``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``) or an instance; ``schedule=``
+takes ``"constant"``, ``"step"``, ``"cosine"`` or a :class:`Schedule`.
+
+The learning rate changes once per epoch (``fit`` calls :meth:`Optimizer.start_epoch`);
+within an epoch it is constant. Every optimizer can export its hyperparameters
+(:meth:`Optimizer.get_config`) and its state as host arrays (:meth:`Optimizer.state_arrays`)
+for checkpoints, and take them back exactly.
 """
 
+import math
 import numbers
+
+import numpy as np
 
 from gpubp.validation import check_positive
 
 
+# -- learning-rate schedules --------------------------------------------------------------
+class Schedule:
+    """Learning rate of an epoch from the base rate: ``lr(epoch) = f(base_lr, epoch, epochs)``."""
+
+    name = "constant"
+
+    def __call__(self, base_lr, epoch, epochs):
+        """The learning rate of 0-based ``epoch`` out of ``epochs``.
+
+        Parameters
+        ----------
+        base_lr : float
+        epoch : int
+            0-based epoch.
+        epochs : int
+            Length of the whole run (used by schedules that anneal to an end).
+        """
+        return base_lr
+
+    def get_config(self):
+        return {"name": self.name}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+class Constant(Schedule):
+    """The base learning rate throughout."""
+
+
+class StepDecay(Schedule):
+    """Multiply the rate by ``gamma`` every ``step_size`` epochs: ``η γ^⌊epoch/step_size⌋``.
+
+    Parameters
+    ----------
+    step_size : int
+        Epochs between decays.
+    gamma : float
+        Factor in ``(0, 1]``.
+    """
+
+    name = "step"
+
+    def __init__(self, step_size=10, gamma=0.1):
+        self.step_size = int(check_positive(step_size, "step_size", numbers.Integral))
+        gamma = check_positive(gamma, "gamma")
+        if gamma > 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma!r}")
+        self.gamma = float(gamma)
+
+    def __call__(self, base_lr, epoch, epochs):
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+    def get_config(self):
+        return {"name": self.name, "step_size": self.step_size, "gamma": self.gamma}
+
+
+class CosineDecay(Schedule):
+    """Cosine annealing ``η_min + (η − η_min)(1 + cos(π t / T)) / 2`` over ``T`` epochs.
+
+    Parameters
+    ----------
+    period : int or None
+        ``T``; None anneals over the whole run (``epochs`` of ``fit``). After ``T`` epochs
+        the rate stays at ``min_lr``.
+    min_lr : float
+        ``η_min``.
+    """
+
+    name = "cosine"
+
+    def __init__(self, period=None, min_lr=0.0):
+        if period is not None:
+            period = int(check_positive(period, "period", numbers.Integral))
+        self.period = period
+        self.min_lr = float(check_positive(min_lr, "min_lr", allow_zero=True))
+
+    def __call__(self, base_lr, epoch, epochs):
+        T = self.period or epochs
+        t = min(epoch, T)
+        return self.min_lr + (base_lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t / T))
+
+    def get_config(self):
+        return {"name": self.name, "period": self.period, "min_lr": self.min_lr}
+
+
+SCHEDULES = {"constant": Constant, "step": StepDecay, "cosine": CosineDecay}
+
+
+def get_schedule(schedule):
+    """A :class:`Schedule` from None (constant), a name, a config dict or an instance."""
+    if schedule is None:
+        return Constant()
+    if isinstance(schedule, Schedule):
+        return schedule
+    if isinstance(schedule, dict) and schedule.get("name") in SCHEDULES:
+        config = dict(schedule)
+        return SCHEDULES[config.pop("name")](**config)
+    if isinstance(schedule, str) and schedule.lower() in SCHEDULES:
+        return SCHEDULES[schedule.lower()]()
+    raise ValueError(f"schedule must be one of {tuple(SCHEDULES)}, a Schedule instance or "
+                     f"None, got {schedule!r}")
+
+
+# -- optimizers ---------------------------------------------------------------------------
 class Optimizer:
-    """Base class: a learning rate, optional L2 weight decay and per-parameter state.
+    """Base class: a learning rate, a schedule, L2 weight decay and per-parameter state.
 
     Parameters
     ----------
     lr : float
-        Learning rate ``η``.
+        Base learning rate ``η``.
     weight_decay : float
-        L2 penalty ``λ``: the update uses ``∇C + λ θ`` (``λ/2 ‖θ‖²`` added to the cost).
+        L2 penalty ``λ``: the update uses ``∇C + λ θ`` (``λ/2 ‖θ‖²`` added to the cost),
+        for every parameter, as PyTorch's ``weight_decay``.
+    schedule : str, Schedule or None
+        How the rate changes from epoch to epoch (None: constant).
+
+    Attributes
+    ----------
+    iterations : int
+        Steps taken (Adam's ``t``).
+    state : dict of str to list of backend arrays, or None
+        Buffers shaped like the parameters, allocated on the first step.
     """
 
     name = "optimizer"
     state_names = ()
 
-    def __init__(self, lr=0.1, weight_decay=0.0):
+    def __init__(self, lr=0.1, weight_decay=0.0, schedule=None):
         self.lr = float(check_positive(lr, "lr"))
         self.weight_decay = float(check_positive(weight_decay, "weight_decay", allow_zero=True))
+        self.schedule = get_schedule(schedule)
         self.iterations = 0
         self.state = None
+        self._epoch_lr = None
+
+    def _hyperparameters(self):
+        return {"lr": self.lr, "weight_decay": self.weight_decay}
+
+    def get_config(self):
+        """Hyperparameters as a JSON-able dict that :func:`from_config` rebuilds."""
+        return {"name": self.name, **self._hyperparameters(),
+                "schedule": self.schedule.get_config()}
 
     def __repr__(self):
-        return f"{type(self).__name__}(lr={self.lr}, weight_decay={self.weight_decay})"
+        args = ", ".join(f"{k}={v!r}" for k, v in self._hyperparameters().items())
+        sched = "" if isinstance(self.schedule, Constant) else f", schedule={self.schedule!r}"
+        return f"{type(self).__name__}({args}{sched})"
 
     def initialize(self, backend, params):
         """Allocate zeroed state buffers like each parameter, on ``backend``."""
@@ -39,12 +180,24 @@ class Optimizer:
             key: [backend.zeros(p.shape, p.dtype) for p in params] for key in self.state_names
         }
 
+    def start_epoch(self, epoch, epochs):
+        """Set the learning rate of 0-based ``epoch`` from the schedule; returns it."""
+        self._epoch_lr = float(self.schedule(self.lr, epoch, epochs))
+        return self._epoch_lr
+
     def current_lr(self):
-        """The learning rate for the next step (schedules override this)."""
-        return self.lr
+        """The learning rate for the next step."""
+        return self.lr if self._epoch_lr is None else self._epoch_lr
 
     def step(self, backend, params, grads):
-        """Update every parameter in place from its gradient."""
+        """Update every parameter in place from its gradient (one fused kernel each).
+
+        Parameters
+        ----------
+        backend : Backend
+        params, grads : list of backend arrays
+            Aligned lists (``Network.params``, ``Network.grads``).
+        """
         if self.state is None:
             self.initialize(backend, params)
         self.iterations += 1
@@ -55,6 +208,36 @@ class Optimizer:
     def _update(self, backend, i, param, grad, lr):
         raise NotImplementedError
 
+    # -- checkpoints ------------------------------------------------------------------
+    def state_arrays(self, backend):
+        """The state as host arrays ``{"velocity.0": ndarray, ...}`` (empty before a step)."""
+        if self.state is None:
+            return {}
+        return {f"{key}.{i}": backend.to_host(buf)
+                for key, bufs in self.state.items() for i, buf in enumerate(bufs)}
+
+    def load_state(self, backend, params, iterations, arrays):
+        """Restore the step count and the buffers written by :meth:`state_arrays`.
+
+        Raises
+        ------
+        ValueError
+            When a buffer is missing or does not match its parameter's shape.
+        """
+        self.iterations = int(iterations)
+        if not arrays:
+            self.state = None
+            return
+        self.initialize(backend, params)
+        for key, bufs in self.state.items():
+            for i, buf in enumerate(bufs):
+                name = f"{key}.{i}"
+                if name not in arrays or arrays[name].shape != buf.shape:
+                    got = arrays[name].shape if name in arrays else "missing"
+                    raise ValueError(f"optimizer state {name!r} must have shape {buf.shape}, "
+                                     f"got {got}")
+                backend.to_device(np.ascontiguousarray(arrays[name], dtype=buf.dtype), out=buf)
+
 
 class SGD(Optimizer):
     """Stochastic gradient descent with optional (Nesterov) momentum, PyTorch's convention.
@@ -62,23 +245,33 @@ class SGD(Optimizer):
     ``v ← μ v + g``; ``θ ← θ − η v`` (or ``θ ← θ − η (g + μ v)`` with Nesterov), where
     ``g = ∇C + λ θ``. With ``momentum=0`` this is the plain ``θ ← θ − η g`` of the
     derivation.
+
+    Parameters
+    ----------
+    lr : float
+    momentum : float
+        ``μ`` in ``[0, 1)``.
+    nesterov : bool
+        Nesterov's look-ahead form (needs ``momentum > 0``).
+    weight_decay : float
+    schedule : str, Schedule or None
     """
 
     name = "sgd"
 
-    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
+        super().__init__(lr, weight_decay, schedule)
         self.momentum = float(check_positive(momentum, "momentum", allow_zero=True))
         if self.momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if nesterov and not self.momentum:
-            raise ValueError("nesterov=True needs momentum > 0")
+            raise ValueError(f"nesterov=True needs momentum > 0, got momentum={momentum!r}")
         self.nesterov = bool(nesterov)
         self.state_names = ("velocity",) if self.momentum else ()
 
-    def __repr__(self):
-        return (f"SGD(lr={self.lr}, momentum={self.momentum}, nesterov={self.nesterov}, "
-                f"weight_decay={self.weight_decay})")
+    def _hyperparameters(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
 
     def _update(self, backend, i, param, grad, lr):
         velocity = self.state["velocity"][i] if self.momentum else None
@@ -87,40 +280,81 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma & Ba, 2015) with bias-corrected moments and L2 weight decay."""
+    """Adam (Kingma & Ba, 2015) with bias-corrected moments and L2 weight decay.
+
+    Parameters
+    ----------
+    lr : float
+    beta1, beta2 : float
+        Moment decay rates in ``[0, 1)``.
+    eps : float
+    weight_decay : float
+    schedule : str, Schedule or None
+    """
 
     name = "adam"
     state_names = ("m", "v")
 
-    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
-        super().__init__(lr, weight_decay)
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 schedule=None):
+        super().__init__(lr, weight_decay, schedule)
         for value, arg in ((beta1, "beta1"), (beta2, "beta2")):
-            if not isinstance(value, numbers.Real) or not 0 <= value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
                 raise ValueError(f"{arg} must be in [0, 1), got {value!r}")
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.eps = float(check_positive(eps, "eps"))
 
-    def __repr__(self):
-        return (f"Adam(lr={self.lr}, beta1={self.beta1}, beta2={self.beta2}, eps={self.eps}, "
-                f"weight_decay={self.weight_decay})")
+    def _hyperparameters(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
 
     def _update(self, backend, i, param, grad, lr):
         backend.adam_update(param, grad, self.state["m"][i], self.state["v"][i], lr,
                             self.beta1, self.beta2, self.eps, self.iterations, self.weight_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+# name -> (class, default keyword arguments)
+OPTIMIZERS = {
+    "sgd": (SGD, {}),
+    "momentum": (SGD, {"momentum": 0.9}),
+    "nesterov": (SGD, {"momentum": 0.9, "nesterov": True}),
+    "adam": (Adam, {}),
+}
+_CLASSES = {"sgd": SGD, "adam": Adam}
 
 
-def get_optimizer(optimizer, lr=None):
-    """An :class:`Optimizer` from a name (with ``lr`` when given) or an instance."""
+def get_optimizer(optimizer, lr=None, schedule=None, weight_decay=None):
+    """An :class:`Optimizer` from a name or an instance.
+
+    Parameters
+    ----------
+    optimizer : str or Optimizer
+        ``"sgd"``, ``"momentum"`` (SGD, μ = 0.9), ``"nesterov"`` (SGD, μ = 0.9, Nesterov),
+        ``"adam"``, or an instance (used as is, with the overrides below applied to it).
+    lr, schedule, weight_decay : optional
+        Override the optimizer's own when given.
+    """
     if isinstance(optimizer, Optimizer):
-        if lr is not None:
-            optimizer.lr = float(check_positive(lr, "lr"))
-        return optimizer
-    if isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
-        cls = OPTIMIZERS[optimizer.lower()]
-        return cls() if lr is None else cls(lr=lr)
-    raise ValueError(
-        f"optimizer must be one of {tuple(OPTIMIZERS)} or an Optimizer instance, got {optimizer!r}"
-    )
+        opt = optimizer
+    elif isinstance(optimizer, str) and optimizer.lower() in OPTIMIZERS:
+        cls, kwargs = OPTIMIZERS[optimizer.lower()]
+        opt = cls(**kwargs)
+    else:
+        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)} or an Optimizer "
+                         f"instance, got {optimizer!r}")
+    if lr is not None:
+        opt.lr = float(check_positive(lr, "lr"))
+    if schedule is not None:
+        opt.schedule = get_schedule(schedule)
+    if weight_decay is not None:
+        opt.weight_decay = float(check_positive(weight_decay, "weight_decay", allow_zero=True))
+    return opt
+
+
+def from_config(config):
+    """Rebuild an optimizer from :meth:`Optimizer.get_config` (without its state)."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in _CLASSES:
+        raise ValueError(f"optimizer config name must be one of {tuple(_CLASSES)}, got {name!r}")
+    return _CLASSES[name](**config)

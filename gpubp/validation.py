@@ -13,10 +13,25 @@ def to_numpy(data, name):
     """A host NumPy view or copy of ``data`` (CuPy arrays are copied to the host)."""
     if hasattr(data, "__cuda_array_interface__") and hasattr(data, "get"):
         data = data.get()  # CuPy: np.asarray refuses implicit device-to-host copies
+    elif hasattr(data, "__dlpack__") and not hasattr(data, "__array__"):
+        data = _from_dlpack(data, name)
     try:
         return np.asarray(data)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be array-like of numbers, got {type(data).__name__}: {exc}") from None
+
+
+def _from_dlpack(data, name):
+    """A host array from a DLPack producer: zero-copy on the CPU, through CuPy on a GPU."""
+    try:
+        return np.from_dlpack(data)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        try:
+            import cupy
+        except ImportError:
+            raise TypeError(f"{name} is a DLPack tensor NumPy cannot read ({exc}) and CuPy "
+                            f"is not installed to copy it from the GPU") from None
+        return cupy.from_dlpack(data).get()
 
 
 def _check_numeric(arr, name):
