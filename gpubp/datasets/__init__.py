@@ -1,14 +1,19 @@
-"""Real data sets shipped inside the package (no download), split and standardised.
+"""Real data sets shipped inside the package (no download), and the user's own files.
 
 >>> from gpubp import datasets
 >>> d = datasets.load("digits")
 >>> d.X_train.shape, d.y_train.shape, d.classes[:3]
 ((1347, 64), (1347,), ('0', '1', '2'))
 
+``load`` also takes a path: a ``.csv`` (optionally ``.csv.gz``) whose label column holds
+class names or numbers, or an ``.npz`` with arrays ``X`` and ``y`` (or ``X_train``,
+``y_train``, ``X_test``, ``y_test``). Labels are encoded as indices into ``classes``.
+
 Sources and licences: ``data/README.md`` beside this file.
 """
 
 import gzip
+import os
 from importlib import resources
 from typing import NamedTuple
 
@@ -80,22 +85,221 @@ def standardize(X_train, X_test):
     return (X_train - mean) / std, (X_test - mean) / std
 
 
-def load(name, test_size=0.25, seed=0, scale=True):
-    """A bundled data set as a stratified, standardised train/test :class:`Dataset`.
+def load(name, test_size=0.25, seed=0, scale=True, label_column=-1):
+    """A data set as a stratified, standardised train/test :class:`Dataset`.
 
     Parameters
     ----------
-    name : {"digits", "breast_cancer", "iris", "wine"}
+    name : {"digits", "breast_cancer", "iris", "wine"} or path
+        A bundled data set, or a ``.csv``/``.csv.gz``/``.npz`` file (see
+        :func:`load_file`).
     test_size : float
         Fraction of each class held out for testing.
     seed : int
         Seed of the split.
     scale : bool
         Standardise the features with the training part's mean and deviation.
+    label_column : int or str
+        For CSV files: the label column, by index or header name (default the last).
     """
-    X, y, classes = load_arrays(name)
-    train, test = train_test_split(X, y, test_size, seed)
-    X_train, X_test = X[train], X[test]
+    if isinstance(name, str) and name in _FILES:
+        X, y, classes = load_arrays(name)
+        return _split(X, y, classes, name, test_size, seed, scale)
+    if isinstance(name, (str, os.PathLike)) and os.path.exists(name):
+        return load_file(name, label_column=label_column, test_size=test_size, seed=seed,
+                         scale=scale)
+    raise ValueError(f"name must be one of {NAMES} or the path of a .csv or .npz file, "
+                     f"got {name!r} (no such data set or file)")
+
+
+def _split(X, y, classes, name, test_size, seed, scale, split=None):
+    if split is None:
+        train, test = train_test_split(X, y, test_size, seed)
+        X_train, X_test, y_train, y_test = X[train], X[test], y[train], y[test]
+    else:
+        X_train, X_test, y_train, y_test = split
     if scale:
         X_train, X_test = standardize(X_train, X_test)
-    return Dataset(X_train, X_test, y[train], y[test], classes, name)
+    return Dataset(X_train, X_test, y_train, y_test, tuple(classes), name)
+
+
+def encode_labels(labels, name="labels"):
+    """Class indices and class names from labels given as strings or numbers.
+
+    Numeric labels are ordered by value (``"10"`` after ``"9"``), others alphabetically,
+    as scikit-learn's ``LabelEncoder`` would.
+
+    Parameters
+    ----------
+    labels : array-like, shape (P,)
+
+    Returns
+    -------
+    y : ndarray of int64, shape (P,)
+        ``classes[y[p]]`` is the label of example ``p``.
+    classes : tuple of str
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {labels.shape}")
+    if labels.dtype.kind in "biuf":
+        values = labels
+    else:
+        text = np.char.strip(labels.astype(str))
+        try:
+            values = text.astype(np.float64)
+        except ValueError:
+            values = None
+        if values is None:
+            uniques, y = np.unique(text, return_inverse=True)
+            return y.astype(np.int64), tuple(str(u) for u in uniques)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise ValueError(f"{name} must not hold NaN or infinite values")
+    uniques, y = np.unique(values, return_inverse=True)
+    names = tuple(str(int(u)) if float(u).is_integer() else str(u) for u in uniques)
+    return y.astype(np.int64), names
+
+
+def load_file(path, label_column=-1, test_size=0.25, seed=0, scale=True):
+    """A user's data file as a stratified, standardised train/test :class:`Dataset`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.csv`` or ``.csv.gz``: comma-separated numeric features and one label column,
+        with or without a header row. ``.npz``: arrays ``X`` (P, n) and ``y`` (P,), or
+        ``X_train``, ``y_train``, ``X_test``, ``y_test`` for a split of your own.
+    label_column : int or str
+        CSV label column, by index (negative counts from the end) or header name.
+    test_size, seed, scale
+        As :func:`load` (the split is ignored when the ``.npz`` brings its own).
+
+    Returns
+    -------
+    Dataset
+        ``y_*`` are indices into ``classes`` (the label names, as strings).
+    """
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    lower = path.lower()
+    if lower.endswith(".npz"):
+        return _load_npz(path, name, test_size, seed, scale)
+    if lower.endswith(".csv") or lower.endswith(".csv.gz"):
+        X, labels = read_csv(path, label_column)
+        y, classes = encode_labels(labels, f"the label column of {name}")
+        return _split(X, y, classes, name, test_size, seed, scale)
+    raise ValueError(f"path must end in .csv, .csv.gz or .npz, got {path!r}")
+
+
+def read_csv(path, label_column=-1):
+    """Features ``X`` (P, n) float64 and raw labels (P,) str from a CSV file."""
+    opener = gzip.open if os.fspath(path).lower().endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
+        rows = [line.rstrip("\r\n").split(",") for line in f if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} is empty")
+    first = [v.strip() for v in rows[0]]
+    if _is_name(label_column):
+        header = first  # a column named by its header
+    else:
+        col = _column_index(label_column, first, None, path)
+        features_numeric = all(_is_number(v) for i, v in enumerate(first) if i != col)
+        header = None if features_numeric else first
+    if header is not None:
+        rows = rows[1:]
+    if not rows:
+        raise ValueError(f"{path} has a header but no data rows")
+    width = len(rows[0])
+    if width < 2:
+        raise ValueError(f"{path} must have at least one feature column and a label column, "
+                         f"got {width} column(s)")
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"{path}: row {i + 1 + (header is not None)} has {len(row)} "
+                             f"columns, expected {width}")
+    col = _column_index(label_column, rows[0], header, path)
+    table = np.array(rows, dtype=str)
+    labels = np.char.strip(table[:, col])
+    features = np.delete(table, col, axis=1)
+    try:
+        X = np.char.strip(features).astype(np.float64)
+    except ValueError:
+        bad = next(v for v in features.ravel() if not _is_number(v))
+        raise ValueError(f"{path}: feature columns must be numeric, got {bad!r}") from None
+    if not np.isfinite(X).all():
+        raise ValueError(f"{path}: features must be finite, got NaN or infinite values")
+    return X, labels
+
+
+def _is_number(text):
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_name(label_column):
+    return isinstance(label_column, str) and not label_column.strip().lstrip("-").isdigit()
+
+
+def _column_index(label_column, row, header, path):
+    width = len(row)
+    if _is_name(label_column):
+        if header is None:
+            raise ValueError(f"label_column {label_column!r} names a column, but {path} has no "
+                             f"header row")
+        if label_column not in header:
+            raise ValueError(f"label_column must be one of the columns {header}, got "
+                             f"{label_column!r}")
+        return header.index(label_column)
+    if isinstance(label_column, bool):
+        raise TypeError(f"label_column must be a column index or name, got {label_column!r}")
+    try:
+        index = int(label_column)
+    except (TypeError, ValueError):
+        raise TypeError(f"label_column must be a column index or name, got {label_column!r}") from None
+    if not -width <= index < width:
+        raise ValueError(f"label_column must be in [{-width}, {width - 1}] for {width} "
+                         f"columns, got {index}")
+    return index % width
+
+
+def _load_npz(path, name, test_size, seed, scale):
+    import zipfile
+
+    try:
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc}); "
+                         f"labels must be numbers or fixed-width strings, not objects") from None
+    if {"X", "y"} <= set(arrays):
+        X, y, classes = _xy(arrays["X"], arrays["y"], path, "X", "y")
+        return _split(X, y, classes, name, test_size, seed, scale)
+    keys = {"X_train", "y_train", "X_test", "y_test"}
+    if keys <= set(arrays):
+        n_train = len(arrays["y_train"])
+        X = np.concatenate([arrays["X_train"], arrays["X_test"]]) \
+            if arrays["X_train"].ndim == arrays["X_test"].ndim == 2 else arrays["X_train"]
+        X, y, classes = _xy(X, np.concatenate([arrays["y_train"], arrays["y_test"]]), path,
+                            "X_train/X_test", "y_train/y_test")
+        split = (X[:n_train], X[n_train:], y[:n_train], y[n_train:])
+        return _split(X, y, classes, name, test_size, seed, scale, split)
+    raise ValueError(f"{path} must hold arrays 'X' and 'y' (or X_train, y_train, X_test, "
+                     f"y_test), got {sorted(arrays)}")
+
+
+def _xy(X, labels, path, xname, yname):
+    if X.ndim != 2 or X.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {xname} must be a 2-D numeric array, got shape {X.shape} "
+                         f"dtype {X.dtype}")
+    if labels.shape != (X.shape[0],):
+        raise ValueError(f"{path}: {yname} must have shape ({X.shape[0]},), got {labels.shape}")
+    X = X.astype(np.float64)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{path}: {xname} must be finite, got NaN or infinite values")
+    y, classes = encode_labels(labels, f"{path}: {yname}")
+    return X, y, classes
