@@ -9,18 +9,19 @@ or forward-only inference over them. Runners:
   variants): :class:`gpubp.Network` on that backend, one ``_train_step`` per batch (the
   body of ``fit``'s loop), or ``forward`` for inference;
 - ``gemm-only`` (``gemm-only-cuda`` on a GPU): the same step's matrix products alone, on
-  the fastest backend of the device, into the same buffers. Its time is the bound the fused kernels are measured
-  against (``% of GEMM bound`` = GEMM-only time / runner time);
+  the fastest backend of the device, into the same buffers. Its time is the bound the
+  fused kernels are measured against (``% of GEMM bound`` = GEMM-only time / runner time);
 - peers ``jax-jit`` (``jax.jit`` of the whole step, buffers donated) and ``torch-eager``
   (autograd + ``torch.optim.SGD``), skipped with the reason when not installed.
 
 Timing: one untimed warm-up epoch (JIT compilation is not throughput), then ``repeats``
-timed rounds, each timing one epoch of every runner in turn, and the median per runner. Each timed epoch ends by synchronising its device, so a GPU
-is timed on finished work, not on queued launches. Compare ratios within one run: on a
+timed rounds, each timing one epoch of every runner in turn, and the median per runner.
+Each timed epoch ends by synchronising its device, so a GPU is timed on finished work,
+not on queued launches. Compare ratios within one run: on a
 small noisy machine absolute numbers drift between runs.
 """
 
-import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -88,7 +89,7 @@ def init_params(sizes, dtype="float32", seed=0):
     """Weights ``N(0, 1/n_{l-1})`` and zero biases, identical for every runner."""
     rng = np.random.default_rng(seed)
     weights = [(rng.standard_normal((m, n)) / np.sqrt(m)).astype(dtype)
-               for m, n in zip(sizes, sizes[1:])]
+               for m, n in itertools.pairwise(sizes)]
     biases = [np.zeros(n, dtype=dtype) for n in sizes[1:]]
     return weights, biases
 
@@ -405,20 +406,3 @@ def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
         print("\n" + format_table(inf, "Inference (forward only)"), file=file)
         rows = rows + inf
     return rows
-
-
-def main(argv=None):
-    """``python -m gpubp.bench [--case 784-128-10@64 ...] [--no-peers] [--repeats N]``."""
-    parser = argparse.ArgumentParser(prog="gpubp bench", description=run_bench.__doc__
-                                     .splitlines()[0])
-    parser.add_argument("--case", action="append", dest="cases", metavar="SIZES@BATCH")
-    parser.add_argument("--backend", action="append", dest="backends")
-    parser.add_argument("--no-peers", action="store_false", dest="peers")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--inference", action="store_true")
-    args = parser.parse_args(argv)
-    run_bench(args.cases, args.backends, args.peers, args.repeats, inference=args.inference)
-
-
-if __name__ == "__main__":
-    main()

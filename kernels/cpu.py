@@ -163,8 +163,7 @@ def _bias_activation(z, b, code):
             m = -np.inf
             for j in range(n):
                 row[j] += b[j]
-                if row[j] > m:
-                    m = row[j]
+                m = max(m, row[j])
             s = row[0] * 0
             for j in range(n):
                 e = math.exp(row[j] - m)  # <= 1: max-shifted, cannot overflow

@@ -24,7 +24,7 @@ def test_run_bench_prints_every_runner():
     text = out.getvalue()
     for word in ("Training", "Inference", "reference", "cpu", "gemm-only", "% GEMM bound"):
         assert word in text
-    train = [r for r in rows if r["runner"] == "cpu"][0]
+    train = next(r for r in rows if r["runner"] == "cpu")
     assert train["samples_per_s"] > 0 and train["speedup"] > 0 and train["gemm_fraction"] > 0
 
 

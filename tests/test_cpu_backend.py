@@ -31,7 +31,7 @@ OUTPUT_PAIRS = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"
 
 def tol(dtype):
     # float32: the vectorised sigmoid is within 3 ulp, sums are reordered; float64 tight.
-    return dict(rtol=2e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    return {"rtol": 2e-6, "atol": 1e-7} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-14}
 
 
 def rand(rng, shape, dtype, scale=1.0):
@@ -136,8 +136,8 @@ def test_weight_bias_gradients(P, n_in, n_out, dtype):
     np.testing.assert_allclose(db, db_ref, rtol=tol(dtype)["rtol"], atol=1e-5)
 
 
-SGD_OPTIONS = [dict(momentum=0.0), dict(momentum=0.0, weight_decay=0.01),
-               dict(momentum=0.9), dict(momentum=0.9, nesterov=True, weight_decay=0.01)]
+SGD_OPTIONS = [{"momentum": 0.0}, {"momentum": 0.0, "weight_decay": 0.01},
+               {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -262,7 +262,8 @@ def test_cpu_trains_like_the_reference(hidden, output, loss, dtype, rtol):
     for net in nets:
         opt = SGD(lr=0.1, momentum=0.5)
         for start in range(0, 23, 8):  # batches of 8, 8 and 7
-            net._train_step(opt, X.astype(dtype), Y.astype(dtype), np.arange(start, min(start + 8, 23)))
+            rows = np.arange(start, min(start + 8, 23))
+            net._train_step(opt, X.astype(dtype), Y.astype(dtype), rows)
     (W_ref, b_ref), (W_cpu, b_cpu) = (net.get_params() for net in nets)
     for got, expected in zip(W_cpu + b_cpu, W_ref + b_ref):
         np.testing.assert_allclose(got, expected, rtol=rtol, atol=rtol)
