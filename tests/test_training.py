@@ -1,0 +1,182 @@
+"""The fit loop: validation split, early stopping, callbacks, history, input kinds."""
+
+import numpy as np
+import pytest
+
+import gpubp
+from gpubp import datasets
+from gpubp.callbacks import Callback, EarlyStopping, LambdaCallback
+
+from conftest import make_problem
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return datasets.load("iris")
+
+
+def test_validation_split_is_held_out_and_stratified(iris):
+    seen = {}
+
+    class Spy(Callback):
+        def on_train_begin(self, run):
+            seen["n"] = run.net._capacity
+
+    net = gpubp.Network([4, 6, 3], seed=0, backend="reference")
+    hist = net.fit(iris.X_train, iris.y_train, epochs=2, batch_size=500, validation_split=0.2,
+                   verbose=0, callbacks=[Spy()])
+    n_val = round(0.2 * len(iris.y_train))
+    assert seen["n"] == len(iris.y_train) - n_val  # one full batch = the training part
+    assert {"val_loss", "val_accuracy", "loss", "accuracy", "lr"} <= set(hist.history)
+    # stratified: the permutation's leading fraction keeps the class proportions
+    from gpubp.training import _split_permutation
+
+    Y = np.eye(3)[iris.y_train]
+    perm = _split_permutation(np.random.default_rng(1), Y, "cross_entropy")
+    counts = np.bincount(iris.y_train[perm[:n_val]], minlength=3)
+    expected = np.bincount(iris.y_train) * n_val / len(iris.y_train)
+    assert np.all(np.abs(counts - expected) <= 1)
+    assert sorted(perm) == list(range(len(perm)))
+
+
+def test_validation_split_and_data_are_exclusive(iris):
+    net = gpubp.Network([4, 3], backend="reference")
+    with pytest.raises(ValueError, match="validation_data and validation_split are exclusive"):
+        net.fit(iris.X_train, iris.y_train, validation_split=0.1,
+                validation_data=(iris.X_test, iris.y_test), verbose=0)
+    with pytest.raises(ValueError, match=r"validation_split must be in \[0, 1\), got 1.0"):
+        net.fit(iris.X_train, iris.y_train, validation_split=1.0, verbose=0)
+
+
+def test_early_stopping_stops_and_restores_the_best_parameters(iris):
+    """A large learning rate makes val_loss bounce; the kept parameters are the best epoch's."""
+    snapshots = []
+    keep = LambdaCallback(on_epoch_end=lambda run, e, logs: snapshots.append(run.net.get_params()))
+    net = gpubp.Network([4, 16, 3], hidden="relu", seed=0, backend="reference")
+    stopper = EarlyStopping(monitor="val_loss", patience=3)
+    hist = net.fit(iris.X_train, iris.y_train, epochs=200, batch_size=8, lr=0.3,
+                   optimizer="momentum", validation_data=(iris.X_test, iris.y_test), verbose=0,
+                   callbacks=[keep], early_stopping=stopper)
+    assert len(hist) < 200 and "early stopping" in hist.stop_reason
+    best = int(np.argmin(hist["val_loss"]))
+    assert hist.best_epoch == best == stopper.best_epoch
+    assert len(hist) == best + 1 + 3  # patience epochs after the best
+    W, b = net.get_params()
+    for got, expected in zip(W + b, snapshots[best][0] + snapshots[best][1]):
+        np.testing.assert_array_equal(got, expected)
+    assert net.evaluate(iris.X_test, iris.y_test)["loss"] == pytest.approx(hist["val_loss"][best], rel=1e-5)
+
+
+def test_early_stopping_by_argument_monitors_loss_without_validation():
+    X, Y = make_problem([3, 2], "cross_entropy", 30)
+    net = gpubp.Network([3, 2], seed=0, backend="reference")
+    hist = net.fit(X, Y, epochs=5, verbose=0, early_stopping=2)
+    assert len(hist) == 5 and hist.best_epoch == int(np.argmin(hist["loss"]))
+    with pytest.raises(TypeError, match="early_stopping must be None, a bool"):
+        net.fit(X, Y, epochs=1, verbose=0, early_stopping="yes")
+
+
+def test_early_stopping_mode_and_missing_figure():
+    assert EarlyStopping("val_accuracy").mode == "max"
+    assert EarlyStopping("loss").mode == "min"
+    with pytest.raises(ValueError, match=r"mode must be 'auto', 'min' or 'max', got 'up'"):
+        EarlyStopping(mode="up")
+    X, Y = make_problem([3, 2], "cross_entropy", 10)
+    net = gpubp.Network([3, 2], seed=0, backend="reference")
+    with pytest.raises(ValueError, match=r"EarlyStopping monitors 'val_loss'.*available"):
+        net.fit(X, Y, epochs=2, verbose=0, early_stopping=EarlyStopping("val_loss"))
+
+
+def test_callback_hooks_run_in_order_and_can_stop():
+    calls = []
+
+    class Recorder(Callback):
+        def on_train_begin(self, run):
+            calls.append("begin")
+
+        def on_epoch_begin(self, run, epoch):
+            calls.append(f"e{epoch}")
+
+        def on_epoch_end(self, run, epoch, logs):
+            calls.append(f"end{epoch}:{sorted(logs)}")
+            if epoch == 1:
+                run.stop("enough")
+
+        def on_train_end(self, run):
+            calls.append("done")
+
+    X, Y = make_problem([3, 2], "cross_entropy", 10)
+    hist = gpubp.Network([3, 2], seed=0, backend="reference").fit(
+        X, Y, epochs=5, verbose=0, callbacks=Recorder())
+    assert calls == ["begin", "e0", "end0:['accuracy', 'loss', 'lr']", "e1",
+                     "end1:['accuracy', 'loss', 'lr']", "done"]
+    assert len(hist) == 2 and hist.stop_reason == "enough"
+    with pytest.raises(TypeError, match="callbacks must be Callback instances, got int at position 0"):
+        gpubp.Network([3, 2]).fit(X, Y, verbose=0, callbacks=[3])
+
+
+def test_history_records_every_epoch_and_round_trips():
+    X, Y = make_problem([3, 2], "cross_entropy", 12)
+    hist = gpubp.Network([3, 2], seed=0, backend="reference").fit(
+        X, Y, epochs=3, verbose=0, validation_split=0.25)
+    assert hist.epoch == [0, 1, 2]
+    assert all(len(v) == 3 for v in hist.history.values())
+    again = gpubp.History.from_dict(hist.to_dict())
+    assert again.history == hist.history and again.epoch == hist.epoch
+    assert "epochs=3" in repr(hist)
+
+
+class _ArrayLike:
+    def __init__(self, a):
+        self.a = a
+
+    def __array__(self, dtype=None, copy=None):
+        return self.a if dtype is None else self.a.astype(dtype)
+
+
+class _DLPackOnly:
+    """A producer with only the DLPack protocol (like some framework tensors)."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __dlpack__(self, **kwargs):
+        return self.a.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.a.__dlpack_device__()
+
+
+@pytest.mark.parametrize("wrap", [lambda a: a.tolist(), _ArrayLike, _DLPackOnly, lambda a: a])
+def test_inputs_of_every_kind_train_alike(wrap):
+    X, Y = make_problem([3, 2], "cross_entropy", 16)
+    y = Y.argmax(axis=1)
+    results = []
+    for wrapped in (wrap, lambda a: a):
+        net = gpubp.Network([3, 2], seed=0, dtype="float64", backend="reference")
+        net.fit(wrapped(X), wrapped(y), epochs=2, verbose=0)
+        results.append(net.get_params()[0][0])
+        np.testing.assert_array_equal(net.predict(wrapped(X)), net.predict(X))
+    np.testing.assert_array_equal(*results)
+
+
+def test_verbose_1_is_quiet_when_not_a_terminal(capsys):
+    X, Y = make_problem([3, 2], "cross_entropy", 10)
+    gpubp.Network([3, 2], seed=0, backend="reference").fit(X, Y, epochs=3, verbose=1)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_diverging_run_keeps_the_epoch_checkpoint_free(tmp_path):
+    """Divergence raises before any checkpoint of the bad epoch is written."""
+    X, Y = make_problem([3, 1], "mse", 40)
+    Y = Y * 1e3
+    net = gpubp.Network([3, 8, 1], hidden="relu", output="identity", seed=0, backend="reference")
+    path = tmp_path / "run.npz"
+    with pytest.raises(gpubp.TrainingDiverged):
+        net.fit(X, Y, epochs=50, lr=5.0, verbose=0, checkpoint=path)
+    if path.exists():
+        from gpubp import checkpoint
+
+        state = checkpoint.load(path)
+        assert all(np.isfinite(w).all() for w in state.W)
