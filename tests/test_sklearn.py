@@ -1,0 +1,127 @@
+"""gpubp.sklearn: scikit-learn's own estimator checks, Pipeline, GridSearchCV, string labels."""
+
+import pickle
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from gpubp import datasets  # noqa: E402
+from gpubp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+
+
+# scikit-learn's checks fit with few iterations on purpose; the ConvergenceWarning that a
+# stochastic MLP then raises (as scikit-learn's own does) is expected there and only there.
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@parametrize_with_checks([MLPClassifier(max_iter=100), MLPRegressor(max_iter=100),
+                          MLPClassifier(max_iter=30, solver="sgd", learning_rate_init=0.05,
+                                        early_stopping=True)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+@pytest.fixture(scope="module")
+def iris():
+    return datasets.load("iris", scale=False)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed budget
+def test_string_labels_and_probabilities(iris):
+    names = np.array(["setosa", "versicolor", "virginica"])
+    clf = MLPClassifier((16,), max_iter=300, learning_rate_init=0.01, random_state=0)
+    clf.fit(StandardScaler().fit_transform(iris.X_train), names[iris.y_train])
+    assert list(clf.classes_) == list(names)
+    X_test = StandardScaler().fit(iris.X_train).transform(iris.X_test)
+    pred = clf.predict(X_test)
+    assert pred.dtype == names.dtype and set(pred) <= set(names)
+    assert np.mean(pred == names[iris.y_test]) >= 0.9
+    proba = clf.predict_proba(X_test)
+    assert proba.shape == (len(X_test), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(names[proba.argmax(axis=1)], pred)
+    assert clf.n_iter_ == len(clf.loss_curve_) <= 300 and clf.device_ == "cpu"
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed budget
+def test_binary_uses_one_logistic_output():
+    d = datasets.load("breast_cancer")
+    X, y = d.X_train, d.y_train
+    clf = MLPClassifier((8,), max_iter=200, learning_rate_init=0.01, random_state=0,
+                        early_stopping=True).fit(X, y)
+    assert clf.out_activation_ == "logistic" and clf.n_outputs_ == 1
+    assert clf.coefs_[-1].shape == (8, 1)
+    assert clf.best_validation_score_ == max(clf.validation_scores_)
+    assert clf.score(X, y) > 0.95
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed budget
+def test_pipeline_and_grid_search(iris):
+    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=200, random_state=0))
+    grid = GridSearchCV(pipe, {"mlpclassifier__hidden_layer_sizes": [(4,), (16,)],
+                               "mlpclassifier__learning_rate_init": [0.01]}, cv=3)
+    grid.fit(iris.X_train, iris.y_train)
+    assert grid.best_params_["mlpclassifier__hidden_layer_sizes"] in [(4,), (16,)]
+    assert grid.score(iris.X_test, iris.y_test) >= 0.9
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed budget
+def test_regressor_fits_a_smooth_function():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(400, 2))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2
+    reg = MLPRegressor((32,), activation="tanh", max_iter=500, learning_rate_init=0.01,
+                       random_state=0).fit(X, y)
+    assert reg.predict(X).shape == (400,)
+    assert reg.score(X, y) > 0.95
+    Y2 = np.column_stack([y, -y])
+    reg2 = clone(reg).set_params(max_iter=50).fit(X, Y2)
+    assert reg2.predict(X).shape == (400, 2)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # fixed budget
+def test_pickle_round_trip_predicts_the_same(iris):
+    clf = MLPClassifier((8,), max_iter=50, random_state=0).fit(iris.X_train, iris.y_train)
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(iris.X_test), clf.predict_proba(iris.X_test))
+
+
+def test_warm_start_continues(iris):
+    clf = MLPClassifier((8,), max_iter=5, random_state=0, warm_start=True, tol=0)
+    with pytest.warns(ConvergenceWarning, match=r"Maximum iterations \(5\) reached"):
+        clf.fit(iris.X_train, iris.y_train)
+    first = [c.copy() for c in clf.coefs_]
+    with pytest.warns(ConvergenceWarning):
+        clf.fit(iris.X_train, iris.y_train)
+    assert clf.n_iter_ == 10 and len(clf.loss_curve_) == 10
+    assert not np.array_equal(first[0], clf.coefs_[0])
+
+
+@pytest.mark.parametrize("params,exc,pattern", [
+    (dict(solver="lbfgs"), ValueError, r"solver must be one of \('sgd', 'adam'\).*got 'lbfgs'"),
+    (dict(activation="softplus"), ValueError, r"activation must be one of .*got 'softplus'"),
+    (dict(hidden_layer_sizes=(0,)), ValueError, r"hidden_layer_sizes must hold positive"),
+    (dict(learning_rate="adaptive"), ValueError, r"learning_rate must be one of .*got 'adaptive'"),
+    (dict(max_iter=0), ValueError, r"max_iter must be >= 1, got 0"),
+    (dict(alpha=-1.0), ValueError, r"alpha must be >= 0.0, got -1.0"),
+    (dict(batch_size="big"), TypeError, r"batch_size must be an integer, got 'big'"),
+    (dict(validation_fraction=1.5), ValueError, r"validation_fraction must be in \(0, 1\)"),
+])
+def test_bad_parameters_fail_at_fit(iris, params, exc, pattern):
+    clf = MLPClassifier(**params)  # scikit-learn's rule: __init__ never validates
+    with pytest.raises(exc, match=pattern):
+        clf.fit(iris.X_train, iris.y_train)
+
+
+def test_single_class_and_unfitted():
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        MLPClassifier().fit(np.zeros((4, 2)), ["a"] * 4)
+    with pytest.raises(NotFittedError):
+        MLPRegressor().predict(np.zeros((2, 2)))
