@@ -224,7 +224,7 @@ def read_csv(path, label_column=-1):
     try:
         X = np.char.strip(features).astype(np.float64)
     except ValueError:
-        bad = next(v for v in features.ravel() if not _is_number(v))
+        bad = str(next(v for v in features.ravel() if not _is_number(v)))
         raise ValueError(f"{path}: feature columns must be numeric, got {bad!r}") from None
     if not np.isfinite(X).all():
         raise ValueError(f"{path}: features must be finite, got NaN or infinite values")
