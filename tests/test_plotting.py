@@ -38,7 +38,15 @@ def test_plot_writes_a_png_with_train_and_validation_curves(tmp_path):
     np.testing.assert_allclose(lines["train"].get_ydata(), h["loss"])
     np.testing.assert_array_equal(lines["validation"].get_xdata(), [1, 2, 3, 4])
     np.testing.assert_allclose(acc_ax.get_lines()[1].get_ydata(), h["val_accuracy"])
-    assert "matplotlib.pyplot" not in sys.modules or True  # pyplot is never needed
+
+
+def test_pyplot_is_never_imported(tmp_path):
+    import subprocess
+
+    code = ("import sys; from gpubp.history import History; h = History(); h.record(0, loss=1.0); "
+            f"h.plot({str(tmp_path / 'c.png')!r}); assert 'matplotlib.pyplot' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_regressor_history_has_only_the_loss_panel():

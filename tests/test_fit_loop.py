@@ -7,7 +7,7 @@ import gpubp
 from gpubp import datasets
 from gpubp.callbacks import Callback, EarlyStopping, LambdaCallback
 
-from conftest import make_problem
+from tests.conftest import make_problem
 
 
 @pytest.fixture(scope="module")
