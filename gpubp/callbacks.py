@@ -58,7 +58,7 @@ class Callback:
 
     def state_dict(self):
         """State needed to resume exactly: ``(json_dict, {name: ndarray})``, or None."""
-        return None
+        return
 
     def load_state_dict(self, config, arrays):
         """Restore what :meth:`state_dict` returned."""

@@ -110,7 +110,7 @@ def load(path):
     header, arrays = read_npz(path)
     info = header.get("checkpoint")
     if not isinstance(info, dict):
-        raise ValueError(f"{path} is a gpubp model file but not a training checkpoint "
+        raise ValueError(f"{path} is a gpubp model file but not a training checkpoint "  # noqa: TRY004 - a file, not an argument
                          f"(no checkpoint state); resume needs a file written by "
                          f"fit(checkpoint=...)")
     if info.get("version") != CHECKPOINT_VERSION:

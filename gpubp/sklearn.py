@@ -23,6 +23,7 @@ Differences from scikit-learn's, by design:
 Requires scikit-learn >= 1.6 (``pip install "gpubp[sklearn]"``).
 """
 
+import itertools
 import numbers
 import warnings
 
@@ -35,7 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gpubp.callbacks import EarlyStopping
 from gpubp.network import Network
-from gpubp.optimizers import SCHEDULES, Adam, SGD, Schedule
+from gpubp.optimizers import SCHEDULES, SGD, Adam, Schedule
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
                "tanh": "tanh", "relu": "relu"}
@@ -129,7 +130,7 @@ class _BaseMLP(BaseEstimator):
         hidden, batch = self._check_params(X.shape[0])
         sizes = [X.shape[1], *hidden, n_outputs]
         warm = (self.warm_start and hasattr(self, "coefs_")
-                and [c.shape for c in self.coefs_] == list(zip(sizes[:-1], sizes[1:])))
+                and [c.shape for c in self.coefs_] == list(itertools.pairwise(sizes)))
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         net = Network(sizes, hidden=ACTIVATIONS[self.activation], output=output,
                       device=self.device, dtype=self.dtype, seed=seed)
@@ -163,7 +164,7 @@ class _BaseMLP(BaseEstimator):
         self.out_activation_ = {"sigmoid": "logistic"}.get(output, output)
         self.history_ = history
         self.n_iter_ += len(history)
-        n_train = X.shape[0] - (int(round(self.validation_fraction * X.shape[0]))
+        n_train = X.shape[0] - (round(self.validation_fraction * X.shape[0])
                                 if self.early_stopping else 0)
         self.t_ += n_train * len(history)
         self.loss_curve_ = list(self.loss_curve_) + list(history["loss"])

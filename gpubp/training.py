@@ -63,7 +63,7 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         if len(split) != X.shape[0]:
             raise ValueError(f"resume: the data must have the checkpoint's {len(split)} "
                              f"examples, got {X.shape[0]}")
-        n_val = max(1, int(round(validation_split * X.shape[0])))
+        n_val = max(1, round(validation_split * X.shape[0]))
         if n_val >= X.shape[0]:
             raise ValueError(f"validation_split={validation_split} leaves no training "
                              f"example out of {X.shape[0]}")

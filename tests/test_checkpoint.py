@@ -1,5 +1,7 @@
 """Checkpoints: an interrupted and resumed run ends exactly where an uninterrupted one does."""
 
+import functools
+import operator
 import os
 
 import numpy as np
@@ -28,11 +30,11 @@ def wine():
 
 
 CASES = {
-    "sgd": dict(optimizer=lambda: SGD(lr=0.1)),
-    "nesterov+step+decay": dict(optimizer=lambda: SGD(lr=0.05, momentum=0.9, nesterov=True,
-                                                      weight_decay=1e-3, schedule="step")),
-    "adam+cosine+split+early": dict(optimizer=lambda: Adam(lr=0.01, schedule="cosine"),
-                                    validation_split=0.2, early_stopping=4),
+    "sgd": {"optimizer": lambda: SGD(lr=0.1)},
+    "nesterov+step+decay": {"optimizer": lambda: SGD(lr=0.05, momentum=0.9, nesterov=True,
+                                                      weight_decay=1e-3, schedule="step")},
+    "adam+cosine+split+early": {"optimizer": lambda: Adam(lr=0.01, schedule="cosine"),
+                                    "validation_split": 0.2, "early_stopping": 4},
 }
 
 
@@ -58,7 +60,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(backend, case, wine, tmp_p
     resumed = network(12345)  # a different seed: everything must come from the checkpoint
     h_resumed = resumed.fit(wine.X_train, wine.y_train, optimizer=make_opt(), resume=path,
                             **kwargs)
-    for got, expected in zip(sum(resumed.get_params(), []), sum(straight.get_params(), [])):
+    for got, expected in zip(functools.reduce(operator.iadd, resumed.get_params(), []), functools.reduce(operator.iadd, straight.get_params(), [])):
         np.testing.assert_array_equal(got, expected)
     assert h_resumed.history == h_straight.history
     assert h_resumed.epoch == h_straight.epoch
@@ -80,7 +82,7 @@ def test_checkpoint_contents_and_atomic_write(wine, tmp_path):
     assert state.rng == net.rng.bit_generator.state
     assert len(state.history) == 5
     model = gpubp.load(path)  # a checkpoint is also a model file
-    for got, expected in zip(sum(model.get_params(), []), sum(net.get_params(), [])):
+    for got, expected in zip(functools.reduce(operator.iadd, model.get_params(), []), functools.reduce(operator.iadd, net.get_params(), [])):
         np.testing.assert_array_equal(got, expected)
 
 
@@ -91,7 +93,7 @@ def test_resuming_a_finished_run_changes_nothing(wine, tmp_path):
     again = gpubp.Network([13, 3], seed=9, backend="reference")
     hist = again.fit(wine.X_train, wine.y_train, epochs=3, resume=path, verbose=0)
     assert len(hist) == 3
-    for got, expected in zip(sum(again.get_params(), []), sum(net.get_params(), [])):
+    for got, expected in zip(functools.reduce(operator.iadd, again.get_params(), []), functools.reduce(operator.iadd, net.get_params(), [])):
         np.testing.assert_array_equal(got, expected)
 
 
@@ -104,11 +106,11 @@ def test_resume_continues_to_more_epochs(wine, tmp_path):
 
 
 @pytest.mark.parametrize("change,pattern", [
-    (dict(sizes=[13, 4, 3]), r"resume: the network's sizes must match the checkpoint's \(\[13, 5, 3\]\), got \[13, 4, 3\]"),
-    (dict(optimizer="adam"), r"resume: optimizer must match the checkpoint's"),
-    (dict(lr=0.2), r"resume: optimizer must match the checkpoint's"),
-    (dict(batch_size=8), r"resume: batch_size must match the checkpoint's \(32\), got 8"),
-    (dict(n=50), r"resume: the number of training examples must match the checkpoint's \(133\), got 50"),
+    ({"sizes": [13, 4, 3]}, r"resume: the network's sizes must match the checkpoint's \(\[13, 5, 3\]\), got \[13, 4, 3\]"),
+    ({"optimizer": "adam"}, r"resume: optimizer must match the checkpoint's"),
+    ({"lr": 0.2}, r"resume: optimizer must match the checkpoint's"),
+    ({"batch_size": 8}, r"resume: batch_size must match the checkpoint's \(32\), got 8"),
+    ({"n": 50}, r"resume: the number of training examples must match the checkpoint's \(133\), got 50"),
 ])
 def test_resume_refuses_a_different_run(wine, tmp_path, change, pattern):
     path = tmp_path / "run.npz"

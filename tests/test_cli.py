@@ -101,8 +101,8 @@ def test_bench_calls_run_bench(monkeypatch, capsys):
     monkeypatch.setattr(gpubp.bench, "run_bench", fake_run_bench)
     assert main(["bench", "--case", "64-32-10@16", "--backend", "reference", "--no-peers",
                  "--repeats", "2", "--samples-per-epoch", "256", "--inference"]) == 0
-    assert calls == dict(cases=["64-32-10@16"], backends=["reference"], peers=False, repeats=2,
-                         inference=True, samples_per_epoch=256)
+    assert calls == {"cases": ["64-32-10@16"], "backends": ["reference"], "peers": False, "repeats": 2,
+                         "inference": True, "samples_per_epoch": 256}
     assert capsys.readouterr().out == "table\n"
 
 

@@ -6,7 +6,6 @@ import pytest
 import gpubp
 from gpubp import datasets
 from gpubp.callbacks import Callback, EarlyStopping, LambdaCallback
-
 from tests.conftest import make_problem
 
 

@@ -9,8 +9,16 @@ import pytest
 
 import gpubp
 from gpubp.backends import get_backend
-from gpubp.optimizers import (SGD, Adam, Constant, CosineDecay, StepDecay, from_config,
-                              get_optimizer, get_schedule)
+from gpubp.optimizers import (
+    SGD,
+    Adam,
+    Constant,
+    CosineDecay,
+    StepDecay,
+    from_config,
+    get_optimizer,
+    get_schedule,
+)
 
 
 def _params(rng, dtype=np.float64):

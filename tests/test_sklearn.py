@@ -7,15 +7,15 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn")
 
-from sklearn.base import clone  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
-from sklearn.model_selection import GridSearchCV  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from gpubp import datasets  # noqa: E402
-from gpubp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from gpubp import datasets
+from gpubp.sklearn import MLPClassifier, MLPRegressor
 
 
 # scikit-learn's checks fit with few iterations on purpose; the ConvergenceWarning that a
@@ -105,14 +105,14 @@ def test_warm_start_continues(iris):
 
 
 @pytest.mark.parametrize("params,exc,pattern", [
-    (dict(solver="lbfgs"), ValueError, r"solver must be one of \('sgd', 'adam'\).*got 'lbfgs'"),
-    (dict(activation="softplus"), ValueError, r"activation must be one of .*got 'softplus'"),
-    (dict(hidden_layer_sizes=(0,)), ValueError, r"hidden_layer_sizes must hold positive"),
-    (dict(learning_rate="adaptive"), ValueError, r"learning_rate must be one of .*got 'adaptive'"),
-    (dict(max_iter=0), ValueError, r"max_iter must be >= 1, got 0"),
-    (dict(alpha=-1.0), ValueError, r"alpha must be >= 0.0, got -1.0"),
-    (dict(batch_size="big"), TypeError, r"batch_size must be an integer, got 'big'"),
-    (dict(validation_fraction=1.5), ValueError, r"validation_fraction must be in \(0, 1\)"),
+    ({"solver": "lbfgs"}, ValueError, r"solver must be one of \('sgd', 'adam'\).*got 'lbfgs'"),
+    ({"activation": "softplus"}, ValueError, r"activation must be one of .*got 'softplus'"),
+    ({"hidden_layer_sizes": (0,)}, ValueError, r"hidden_layer_sizes must hold positive"),
+    ({"learning_rate": "adaptive"}, ValueError, r"learning_rate must be one of .*got 'adaptive'"),
+    ({"max_iter": 0}, ValueError, r"max_iter must be >= 1, got 0"),
+    ({"alpha": -1.0}, ValueError, r"alpha must be >= 0.0, got -1.0"),
+    ({"batch_size": "big"}, TypeError, r"batch_size must be an integer, got 'big'"),
+    ({"validation_fraction": 1.5}, ValueError, r"validation_fraction must be in \(0, 1\)"),
 ])
 def test_bad_parameters_fail_at_fit(iris, params, exc, pattern):
     clf = MLPClassifier(**params)  # scikit-learn's rule: __init__ never validates

@@ -71,7 +71,7 @@ def train_test_split(X, y, test_size=0.25, seed=0):
     train, test = [], []
     for label in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == label))
-        n_test = int(round(test_size * len(members)))
+        n_test = round(test_size * len(members))
         test.append(members[:n_test])
         train.append(members[n_test:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
@@ -184,7 +184,7 @@ def load_file(path, label_column=-1, test_size=0.25, seed=0, scale=True):
     lower = path.lower()
     if lower.endswith(".npz"):
         return _load_npz(path, name, test_size, seed, scale)
-    if lower.endswith(".csv") or lower.endswith(".csv.gz"):
+    if lower.endswith((".csv", ".csv.gz")):
         X, labels = read_csv(path, label_column)
         y, classes = encode_labels(labels, f"the label column of {name}")
         return _split(X, y, classes, name, test_size, seed, scale)
