@@ -8,13 +8,15 @@
 back to the CPU, with a warning, where no GPU is usable.
 """
 
+from gpubp.callbacks import Callback, EarlyStopping, LambdaCallback
 from gpubp.gradcheck import gradcheck
 from gpubp.history import History
 from gpubp.io import load
 from gpubp.network import Network
+from gpubp.optimizers import SGD, Adam, CosineDecay, Optimizer, StepDecay
 from gpubp.training import TrainingDiverged
-from gpubp.optimizers import SGD, Adam, Optimizer
 
 __version__ = "0.1.0"
 __all__ = ["Network", "History", "TrainingDiverged", "gradcheck", "load", "SGD", "Adam",
-           "Optimizer", "__version__"]
+           "Optimizer", "StepDecay", "CosineDecay", "Callback", "EarlyStopping",
+           "LambdaCallback", "__version__"]

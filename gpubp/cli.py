@@ -70,7 +70,8 @@ def _add_device(p):
 
 
 def build_parser():
-    parser = _Parser(prog="gpubp", description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="gpubp", description="gpubp: fully connected networks trained by "
+                     "explicit backpropagation, on a CUDA GPU or the CPU.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train a network and report its test accuracy")
@@ -240,7 +241,9 @@ def _read_rows(path):
 
 
 def _features_only(path, rows):
-    if rows and not all(_is_number(v) for v in rows[0]):
+    from gpubp import datasets
+
+    if rows and not all(datasets.is_number(v) for v in rows[0]):
         rows = rows[1:]  # a header row
     if not rows:
         raise CliError(f"{path} holds no data rows")
@@ -249,14 +252,6 @@ def _features_only(path, rows):
     except ValueError as exc:
         raise CliError(f"{path}: every column must be numeric or be the label column "
                        f"({exc})") from None
-
-
-def _is_number(text):
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 # -- commands ------------------------------------------------------------------------------

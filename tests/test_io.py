@@ -70,6 +70,19 @@ def test_save_never_exposes_a_partial_file(tmp_path, net, monkeypatch):
     assert seen["during"] == before
 
 
+def test_saved_file_has_ordinary_permissions(tmp_path, net):
+    """Not the private 0600 of the temporary file; an existing file keeps its mode."""
+    umask = os.umask(0o022)
+    try:
+        net.save(tmp_path / "new.npz")
+        assert (tmp_path / "new.npz").stat().st_mode & 0o777 == 0o644
+        (tmp_path / "new.npz").chmod(0o640)
+        net.save(tmp_path / "new.npz")
+        assert (tmp_path / "new.npz").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(umask)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         gpubp.load(tmp_path / "nope.npz")

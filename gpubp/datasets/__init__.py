@@ -203,7 +203,7 @@ def read_csv(path, label_column=-1):
         header = first  # a column named by its header
     else:
         col = _column_index(label_column, first, None, path)
-        features_numeric = all(_is_number(v) for i, v in enumerate(first) if i != col)
+        features_numeric = all(is_number(v) for i, v in enumerate(first) if i != col)
         header = None if features_numeric else first
     if header is not None:
         rows = rows[1:]
@@ -224,14 +224,15 @@ def read_csv(path, label_column=-1):
     try:
         X = np.char.strip(features).astype(np.float64)
     except ValueError:
-        bad = str(next(v for v in features.ravel() if not _is_number(v)))
+        bad = str(next(v for v in features.ravel() if not is_number(v)))
         raise ValueError(f"{path}: feature columns must be numeric, got {bad!r}") from None
     if not np.isfinite(X).all():
         raise ValueError(f"{path}: features must be finite, got NaN or infinite values")
     return X, labels
 
 
-def _is_number(text):
+def is_number(text):
+    """Whether ``text`` parses as a float (a CSV cell that is a number, not a name)."""
     try:
         float(text)
     except ValueError:
