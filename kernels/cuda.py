@@ -101,6 +101,20 @@ def _build(dtype):
     def clip(a):
         return min(max(a, clip_lo), clip_hi)
 
+    @cuda.jit(device=True, inline=True)
+    def tree_sum(shared, t, width):
+        """``shared[0] = Σ shared[:width]`` by halving (``width`` a power of two).
+
+        Every thread of the block must call it (it holds barriers), after the block's
+        writes to ``shared`` and a ``syncthreads``.
+        """
+        s = width // 2
+        while s > 0:
+            if t < s:
+                shared[t] += shared[t + s]
+            cuda.syncthreads()
+            s //= 2
+
     @cuda.jit
     def bias_act(z, b, code):
         """``z[i] = g(z[i] + b[i mod n])`` over the flattened (P, n) batch ``z``."""
@@ -182,12 +196,7 @@ def _build(dtype):
         # The reduction is outside the `if`: every thread reaches each syncthreads.
         shared[t] = cost
         cuda.syncthreads()
-        s = DELTA_THREADS // 2
-        while s > 0:
-            if t < s:
-                shared[t] += shared[t + s]
-            cuda.syncthreads()
-            s //= 2
+        tree_sum(shared, t, DELTA_THREADS)
         if t == 0:
             partials[cuda.blockIdx.x] = shared[0]
 
@@ -201,12 +210,7 @@ def _build(dtype):
             total += partials[i]
         shared[t] = total
         cuda.syncthreads()
-        s = REDUCE_THREADS // 2
-        while s > 0:
-            if t < s:
-                shared[t] += shared[t + s]
-            cuda.syncthreads()
-            s //= 2
+        tree_sum(shared, t, REDUCE_THREADS)
         if t == 0:
             out[0] = shared[0] / T(P)
 
