@@ -230,9 +230,10 @@ class Network:
         return X, check_Y(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
 
     def _chunks(self, P):
+        """Row slices of at most one workspace (or ``CHUNK``) rows covering ``P`` rows."""
         step = max(self._capacity, CHUNK)
         for start in range(0, P, step):
-            yield np.arange(start, min(start + step, P))
+            yield slice(start, min(start + step, P))
 
     def forward(self, X):
         """Output activations ``a^L``.
@@ -248,7 +249,7 @@ class Network:
         X = self._check_X(X)
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
         for rows in self._chunks(X.shape[0]):
-            P = self._load(X[rows[0]:rows[-1] + 1])
+            P = self._load(X[rows])
             out[rows] = self.backend.to_host(self._forward(P))
         return out
 
@@ -259,8 +260,7 @@ class Network:
         dW = [np.zeros(w.shape, self.dtype) for w in self.W] if want_gradients else None
         db = [np.zeros(b.shape, self.dtype) for b in self.b] if want_gradients else None
         for rows in self._chunks(P_total):
-            sl = slice(rows[0], rows[-1] + 1)
-            P = self._load(X[sl], Y[sl])
+            P = self._load(X[rows], Y[rows])
             self._forward(P)
             cost = self._backward(P)
             total += float(cost) * P

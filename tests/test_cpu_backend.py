@@ -198,8 +198,6 @@ def test_get_backend_gives_the_cpu_backend():
     be = get_backend("cpu", "cpu", weight_grad="ignored")  # other backends' options ignored
     assert isinstance(be, CpuBackend) and be.name == "cpu" and be.device == "cpu"
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
-    assert be.sum_squares(x) == pytest.approx(float((x.astype(np.float64) ** 2).sum()))
-    assert be.sum_squares(x[:, ::2]) == pytest.approx(float((x[:, ::2] ** 2).sum()))
     assert be.all_finite([x, x[:, ::2]])
     x[1, 2] = np.inf
     assert not be.all_finite([x]) and not be.all_finite([x[:, ::2]])

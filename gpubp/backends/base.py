@@ -91,10 +91,6 @@ class Backend:
     def copyto(self, dst, src):
         dst[...] = src
 
-    def sum_squares(self, array):
-        """``Σ x²`` as a Python float (used by the gradient-norm stopping test)."""
-        return float((array * array).sum())
-
     def all_finite(self, arrays):
         return all(bool(self.xp.isfinite(a).all()) for a in arrays)
 
