@@ -65,6 +65,16 @@ class Network:
     backend : Backend
     L : int
         Number of weight layers.
+    theta : backend array, shape (N,)
+        Every parameter in one contiguous vector: ``W^1`` (row-major), ``b^1``, ``W^2``,
+        ``b^2``, ... ``W`` and ``b`` (lists of ``L`` arrays shaped ``(n_{l-1}, n_l)`` and
+        ``(n_l,)``) are views into it.
+    nabla_theta : backend array, shape (N,)
+        The gradient of the last backward pass, laid out as ``theta``; ``nabla_w`` and
+        ``nabla_b`` are views into it.
+    layer_slices : list of slice
+        ``layer_slices[l]`` is the block of layer ``l + 1`` (its ``W`` then its ``b``) in
+        ``theta`` and ``nabla_theta``.
     """
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
@@ -92,12 +102,30 @@ class Network:
 
     # -- construction ---------------------------------------------------------------
     def _allocate_parameters(self):
+        """One flat buffer for all parameters, one for all gradients; per-layer views.
+
+        ``theta`` holds ``W^1`` (row-major), ``b^1``, ``W^2``, ``b^2``, ... back to back, and
+        ``nabla_theta`` the gradients in the same order, so that an optimizer updates every
+        parameter in one fused call and a data-parallel reduction sends one message; a
+        layer's block ``layer_slices[l]`` can go as soon as backpropagation produces it.
+        """
         be, dt = self.backend, self.dtype
         shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
-        self.W = [be.empty(s, dt) for s in shapes]
-        self.b = [be.empty((s[1],), dt) for s in shapes]
-        self.nabla_w = [be.empty(s, dt) for s in shapes]
-        self.nabla_b = [be.empty((s[1],), dt) for s in shapes]
+        total = sum(n_in * n_out + n_out for n_in, n_out in shapes)
+        self.theta = be.empty((total,), dt)
+        self.nabla_theta = be.zeros((total,), dt)
+        self.layer_slices = []
+        self.W, self.b, self.nabla_w, self.nabla_b = [], [], [], []
+        start = 0
+        for n_in, n_out in shapes:
+            w_end = start + n_in * n_out
+            end = w_end + n_out
+            self.layer_slices.append(slice(start, end))
+            self.W.append(self.theta[start:w_end].reshape(n_in, n_out))
+            self.b.append(self.theta[w_end:end])
+            self.nabla_w.append(self.nabla_theta[start:w_end].reshape(n_in, n_out))
+            self.nabla_b.append(self.nabla_theta[w_end:end])
+            start = end
         self._capacity = 0  # rows of the workspaces below
         self.activations = None  # a^0 .. a^L, each (capacity, n_l)
         self.deltas = None  # δ^1 .. δ^L at [1..L]; [0] unused
@@ -218,7 +246,8 @@ class Network:
         P = self._load(X, Y, index)
         self._forward(P)
         cost = self._backward(P)
-        optimizer.step(self.backend, self.params, self.grads)
+        optimizer.step(self.backend, self.params, self.grads, theta=self.theta,
+                       nabla_theta=self.nabla_theta)
         return cost, P
 
     # -- public API ------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Optimizers and learning-rate schedules: small objects around the backend's fused updates.
 
-An optimizer keeps its state (momentum buffers, Adam moments) on the network's backend and
-calls the backend's ``sgd_update`` or ``adam_update`` kernel, so each training step
-writes every parameter once, on every backend. ``Network.fit(optimizer=...)`` takes a name
+An optimizer keeps its state (momentum buffers, Adam moments) on the network's backend, one
+flat buffer per state name laid out like ``Network.theta``, and calls the backend's
+``sgd_update`` or ``adam_update`` kernel once over the whole parameter vector, so each
+training step writes every parameter once, in one fused call, on every backend (apex's and
+PyTorch's multi-tensor updates). ``Network.fit(optimizer=...)`` takes a name
 (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``) or an instance; ``schedule=``
 takes ``"constant"``, ``"step"``, ``"cosine"`` or a :class:`Schedule`.
 
@@ -146,8 +148,11 @@ class Optimizer:
     ----------
     iterations : int
         Steps taken (Adam's ``t``).
+    flat_state : dict of str to backend array, or None
+        One flat buffer per state name (``"velocity"``, ``"m"``, ``"v"``), laid out like
+        the concatenated parameters, allocated on the first step.
     state : dict of str to list of backend arrays, or None
-        Buffers shaped like the parameters, allocated on the first step.
+        The same buffers as views shaped like each parameter.
     """
 
     name = "optimizer"
@@ -159,6 +164,7 @@ class Optimizer:
         self.schedule = get_schedule(schedule)
         self.iterations = 0
         self.state = None
+        self.flat_state = None
         self._epoch_lr = None
 
     def _hyperparameters(self):
@@ -175,10 +181,20 @@ class Optimizer:
         return f"{type(self).__name__}({args}{sched})"
 
     def initialize(self, backend, params):
-        """Allocate zeroed state buffers like each parameter, on ``backend``."""
-        self.state = {
-            key: [backend.zeros(p.shape, p.dtype) for p in params] for key in self.state_names
-        }
+        """Allocate the zeroed state: one flat buffer per state name, viewed per parameter.
+
+        Parameters
+        ----------
+        backend : Backend
+        params : list of backend arrays
+            The parameters, in the order of ``Network.params`` (that of ``Network.theta``).
+        """
+        shapes = [tuple(p.shape) for p in params]
+        sizes = [math.prod(shape) for shape in shapes]
+        dtype = params[0].dtype
+        self._size = sum(sizes)
+        self.flat_state = {key: backend.zeros((sum(sizes),), dtype) for key in self.state_names}
+        self.state = {key: _views(buf, shapes, sizes) for key, buf in self.flat_state.items()}
 
     def start_epoch(self, epoch, epochs):
         """Set the learning rate of 0-based ``epoch`` from the schedule; returns it."""
@@ -189,23 +205,39 @@ class Optimizer:
         """The learning rate for the next step."""
         return self.lr if self._epoch_lr is None else self._epoch_lr
 
-    def step(self, backend, params, grads):
-        """Update every parameter in place from its gradient (one fused kernel each).
+    def step(self, backend, params, grads, *, theta=None, nabla_theta=None):
+        """Update every parameter in place from its gradient.
 
         Parameters
         ----------
         backend : Backend
         params, grads : list of backend arrays
             Aligned lists (``Network.params``, ``Network.grads``).
+        theta, nabla_theta : backend array, shape (N,), optional
+            The same parameters and gradients as one contiguous vector each, of which
+            ``params`` and ``grads`` are views (``Network.theta``, ``Network.nabla_theta``).
+            When given, the update is one fused kernel call over the whole vector;
+            otherwise one call per parameter.
         """
         if self.state is None:
             self.initialize(backend, params)
         self.iterations += 1
         lr = self.current_lr()
+        if (theta is None) != (nabla_theta is None):
+            raise ValueError("theta and nabla_theta must be given together, got only one")
+        if theta is not None:
+            n = self._size
+            if theta.shape != (n,) or nabla_theta.shape != (n,):
+                raise ValueError(f"theta and nabla_theta must have shape ({n},), the total "
+                                 f"size of params, got {theta.shape} and {nabla_theta.shape}")
+            self._update(backend, theta, nabla_theta, self.flat_state, lr)
+            return
         for i, (param, grad) in enumerate(zip(params, grads)):
-            self._update(backend, i, param, grad, lr)
+            self._update(backend, param, grad, {k: bufs[i] for k, bufs in self.state.items()},
+                         lr)
 
-    def _update(self, backend, i, param, grad, lr):
+    def _update(self, backend, param, grad, state, lr):
+        """One fused kernel call: ``param`` and ``state``'s buffers are laid out alike."""
         raise NotImplementedError
 
     # -- checkpoints ------------------------------------------------------------------
@@ -226,7 +258,7 @@ class Optimizer:
         """
         self.iterations = int(iterations)
         if not arrays:
-            self.state = None
+            self.state = self.flat_state = None
             return
         self.initialize(backend, params)
         for key, bufs in self.state.items():
@@ -273,8 +305,8 @@ class SGD(Optimizer):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
 
-    def _update(self, backend, i, param, grad, lr):
-        velocity = self.state["velocity"][i] if self.momentum else None
+    def _update(self, backend, param, grad, state, lr):
+        velocity = state["velocity"] if self.momentum else None
         backend.sgd_update(param, grad, velocity, lr, self.momentum, self.nesterov,
                            self.weight_decay)
 
@@ -308,9 +340,18 @@ class Adam(Optimizer):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
-    def _update(self, backend, i, param, grad, lr):
-        backend.adam_update(param, grad, self.state["m"][i], self.state["v"][i], lr,
+    def _update(self, backend, param, grad, state, lr):
+        backend.adam_update(param, grad, state["m"], state["v"], lr,
                             self.beta1, self.beta2, self.eps, self.iterations, self.weight_decay)
+
+
+def _views(flat, shapes, sizes):
+    """Views of consecutive blocks of the 1-D ``flat``, shaped ``shapes`` (sizes ``sizes``)."""
+    views, start = [], 0
+    for shape, size in zip(shapes, sizes):
+        views.append(flat[start:start + size].reshape(shape))
+        start += size
+    return views
 
 
 # name -> (class, default keyword arguments)
