@@ -132,12 +132,20 @@ class Network:
         self.targets = None  # y, (capacity, n_L)
 
     def _workspace(self, P):
-        """Make sure the workspaces hold ``P`` rows; grow (never shrink) them if needed."""
+        """Make sure the workspaces hold ``P`` rows; grow (never shrink) them if needed.
+
+        The activations ``a^0..a^L`` are consecutive blocks of one flat buffer, and so
+        are the errors ``δ^1..δ^L``, each block ``(P, n_l)`` row-major: the leading-row
+        views a smaller batch uses are contiguous, and the compiled CPU epoch
+        (:mod:`gpubp.compiled`) reaches every layer through one buffer and its offsets.
+        """
         if P <= self._capacity:
             return
         be, dt = self.backend, self.dtype
-        self.activations = [be.empty((P, n), dt) for n in self.sizes]
-        self.deltas = [None] + [be.empty((P, n), dt) for n in self.sizes[1:]]
+        self._activations_flat = be.empty((P * sum(self.sizes),), dt)
+        self._deltas_flat = be.empty((P * sum(self.sizes[1:]),), dt)
+        self.activations = _row_blocks(self._activations_flat, P, self.sizes)
+        self.deltas = [None] + _row_blocks(self._deltas_flat, P, self.sizes[1:])
         self.targets = be.empty((P, self.sizes[-1]), dt)
         self._host_x = np.empty((P, self.sizes[0]), dt)  # staging rows for shuffled batches
         self._host_y = np.empty((P, self.sizes[-1]), dt)
@@ -237,17 +245,30 @@ class Network:
                 be.hidden_delta(delta[l - 1][:P], a[l - 1][:P], self.activation_names[l - 2])
         return cost
 
+    def _update(self, optimizer):
+        """Apply ``optimizer`` to every parameter from ``nabla_theta``: one fused call."""
+        optimizer.step(self.backend, self.params, self.grads, theta=self.theta,
+                       nabla_theta=self.nabla_theta)
+
+    def _count_correct(self, P):
+        """Correct predictions of the last forward pass over ``P`` loaded rows (a backend
+        scalar: no synchronisation)."""
+        return self.backend.count_correct(self.activations[self.L][:P], self.targets[:P],
+                                          self.loss_name)
+
     def _train_step(self, optimizer, X, Y, index=None):
         """One gradient-descent step on a mini-batch; returns the batch's mean cost.
 
-        The cost may be a backend scalar (a device array on CUDA): converting it to a
-        float would synchronise, so callers accumulate it and convert once per epoch.
+        The step is load, forward, backward, update: a data-parallel run reduces
+        ``nabla_theta`` between the last two. The cost may be a backend scalar (a device
+        array on CUDA): converting it to a float would synchronise, so callers accumulate
+        it and convert once per epoch. The outputs ``a^L`` of the batch stay in the
+        workspace (see :meth:`_count_correct`).
         """
         P = self._load(X, Y, index)
         self._forward(P)
         cost = self._backward(P)
-        optimizer.step(self.backend, self.params, self.grads, theta=self.theta,
-                       nabla_theta=self.nabla_theta)
+        self._update(optimizer)
         return cost, P
 
     # -- public API ------------------------------------------------------------------------
@@ -392,7 +413,13 @@ class Network:
         -------
         History
             Per-epoch ``loss``, ``lr`` and, where they apply, ``accuracy``, ``val_loss``,
-            ``val_accuracy``, ``grad_norm``.
+            ``val_accuracy``, ``grad_norm``. ``loss`` and ``accuracy`` come from the
+            epoch's batches, as Keras reports them: each batch's mean cost and fraction
+            predicted right in its own forward pass (before its update), averaged over
+            the epoch weighted by the batch's rows; no extra pass over the training data
+            is made for them. :meth:`evaluate` gives the exact figures of the parameters
+            at the end of the epoch, as ``val_loss``/``val_accuracy`` do for validation
+            data; ``grad_norm`` (with ``tol``) is the full-data ``‖∇C‖``.
 
         Raises
         ------
@@ -414,6 +441,15 @@ class Network:
         from gpubp.io import save
 
         save(self, path)
+
+
+def _row_blocks(flat, P, widths):
+    """Views ``(P, n)`` of consecutive blocks of the 1-D ``flat``, one per width ``n``."""
+    blocks, start = [], 0
+    for n in widths:
+        blocks.append(flat[start:start + P * n].reshape(P, n))
+        start += P * n
+    return blocks
 
 
 def _check_sizes(sizes):

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpubp import checkpoint as ckpt_io
-from gpubp import metrics
+from gpubp import compiled
 from gpubp.callbacks import Callback, EarlyStopping, Run
 from gpubp.history import History
 from gpubp.optimizers import get_optimizer
@@ -99,7 +99,7 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
             if shuffle:
                 net.rng.shuffle(order)
             lr_now = optimizer.start_epoch(epoch, epochs)
-            epoch_loss = _train_epoch(net, optimizer, X, Y, order, batch_size)
+            epoch_loss, epoch_accuracy = _train_epoch(net, optimizer, X, Y, order, batch_size)
             if not (np.isfinite(epoch_loss) and net.backend.all_finite(net.params)):
                 for dst, src in zip(net.params, snapshot):
                     net.backend.copyto(dst, src)
@@ -108,7 +108,7 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
                     f"(lr={lr_now}); the parameters from the start of that epoch "
                     f"were restored. Try a smaller learning rate."
                 )
-            figures = _epoch_figures(net, X, Y, epoch_loss, validation_data, tol)
+            figures = _epoch_figures(net, X, Y, epoch_loss, epoch_accuracy, validation_data, tol)
             figures["lr"] = lr_now
             history.record(epoch, **figures)
             for cb in callbacks:
@@ -134,22 +134,42 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
 
 
 def _train_epoch(net, optimizer, X, Y, order, batch_size):
-    """One pass over the shuffled examples; returns the mean training cost."""
+    """One pass over the shuffled examples; returns the epoch's figures from its batches.
+
+    Returns
+    -------
+    loss : float
+        Row-weighted mean of the batches' mean costs, each taken with the parameters of
+        the moment the batch was seen (before its update), as Keras reports it.
+    accuracy : float or None
+        Fraction of the epoch's examples predicted right in their batch's forward pass
+        (None for regressors).
+    """
     P_total = X.shape[0]
-    total = 0.0
-    # A diverging run overflows on the way to a non-finite loss; that is detected and
-    # reported by the caller, so the floating-point warnings it raises are not news.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for start in range(0, P_total, batch_size):
-            cost, P = net._train_step(optimizer, X, Y, order[start:start + batch_size])
-            total = total + cost * P
-        return float(total) / P_total
+    if compiled.supported(net, optimizer):
+        total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
+    else:
+        total = correct = 0.0
+        classifier = net.is_classifier
+        # A diverging run overflows on the way to a non-finite loss; that is detected and
+        # reported by the caller, so the floating-point warnings it raises are not news.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for start in range(0, P_total, batch_size):
+                cost, P = net._train_step(optimizer, X, Y, order[start:start + batch_size])
+                # backend scalars (device arrays on CUDA): converted once, after the loop
+                total = total + cost * P
+                if classifier:
+                    correct = correct + net._count_correct(P)
+    accuracy = float(correct) / P_total if net.is_classifier else None
+    return float(total) / P_total, accuracy
 
 
-def _epoch_figures(net, X, Y, epoch_loss, validation_data, tol):
+def _epoch_figures(net, X, Y, epoch_loss, epoch_accuracy, validation_data, tol):
+    """History figures of an epoch: the training ones from its batches (no extra pass over
+    the training data unless ``tol`` asks for the full-data gradient norm)."""
     figures = {"loss": epoch_loss}
-    if net.is_classifier:
-        figures["accuracy"] = metrics.accuracy(net.forward(X), Y, net.loss_name)
+    if epoch_accuracy is not None:
+        figures["accuracy"] = epoch_accuracy
     if validation_data is not None:
         figures.update({f"val_{k}": v for k, v in net.evaluate(*validation_data).items()})
     if tol is not None:

@@ -248,6 +248,30 @@ def _column_sums(delta, db):
 
 
 @njit(cache=True, error_model="numpy")
+def _count_correct(a, y, by_argmax):
+    """Rows whose predicted labels match the targets' (``gpubp.metrics.accuracy``)."""
+    P, n = a.shape
+    count = 0
+    for p in range(P):
+        if by_argmax:  # first index of the maximum, as np.argmax
+            ia = 0
+            iy = 0
+            for j in range(1, n):
+                if a[p, j] > a[p, ia]:
+                    ia = j
+                if y[p, j] > y[p, iy]:
+                    iy = j
+            count += ia == iy
+        else:  # every 0/1 label at the 0.5 threshold
+            ok = True
+            for j in range(n):
+                if (a[p, j] > 0.5) != (y[p, j] > 0.5):
+                    ok = False
+            count += ok
+    return count
+
+
+@njit(cache=True, error_model="numpy")
 def _sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay, use_velocity):
     # The scalars arrive as Python floats (NumPy scalars cost 0.7 us more per call to
     # dispatch) and are rounded to the parameter's dtype here, as NumPy's weak scalars are.
@@ -370,6 +394,24 @@ def weight_bias_gradients(a_prev, delta, dW, db):
     # a_prev.T is an F-ordered view: NumPy hands it to BLAS as a transposed operand, no copy.
     np.matmul(a_prev.T, delta, out=dW)
     _column_sums(delta, db)
+
+
+def count_correct(a, y, loss):
+    """Correct predictions among the rows of a batch, as :func:`gpubp.metrics.accuracy`.
+
+    Parameters
+    ----------
+    a, y : ndarray, shape (P, n_L)
+        Output activations and targets.
+    loss : str
+        ``"cross_entropy"`` compares the arg-max of each row; the other classifier loss
+        compares every output thresholded at 0.5.
+
+    Returns
+    -------
+    int
+    """
+    return int(_count_correct(a, y, loss_code(loss) == CROSS_ENTROPY))
 
 
 def _flat_ok(*arrays):

@@ -12,6 +12,7 @@ Every backend offers the same small set of operations on its own arrays:
 ``weight_bias_gradients`` ``∂W = a^{l-1 T} δ^l`` and ``∂b = Σ_p δ^l``
 ``sgd_update``            fused SGD / momentum / Nesterov / weight-decay step
 ``adam_update``           fused Adam step
+``count_correct``         correct predictions of a batch (the epoch's accuracy)
 ========================  =====================================================
 
 The kernel signatures are those of :mod:`gpubp.kernels.reference`, whose docstrings give
@@ -119,6 +120,18 @@ class Backend:
 
     def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
         self.kernels.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+
+    def count_correct(self, a, y, loss):
+        """Rows of ``a`` (P, n_L) whose labels match the targets ``y``, as a backend scalar.
+
+        The labels are those of :func:`gpubp.metrics.accuracy` (arg-max for
+        ``cross_entropy``, every output at 0.5 otherwise). Written with ``xp`` so that on
+        CuPy the count stays on the device (no synchronisation per batch).
+        """
+        xp = self.xp
+        if loss == "cross_entropy":
+            return (xp.argmax(a, axis=1) == xp.argmax(y, axis=1)).sum()
+        return xp.all((a > 0.5) == (y > 0.5), axis=1).sum()
 
 
 def cuda_status():

@@ -53,6 +53,9 @@ class CpuBackend(Backend):
                 return False
         return True
 
+    def count_correct(self, a, y, loss):
+        return cpu_kernels.count_correct(a, y, loss)  # one pass, no temporaries
+
     def matmul(self, a, b, out):
         # Straight to NumPy (no xp indirection); transposed views reach BLAS as flags.
         return np.matmul(a, b, out=out)

@@ -1,0 +1,157 @@
+"""The compiled CPU epoch: when ``fit`` takes it and what it hands to the compiled code.
+
+On the ``cpu`` backend, with one of the built-in optimizers, ``fit`` trains an epoch with
+one call of :func:`gpubp.kernels.cpu_epoch.train_epoch` instead of one Python call per
+kernel per step (``Network._train_step``, which every other backend, custom optimizers and
+a data-parallel run with a gradient reduction between backward and update still use). Both
+paths take the same steps on the same batches with the same kernels; the tests hold them
+equal for every activation/loss pairing, depth and optimizer.
+
+BLAS threads: the matrix products of a small network are too small to split, and a
+second BLAS thread only adds a hand-off per call, so small steps run on one thread and
+large ones on every thread the BLAS is allowed (:func:`blas_threads`). The number is set
+for the epoch through threadpoolctl and restored afterwards.
+"""
+
+import functools
+import importlib.util
+
+import numpy as np
+
+from gpubp.optimizers import SGD, Adam
+
+# A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread (measured on the
+# 2-core development machine, see blas_threads).
+ONE_THREAD_BELOW = 2_000_000
+
+
+def supported(net, optimizer):
+    """Whether ``net`` can train an epoch with ``optimizer`` in one compiled call."""
+    return (net.backend.name == "cpu" and type(optimizer) in (SGD, Adam)
+            and _have_scipy_blas())
+
+
+@functools.lru_cache(maxsize=1)
+def _have_scipy_blas():
+    # Numba's np.dot calls BLAS through scipy.linalg.cython_blas.
+    return importlib.util.find_spec("scipy") is not None
+
+
+def blas_threads(sizes, batch_size):
+    """BLAS threads for a step of ``sizes`` at ``batch_size`` rows: 1 for small steps, else
+    None (all the library's threads).
+
+    A step does ``3 P Σ n_{l-1} n_l`` multiply-adds in its GEMMs. Below
+    :data:`ONE_THREAD_BELOW` (64-64-10 @ 32 is 0.07 M, 784-128-10 @ 64 is 19 M) the
+    products finish before a second thread pays for its wake-up.
+    """
+    work = 3 * batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    return 1 if work < ONE_THREAD_BELOW else None
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controllers():
+    from threadpoolctl import ThreadpoolController
+
+    import scipy.linalg.cython_blas  # noqa: F401 - loads the BLAS Numba's np.dot calls
+
+    return [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+
+
+class _BlasThreads:
+    """Context manager: at most ``n`` threads in every loaded BLAS (None: unchanged)."""
+
+    def __init__(self, n):
+        self.n = n
+        self.saved = []
+
+    def __enter__(self):
+        if self.n is not None:
+            for c in _blas_controllers():
+                before = c.get_num_threads()
+                if before is not None and before > self.n:
+                    self.saved.append((c, before))
+                    c.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        for c, before in self.saved:
+            c.set_num_threads(before)
+
+
+def _layout(net):
+    """Offsets and codes of ``net``'s buffers for the compiled epoch (cached per capacity)."""
+    from gpubp.kernels import cpu as kernels
+
+    key = (net._capacity, net.dtype)
+    cached = getattr(net, "_epoch_layout", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    sizes = np.array(net.sizes, dtype=np.int64)
+    cap = net._capacity
+    w_offsets = np.array([s.start for s in net.layer_slices], dtype=np.int64)
+    a_offsets = np.concatenate([[0], np.cumsum(sizes * cap)[:-1]]).astype(np.int64)
+    d_offsets = np.concatenate([[0, 0], np.cumsum(sizes[1:] * cap)[:-1]]).astype(np.int64)
+    codes = np.array([kernels.activation_code(g) for g in net.activation_names], np.int64)
+    forward = codes.copy()
+    if net.dtype == np.float32:
+        forward[codes == kernels.SIGMOID] = kernels._SIGMOID_F32
+    tiny, one_minus = kernels._CLIP[net.dtype]
+    layout = dict(sizes=sizes, w_offsets=w_offsets, a_offsets=a_offsets, d_offsets=d_offsets,
+                  forward_codes=forward, codes=codes, loss=kernels.loss_code(net.loss_name),
+                  tiny=tiny, one_minus=one_minus)
+    net._epoch_layout = (key, layout)
+    return layout
+
+
+def train_epoch(net, optimizer, X, Y, order, batch_size):
+    """One epoch of ``net.fit`` in one compiled call.
+
+    Parameters
+    ----------
+    net : Network
+        On the ``cpu`` backend (see :func:`supported`).
+    optimizer : SGD or Adam
+        Its state is allocated if need be and its step count advanced.
+    X : ndarray, shape (P_total, n_0)
+    Y : ndarray, shape (P_total, n_L)
+        Checked arrays of the network's dtype.
+    order : ndarray of int, shape (P_total,)
+    batch_size : int
+
+    Returns
+    -------
+    cost_sum : float
+        Row-weighted sum of the batches' mean costs.
+    correct : int
+        Correct predictions on the batches (0 for regressors).
+    """
+    from gpubp.kernels.cpu_epoch import ADAM, SGD as SGD_CODE, train_epoch as compiled
+
+    net._workspace(batch_size)
+    if optimizer.state is None:
+        optimizer.initialize(net.backend, net.params)
+    layout = _layout(net)
+    if isinstance(optimizer, Adam):
+        code = ADAM
+        hyper = (optimizer.current_lr(), 0.0, optimizer.weight_decay, optimizer.beta1,
+                 optimizer.beta2, optimizer.eps, 0.0)
+        state_a, state_b = optimizer.flat_state["m"], optimizer.flat_state["v"]
+    else:
+        code = SGD_CODE
+        hyper = (optimizer.current_lr(), optimizer.momentum, optimizer.weight_decay, 0.0, 0.0,
+                 0.0, float(optimizer.nesterov))
+        state_a = optimizer.flat_state.get("velocity", net.nabla_theta)  # unused without
+        state_b = state_a
+    X = np.ascontiguousarray(X, dtype=net.dtype)
+    Y = np.ascontiguousarray(Y, dtype=net.dtype)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    with _BlasThreads(blas_threads(net.sizes, batch_size)):
+        cost_sum, correct, step = compiled(
+            X, Y, order, int(batch_size), net.theta, net.nabla_theta, net._activations_flat,
+            net._deltas_flat, net.targets, layout["sizes"], layout["w_offsets"],
+            layout["a_offsets"], layout["d_offsets"], layout["forward_codes"], layout["codes"],
+            layout["loss"], layout["tiny"], layout["one_minus"], net.is_classifier, code,
+            np.array(hyper, dtype=np.float64), state_a, state_b, optimizer.iterations)
+    optimizer.iterations = int(step)
+    return float(cost_sum), int(correct)

@@ -1,0 +1,170 @@
+"""A whole training epoch on the CPU as one Numba-compiled call.
+
+:func:`train_epoch` runs, for every mini-batch of an epoch, what ``Network._train_step``
+does with one Python call per kernel: gather the shuffled rows, forward, output ``δ^L``
+and cost, backward, and the optimizer's update over the flat parameter vector. It calls
+the same compiled loops as the per-kernel path (:mod:`gpubp.kernels.cpu`) and BLAS for
+the matrix products (``np.dot(a, b, out)`` inside ``@njit`` is a direct ``?gemm`` call
+through SciPy's BLAS), so Python touches the loop once per epoch, not ~15 times per step.
+That per-call overhead (~1-2 µs each) is most of a step on small networks.
+
+Any depth, every activation and loss, SGD (momentum, Nesterov, weight decay) and Adam are
+one compiled function per dtype: the layer widths and the offsets of each layer's block
+in the flat buffers arrive as small integer arrays, and every array below is a view made
+by slicing and reshaping a flat buffer, so nothing is allocated inside (no NRT allocation;
+the tests count them).
+
+Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a batch):
+
+- ``theta``/``nabla``: ``W^1`` (row-major), ``b^1``, ``W^2``, ... from ``w_offsets[l-1]``;
+- ``acts``: ``a^l`` for ``l = 0..L``, block ``l`` at ``a_offsets[l]``, its first ``P``
+  rows contiguous, the layout of ``Network.activations``;
+- ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
+- ``targets``: ``(cap, n_L)``, the gathered ``y`` rows.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+from gpubp.kernels.cpu import (
+    CROSS_ENTROPY,
+    TANH,
+    _bias_activation,
+    _column_sums,
+    _count_correct,
+    _hidden_delta,
+    _output_delta,
+    _sgd,
+    _adam,
+)
+
+SGD, ADAM = 0, 1
+
+
+@njit(cache=True, error_model="numpy")
+def _gather(src, order, start, dst):
+    """``dst[i] = src[order[start + i]]`` for the rows of ``dst``."""
+    P, n = dst.shape
+    for i in range(P):
+        row = src[order[start + i]]
+        out = dst[i]
+        for j in range(n):
+            out[j] = row[j]
+
+
+@njit(cache=True, error_model="numpy")
+def _tanh(z):
+    # libm's tanh, elementwise: the per-kernel path uses NumPy's SIMD tanh instead, which
+    # may differ in the last bit.
+    P, n = z.shape
+    for p in range(P):
+        row = z[p]
+        for j in range(n):
+            row[j] = math.tanh(row[j])
+
+
+@njit(cache=True, error_model="numpy")
+def _block(flat, offset, rows, cols):
+    return flat[offset:offset + rows * cols].reshape((rows, cols))
+
+
+@njit(cache=True, error_model="numpy")
+def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, sizes,
+                w_offsets, a_offsets, d_offsets, forward_codes, codes, loss, tiny, one_minus,
+                classifier, optimizer, hyper, state_a, state_b, step):
+    """One epoch of mini-batch steps over ``X[order]``; returns the epoch's running figures.
+
+    Parameters
+    ----------
+    X : ndarray, shape (P_total, n_0)
+    Y : ndarray, shape (P_total, n_L)
+    order : int64 ndarray, shape (P_total,)
+        The epoch's row order; batch ``k`` is ``order[k B : (k + 1) B]``.
+    batch_size : int
+        ``B``; the last batch may be shorter.
+    theta, nabla : ndarray, shape (N,)
+        Flat parameters (updated in place) and gradients (workspace).
+    acts, deltas, targets : ndarray
+        Workspaces laid out as in the module docstring.
+    sizes : int64 ndarray, shape (L + 1,)
+    w_offsets : int64 ndarray, shape (L,)
+    a_offsets, d_offsets : int64 ndarray, shape (L + 1,)
+    forward_codes, codes : int64 ndarray, shape (L,)
+        Activation codes of layers 1..L, as :func:`gpubp.kernels.cpu.bias_activation`
+        dispatches them (``forward_codes``: float32 sigmoid by its vectorised variant) and
+        as the derivative kernels take them (``codes``).
+    loss : int
+        Loss code.
+    tiny, one_minus : float
+        Clip bounds of the log-losses for the dtype.
+    classifier : bool
+        Whether to count correct predictions.
+    optimizer : int
+        ``SGD`` or ``ADAM``.
+    hyper : float64 ndarray, shape (7,)
+        ``lr, momentum, weight_decay, beta1, beta2, eps, nesterov`` (``nesterov`` 0 or 1;
+        those the optimizer does not use are ignored).
+    state_a, state_b : ndarray, shape (N,)
+        Optimizer state: the velocity (SGD with momentum; ``state_b`` unused) or Adam's
+        ``m`` and ``v``. Any array of the type when unused; never read then.
+    step : int
+        Steps taken before this epoch (Adam's ``t`` of the first step is ``step + 1``).
+
+    Returns
+    -------
+    cost_sum : float
+        ``Σ_batches P_k C_k``: the row-weighted sum of the batches' mean costs.
+    correct : int
+        Correct predictions on the batches (0 unless ``classifier``).
+    step : int
+        Steps taken after this epoch.
+    """
+    L = sizes.size - 1
+    n_0, n_L = sizes[0], sizes[L]
+    lr, momentum, weight_decay = hyper[0], hyper[1], hyper[2]
+    beta1, beta2, eps = hyper[3], hyper[4], hyper[5]
+    nesterov = hyper[6] != 0
+    cost_sum = 0.0
+    correct = 0
+    for start in range(0, order.size, batch_size):
+        P = min(batch_size, order.size - start)
+        _gather(X, order, start, _block(acts, a_offsets[0], P, n_0))
+        y = targets[:P]
+        _gather(Y, order, start, y)
+        # forward: z^l = a^{l-1} W^l by BLAS, then a^l = g(z^l + b^l) in place
+        for l in range(1, L + 1):
+            n_in, n_out = sizes[l - 1], sizes[l]
+            w = w_offsets[l - 1]
+            z = _block(acts, a_offsets[l], P, n_out)
+            np.dot(_block(acts, a_offsets[l - 1], P, n_in), _block(theta, w, n_in, n_out), z)
+            _bias_activation(z, theta[w + n_in * n_out:w + n_in * n_out + n_out],
+                             forward_codes[l - 1])
+            if forward_codes[l - 1] == TANH:
+                _tanh(z)
+        a_L = _block(acts, a_offsets[L], P, n_L)
+        cost_sum += _output_delta(a_L, y, codes[L - 1], loss, _block(deltas, d_offsets[L], P, n_L),
+                                  tiny, one_minus) * P
+        if classifier:
+            correct += _count_correct(a_L, y, loss == CROSS_ENTROPY)
+        # backward: ∂W^l = a^{l-1 T} δ^l, ∂b^l = Σ_p δ^l, δ^{l-1} = (δ^l W^{l T}) ⊙ g'
+        for l in range(L, 0, -1):
+            n_in, n_out = sizes[l - 1], sizes[l]
+            w = w_offsets[l - 1]
+            a_prev = _block(acts, a_offsets[l - 1], P, n_in)
+            delta = _block(deltas, d_offsets[l], P, n_out)
+            np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
+            _column_sums(delta, nabla[w + n_in * n_out:w + n_in * n_out + n_out])
+            if l > 1:
+                delta_prev = _block(deltas, d_offsets[l - 1], P, n_in)
+                np.dot(delta, _block(theta, w, n_in, n_out).T, delta_prev)
+                _hidden_delta(delta_prev, a_prev, codes[l - 2])
+        # update: one fused pass over the flat vector
+        step += 1
+        if optimizer == ADAM:
+            _adam(theta, nabla, state_a, state_b, lr, beta1, 1 - beta1, beta2, 1 - beta2, eps,
+                  1 - math.pow(beta1, step), 1 - math.pow(beta2, step), weight_decay)
+        else:
+            _sgd(theta, nabla, state_a, lr, momentum, nesterov, weight_decay, momentum != 0)
+    return cost_sum, correct, step

@@ -1,0 +1,146 @@
+"""The compiled CPU epoch (gpubp.compiled, gpubp.kernels.cpu_epoch) against the per-kernel
+step it replaces in ``fit``: the same parameters, costs, accuracy counts and optimizer state
+for every activation/loss pairing, depth 1..3, each optimizer, shuffled rows and an uneven
+last batch; and it allocates nothing per step."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from tests.conftest import PAIRINGS, make_problem, randomize_biases
+
+import gpubp
+from gpubp import compiled
+from gpubp.optimizers import SGD, Adam
+
+OPTIMIZERS = {
+    "sgd": lambda: SGD(lr=0.1),
+    "momentum": lambda: SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
+    "nesterov": lambda: SGD(lr=0.1, momentum=0.8, nesterov=True),
+    "adam": lambda: Adam(lr=0.01, weight_decay=1e-3),
+}
+DEPTHS = {1: [6, 3], 2: [6, 5, 3], 3: [6, 5, 4, 3]}
+TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
+
+
+def _per_kernel_epoch(net, opt, X, Y, order, B):
+    """The loop ``fit`` runs on backends without a compiled epoch."""
+    total, correct = 0.0, 0
+    for start in range(0, len(order), B):
+        cost, P = net._train_step(opt, X, Y, order[start:start + B])
+        total += cost * P
+        if net.is_classifier:
+            correct += int(net._count_correct(P))
+    return total, correct
+
+
+def _pair(sizes, hidden, output, loss, dtype, name):
+    nets = [randomize_biases(gpubp.Network(sizes, hidden=hidden, output=output, loss=loss,
+                                           backend="cpu", dtype=dtype, seed=2))
+            for _ in range(2)]
+    return nets, [OPTIMIZERS[name]() for _ in range(2)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+@pytest.mark.parametrize("depth", list(DEPTHS))
+@pytest.mark.parametrize("hidden,output,loss", PAIRINGS)
+def test_compiled_epoch_equals_the_per_kernel_steps(hidden, output, loss, depth, name, dtype):
+    sizes = DEPTHS[depth]
+    X, Y = make_problem(sizes, loss, 23, seed=depth)
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    (ref, fast), (opt_ref, opt_fast) = _pair(sizes, hidden, output, loss, dtype, name)
+    order = np.random.default_rng(4).permutation(23)  # shuffled; batches of 8, 8 and 7
+    for epoch in range(2):
+        for opt in (opt_ref, opt_fast):
+            opt.start_epoch(epoch, 2)
+        expected = _per_kernel_epoch(ref, opt_ref, X, Y, order, 8)
+        got = compiled.train_epoch(fast, opt_fast, X, Y, order, 8)
+        np.testing.assert_allclose(got[0], expected[0], **TOL[dtype])
+        assert got[1] == expected[1]
+    assert opt_fast.iterations == opt_ref.iterations == 6
+    np.testing.assert_allclose(fast.theta, ref.theta, **TOL[dtype])
+    np.testing.assert_allclose(fast.nabla_theta, ref.nabla_theta, **TOL[dtype])
+    for key in opt_ref.state_names:
+        np.testing.assert_allclose(opt_fast.flat_state[key], opt_ref.flat_state[key],
+                                   **TOL[dtype])
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_fit_takes_the_compiled_epoch_only_on_the_cpu_backend(backend, monkeypatch):
+    calls = []
+    original = compiled.train_epoch
+    monkeypatch.setattr(compiled, "train_epoch",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    X, Y = make_problem([4, 5, 3], "cross_entropy", 30)
+    net = gpubp.Network([4, 5, 3], backend=backend, seed=0)
+    net.fit(X, Y, epochs=2, batch_size=7, verbose=0)
+    assert len(calls) == (2 if backend == "cpu" else 0)
+    calls.clear()
+
+    class MySGD(SGD):  # a custom optimizer's own update must run: the per-kernel path
+        pass
+
+    net.fit(X, Y, epochs=1, batch_size=7, verbose=0, optimizer=MySGD(lr=0.1))
+    assert calls == []
+
+
+def test_fit_on_cpu_and_reference_record_the_same_history():
+    X, Y = make_problem([5, 7, 3], "cross_entropy", 50, seed=3)
+    hist = []
+    for backend in ("reference", "cpu"):
+        net = gpubp.Network([5, 7, 3], hidden="relu", backend=backend, dtype="float64", seed=1)
+        hist.append(net.fit(X, Y, epochs=3, batch_size=16, verbose=0, optimizer="nesterov",
+                            lr=0.05))
+    np.testing.assert_allclose(hist[0]["loss"], hist[1]["loss"], rtol=1e-12)
+    assert hist[0]["accuracy"] == hist[1]["accuracy"]
+
+
+def test_nothing_is_allocated_per_step():
+    from numba.core.runtime import _nrt_python, rtsys
+
+    sizes = [30, 20, 4]
+    net = gpubp.Network(sizes, dtype="float64", seed=0)
+    opt = Adam(lr=1e-3)
+    X, Y = make_problem(sizes, "cross_entropy", 2000)
+    order = np.arange(2000)
+    compiled.train_epoch(net, opt, X, Y, order[:64], 32)  # compile, allocate the state
+
+    def allocations(rows):
+        start = rtsys.get_allocation_stats().alloc
+        compiled.train_epoch(net, opt, X, Y, order[:rows], 32)
+        return rtsys.get_allocation_stats().alloc - start
+
+    _nrt_python.memsys_enable_stats()
+    try:
+        few, many = allocations(64), allocations(2000)  # 2 steps and 63 steps
+    finally:
+        _nrt_python.memsys_disable_stats()
+    assert few == many, f"{many - few} more NRT allocations in 61 more steps"
+    # and on the Python heap: the epoch's constant overhead only (small objects, no arrays)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        compiled.train_epoch(net, opt, X, Y, order, 32)
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - before < 4096 and current - before < 1024, (peak - before, current - before)
+
+
+def test_blas_threads_are_limited_and_restored():
+    from threadpoolctl import threadpool_info
+
+    assert compiled.blas_threads([64, 64, 10], 32) == 1
+    assert compiled.blas_threads([784, 1024, 1024, 10], 256) is None
+
+    def counts():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = counts()
+    with compiled._BlasThreads(1):
+        assert all(n == 1 for n in counts())
+    assert counts() == before
+    with compiled._BlasThreads(None):
+        assert counts() == before
