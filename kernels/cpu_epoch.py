@@ -168,3 +168,27 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
         else:
             _sgd(theta, nabla, state_a, lr, momentum, nesterov, weight_decay, momentum != 0)
     return cost_sum, correct, step
+
+
+@njit(cache=True, error_model="numpy")
+def gemm_epoch(n_steps, P, theta, nabla, acts, deltas, sizes, w_offsets, a_offsets, d_offsets):
+    """The matrix products of ``n_steps`` steps of :func:`train_epoch` alone (benchmarks).
+
+    The same ``np.dot`` calls on the same buffers, shapes and transpositions, and nothing
+    else: the time a training epoch cannot go below with this BLAS.
+    """
+    L = sizes.size - 1
+    for _ in range(n_steps):
+        for l in range(1, L + 1):
+            n_in, n_out = sizes[l - 1], sizes[l]
+            np.dot(_block(acts, a_offsets[l - 1], P, n_in),
+                   _block(theta, w_offsets[l - 1], n_in, n_out),
+                   _block(acts, a_offsets[l], P, n_out))
+        for l in range(L, 0, -1):
+            n_in, n_out = sizes[l - 1], sizes[l]
+            a_prev = _block(acts, a_offsets[l - 1], P, n_in)
+            delta = _block(deltas, d_offsets[l], P, n_out)
+            np.dot(a_prev.T, delta, _block(nabla, w_offsets[l - 1], n_in, n_out))
+            if l > 1:
+                np.dot(delta, _block(theta, w_offsets[l - 1], n_in, n_out).T,
+                       _block(deltas, d_offsets[l - 1], P, n_in))

@@ -28,6 +28,24 @@ def test_run_bench_prints_every_runner():
     assert train["samples_per_s"] > 0 and train["speedup"] > 0 and train["gemm_fraction"] > 0
 
 
+def test_each_runner_is_timed_in_its_own_process():
+    case = bench.parse_case("8-6-3@4")
+    with bench.Worker("cpu-blas1", case, n_batches=3) as worker:
+        seconds = [worker.epoch() for _ in range(2)]
+        pid = worker._proc.pid
+    assert all(s > 0 for s in seconds) and pid != __import__("os").getpid()
+    rows = bench.measure([case], backends=["cpu-blas1", "cpu-blas2"], peers=False,
+                         repeats=2, samples_per_epoch=12)
+    assert {r["runner"] for r in rows} == {"cpu-blas1", "cpu-blas2", "gemm-only"}
+    assert all(r["seconds"] <= r["median_seconds"] for r in rows)
+
+
+def test_a_failing_worker_says_why():
+    with pytest.raises(RuntimeError,
+                       match=r"(?s)worker 'nonsense' exited with status 1.*runner must be one"):
+        bench.Worker("nonsense", bench.parse_case("4-2@2"), n_batches=1)
+
+
 def test_unavailable_runners_are_reported_not_raised():
     if "cuda-fused" in bench.default_backends():
         pytest.skip("a GPU is usable here")
