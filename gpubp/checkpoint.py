@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gpubp.history import History
-from gpubp.io import atomic_savez, model_arrays, read_npz
+from gpubp.io import atomic_savez, check_parameters, model_arrays, read_npz
 
 CHECKPOINT_VERSION = 1
 
@@ -116,27 +116,78 @@ def load(path):
     if info.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path} has checkpoint version {info.get('version')!r}; this gpubp "
                          f"reads version {CHECKPOINT_VERSION}")
+    sizes, W, b = check_parameters(path, header, arrays)
     try:
-        L = len(header["sizes"]) - 1
-        W = [arrays[f"W{l}"] for l in range(L)]
-        b = [arrays[f"b{l}"] for l in range(L)]
         callbacks = []
         for entry in info["callbacks"]:
             prefix = f"cb{entry['index']}."
             cb_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-            callbacks.append((entry["class"], entry["config"], cb_arrays))
-        return Checkpoint(
+            callbacks.append((str(entry["class"]), entry["config"], cb_arrays))
+        ckpt = Checkpoint(
             path=str(path),
             model={k: header[k] for k in ("sizes", "hidden", "output", "loss", "dtype")},
-            epoch=int(info["epoch"]), iterations=int(info["iterations"]),
-            optimizer=info["optimizer"], rng=info["rng"],
-            history=History.from_dict(info["history"]), batch_size=int(info["batch_size"]),
-            shuffle=bool(info["shuffle"]), n_examples=int(info["n_examples"]),
+            epoch=_count(info["epoch"]), iterations=_count(info["iterations"]),
+            optimizer=dict(info["optimizer"]), rng=dict(info["rng"]),
+            history=History.from_dict(info["history"]), batch_size=_count(info["batch_size"]),
+            shuffle=bool(info["shuffle"]), n_examples=_count(info["n_examples"]),
             stopped=bool(info["stopped"]), W=W, b=b,
             optimizer_state={k[4:]: v for k, v in arrays.items() if k.startswith("opt.")},
             order=arrays["order"], split=arrays.get("split"), callbacks=callbacks)
-    except (KeyError, TypeError, ValueError) as exc:
+        _check_state(ckpt, [a.shape for pair in zip(W, b) for a in pair])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise ValueError(f"{path} is a corrupt checkpoint ({type(exc).__name__}: {exc})") from None
+    return ckpt
+
+
+def _count(value):
+    """A non-negative integer from the JSON header (``bool`` and floats refused)."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
+    return value
+
+
+def _is_permutation(arr, n):
+    return (arr.ndim == 1 and arr.dtype.kind in "iu" and arr.shape[0] == n
+            and np.array_equal(np.sort(arr), np.arange(n)))
+
+
+def _check_state(ckpt, shapes):
+    """Everything :func:`restore` and the resumed loop will use, checked up front.
+
+    ``shapes`` are those of ``[W^1, b^1, W^2, ...]``: each optimizer buffer ``key.i`` must
+    have the shape of parameter ``i`` and be finite; the shuffling order must be a
+    permutation of the examples; the generator state must be one NumPy accepts.
+    """
+    if ckpt.batch_size < 1 or ckpt.epoch + 1 < len(ckpt.history):
+        raise ValueError(f"inconsistent bookkeeping (batch_size {ckpt.batch_size}, epoch "
+                         f"{ckpt.epoch}, {len(ckpt.history)} history entries)")
+    for key, arr in ckpt.optimizer_state.items():
+        name, _, index = key.rpartition(".")
+        if not (name and index.isdigit() and int(index) < len(shapes)):
+            raise ValueError(f"unexpected optimizer state array {key!r}")
+        if arr.shape != shapes[int(index)] or arr.dtype.kind != "f" or \
+                not np.isfinite(arr).all():
+            raise ValueError(f"optimizer state {key!r} must be a finite float array of "
+                             f"shape {shapes[int(index)]}, got {arr.dtype} {arr.shape}")
+    if not _is_permutation(ckpt.order, ckpt.n_examples):
+        raise ValueError(f"'order' must be a permutation of the {ckpt.n_examples} training "
+                         f"examples, got {ckpt.order.dtype} {ckpt.order.shape}")
+    if ckpt.split is not None and not _is_permutation(ckpt.split, ckpt.split.shape[0] if
+                                                      ckpt.split.ndim == 1 else -1):
+        raise ValueError(f"'split' must be a permutation, got {ckpt.split.dtype} "
+                         f"{ckpt.split.shape}")
+    if ckpt.split is not None and ckpt.split.shape[0] <= ckpt.n_examples:
+        raise ValueError(f"'split' must cover more than the {ckpt.n_examples} training "
+                         f"examples, got {ckpt.split.shape[0]}")
+    for cls, _, arrays in ckpt.callbacks:  # e.g. early stopping's best parameters
+        for key, arr in arrays.items():
+            kind, index = key[:1], key[1:]
+            if kind in "Wb" and index.isdigit() and int(index) < len(shapes) // 2:
+                want = shapes[2 * int(index) + (kind == "b")]
+                if arr.shape != want or not np.isfinite(arr).all():
+                    raise ValueError(f"{cls} state {key!r} must be finite with shape {want}, "
+                                     f"got {arr.shape}")
+    np.random.default_rng().bit_generator.state = ckpt.rng  # raises if NumPy refuses it
 
 
 def check_compatible(ckpt, net, optimizer, batch_size, shuffle, n_examples):
@@ -177,4 +228,8 @@ def restore(ckpt, net, optimizer, callbacks):
         if type(cb).__name__ != cls:
             raise ValueError(f"resume: callback {type(cb).__name__} must match the "
                              f"checkpoint's {cls}")
-        cb.load_state_dict(config, arrays)
+        try:
+            cb.load_state_dict(config, arrays)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{ckpt.path} holds a corrupt {cls} state ({type(exc).__name__}: "
+                             f"{exc})") from None

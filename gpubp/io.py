@@ -9,9 +9,10 @@ Everything is read back with ``allow_pickle=False`` and checked before use.
 import json
 import os
 import tempfile
-import zipfile
 
 import numpy as np
+
+from gpubp.npzfile import read_arrays
 
 FORMAT = "gpubp"
 VERSION = 1
@@ -22,11 +23,15 @@ def atomic_savez(path, arrays):
 
     The data go to a temporary file in the same directory, are flushed to disk, then
     renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows): a crash leaves
-    either the old file or the new one, never a half-written file.
+    either the old file or the new one, never a half-written file. The temporary file is
+    named after the target and the writing process (``.NAME.gpubp-PID-XXXX.tmp``), so the
+    next save of the same target removes what a killed save left behind.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".gpubp-", suffix=".npz.tmp", dir=directory)
+    directory = check_output_path(path, "path")
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path) + f"{os.getpid()}-",
+                               suffix=TEMP_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -40,6 +45,68 @@ def atomic_savez(path, arrays):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_prefix(path):
+    return f".{os.path.basename(path)}.gpubp-"
+
+
+def check_output_path(path, name="path"):
+    """The directory ``path`` will be written in, or a ``ValueError`` naming ``path``.
+
+    Checked before any work starts, so that a long run does not end in "no such directory".
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{name} must be a file path, got {path!r}, which is a directory")
+    if not os.path.isdir(directory):
+        raise ValueError(f"{name} must be a path in an existing directory, got {path!r} "
+                         f"({directory!r} does not exist)")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} must be a path in a writable directory, got {path!r} "
+                         f"({directory!r} is not writable)")
+    return directory
+
+
+def remove_leftovers(path):
+    """Delete temporary files that a killed save of ``path`` left in its directory.
+
+    Only files named after this target whose writing process no longer runs are removed:
+    a save of the same target still in progress in another process keeps its file.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = _temp_prefix(path)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and _process_alive(int(pid)):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass  # removed meanwhile, or not ours to remove: never fail a save for it
+
+
+def _process_alive(pid):
+    if pid == os.getpid():
+        return False  # our own leftovers: this process is not writing them any more
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError, ValueError):
+        return True  # exists (another user's) or cannot tell: leave it alone
+    return True
 
 
 def _mode_for(path):
@@ -77,21 +144,22 @@ def save(net, path, **extra_header):
 
 
 def read_npz(path):
-    """All arrays of an ``.npz`` file and its parsed JSON header, or a clear ``ValueError``."""
+    """All arrays of an ``.npz`` file and its parsed JSON header, or a clear ``ValueError``.
+
+    The archive is read by :func:`gpubp.npzfile.read_arrays`: each array is checked
+    against the file's size before it is allocated, and corruption is a ``ValueError``.
+    """
     path = os.fspath(path)
-    try:
-        # open the file ourselves: np.load leaks its handle when the zip is corrupt
-        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
-    except FileNotFoundError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"{path} is not a readable gpubp model file ({type(exc).__name__}: {exc})") from None
+    arrays = read_arrays(path, "gpubp model file")
     if "header" not in arrays:
         raise ValueError(f"{path} is not a gpubp model file (no header)")
+    raw = arrays.pop("header")
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"{path} has a corrupt header (a {raw.dtype} array of shape "
+                         f"{raw.shape}, expected 1-D uint8 JSON)")
     try:
-        header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path} has a corrupt header ({exc})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gpubp model file (format {header.get('format')!r})"
@@ -100,6 +168,45 @@ def read_npz(path):
         raise ValueError(f"{path} has format version {header.get('version')!r}; this gpubp "
                          f"reads version {VERSION}")
     return header, arrays
+
+
+def check_parameters(path, header, arrays):
+    """The layer sizes of ``header``, checked against the stored ``W{l}``/``b{l}`` arrays.
+
+    Runs before any network is built, so that a header claiming huge layers is refused
+    instead of allocated.
+
+    Returns
+    -------
+    sizes : list of int
+    W, b : lists of ndarray
+    """
+    sizes = header.get("sizes")
+    if not (isinstance(sizes, list) and len(sizes) >= 2
+            and all(type(n) is int and n >= 1 for n in sizes)):
+        raise ValueError(f"{path} has an invalid header: sizes must be a list of at least two "
+                         f"positive integers, got {sizes!r}")
+    dtype = header.get("dtype")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"{path} has an invalid header: dtype must be 'float32' or "
+                         f"'float64', got {dtype!r}")
+    W, b = [], []
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for name, shape, out in ((f"W{l}", (n_in, n_out), W), (f"b{l}", (n_out,), b)):
+            if name not in arrays:
+                raise ValueError(f"{path} is missing array {name!r}")
+            arr = arrays[name]
+            if arr.shape != shape:
+                raise ValueError(f"{path} holds parameters that do not fit its header: "
+                                 f"{name[0]}[{l}] must have shape {shape} (sizes {sizes}), "
+                                 f"got {arr.shape}")
+            if arr.dtype != np.dtype(dtype):
+                raise ValueError(f"{path}: array {name!r} has dtype {arr.dtype}, the header "
+                                 f"says {dtype}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{path}: array {name!r} holds NaN or infinite values")
+            out.append(arr)
+    return sizes, W, b
 
 
 def load(path, device="cpu", **network_options):
@@ -116,25 +223,12 @@ def load(path, device="cpu", **network_options):
     from gpubp.network import Network
 
     header, arrays = read_npz(path)
+    sizes, W, b = check_parameters(path, header, arrays)
     try:
-        sizes = header["sizes"]
-        L = len(sizes) - 1
-        net = Network(sizes, hidden=header["hidden"] if L > 1 else "sigmoid",
+        net = Network(sizes, hidden=header["hidden"] if len(sizes) > 2 else "sigmoid",
                       output=header["output"], loss=header["loss"], device=device,
                       dtype=header["dtype"], **network_options)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
-    W, b = [], []
-    for l in range(L):
-        for name, out in ((f"W{l}", W), (f"b{l}", b)):
-            if name not in arrays:
-                raise ValueError(f"{path} is missing array {name!r}")
-            if arrays[name].dtype != net.dtype:
-                raise ValueError(f"{path}: array {name!r} has dtype {arrays[name].dtype}, "
-                                 f"the header says {net.dtype}")
-            out.append(arrays[name])
-    try:
-        net.set_params(W, b)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{path} holds parameters that do not fit its header: {exc}") from None
+    net.set_params(W, b)
     return net
