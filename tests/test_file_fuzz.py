@@ -38,8 +38,10 @@ def files(tmp_path_factory):
             "params": net.get_params()}
 
 
-def _check(path, files, kind, label):
-    """Load ``path`` both ways; each is a ValueError naming it, or the saved parameters."""
+def _check(path, files, kind, label, params=None):
+    """Load ``path`` both ways; each is a ValueError naming it, or the saved parameters
+    (``params``, when an edit replaced some by valid ones)."""
+    params = params or files["params"]
     for reader in (gpubp.load, checkpoint.load):
         try:
             loaded = reader(path)
@@ -50,7 +52,7 @@ def _check(path, files, kind, label):
         if reader is checkpoint.load and kind == "model":
             pytest.fail("a model file read as a checkpoint")
         W, b = (loaded.W, loaded.b) if reader is checkpoint.load else loaded.get_params()
-        for ours, saved in zip(W + b, files["params"][0] + files["params"][1]):
+        for ours, saved in zip(W + b, params[0] + params[1]):
             np.testing.assert_array_equal(ours, saved)
         OUTCOMES[label, "loads intact"] += 1
 
@@ -138,11 +140,15 @@ def test_header_edits(tmp_path, files, kind, key, value, data):
 def test_array_edits(tmp_path, files, kind, name, shape, dtype):
     path = tmp_path / "edited.npz"
 
+    W, b = [list(p) for p in files["params"]]
+
     def edit(arrays):
         arrays[name] = np.ones(shape, dtype=dtype)
+        if name[0] in "Wb" and name[1:].isdigit():  # may be a valid replacement
+            (W if name[0] == "W" else b)[int(name[1:])] = arrays[name]
 
     _rewrite(path, files[kind], array_edit=edit)
-    _check(path, files, kind, "array edit")
+    _check(path, files, kind, "array edit", (W, b))
 
 
 @FUZZ
