@@ -1,6 +1,7 @@
 """Checks on user input: every error names the argument, the expected and the received value.
 
-Data arrive as lists, NumPy arrays, CuPy arrays or anything with ``__array__``; they leave
+Data arrive as lists, NumPy arrays, CuPy arrays, pandas or polars data frames, Arrow objects
+(or anything with ``__array__`` or the Arrow PyCapsule interface); they leave
 as host NumPy arrays of the network's dtype, so the backends only ever see clean input.
 """
 
@@ -8,11 +9,16 @@ import numbers
 
 import numpy as np
 
+from gpubp.tabular import is_tabular
+from gpubp.tabular import to_numpy as tabular_to_numpy
+
 
 def to_numpy(data, name):
     """A host NumPy view or copy of ``data`` (CuPy arrays are copied to the host)."""
     if hasattr(data, "__cuda_array_interface__") and hasattr(data, "get"):
         data = data.get()  # CuPy: np.asarray refuses implicit device-to-host copies
+    elif is_tabular(data):
+        return tabular_to_numpy(data, name)  # frames, Arrow: checked column by column
     elif hasattr(data, "__dlpack__") and not hasattr(data, "__array__"):
         data = _from_dlpack(data, name)
     try:

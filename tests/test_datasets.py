@@ -79,10 +79,10 @@ def test_encode_labels():
     ("1,2,x\n3,4,y\n", {"label_column": 5}, ValueError, r"label_column must be in \[-3, 2\] for 3 columns, got 5"),
     ("1,2,x\n3,4,y\n", {"label_column": "name"}, ValueError,
      r"label_column must be one of the columns \['1', '2', 'x'\], got 'name'"),
-    ("1,2,x\n3,4\n", {}, ValueError, r"row 2 has 2 columns, expected 3"),
-    ("1,2,x\n3,zz,y\n", {}, ValueError, r"feature columns must be numeric, got 'zz'"),
+    ("1,2,x\n3,4\n", {}, ValueError, r"line 2 has 2 columns, expected 3"),
+    ("1,2,x\n3,zz,y\n", {}, ValueError, r"line 2, column 1 must be numeric, got 'zz'"),
     ("", {}, ValueError, r"is empty"),
-    ("1,nan,x\n3,4,y\n", {}, ValueError, r"features must be finite"),
+    ("1,nan,x\n3,4,y\n", {}, ValueError, r"line 1, column 1 must be finite, got nan"),
 ])
 def test_bad_csv_files(tmp_path, content, kwargs, exc, pattern):
     path = tmp_path / "bad.csv"
@@ -95,7 +95,7 @@ def test_bad_names_and_npz(tmp_path):
     with pytest.raises(ValueError, match=r"name must be one of .*got 'mnist'"):
         datasets.load("mnist")
     (tmp_path / "f.txt").write_text("1,2\n")
-    with pytest.raises(ValueError, match=r"path must end in .csv, .csv.gz or .npz"):
+    with pytest.raises(ValueError, match=r"path must end in .csv, .csv.gz, .parquet"):
         datasets.load_file(tmp_path / "f.txt")
     np.savez(tmp_path / "c.npz", features=np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"must hold arrays 'X' and 'y'.*got \['features'\]"):

@@ -5,8 +5,9 @@
 >>> d.X_train.shape, d.y_train.shape, d.classes[:3]
 ((1347, 64), (1347,), ('0', '1', '2'))
 
-``load`` also takes a path: a ``.csv`` (optionally ``.csv.gz``) whose label column holds
-class names or numbers, or an ``.npz`` with arrays ``X`` and ``y`` (or ``X_train``,
+``load`` also takes a path: a ``.csv`` (optionally ``.csv.gz``), ``.parquet`` or
+``.feather``/``.arrow`` file whose label column holds class names or numbers (read with
+pyarrow, see :mod:`gpubp.datasets.readers`), or an ``.npz`` with arrays ``X`` and ``y`` (or ``X_train``,
 ``y_train``, ``X_test``, ``y_test``). Labels are encoded as indices into ``classes``.
 
 Sources and licences: ``data/README.md`` beside this file.
@@ -18,6 +19,9 @@ from importlib import resources
 from typing import NamedTuple
 
 import numpy as np
+
+from gpubp.datasets.readers import (ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, is_number,
+                                    read_csv, read_table)
 
 NAMES = ("digits", "breast_cancer", "iris", "wine")
 _FILES = {"digits": "digits.csv.gz", "breast_cancer": "breast_cancer.csv",
@@ -167,7 +171,8 @@ def load_file(path, label_column=-1, test_size=0.25, seed=0, scale=True):
     ----------
     path : str or os.PathLike
         ``.csv`` or ``.csv.gz``: comma-separated numeric features and one label column,
-        with or without a header row. ``.npz``: arrays ``X`` (P, n) and ``y`` (P,), or
+        with or without a header row. ``.parquet``/``.pq``, ``.feather``/``.arrow``/``.ipc``:
+        numeric feature columns and one label column. ``.npz``: arrays ``X`` (P, n) and ``y`` (P,), or
         ``X_train``, ``y_train``, ``X_test``, ``y_test`` for a split of your own.
     label_column : int or str
         CSV label column, by index (negative counts from the end) or header name.
@@ -184,86 +189,15 @@ def load_file(path, label_column=-1, test_size=0.25, seed=0, scale=True):
     lower = path.lower()
     if lower.endswith(".npz"):
         return _load_npz(path, name, test_size, seed, scale)
-    if lower.endswith((".csv", ".csv.gz")):
+    if lower.endswith(CSV_SUFFIXES):
         X, labels = read_csv(path, label_column)
-        y, classes = encode_labels(labels, f"the label column of {name}")
-        return _split(X, y, classes, name, test_size, seed, scale)
-    raise ValueError(f"path must end in .csv, .csv.gz or .npz, got {path!r}")
-
-
-def read_csv(path, label_column=-1):
-    """Features ``X`` (P, n) float64 and raw labels (P,) str from a CSV file."""
-    opener = gzip.open if os.fspath(path).lower().endswith(".gz") else open
-    with opener(path, "rt", newline="") as f:
-        rows = [line.rstrip("\r\n").split(",") for line in f if line.strip()]
-    if not rows:
-        raise ValueError(f"{path} is empty")
-    first = [v.strip() for v in rows[0]]
-    if _is_name(label_column):
-        header = first  # a column named by its header
+    elif lower.endswith(PARQUET_SUFFIXES + ARROW_SUFFIXES):
+        X, labels = read_table(path, label_column)
     else:
-        col = _column_index(label_column, first, None, path)
-        features_numeric = all(is_number(v) for i, v in enumerate(first) if i != col)
-        header = None if features_numeric else first
-    if header is not None:
-        rows = rows[1:]
-    if not rows:
-        raise ValueError(f"{path} has a header but no data rows")
-    width = len(rows[0])
-    if width < 2:
-        raise ValueError(f"{path} must have at least one feature column and a label column, "
-                         f"got {width} column(s)")
-    for i, row in enumerate(rows):
-        if len(row) != width:
-            raise ValueError(f"{path}: row {i + 1 + (header is not None)} has {len(row)} "
-                             f"columns, expected {width}")
-    col = _column_index(label_column, rows[0], header, path)
-    table = np.array(rows, dtype=str)
-    labels = np.char.strip(table[:, col])
-    features = np.delete(table, col, axis=1)
-    try:
-        X = np.char.strip(features).astype(np.float64)
-    except ValueError:
-        bad = str(next(v for v in features.ravel() if not is_number(v)))
-        raise ValueError(f"{path}: feature columns must be numeric, got {bad!r}") from None
-    if not np.isfinite(X).all():
-        raise ValueError(f"{path}: features must be finite, got NaN or infinite values")
-    return X, labels
-
-
-def is_number(text):
-    """Whether ``text`` parses as a float (a CSV cell that is a number, not a name)."""
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_name(label_column):
-    return isinstance(label_column, str) and not label_column.strip().lstrip("-").isdigit()
-
-
-def _column_index(label_column, row, header, path):
-    width = len(row)
-    if _is_name(label_column):
-        if header is None:
-            raise ValueError(f"label_column {label_column!r} names a column, but {path} has no "
-                             f"header row")
-        if label_column not in header:
-            raise ValueError(f"label_column must be one of the columns {header}, got "
-                             f"{label_column!r}")
-        return header.index(label_column)
-    if isinstance(label_column, bool):
-        raise TypeError(f"label_column must be a column index or name, got {label_column!r}")
-    try:
-        index = int(label_column)
-    except (TypeError, ValueError):
-        raise TypeError(f"label_column must be a column index or name, got {label_column!r}") from None
-    if not -width <= index < width:
-        raise ValueError(f"label_column must be in [{-width}, {width - 1}] for {width} "
-                         f"columns, got {index}")
-    return index % width
+        raise ValueError(f"path must end in .csv, .csv.gz, .parquet, .pq, .feather, .arrow, "
+                         f".ipc or .npz, got {path!r}")
+    y, classes = encode_labels(labels, f"the label column of {name}")
+    return _split(X, y, classes, name, test_size, seed, scale)
 
 
 def _load_npz(path, name, test_size, seed, scale):
