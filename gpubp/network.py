@@ -360,7 +360,7 @@ class Network:
     def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
-            checkpoint=None, checkpoint_every=1, resume=None):
+            checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.fit`).
 
         Parameters
@@ -408,6 +408,11 @@ class Network:
         resume : str or os.PathLike or None
             Continue the run recorded in this checkpoint; with the same data and
             arguments the result equals that of an uninterrupted run, bit for bit.
+        gradient_flow : bool
+            Record, after each epoch, ``grad_norm_W{l}`` (``‖∂C/∂W^l‖``) and
+            ``mean_abs_delta{l}`` (mean ``|δ^l|``) of every layer over the training data
+            (one extra forward and backward pass per epoch); :meth:`History.plot` draws
+            them. See :func:`gpubp.trace.gradient_flow`.
 
         Returns
         -------
@@ -434,7 +439,19 @@ class Network:
                    optimizer=optimizer, validation_split=validation_split, schedule=schedule,
                    weight_decay=weight_decay, early_stopping=early_stopping,
                    callbacks=callbacks, checkpoint=checkpoint,
-                   checkpoint_every=checkpoint_every, resume=resume)
+                   checkpoint_every=checkpoint_every, resume=resume,
+                   gradient_flow=gradient_flow)
+
+    def trace(self, X, Y):
+        """Every quantity of backpropagation on the batch ``(X, Y)``, as NumPy arrays.
+
+        Returns a :class:`gpubp.trace.Trace` with ``a`` (``a^0 = X`` … ``a^L``) and, for
+        layer ``l`` at index ``l − 1``, ``z``, ``delta`` (``δ^l = ∂C/∂z^l``, with the 1/P
+        of the mean cost), ``dW`` and ``db``; see :mod:`gpubp.trace`.
+        """
+        from gpubp.trace import trace
+
+        return trace(self, X, Y)
 
     def save(self, path):
         """Write the network to ``path`` (``.npz``), atomically; see :func:`gpubp.io.save`."""

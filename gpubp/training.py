@@ -29,7 +29,7 @@ class TrainingDiverged(FloatingPointError):
 def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
         schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
-        checkpoint=None, checkpoint_every=1, resume=None):
+        checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False):
     """Train ``net`` in place; see :meth:`gpubp.Network.fit` for the parameters."""
     X, Y = net._check_XY(X, Y)
     check_positive(epochs, "epochs", numbers.Integral)
@@ -49,6 +49,8 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
                              f"{type(validation_data).__name__}")
         validation_data = net._check_XY(*validation_data)
     check_positive(checkpoint_every, "checkpoint_every", numbers.Integral)
+    if not isinstance(gradient_flow, bool):
+        raise TypeError(f"gradient_flow must be True or False, got {gradient_flow!r}")
     if checkpoint is not None:
         checkpoint = _checkpoint_path(checkpoint)
     optimizer = get_optimizer(optimizer, lr, schedule, weight_decay)
@@ -110,6 +112,8 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
                 )
             figures = _epoch_figures(net, X, Y, epoch_loss, epoch_accuracy, validation_data, tol)
             figures["lr"] = lr_now
+            if gradient_flow:  # issue 10's hook: per-layer ‖∂C/∂W^l‖ and mean |δ^l|
+                figures.update(_gradient_flow_figures(net, X, Y))
             history.record(epoch, **figures)
             for cb in callbacks:
                 cb.on_epoch_end(run, epoch, dict(figures))
@@ -177,6 +181,13 @@ def _epoch_figures(net, X, Y, epoch_loss, epoch_accuracy, validation_data, tol):
         figures["grad_norm"] = float(np.sqrt(sum(float((g.astype(np.float64) ** 2).sum())
                                                  for g in dW + db)))
     return figures
+
+
+def _gradient_flow_figures(net, X, Y):
+    """The gradient-flow figures of an epoch (see :func:`gpubp.trace.gradient_flow`)."""
+    from gpubp.trace import gradient_flow
+
+    return gradient_flow(net, X, Y)
 
 
 def _callbacks(callbacks, early_stopping, has_validation):
