@@ -7,7 +7,7 @@ import pytest
 import gpubp
 from gpubp.trace import Trace, gradient_flow
 
-from conftest import PAIRINGS, make_problem, randomize_biases
+from tests.conftest import PAIRINGS, make_problem, randomize_biases
 
 EPS = 1e-6
 
