@@ -21,6 +21,14 @@ VERSION = 1
 def atomic_savez(path, arrays):
     """Write ``arrays`` (a dict of name -> ndarray) to ``path`` as ``.npz``, atomically.
 
+    See :func:`atomic_write`.
+    """
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write(path, write):
+    """Call ``write(f)`` on a binary file that becomes ``path`` only once complete.
+
     The data go to a temporary file in the same directory, are flushed to disk, then
     renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows): a crash leaves
     either the old file or the new one, never a half-written file. The temporary file is
@@ -34,7 +42,7 @@ def atomic_savez(path, arrays):
                                suffix=TEMP_SUFFIX, dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         # mkstemp creates the file private (0600); give it the mode a plain open() would

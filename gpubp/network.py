@@ -453,6 +453,16 @@ class Network:
 
         return trace(self, X, Y)
 
+    def to_onnx(self, path):
+        """Write the forward pass to ``path`` as an ONNX model (atomically); returns ``path``.
+
+        Input ``"X"`` ``(N, n_0)``, output ``"output"`` ``(N, n_L)`` = :meth:`forward`,
+        in the network's dtype; see :mod:`gpubp.onnx_export` (needs ``gpubp[onnx]``).
+        """
+        from gpubp.onnx_export import to_onnx
+
+        return to_onnx(self, path)
+
     def save(self, path):
         """Write the network to ``path`` (``.npz``), atomically; see :func:`gpubp.io.save`."""
         from gpubp.io import save
