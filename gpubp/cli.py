@@ -1,4 +1,4 @@
-"""The ``gpubp`` command line: ``gpubp train | evaluate | predict | bench | gradcheck | info``.
+"""The ``gpubp`` command line: ``gpubp train | evaluate | predict | export | bench | gradcheck | info``.
 
 ``gpubp train`` with no arguments trains a 64-64-10 sigmoid network on the bundled UCI
 handwritten digits and prints the held-out test accuracy (about 0.96). ``--data`` takes
@@ -7,7 +7,8 @@ labels may be class names. Errors are one-line messages with a non-zero exit sta
 tracebacks.
 
 Saved models (``--save``) carry, in their JSON header, the class names and the feature
-scaling of the training data, so ``evaluate`` and ``predict`` take raw features.
+scaling of the training data, so ``evaluate``, ``predict`` and an exported ONNX model
+(``export``) take raw features. Every output path is checked before any work starts.
 """
 
 import argparse
@@ -16,12 +17,11 @@ import time
 
 import numpy as np
 
+from gpubp.cli_files import (CliError, _check_outputs, _examples_for, _load_training_data,
+                             _read_model, _scaled, _scaler)
+
 DEFAULTS = {"data": "digits", "layers": "64", "hidden": "sigmoid", "optimizer": "sgd",
             "lr": 0.5, "epochs": 30, "batch_size": 32, "device": None, "seed": 0}
-
-
-class CliError(Exception):
-    """A user error reported as one line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,7 +99,8 @@ def build_parser():
     _add_device(train)
     train.add_argument("--dtype", default="float32", help="float32 or float64")
     train.add_argument("--save", metavar="PATH", help="save the trained model (.npz)")
-    train.add_argument("--plot", metavar="PATH", help="write loss/accuracy curves (PNG)")
+    train.add_argument("--plot", metavar="PATH",
+                       help="write loss/accuracy curves and the per-layer gradient flow (PNG)")
     train.add_argument("--checkpoint", metavar="PATH", help="checkpoint file for the run (.npz)")
     train.add_argument("--checkpoint-every", type=_positive(int), default=1, metavar="N")
     train.add_argument("--resume", metavar="PATH", help="resume the run of this checkpoint")
@@ -116,6 +117,10 @@ def build_parser():
     _add_data(predict, "inputs (a file may omit its label column)")
     predict.add_argument("--output", metavar="PATH", help="write the labels there, one per line")
     _add_device(predict)
+
+    export = commands.add_parser("export", help="write a saved model as ONNX")
+    export.add_argument("--model", required=True, metavar="PATH", help="model saved by train")
+    export.add_argument("--onnx", required=True, metavar="PATH", help="ONNX file to write")
 
     bench = commands.add_parser("bench", help="training throughput of the backends")
     bench.add_argument("--case", action="append", dest="cases", metavar="SIZES@BATCH",
@@ -146,118 +151,11 @@ def build_parser():
     return parser
 
 
-# -- data ----------------------------------------------------------------------------------
-def _label_column(args):
-    col = args.label_column
-    if col is None:
-        return -1
-    return int(col) if col.strip().lstrip("-").isdigit() else col
-
-
-def _load_training_data(args):
-    from gpubp import datasets
-
-    return datasets.load(args.data, test_size=args.test_size, seed=args.seed, scale=False,
-                         label_column=_label_column(args))
-
-
-def _scaler(X):
-    mean = X.mean(axis=0)
-    std = X.std(axis=0)
-    std[std == 0] = 1.0
-    return mean, std
-
-
-def _read_model(path, device):
-    import gpubp
-    from gpubp.io import read_npz
-
-    header, _ = read_npz(path)
-    net = gpubp.load(path, device=device)
-    meta = header.get("cli", {})
-    classes = meta.get("classes")
-    scaler = meta.get("scaler")
-    if scaler is not None:
-        scaler = (np.asarray(scaler["mean"]), np.asarray(scaler["std"]))
-    return net, classes, scaler
-
-
-def _scaled(X, scaler):
-    return X if scaler is None else (X - scaler[0]) / scaler[1]
-
-
-def _examples_for(args, net, classes, need_labels):
-    """Raw features and (optionally) label indices for evaluate/predict."""
-    from gpubp import datasets
-
-    n_in = net.sizes[0]
-    if args.data in datasets.NAMES:
-        d = _load_training_data(args)
-        y = d.y_test
-        if classes is not None and tuple(classes) != d.classes:
-            raise CliError(f"the model's classes {classes} are not those of {args.data} "
-                           f"{list(d.classes)}")
-        return d.X_test, y
-    if str(args.data).lower().endswith(".npz"):
-        d = datasets.load_file(args.data, scale=False)
-        X = np.concatenate([d.X_train, d.X_test])
-        labels = np.array(d.classes)[np.concatenate([d.y_train, d.y_test])]
-    else:
-        X, labels = _read_csv_for_model(args, n_in, need_labels)
-    if X.shape[1] != n_in:
-        raise CliError(f"--data must have {n_in} feature columns (the model's inputs), got "
-                       f"{X.shape[1]}")
-    if labels is None:
-        return X, None
-    if classes is None:
-        y, _ = datasets.encode_labels(labels)
-        return X, y
-    index = {c: i for i, c in enumerate(classes)}
-    unknown = sorted({str(v) for v in labels} - set(index))
-    if unknown:
-        raise CliError(f"--data has labels the model was not trained on: {unknown[:5]} "
-                       f"(model classes: {classes})")
-    return X, np.array([index[str(v)] for v in labels])
-
-
-def _read_csv_for_model(args, n_in, need_labels):
-    """Features and labels of a CSV; for predict, a file of features alone is accepted too."""
-    from gpubp import datasets
-
-    if need_labels or args.label_column is not None:
-        return datasets.read_csv(args.data, _label_column(args))
-    rows = _read_rows(args.data)
-    if rows and len(rows[-1]) == n_in + 1:  # a label column too: the last, as in training
-        return datasets.read_csv(args.data, -1)
-    return _features_only(args.data, rows), None
-
-
-def _read_rows(path):
-    import gzip
-
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
-    with opener(path, "rt") as f:
-        return [[v.strip() for v in line.split(",")] for line in f if line.strip()]
-
-
-def _features_only(path, rows):
-    from gpubp import datasets
-
-    if rows and not all(datasets.is_number(v) for v in rows[0]):
-        rows = rows[1:]  # a header row
-    if not rows:
-        raise CliError(f"{path} holds no data rows")
-    try:
-        return np.array(rows, dtype=np.float64)
-    except ValueError as exc:
-        raise CliError(f"{path}: every column must be numeric or be the label column "
-                       f"({exc})") from None
-
-
 # -- commands ------------------------------------------------------------------------------
 def cmd_train(args, out):
     import gpubp
 
+    _check_outputs(args, "--save", "--plot", "--checkpoint")
     if args.optimizer not in ("sgd", "momentum", "nesterov", "adam"):
         raise CliError(f"--optimizer must be sgd, momentum, nesterov or adam, got {args.optimizer!r}")
     lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else DEFAULTS["lr"])
@@ -284,7 +182,8 @@ def cmd_train(args, out):
                       validation_data=validation, validation_split=split,
                       schedule=args.schedule, weight_decay=args.weight_decay,
                       early_stopping=args.early_stopping, checkpoint=args.checkpoint,
-                      checkpoint_every=args.checkpoint_every, resume=args.resume)
+                      checkpoint_every=args.checkpoint_every, resume=args.resume,
+                      gradient_flow=bool(args.plot))
     seconds = time.perf_counter() - start
     print(f"trained {len(history)} epochs in {seconds:.2f} s; final train loss "
           f"{history['loss'][-1]:.4f}, train accuracy {history['accuracy'][-1]:.4f}", file=out)
@@ -320,6 +219,7 @@ def cmd_evaluate(args, out):
 
 
 def cmd_predict(args, out):
+    _check_outputs(args, "--output")
     net, classes, scaler = _read_model(args.model, args.device)
     X, _ = _examples_for(args, net, classes, need_labels=False)
     pred = net.predict(_scaled(X, scaler))
@@ -329,11 +229,28 @@ def cmd_predict(args, out):
         lines = [",".join(f"{v:.6g}" for v in np.atleast_1d(row)) for row in pred]
     text = "\n".join(lines) + "\n"
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+        from gpubp.io import atomic_write
+
+        atomic_write(args.output, lambda f: f.write(text.encode()))
         print(f"{len(lines)} predictions written to {args.output}", file=out)
     else:
         out.write(text)
+    return 0
+
+
+def cmd_export(args, out):
+    import json
+
+    from gpubp.onnx_export import OPSET, to_onnx
+
+    _check_outputs(args, "--onnx")
+    net, classes, scaler = _read_model(args.model, "cpu")
+    metadata = {"classes": json.dumps(classes)} if classes is not None else None
+    to_onnx(net, args.onnx, scaler=scaler, metadata=metadata)
+    print(f"exported {args.model} ({'-'.join(map(str, net.sizes))}, {net.dtype.name}) to "
+          f"{args.onnx} (ONNX opset {OPSET}; input 'X' (N, {net.sizes[0]}) raw features"
+          f"{', scaled inside the graph' if scaler is not None else ''}; output 'output' "
+          f"(N, {net.sizes[-1]}))", file=out)
     return 0
 
 
@@ -402,7 +319,7 @@ def cmd_info(args, out):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "bench": cmd_bench, "gradcheck": cmd_gradcheck, "info": cmd_info}
+            "export": cmd_export, "bench": cmd_bench, "gradcheck": cmd_gradcheck, "info": cmd_info}
 
 
 def main(argv=None, out=None):

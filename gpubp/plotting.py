@@ -18,6 +18,16 @@ def _figure_class():
     return Figure
 
 
+def check_plot_path(path, name="path"):
+    """Raise unless matplotlib is installed and can write ``path``'s format (by suffix)."""
+    Figure = _figure_class()
+    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    formats = Figure().canvas.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        raise ValueError(f"{name} must end in a format matplotlib writes "
+                         f"({', '.join(sorted(formats))}), got {os.fspath(path)!r}")
+
+
 def plot_history(history, path=None, title=None):
     """Loss, accuracy and gradient flow per epoch, each panel drawn when it was recorded.
 
