@@ -37,6 +37,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from gpubp.callbacks import EarlyStopping
 from gpubp.network import Network
 from gpubp.optimizers import SCHEDULES, SGD, Adam, Schedule
+from gpubp.tabular import as_frame
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "sigmoid": "sigmoid",
                "tanh": "tanh", "relu": "relu"}
@@ -184,7 +185,7 @@ class _BaseMLP(BaseEstimator):
 
     def _forward(self, X):
         check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
+        X = validate_data(self, as_frame(X), reset=False, dtype=[np.float64, np.float32])
         net = self.__dict__.get("_net")
         if net is None:  # unpickled: the network is rebuilt from the coefficients
             net = self._rebuild()
@@ -198,6 +199,24 @@ class _BaseMLP(BaseEstimator):
                       device=self.device, dtype=self.dtype, seed=0)
         net.set_params(self.coefs_, self.intercepts_)
         return net
+
+    def to_onnx(self, path):
+        """Write the fitted network to ``path`` as ONNX (see :mod:`gpubp.onnx_export`).
+
+        Input ``"X"`` (N, ``n_features_in_``) in ``dtype``; output ``"output"``: the output
+        activations, i.e. ``predict_proba`` for a multi-class classifier, the probability
+        of ``classes_[1]`` (one column) for a binary one, ``predict`` for a regressor.
+        ``classes_`` and ``feature_names_in_`` ride along as JSON metadata.
+        """
+        import json
+
+        from gpubp.onnx_export import to_onnx
+
+        check_is_fitted(self, "coefs_")
+        net = self.__dict__.get("_net") or self._rebuild()
+        meta = {key: json.dumps(np.asarray(getattr(self, key)).tolist())
+                for key in ("classes_", "feature_names_in_") if hasattr(self, key)}
+        return to_onnx(net, path, metadata=meta)
 
     def __getstate__(self):
         # device arrays and backend modules do not pickle; coefs_ rebuild the network
@@ -244,7 +263,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         -------
         self
         """
-        X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
+        X, y = validate_data(self, as_frame(X), y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
         classes, encoded = np.unique(y, return_inverse=True)
         if len(classes) < 2:
@@ -290,7 +309,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         -------
         self
         """
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+        X, y = validate_data(self, as_frame(X), y, multi_output=True, y_numeric=True,
                              dtype=[np.float64, np.float32])
         Y = y.reshape(-1, 1) if y.ndim == 1 else y
         return self._fit(X, np.asarray(Y, dtype=np.float64), Y.shape[1], "identity")

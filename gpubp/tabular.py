@@ -30,6 +30,16 @@ def _pyarrow(name):
     return pyarrow
 
 
+def as_frame(data):
+    """``data`` as scikit-learn reads it: Arrow C-interface producers (which its
+    ``check_array`` cannot read) become a ``pyarrow.Table`` (keeping the column names for
+    ``feature_names_in_``); frames, arrays and everything else pass unchanged."""
+    module = type(data).__module__.split(".", 1)[0]
+    if is_tabular(data) and module not in _FRAME_MODULES and not hasattr(data, "__array__"):
+        return to_arrow(data, "X")
+    return data
+
+
 def to_arrow(data, name):
     """``data`` as a ``pyarrow.Table`` (2-D) or ``pyarrow.ChunkedArray`` (1-D)."""
     pa = _pyarrow(name)
