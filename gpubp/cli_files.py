@@ -92,33 +92,11 @@ def _read_csv_for_model(args, n_in, need_labels):
 
     if need_labels or args.label_column is not None:
         return datasets.read_csv(args.data, _label_column(args))
-    rows = _read_rows(args.data)
-    if rows and len(rows[-1]) == n_in + 1:  # a label column too: the last, as in training
+    from gpubp.datasets.readers import first_row
+
+    if len(first_row(str(args.data))) == n_in + 1:  # a label column: the last, as in training
         return datasets.read_csv(args.data, -1)
-    return _features_only(args.data, rows), None
-
-
-def _read_rows(path):
-    import gzip
-
-    opener = gzip.open if str(path).lower().endswith(".gz") else open
-    with opener(path, "rt") as f:
-        return [[v.strip() for v in line.split(",")] for line in f if line.strip()]
-
-
-def _features_only(path, rows):
-    from gpubp import datasets
-
-    if rows and not all(datasets.is_number(v) for v in rows[0]):
-        rows = rows[1:]  # a header row
-    if not rows:
-        raise CliError(f"{path} holds no data rows")
-    try:
-        return np.array(rows, dtype=np.float64)
-    except ValueError as exc:
-        raise CliError(f"{path}: every column must be numeric or be the label column "
-                       f"({exc})") from None
-
+    return datasets.read_csv(args.data, None)
 
 
 def _check_outputs(args, *options):

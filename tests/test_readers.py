@@ -193,3 +193,13 @@ def test_frame_errors_name_the_column(frame):
         net.predict(frame({"x": [1.0, None], "z": [1.0, 2.0]}))
     with pytest.raises(ValueError, match=r"Y has 1 missing value\(s\), the first in row 1"):
         net.fit(np.zeros((2, 2)), pd.Series([None, 1.0], dtype="Float64"), verbose=0)
+
+
+def test_csv_of_features_only(tmp_path):
+    X, labels = read_csv(_csv(tmp_path, "a,b\n1,2\n3,4\n"), None)
+    assert labels is None
+    np.testing.assert_array_equal(X, [[1, 2], [3, 4]])
+    X, _ = read_csv(_csv(tmp_path, "5\n6\n", "one.csv"), None)
+    np.testing.assert_array_equal(X, [[5], [6]])
+    with pytest.raises(ValueError, match=r"line 3, column 1 \('b'\) must be numeric, got 'x'"):
+        read_csv(_csv(tmp_path, "a,b\n1,2\n3,x\n", "bad.csv"), None)

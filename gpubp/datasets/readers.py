@@ -44,7 +44,7 @@ def _numbered_rows(path):
                 yield reader.line_num, cells
 
 
-def _first_row(path):
+def first_row(path):
     for _, cells in _numbered_rows(path):
         return [c.strip() for c in cells]
     raise ValueError(f"{path} is empty")
@@ -58,13 +58,14 @@ def read_csv(path, label_column=-1):
     path : str or os.PathLike
         Comma-separated numeric features and one label column, with or without a header
         row (a first line with a non-numeric feature cell is a header).
-    label_column : int or str
-        The label column, by index (negative counts from the end) or header name.
+    label_column : int, str or None
+        The label column, by index (negative counts from the end) or header name; None
+        for a file of features only.
 
     Returns
     -------
     X : ndarray of float64, shape (P, n)
-    labels : ndarray of str, shape (P,)
+    labels : ndarray of str, shape (P,), or None without a label column
 
     Raises
     ------
@@ -74,18 +75,22 @@ def read_csv(path, label_column=-1):
     """
     pa = _pyarrow()
     path = os.fspath(path)
-    first = _first_row(path)
-    if _is_name(label_column):
+    first = first_row(path)
+    width = len(first)
+    if label_column is None:  # features only: no column is skipped
+        col = width
+        header = None if all(is_number(v) for v in first) else first
+    elif _is_name(label_column):
         header = first  # a column named by its header
     else:
         col = _column_index(label_column, first, None, path)
         features_numeric = all(is_number(v) for i, v in enumerate(first) if i != col)
         header = None if features_numeric else first
-    width = len(first)
-    if width < 2:
+    if width < 1 + (label_column is not None):
         raise ValueError(f"{path} must have at least one feature column and a label column, "
                          f"got {width} column(s)")
-    col = _column_index(label_column, first, header, path)
+    if label_column is not None:
+        col = _column_index(label_column, first, header, path)
     names = [f"c{j}" for j in range(width)]
     bad_rows = []
 
@@ -109,7 +114,7 @@ def read_csv(path, label_column=-1):
         _raise_conversion(path, header, col, width, exc)
     if table.num_rows == 0:
         raise ValueError(f"{path} has a header but no data rows")
-    X = np.empty((table.num_rows, width - 1), dtype=np.float64)
+    X = np.empty((table.num_rows, width - (col < width)), dtype=np.float64)
     for k, j in enumerate(j for j in range(width) if j != col):
         column = table.column(j)
         if column.null_count:
@@ -120,7 +125,7 @@ def read_csv(path, label_column=-1):
         row, k = np.argwhere(~np.isfinite(X))[0]
         j = k + (k >= col)
         _raise_at(path, header, int(row), j, f"must be finite, got {X[row, k]}")
-    return X, _labels(table.column(col), pa)
+    return X, (_labels(table.column(col), pa) if col < width else None)
 
 
 def _labels(column, pa):
