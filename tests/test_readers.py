@@ -64,6 +64,7 @@ def test_csv_label_by_name_index_and_trimmed_strings(tmp_path):
     ("a,b,label\n1,2,x\n\n3,,y\n", r"line 4, column 1 \('b'\) has a missing value"),
     ("1,2,x\n\n\n3,zz,y\n", r"line 4, column 1 must be numeric, got 'zz'"),
     ("a,b,label\n1,2,x\n3,inf,y\n", r"line 3, column 1 \('b'\) must be finite, got inf"),
+    ("a,b,label\n1,2,x\n3,4, \n", r"line 3, column 2 \('label'\) \(the label\) has a missing"),
     ("a,b,label\n", r"has a header but no data rows"),
     ("\n\n", r"is empty"),
     ("5\n6\n", r"at least one feature column and a label column, got 1"),

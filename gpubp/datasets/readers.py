@@ -125,7 +125,13 @@ def read_csv(path, label_column=-1):
         row, k = np.argwhere(~np.isfinite(X))[0]
         j = k + (k >= col)
         _raise_at(path, header, int(row), j, f"must be finite, got {X[row, k]}")
-    return X, (_labels(table.column(col), pa) if col < width else None)
+    if col == width:
+        return X, None
+    labels = _labels(table.column(col), pa)
+    empty = np.flatnonzero(labels == "")
+    if empty.size:
+        _raise_at(path, header, int(empty[0]), col, "(the label) has a missing value")
+    return X, labels
 
 
 def _labels(column, pa):
