@@ -108,6 +108,8 @@ def remove_leftovers(path):
 def _process_alive(pid):
     if pid == os.getpid():
         return False  # our own leftovers: this process is not writing them any more
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) would terminate the process on Windows: keep the file
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
