@@ -1,4 +1,4 @@
-"""The ``gpubp`` command line: ``gpubp train | evaluate | predict | export | bench | gradcheck | info``.
+"""The ``gpubp`` command line: ``train | evaluate | predict | export | bench | gradcheck | info``.
 
 ``gpubp train`` with no arguments trains a 64-64-10 sigmoid network on the bundled UCI
 handwritten digits and prints the held-out test accuracy (about 0.96). ``--data`` takes

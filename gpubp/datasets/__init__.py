@@ -7,8 +7,9 @@
 
 ``load`` also takes a path: a ``.csv`` (optionally ``.csv.gz``), ``.parquet`` or
 ``.feather``/``.arrow`` file whose label column holds class names or numbers (read with
-pyarrow, see :mod:`gpubp.datasets.readers`), or an ``.npz`` with arrays ``X`` and ``y`` (or ``X_train``,
-``y_train``, ``X_test``, ``y_test``). Labels are encoded as indices into ``classes``.
+pyarrow, see :mod:`gpubp.datasets.readers`), or an ``.npz`` with arrays ``X`` and ``y``
+(or ``X_train``, ``y_train``, ``X_test``, ``y_test``). Labels are encoded as indices into
+``classes``.
 
 Sources and licences: ``data/README.md`` beside this file.
 """

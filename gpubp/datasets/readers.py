@@ -206,8 +206,8 @@ def read_table(path, label_column=-1):
 
             table = feather.read_table(path)
     except pa.ArrowException as exc:
-        raise ValueError(f"{path} is not a readable {'Parquet' if 'parquet' in lower or lower.endswith('.pq') else 'Arrow IPC'} "
-                         f"file ({exc})") from None
+        kind = "Parquet" if lower.endswith(PARQUET_SUFFIXES) else "Arrow IPC"
+        raise ValueError(f"{path} is not a readable {kind} file ({exc})") from None
     names = table.column_names
     if len(names) < 2:
         raise ValueError(f"{path} must have at least one feature column and a label column, "
