@@ -9,7 +9,9 @@ class History:
     history : dict of str to list of float
         ``"loss"`` (mean training cost of the epoch), ``"lr"`` (the epoch's learning
         rate) and, where they apply, ``"accuracy"``, ``"val_loss"``, ``"val_accuracy"``
-        and ``"grad_norm"`` (full-data gradient norm, recorded when ``tol`` is set).
+        and ``"grad_norm"`` (full-data gradient norm, recorded when ``tol`` is set);
+        with ``fit(gradient_flow=True)``, ``"grad_norm_W{l}"`` (``‖∂C/∂W^l‖``) and
+        ``"mean_abs_delta{l}"`` (mean ``|δ^l|``) for each layer ``l = 1..L``.
     epoch : list of int
         Epoch numbers (0-based) the figures belong to.
     stop_reason : str or None
@@ -59,7 +61,8 @@ class History:
         return h
 
     def plot(self, path=None, title=None):
-        """Loss and accuracy curves, training and validation, as a matplotlib figure.
+        """Loss and accuracy curves (train and validation) and, when recorded, the per-layer
+        gradient flow on a log scale, as a matplotlib figure.
 
         Uses :class:`matplotlib.figure.Figure` directly (no pyplot global state).
 
