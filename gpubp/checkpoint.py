@@ -134,7 +134,7 @@ def load(path):
             optimizer_state={k[4:]: v for k, v in arrays.items() if k.startswith("opt.")},
             order=arrays["order"], split=arrays.get("split"), callbacks=callbacks)
         _check_state(ckpt, [a.shape for pair in zip(W, b) for a in pair])
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
         raise ValueError(f"{path} is a corrupt checkpoint ({type(exc).__name__}: {exc})") from None
     return ckpt
 
@@ -200,17 +200,17 @@ def check_compatible(ckpt, net, optimizer, batch_size, shuffle, n_examples):
             continue  # no hidden layer: nothing to compare
         if theirs != ours:
             raise ValueError(f"resume: the network's {key} must match the checkpoint's "
-                             f"({theirs!r}), got {ours!r}")
+                             f"({theirs!r}), got {ours!r} (checkpoint {ckpt.path})")
     ours = optimizer.get_config()
     if ours != ckpt.optimizer:
         raise ValueError(f"resume: optimizer must match the checkpoint's ({ckpt.optimizer}), "
-                         f"got {ours}")
+                         f"got {ours} (checkpoint {ckpt.path})")
     for name, theirs, given in (("batch_size", ckpt.batch_size, batch_size),
                                 ("shuffle", ckpt.shuffle, shuffle),
                                 ("the number of training examples", ckpt.n_examples, n_examples)):
         if theirs != given:
             raise ValueError(f"resume: {name} must match the checkpoint's ({theirs!r}), "
-                             f"got {given!r}")
+                             f"got {given!r} (checkpoint {ckpt.path})")
 
 
 def restore(ckpt, net, optimizer, callbacks):
@@ -223,11 +223,12 @@ def restore(ckpt, net, optimizer, callbacks):
     if len(stateful) != len(ckpt.callbacks):
         raise ValueError(f"resume: the checkpoint holds the state of {len(ckpt.callbacks)} "
                          f"stateful callback(s) {[c[0] for c in ckpt.callbacks]}, this run has "
-                         f"{len(stateful)} {[type(c).__name__ for c in stateful]}")
+                         f"{len(stateful)} {[type(c).__name__ for c in stateful]} "
+                         f"(checkpoint {ckpt.path})")
     for cb, (cls, config, arrays) in zip(stateful, ckpt.callbacks):
         if type(cb).__name__ != cls:
             raise ValueError(f"resume: callback {type(cb).__name__} must match the "
-                             f"checkpoint's {cls}")
+                             f"checkpoint's {cls} (checkpoint {ckpt.path})")
         try:
             cb.load_state_dict(config, arrays)
         except (KeyError, TypeError, ValueError) as exc:

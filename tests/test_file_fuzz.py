@@ -132,6 +132,36 @@ def test_header_edits(tmp_path, files, kind, key, value, data):
     _check(path, files, kind, "header edit")
 
 
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=json_values, data=st.data())
+def test_resuming_from_an_edited_checkpoint(tmp_path, files, value, data):
+    """Resuming from a checkpoint whose training state was edited: a ValueError naming
+    the file, or a run that goes on (the edit was harmless or left the run consistent)."""
+    path = tmp_path / "edited.npz"
+
+    def edit(header):
+        state = header["checkpoint"]
+        key = data.draw(st.sampled_from(sorted(state)), label="field")
+        if isinstance(state[key], dict) and state[key] and data.draw(st.booleans()):
+            state[key][data.draw(st.sampled_from(sorted(state[key])), label="sub")] = value
+        else:
+            state[key] = value
+
+    _rewrite(path, files["checkpoint"], header_edit=edit)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
+    net = gpubp.Network([4, 5, 3], hidden="tanh", dtype="float64", seed=0, backend="reference")
+    try:
+        net.fit(X, y, epochs=3, batch_size=8, verbose=0, optimizer="adam",
+                validation_split=0.25, early_stopping=5, resume=path)
+    except ValueError as exc:
+        assert str(path) in str(exc), str(exc)
+        OUTCOMES["resume after header edit", "ValueError"] += 1
+    else:
+        OUTCOMES["resume after header edit", "loads intact"] += 1
+
+
 @FUZZ
 @given(kind=kinds, name=st.sampled_from(["W0", "b1", "W1", "opt.m.0", "order", "split",
                                          "cb1.W0"]),
