@@ -53,9 +53,10 @@ def to_arrow(data, name):
     one_d = module in ("pandas", "polars") and type(data).__name__ == "Series"
     try:
         if module == "pandas":
-            # pandas' own converter keeps the column names and the nullable dtypes' masks
-            return pa.Array.from_pandas(data) if one_d else pa.Table.from_pandas(
-                data, preserve_index=False)
+            # pandas' own converters keep the column names and the nullable dtypes' masks
+            if getattr(data, "ndim", 1) == 2:
+                return pa.Table.from_pandas(data, preserve_index=False)
+            return pa.chunked_array([pa.array(data, from_pandas=True)])
         if one_d:
             return pa.chunked_array(data)  # a polars Series: a stream of one column
         if hasattr(data, "__arrow_c_stream__"):
