@@ -9,7 +9,7 @@ import pytest
 
 import gpubp
 from gpubp import checkpoint, datasets
-from gpubp.callbacks import LambdaCallback
+from gpubp.callbacks import EarlyStopping, LambdaCallback
 from gpubp.optimizers import SGD, Adam
 
 
@@ -136,3 +136,53 @@ def test_resume_needs_a_checkpoint_file(wine, tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every must be > 0, got 0"):
         net.fit(wine.X_train, wine.y_train, checkpoint=tmp_path / "r.npz", checkpoint_every=0,
                 verbose=0)
+
+
+def test_resume_keeps_the_patience_early_stopping_has_used(wine, tmp_path):
+    """Interrupted with early stopping's patience partly used, the resumed run stops at the
+    same epoch and restores the same best parameters as the uninterrupted one."""
+
+    def stopper():
+        # A min_delta larger than any change of the loss: only epoch 0 improves, so `wait`
+        # grows by one each epoch and the run stops after epoch 4 (patience 4), restoring
+        # the parameters of epoch 0. State that matters: a resume that forgot it would
+        # start counting again.
+        return EarlyStopping(monitor="loss", patience=4, min_delta=1e3, restore_best=True)
+
+    def network(seed):
+        return gpubp.Network([13, 6, 3], hidden="tanh", seed=seed, backend="reference")
+
+    kwargs = dict(epochs=12, batch_size=16, verbose=0, optimizer="adam", lr=0.01)
+    straight = network(1)
+    h_straight = straight.fit(wine.X_train, wine.y_train, early_stopping=stopper(), **kwargs)
+    assert h_straight.epoch == [0, 1, 2, 3, 4] and h_straight.best_epoch == 0
+
+    path = tmp_path / "run.npz"
+    with pytest.raises(Interrupt):  # dies at the start of epoch 3; checkpoint after epoch 2
+        network(1).fit(wine.X_train, wine.y_train, early_stopping=stopper(), checkpoint=path,
+                       callbacks=[_interrupt_at(3)], **kwargs)
+    (_, saved, _), = checkpoint.load(path).callbacks
+    assert saved["wait"] == 2 and saved["best_epoch"] == 0  # patience half used
+
+    resumed = network(7)
+    h_resumed = resumed.fit(wine.X_train, wine.y_train, early_stopping=stopper(), resume=path,
+                            **kwargs)
+    assert h_resumed.epoch == h_straight.epoch
+    assert h_resumed.best_epoch == 0 and h_resumed.stop_reason == h_straight.stop_reason
+    for got, expected in zip(sum(resumed.get_params(), []), sum(straight.get_params(), [])):
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_early_stopping_state_round_trips(wine):
+    stopper = EarlyStopping(monitor="loss", patience=5, min_delta=1e3)
+    gpubp.Network([13, 3], seed=0, backend="reference").fit(
+        wine.X_train, wine.y_train, epochs=3, verbose=0, early_stopping=stopper)
+    config, arrays = stopper.state_dict()
+    assert config == {"best": config["best"], "best_epoch": 0, "wait": 2}
+    fresh = EarlyStopping(monitor="loss", patience=5, min_delta=1e3)
+    fresh.load_state_dict(config, arrays)
+    again, again_arrays = fresh.state_dict()
+    assert again == config
+    assert set(again_arrays) == set(arrays) == {"W0", "b0"}
+    for key in arrays:
+        np.testing.assert_array_equal(again_arrays[key], arrays[key])
