@@ -49,10 +49,21 @@ def atomic_write(path, write):
         # have (or keep the mode of the file it replaces)
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
+        _fsync_directory(directory)  # so that the rename itself survives a power cut
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _fsync_directory(directory):
+    if os.name != "posix":  # Windows cannot open a directory; its rename is journaled
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 TEMP_SUFFIX = ".tmp"
