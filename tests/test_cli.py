@@ -78,9 +78,12 @@ def test_early_stopping_and_checkpoint_resume(tmp_path, capsys):
 def test_gradcheck_and_info(capsys):
     assert main(["gradcheck", "--layers", "4", "--hidden", "tanh"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"layer 2: worst relative error \d\.\d\de-\d\d", out) and "ok:" in out
-    assert main(["gradcheck", "--output", "identity", "--loss", "mse", "--threshold", "1e-30"]) == 1
-    assert "gradient check failed" in capsys.readouterr().err
+    assert re.search(r"layer 2: worst error \d\.\d\de-\d\d x tolerance", out) and "ok:" in out
+    assert main(["gradcheck", "--output", "identity", "--loss", "mse", "--atol", "0",
+                 "--rtol", "1e-30"]) == 1
+    assert "gradient check failed: worst error" in capsys.readouterr().err
+    assert main(["gradcheck", "--atol", "-1"]) == 1
+    assert "gpubp gradcheck: error: atol must be >= 0, got -1.0" in capsys.readouterr().err
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("gpubp ") and "cuda usable:" in out and "cpu backend:" in out
