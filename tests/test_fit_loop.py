@@ -1,5 +1,7 @@
 """The fit loop: validation split, early stopping, callbacks, history, input kinds."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -146,7 +148,7 @@ class _DLPackOnly:
         return self.a.__dlpack_device__()
 
 
-@pytest.mark.parametrize("wrap", [lambda a: a.tolist(), _ArrayLike, _DLPackOnly, lambda a: a])
+@pytest.mark.parametrize("wrap", [lambda a: a.tolist(), _ArrayLike, _DLPackOnly])
 def test_inputs_of_every_kind_train_alike(wrap):
     X, Y = make_problem([3, 2], "cross_entropy", 16)
     y = Y.argmax(axis=1)
@@ -166,16 +168,35 @@ def test_verbose_1_is_quiet_when_not_a_terminal(capsys):
     assert captured.out == "" and captured.err == ""
 
 
+class _ExplodeFrom(gpubp.optimizers.Schedule):
+    """A sane learning rate until ``epoch``, then one that makes any run diverge."""
+
+    name = "explode"
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def __call__(self, base_lr, epoch, epochs):
+        return base_lr if epoch < self.epoch else 1e6
+
+    def get_config(self):
+        return {"name": self.name, "epoch": self.epoch}
+
+
 def test_diverging_run_keeps_the_epoch_checkpoint_free(tmp_path):
-    """Divergence raises before any checkpoint of the bad epoch is written."""
+    """Divergence raises before any checkpoint of the bad epoch is written: the file holds
+    the last good epoch, with finite parameters, and is a working checkpoint."""
     X, Y = make_problem([3, 1], "mse", 40)
-    Y = Y * 1e3
     net = gpubp.Network([3, 8, 1], hidden="relu", output="identity", seed=0, backend="reference")
     path = tmp_path / "run.npz"
-    with pytest.raises(gpubp.TrainingDiverged):
-        net.fit(X, Y, epochs=50, lr=5.0, verbose=0, checkpoint=path)
-    if path.exists():
-        from gpubp import checkpoint
+    with pytest.raises(gpubp.TrainingDiverged) as info:
+        net.fit(X, Y, epochs=50, lr=0.01, schedule=_ExplodeFrom(3), verbose=0, checkpoint=path)
+    diverged = int(re.search(r"training diverged in epoch (\d+)", str(info.value)).group(1))
+    assert diverged >= 3
+    assert path.exists()
+    from gpubp import checkpoint
 
-        state = checkpoint.load(path)
-        assert all(np.isfinite(w).all() for w in state.W)
+    state = checkpoint.load(path)
+    assert state.epoch == diverged - 1  # the last finished epoch, not the diverged one
+    assert all(np.isfinite(w).all() for w in state.W + state.b)
+    assert all(np.isfinite(w).all() for w in sum(net.get_params(), []))
