@@ -12,13 +12,15 @@ scaling of the training data, so ``evaluate``, ``predict`` and an exported ONNX 
 """
 
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
+from gpubp import distributed
 from gpubp.cli_files import (CliError, _check_outputs, _examples_for, _load_training_data,
-                             _read_model, _scaled, _scaler)
+                             _npy_data, _read_model, _scaled, _scaler)
 
 DEFAULTS = {"data": "digits", "layers": "64", "hidden": "sigmoid", "optimizer": "sgd",
             "lr": 0.5, "epochs": 30, "batch_size": 32, "device": None, "seed": 0}
@@ -106,6 +108,13 @@ def build_parser():
     train.add_argument("--resume", metavar="PATH", help="resume the run of this checkpoint")
     train.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2),
                        help="0 quiet, 1 progress bar (only on a terminal), 2 a line per epoch")
+    train.add_argument("--features", metavar="X.npy",
+                       help="features, a .npy file (P, n_0) memory-mapped (never read whole) "
+                            "and used as given (not standardised); with --labels, not --data")
+    train.add_argument("--labels", metavar="y.npy", help="class labels 0..K-1, a .npy (P,)")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over MPI: `mpiexec -n R gpubp train --distributed "
+                            "...`; rank 0 prints and writes the files (needs gpubp[mpi])")
 
     evaluate = commands.add_parser("evaluate", help="loss and accuracy of a saved model")
     evaluate.add_argument("--model", required=True, metavar="PATH", help="model saved by train")
@@ -132,6 +141,12 @@ def build_parser():
     bench.add_argument("--repeats", type=_positive(int), default=5)
     bench.add_argument("--samples-per-epoch", type=_positive(int), default=None)
     bench.add_argument("--inference", action="store_true", help="also time forward passes")
+    bench.add_argument("--scaling", action="store_true",
+                       help="data-parallel scaling instead: 784-1024-1024-10 @ 512, 1 rank x "
+                            "1 BLAS thread, R ranks x 1, 1 rank x R (needs gpubp[mpi])")
+    bench.add_argument("--ranks", type=_positive(int), default=2, help="R of --scaling")
+    bench.add_argument("--fused", action="store_true",
+                       help="--scaling: one Allreduce per step, not one Iallreduce per layer")
 
     grad = commands.add_parser("gradcheck", help="backpropagation vs central differences")
     grad.add_argument("--layers", type=_layers, default=[5, 4], help="hidden widths (default 5,4)")
@@ -162,10 +177,15 @@ def cmd_train(args, out):
     if args.optimizer not in ("sgd", "momentum", "nesterov", "adam"):
         raise CliError(f"--optimizer must be sgd, momentum, nesterov or adam, got {args.optimizer!r}")
     lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else DEFAULTS["lr"])
-    data = _load_training_data(args)
+    root = not args.distributed or distributed.is_root()  # one rank prints and writes
+    out = out if root else open(os.devnull, "w")  # noqa: SIM115 - a sink for the other ranks
+    if args.features or args.labels:
+        data, scaler = _npy_data(args, DEFAULTS["data"]), None  # scaling would copy the file
+    else:
+        data = _load_training_data(args)
+        scaler = _scaler(data.X_train)
     if data.n_classes < 2:
         raise CliError(f"--data must hold at least 2 classes, got {data.n_classes}")
-    scaler = _scaler(data.X_train)
     X_train, X_test = _scaled(data.X_train, scaler), _scaled(data.X_test, scaler)
     sizes = [data.n_features, *args.layers, data.n_classes]
     net = gpubp.Network(sizes, hidden=args.hidden, output="softmax", device=args.device,
@@ -186,7 +206,7 @@ def cmd_train(args, out):
                       schedule=args.schedule, weight_decay=args.weight_decay,
                       early_stopping=args.early_stopping, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,
-                      gradient_flow=bool(args.plot))
+                      gradient_flow=bool(args.plot), distributed=args.distributed)
     seconds = time.perf_counter() - start
     print(f"trained {len(history)} epochs in {seconds:.2f} s; final train loss "
           f"{history['loss'][-1]:.4f}, train accuracy {history['accuracy'][-1]:.4f}", file=out)
@@ -196,13 +216,15 @@ def cmd_train(args, out):
         result = net.evaluate(X_test, data.y_test)
         print(f"test loss {result['loss']:.4f}", file=out)
         print(f"test accuracy {result['accuracy']:.4f}", file=out)
-    if args.save:
+    if args.save and root:
         from gpubp.io import save
 
-        save(net, args.save, cli={"classes": list(data.classes),
-                                  "scaler": {"mean": scaler[0].tolist(), "std": scaler[1].tolist()}})
+        meta = {"classes": list(data.classes)}
+        if scaler is not None:
+            meta["scaler"] = {"mean": scaler[0].tolist(), "std": scaler[1].tolist()}
+        save(net, args.save, cli=meta)
         print(f"saved to {args.save}", file=out)
-    if args.plot:
+    if args.plot and root:
         history.plot(args.plot, title=f"{data.name}: {'-'.join(map(str, sizes))}")
         print(f"curves written to {args.plot}", file=out)
     return 0
@@ -258,6 +280,11 @@ def cmd_export(args, out):
 
 
 def cmd_bench(args, out):
+    if args.scaling:
+        from gpubp.bench_scaling import run_scaling
+
+        run_scaling(ranks=args.ranks, repeats=args.repeats, overlap=not args.fused, file=out)
+        return 0
     from gpubp.bench import run_bench
 
     kwargs = {} if args.samples_per_epoch is None else {"samples_per_epoch": args.samples_per_epoch}
@@ -321,6 +348,14 @@ def cmd_info(args, out):
     return 0
 
 
+def _rank_label(args):
+    """`` (rank r of R)`` in a distributed run of several ranks, else ``""``."""
+    if not getattr(args, "distributed", False) or "mpi4py.MPI" not in sys.modules:
+        return ""
+    n = distributed.size()
+    return f" (rank {distributed.rank()} of {n})" if n > 1 else ""
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
             "export": cmd_export, "bench": cmd_bench, "gradcheck": cmd_gradcheck, "info": cmd_info}
 
@@ -334,7 +369,11 @@ def main(argv=None, out=None):
     except (CliError, ValueError, TypeError, OSError, RuntimeError, ImportError,
             ArithmeticError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the exception held
-        print(f"gpubp {args.command}: error: {message}", file=sys.stderr)
+        where = _rank_label(args)
+        print(f"gpubp {args.command}: error{where}: {message}", file=sys.stderr)
+        if where:  # the other ranks may wait in a collective: end them all
+            sys.stderr.flush()
+            distributed.world().Abort(1)
         return 1
     except KeyboardInterrupt:
         print(f"gpubp {args.command}: interrupted", file=sys.stderr)

@@ -112,3 +112,32 @@ def _check_outputs(args, *options):
             from gpubp.plotting import check_plot_path
 
             check_plot_path(path, option)
+
+
+def _npy_data(args, default_data):
+    """Training data from ``--features``/``--labels``: memory-mapped, never read whole."""
+    import os
+
+    from gpubp.datasets import Dataset
+
+    if not (args.features and args.labels):
+        raise CliError("--features and --labels go together (two .npy files)")
+    if args.data != default_data:
+        raise CliError("--data and --features/--labels are exclusive, got both")
+    arrays = []
+    for flag, path in (("--features", args.features), ("--labels", args.labels)):
+        if not str(path).lower().endswith(".npy"):
+            raise CliError(f"{flag} must be a .npy file, got {path!r}")
+        try:
+            arrays.append(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise CliError(f"{flag}: cannot read {path} as .npy ({exc})") from None
+    X, y = arrays
+    if X.ndim != 2:
+        raise CliError(f"--features must be 2-D (P, n_0), got shape {X.shape}")
+    if y.ndim != 1 or y.shape[0] != X.shape[0] or y.dtype.kind not in "iu":
+        raise CliError(f"--labels must be integer labels of shape ({X.shape[0]},), got "
+                       f"{y.dtype} of shape {y.shape}")
+    n_classes = int(y.max()) + 1 if len(y) else 0
+    return Dataset(name=os.path.basename(args.features), X_train=X, y_train=y,
+                   X_test=X[:0], y_test=y[:0], classes=tuple(str(i) for i in range(n_classes)))

@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from gpubp import activations, losses, metrics
+from gpubp import activations, losses, mapped, metrics
 from gpubp.backends import get_backend, resolve_device
 from gpubp.validation import check_X, check_Y
 
@@ -219,8 +219,8 @@ class Network:
                                (Y, self._host_y, self.targets)):
             if host is None:
                 continue
-            if index is not None:
-                host = np.take(host, index, axis=0, out=dev[:P] if direct else buf[:P])
+            if index is not None:  # a memory-mapped file's rows are read, not mapped
+                host = mapped.take(host, index, out=dev[:P] if direct else buf[:P])
             self.backend.to_device(host, out=dev[:P])
         return P
 
@@ -232,14 +232,23 @@ class Network:
             be.bias_activation(a[l][:P], self.b[l - 1], self.activation_names[l - 1])
         return a[self.L][:P]
 
-    def _backward(self, P):
-        """Backpropagate from the loaded targets; fills ``nabla_w``/``nabla_b``, returns ``C``."""
+    def _backward(self, P, reduction=None):
+        """Backpropagate from the loaded targets; fills ``nabla_w``/``nabla_b``, returns ``C``.
+
+        ``reduction`` (a :class:`gpubp.distributed.GradientSum`, data-parallel training)
+        rescales ``δ^L`` from ``1/P`` to ``1/P_global`` and is told as each layer's
+        gradient is final, so that it can start summing it over the ranks.
+        """
         be, a, delta, L = self.backend, self.activations, self.deltas, self.L
         cost = be.output_delta(a[L][:P], self.targets[:P], self.output, self.loss_name,
                                delta[L][:P])
+        if reduction is not None and reduction.delta_scale != 1.0:
+            delta[L][:P] *= reduction.delta_scale
         for l in range(L, 0, -1):
             be.weight_bias_gradients(a[l - 1][:P], delta[l][:P],
                                      self.nabla_w[l - 1], self.nabla_b[l - 1])
+            if reduction is not None:
+                reduction.layer_done(l - 1)
             if l > 1:
                 be.matmul(delta[l][:P], self.W[l - 1].T, out=delta[l - 1][:P])
                 be.hidden_delta(delta[l - 1][:P], a[l - 1][:P], self.activation_names[l - 2])
@@ -256,7 +265,7 @@ class Network:
         return self.backend.count_correct(self.activations[self.L][:P], self.targets[:P],
                                           self.loss_name)
 
-    def _train_step(self, optimizer, X, Y, index=None):
+    def _train_step(self, optimizer, X, Y, index=None, reduction=None, P_global=None):
         """One gradient-descent step on a mini-batch; returns the batch's mean cost.
 
         The step is load, forward, backward, update: a data-parallel run reduces
@@ -264,10 +273,28 @@ class Network:
         array on CUDA): converting it to a float would synchronise, so callers accumulate
         it and convert once per epoch. The outputs ``a^L`` of the batch stay in the
         workspace (see :meth:`_count_correct`).
+
+        With ``reduction`` (data-parallel training, see :mod:`gpubp.distributed`) the rows
+        ``index`` are this rank's share of a global batch of ``P_global`` rows, possibly
+        none; the gradients are summed over the ranks before the update.
         """
-        P = self._load(X, Y, index)
-        self._forward(P)
-        cost = self._backward(P)
+        if reduction is None:
+            P = self._load(X, Y, index)
+            self._forward(P)
+            cost = self._backward(P)
+        else:
+            P = len(index)
+            reduction.begin(P, P_global)
+            if P:
+                self._load(X, Y, index)
+                self._forward(P)
+                cost = self._backward(P, reduction)
+            else:  # no row of this batch here: add zeros to the sum
+                cost = 0.0
+                for l in range(self.L - 1, -1, -1):
+                    self.nabla_theta[self.layer_slices[l]] = 0
+                    reduction.layer_done(l)
+            reduction.wait()
         self._update(optimizer)
         return cost, P
 
@@ -279,11 +306,18 @@ class Network:
         X = self._check_X(X)
         return X, check_Y(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
 
-    def _chunks(self, P):
-        """Row slices of at most one workspace (or ``CHUNK``) rows covering ``P`` rows."""
+    def _chunks(self, P, *arrays):
+        """Row slices of at most one workspace (or ``CHUNK``) rows covering ``P`` rows.
+
+        The pages of memory-mapped ``arrays`` read through these slices are released as
+        the pass goes, so that a file larger than memory stays out of resident memory.
+        """
         step = max(self._capacity, CHUNK)
+        pages = mapped.PageBudget(arrays)
         for start in range(0, P, step):
             yield slice(start, min(start + step, P))
+            pages.touched(min(step, P - start))
+        pages.release()
 
     def forward(self, X):
         """Output activations ``a^L``.
@@ -298,7 +332,7 @@ class Network:
         """
         X = self._check_X(X)
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
-        for rows in self._chunks(X.shape[0]):
+        for rows in self._chunks(X.shape[0], X):
             P = self._load(X[rows])
             out[rows] = self.backend.to_host(self._forward(P))
         return out
@@ -309,7 +343,7 @@ class Network:
         total = 0.0
         dW = [np.zeros(w.shape, self.dtype) for w in self.W] if want_gradients else None
         db = [np.zeros(b.shape, self.dtype) for b in self.b] if want_gradients else None
-        for rows in self._chunks(P_total):
+        for rows in self._chunks(P_total, X, Y):
             P = self._load(X[rows], Y[rows])
             self._forward(P)
             cost = self._backward(P)
@@ -360,13 +394,16 @@ class Network:
     def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
-            checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False):
+            checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
+            distributed=False):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.fit`).
 
         Parameters
         ----------
         X : array-like, shape (P, n_0)
             A list, NumPy or CuPy array, or anything with ``__array__`` or ``__dlpack__``.
+            A memory-mapped ``.npy`` (``np.load(path, mmap_mode="r")``) of the network's
+            dtype is never read whole: checks run in chunks, batches gather their rows.
         Y : array-like, shape (P, n_L), or (P,) integer labels for classifiers
         epochs : int
             Epochs to train in all (a resumed run continues up to this number).
@@ -407,12 +444,19 @@ class Network:
         checkpoint_every : int
         resume : str or os.PathLike or None
             Continue the run recorded in this checkpoint; with the same data and
-            arguments the result equals that of an uninterrupted run, bit for bit.
+            arguments the result equals that of an uninterrupted run, bit for bit
+            (with ``distributed``, up to the order of additions, on any number of ranks).
         gradient_flow : bool
             Record, after each epoch, ``grad_norm_W{l}`` (``‖∂C/∂W^l‖``) and
             ``mean_abs_delta{l}`` (mean ``|δ^l|``) of every layer over the training data
             (one extra forward and backward pass per epoch); :meth:`History.plot` draws
             them. See :func:`gpubp.trace.gradient_flow`.
+        distributed : bool or mpi4py communicator
+            Data-parallel training over MPI (``True``: ``MPI.COMM_WORLD``; run the script
+            under ``mpiexec -n R``). Every rank is given the same ``X, Y`` and arguments;
+            ``batch_size`` is the global batch, split among the ranks, and the result is
+            the single-process one. Rank 0 alone prints and writes checkpoints. See
+            :mod:`gpubp.distributed`.
 
         Returns
         -------
@@ -440,7 +484,7 @@ class Network:
                    weight_decay=weight_decay, early_stopping=early_stopping,
                    callbacks=callbacks, checkpoint=checkpoint,
                    checkpoint_every=checkpoint_every, resume=resume,
-                   gradient_flow=gradient_flow)
+                   gradient_flow=gradient_flow, distributed=distributed)
 
     def trace(self, X, Y):
         """Every quantity of backpropagation on the batch ``(X, Y)``, as NumPy arrays.

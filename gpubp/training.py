@@ -15,8 +15,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpubp import checkpoint as ckpt_io
-from gpubp import compiled
+from gpubp import compiled, mapped
 from gpubp.callbacks import Callback, EarlyStopping, Run
+from gpubp.distributed import LOCAL, start_facts
+from gpubp.distributed import group as distributed_group
 from gpubp.history import History
 from gpubp.optimizers import get_optimizer
 from gpubp.validation import check_positive
@@ -29,67 +31,95 @@ class TrainingDiverged(FloatingPointError):
 def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
         schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
-        checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False):
+        checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
+        distributed=False):
     """Train ``net`` in place; see :meth:`gpubp.Network.fit` for the parameters."""
-    X, Y = net._check_XY(X, Y)
-    check_positive(epochs, "epochs", numbers.Integral)
-    check_positive(batch_size, "batch_size", numbers.Integral)
-    if tol is not None:
-        check_positive(tol, "tol", allow_zero=True)
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-    check_positive(validation_split, "validation_split", allow_zero=True)
-    if validation_split >= 1:
-        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-    if validation_split and validation_data is not None:
-        raise ValueError("validation_data and validation_split are exclusive, got both")
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a tuple (X_val, Y_val), got "
-                             f"{type(validation_data).__name__}")
-        validation_data = net._check_XY(*validation_data)
-    check_positive(checkpoint_every, "checkpoint_every", numbers.Integral)
-    if not isinstance(gradient_flow, bool):
-        raise TypeError(f"gradient_flow must be True or False, got {gradient_flow!r}")
-    if checkpoint is not None:
-        checkpoint = _checkpoint_path(checkpoint)
-    optimizer = get_optimizer(optimizer, lr, schedule, weight_decay)
-    has_validation = validation_data is not None or bool(validation_split)
-    callbacks = _callbacks(callbacks, early_stopping, has_validation)
+    group = distributed_group(distributed)
+    facts = {}
+    with group.start(net, facts):  # an error on any rank is raised on every rank
+        X, Y = net._check_XY(X, Y)
+        check_positive(epochs, "epochs", numbers.Integral)
+        check_positive(batch_size, "batch_size", numbers.Integral)
+        if tol is not None:
+            check_positive(tol, "tol", allow_zero=True)
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+        check_positive(validation_split, "validation_split", allow_zero=True)
+        if validation_split >= 1:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+        if validation_split and validation_data is not None:
+            raise ValueError("validation_data and validation_split are exclusive, got both")
+        validation = None  # (X_val, Y_val, rows of them or None for all)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (X_val, Y_val), got "
+                                 f"{type(validation_data).__name__}")
+            validation = (*net._check_XY(*validation_data), None)
+        check_positive(checkpoint_every, "checkpoint_every", numbers.Integral)
+        if not isinstance(gradient_flow, bool):
+            raise TypeError(f"gradient_flow must be True or False, got {gradient_flow!r}")
+        if checkpoint is not None:
+            checkpoint = _checkpoint_path(checkpoint)
+        optimizer = get_optimizer(optimizer, lr, schedule, weight_decay)
+        has_validation = validation is not None or bool(validation_split)
+        callbacks = _callbacks(callbacks, early_stopping, has_validation)
 
-    state = ckpt_io.load(resume) if resume is not None else None
-    split = None
-    if validation_split:
-        split = state.split if state is not None and state.split is not None else \
-            _split_permutation(net.rng, Y, net.loss_name)
-        if len(split) != X.shape[0]:
-            raise ValueError(f"resume: the data must have the checkpoint's {len(split)} "
-                             f"examples, got {X.shape[0]}")
-        n_val = max(1, round(validation_split * X.shape[0]))
-        if n_val >= X.shape[0]:
-            raise ValueError(f"validation_split={validation_split} leaves no training "
-                             f"example out of {X.shape[0]}")
-        val, train = np.sort(split[:n_val]), np.sort(split[n_val:])
-        X, Y, validation_data = X[train], Y[train], (X[val], Y[val])
+        state = ckpt_io.load(resume) if resume is not None else None
+        split = None
+        rows = None  # the training rows of X (all of them without a validation split)
+        if validation_split:
+            split = state.split if state is not None and state.split is not None else \
+                _split_permutation(net.rng, Y, net.loss_name)
+            if len(split) != X.shape[0]:
+                raise ValueError(f"resume: the data must have the checkpoint's {len(split)} "
+                                 f"examples, got {X.shape[0]}")
+            n_val = max(1, round(validation_split * X.shape[0]))
+            if n_val >= X.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves no training "
+                                 f"example out of {X.shape[0]}")
+            # rows are indexed, never copied out: X may be a memory-mapped file
+            rows = np.sort(split[n_val:])
+            validation = (X, Y, np.sort(split[:n_val]))
 
-    P_total = X.shape[0]
-    batch_size = min(batch_size, P_total)
-    order = np.arange(P_total)
-    history = History()
-    first_epoch = 0
-    if state is not None:
-        ckpt_io.check_compatible(state, net, optimizer, batch_size, shuffle, P_total)
-        ckpt_io.restore(state, net, optimizer, callbacks)
-        order = state.order.copy()
-        history = state.history
-        first_epoch = state.epoch + 1
-        if state.stopped:
-            first_epoch = epochs  # the recorded run had already ended
-    net._workspace(batch_size)
+        P_total = X.shape[0] if rows is None else len(rows)
+        batch_size = min(batch_size, P_total)
+        order = np.arange(P_total)
+        history = History()
+        first_epoch = 0
+        if state is not None:
+            ckpt_io.check_compatible(state, net, optimizer, batch_size, shuffle, P_total)
+            ckpt_io.restore(state, net, optimizer, callbacks)
+            order = state.order.copy()
+            history = state.history
+            first_epoch = state.epoch + 1
+            if state.stopped:
+                first_epoch = epochs  # the recorded run had already ended
+        facts.update(start_facts(
+            net, X, Y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, tol=tol,
+            optimizer=optimizer.get_config(), validation_split=validation_split,
+            validation=None if validation is None else tuple(validation[0].shape),
+            callbacks=[type(cb).__name__ for cb in callbacks], checkpoint=checkpoint,
+            resumed_from=None if state is None else (state.epoch, state.iterations),
+            gradient_flow=gradient_flow))
+        net._workspace(-(-batch_size // group.size))
+    with group.faults():  # an exception on one rank now ends the whole job
+        history = _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs,
+                          batch_size, shuffle, tol, validation, verbose, callbacks,
+                          checkpoint, checkpoint_every, split, group, gradient_flow)
+    return history
+
+
+def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, batch_size,
+            shuffle, tol, validation, verbose, callbacks, checkpoint, checkpoint_every,
+            split, group, gradient_flow=False):
+    """The loop over epochs of :func:`fit`, after its checks; returns the History."""
+    P_total = len(order)
     snapshot = [net.backend.empty(p.shape, p.dtype) for p in net.params]
     run = Run(net, optimizer, history, epochs)
     for cb in callbacks:
         cb.on_train_begin(run)
+    if not group.is_root:
+        verbose = 0  # one rank prints
     bar = tqdm(range(first_epoch, epochs), desc="epochs", unit="epoch", total=epochs,
                initial=first_epoch, disable=None if verbose == 1 else True, leave=False)
     try:
@@ -101,8 +131,11 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
             if shuffle:
                 net.rng.shuffle(order)
             lr_now = optimizer.start_epoch(epoch, epochs)
-            epoch_loss, epoch_accuracy = _train_epoch(net, optimizer, X, Y, order, batch_size)
-            if not (np.isfinite(epoch_loss) and net.backend.all_finite(net.params)):
+            epoch_rows = order if rows is None else rows[order]
+            epoch_loss, epoch_accuracy = _train_epoch(net, optimizer, X, Y, epoch_rows,
+                                                      batch_size, group)
+            finite = np.isfinite(epoch_loss) and net.backend.all_finite(net.params)
+            if not group.all(finite):
                 for dst, src in zip(net.params, snapshot):
                     net.backend.copyto(dst, src)
                 raise TrainingDiverged(
@@ -110,10 +143,12 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
                     f"(lr={lr_now}); the parameters from the start of that epoch "
                     f"were restored. Try a smaller learning rate."
                 )
-            figures = _epoch_figures(net, X, Y, epoch_loss, epoch_accuracy, validation_data, tol)
+            figures = _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation,
+                                     tol, group)
             figures["lr"] = lr_now
             if gradient_flow:  # issue 10's hook: per-layer ‖∂C/∂W^l‖ and mean |δ^l|
-                figures.update(_gradient_flow_figures(net, X, Y))
+                figures.update(_gradient_flow_figures(net, X if rows is None else X[rows],
+                                                      Y if rows is None else Y[rows]))
             history.record(epoch, **figures)
             for cb in callbacks:
                 cb.on_epoch_end(run, epoch, dict(figures))
@@ -126,19 +161,28 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
                 tqdm.write(f"epoch {epoch + 1}/{epochs} - {line}")
             last = epoch == epochs - 1 or run.stop_training
             if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or last):
-                ckpt_io.save(checkpoint, net, optimizer, epoch, order, history, batch_size,
-                             shuffle, P_total, split, callbacks, stopped=run.stop_training)
+                group.check_identical(net)
+                if group.is_root:  # one rank writes
+                    ckpt_io.save(checkpoint, net, optimizer, epoch, order, history,
+                                 batch_size, shuffle, P_total, split, callbacks,
+                                 stopped=run.stop_training)
             if run.stop_training:
                 break
     finally:
         bar.close()
     for cb in callbacks:
         cb.on_train_end(run)
+    group.check_identical(net)
     return history
 
 
-def _train_epoch(net, optimizer, X, Y, order, batch_size):
-    """One pass over the shuffled examples; returns the epoch's figures from its batches.
+def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
+    """One pass over the rows ``order`` of ``X``, in that order; returns the epoch's figures
+    from its batches.
+
+    With a :class:`~gpubp.distributed.Group`, each global batch of ``batch_size`` rows is
+    split among the ranks (each takes its :meth:`~gpubp.distributed.Local.rows`), the
+    gradients are summed over them at every step, and the figures at the end.
 
     Returns
     -------
@@ -149,38 +193,90 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size):
         Fraction of the epoch's examples predicted right in their batch's forward pass
         (None for regressors).
     """
-    P_total = X.shape[0]
-    if compiled.supported(net, optimizer):
+    P_total = len(order)
+    reduction = group.gradient_sum(net)
+    # the compiled epoch has nothing to reduce between backward and update, and gathers
+    # rows through the mapping of a memory-mapped X (which maps the whole file in time)
+    if reduction is None and not mapped.is_mapped(X) and compiled.supported(net, optimizer):
         total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
     else:
         total = correct = 0.0
         classifier = net.is_classifier
+        pages = mapped.PageBudget([X, Y])
         # A diverging run overflows on the way to a non-finite loss; that is detected and
         # reported by the caller, so the floating-point warnings it raises are not news.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for start in range(0, P_total, batch_size):
-                cost, P = net._train_step(optimizer, X, Y, order[start:start + batch_size])
+                batch = order[start:start + batch_size]
+                if reduction is None:
+                    cost, P = net._train_step(optimizer, X, Y, batch)
+                else:
+                    cost, P = net._train_step(optimizer, X, Y, batch[group.rows(len(batch))],
+                                              reduction, len(batch))
                 # backend scalars (device arrays on CUDA): converted once, after the loop
                 total = total + cost * P
-                if classifier:
+                if classifier and P:
                     correct = correct + net._count_correct(P)
+                pages.touched(P)
+        pages.release()
+    total, correct = group.sum([float(total), float(correct)])
     accuracy = float(correct) / P_total if net.is_classifier else None
     return float(total) / P_total, accuracy
 
 
-def _epoch_figures(net, X, Y, epoch_loss, epoch_accuracy, validation_data, tol):
+def _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation, tol, group=LOCAL):
     """History figures of an epoch: the training ones from its batches (no extra pass over
-    the training data unless ``tol`` asks for the full-data gradient norm)."""
+    the training data unless ``tol`` asks for the full-data gradient norm), each summed
+    over the ranks."""
     figures = {"loss": epoch_loss}
     if epoch_accuracy is not None:
         figures["accuracy"] = epoch_accuracy
-    if validation_data is not None:
-        figures.update({f"val_{k}": v for k, v in net.evaluate(*validation_data).items()})
+    if validation is not None:
+        val = _sums(net, *validation, group)
+        figures["val_loss"] = val[0] / val[2]
+        if net.is_classifier:
+            figures["val_accuracy"] = val[1] / val[2]
     if tol is not None:
-        _, dW, db = net._cost_and_gradients(X, Y, want_gradients=True)
-        figures["grad_norm"] = float(np.sqrt(sum(float((g.astype(np.float64) ** 2).sum())
-                                                 for g in dW + db)))
+        sums = _sums(net, X, Y, rows, group, gradients=True)
+        figures["grad_norm"] = float(np.sqrt(np.sum((sums[3:] / sums[2]) ** 2)))
     return figures
+
+
+def _sums(net, X, Y, rows, group, gradients=False):
+    """``[Σ cost, Σ correct, P, (Σ_p ∇c_p)...]`` over ``rows`` of (X, Y), summed over ranks.
+
+    Each rank passes over its share of the rows in chunks (a memory-mapped X is gathered
+    chunk by chunk, never read whole); ``rows`` None means all of them. The gradient sum
+    is the flat concatenation of ``∂W^1, ∂b^1, ...`` times the row count.
+    """
+    n = X.shape[0] if rows is None else len(rows)
+    share = group.rows(n)
+    be, L = net.backend, net.L
+    total = correct = 0.0
+    grad = np.zeros(net.theta.size) if gradients else np.zeros(0)
+    pages = mapped.PageBudget([X, Y])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        for chunk in net._chunks(share.stop - share.start):
+            positions = slice(share.start + chunk.start, share.start + chunk.stop)
+            index = positions if rows is None else rows[positions]
+            if rows is None:
+                Xc, Yc = X[index], Y[index]
+            else:
+                Xc, Yc = mapped.take(X, index), mapped.take(Y, index)
+            P = net._load(Xc, Yc)
+            a = net._forward(P)
+            if gradients:
+                cost = net._backward(P)
+                grad += P * be.to_host(net.nabla_theta)
+            else:
+                cost = be.output_delta(a, net.targets[:P], net.output, net.loss_name,
+                                       net.deltas[L][:P])
+            total += float(cost) * P
+            if net.is_classifier:
+                correct += float(net._count_correct(P))
+            pages.touched(P)
+    pages.release()
+    return group.sum(np.concatenate([[total, correct, share.stop - share.start], grad]))
 
 
 def _gradient_flow_figures(net, X, Y):

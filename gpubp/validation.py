@@ -3,12 +3,18 @@
 Data arrive as lists, NumPy arrays, CuPy arrays, pandas or polars data frames, Arrow objects
 (or anything with ``__array__`` or the Arrow PyCapsule interface); they leave
 as host NumPy arrays of the network's dtype, so the backends only ever see clean input.
+
+Value checks (finite, label range, probabilities) run over row chunks, so that they never
+allocate full-size temporaries; a memory-mapped array (``np.load(path, mmap_mode="r")``)
+is checked without being read whole into memory and is returned as the same mapping,
+never copied (see :mod:`gpubp.mapped`).
 """
 
 import numbers
 
 import numpy as np
 
+from gpubp import mapped
 from gpubp.tabular import is_tabular
 from gpubp.tabular import to_numpy as tabular_to_numpy
 
@@ -48,10 +54,43 @@ def _check_numeric(arr, name):
         )
 
 
+def _chunks(arr):
+    """Row chunks of ``arr`` (views), releasing the pages of a mapped array behind them."""
+    pages = mapped.PageBudget([arr])
+    for rows in mapped.row_chunks(arr.shape[0], arr[:1].nbytes):
+        yield arr[rows]
+        pages.touched(rows.stop - rows.start)
+    pages.release()
+
+
 def _check_finite(arr, name):
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if arr.dtype.kind != "f":
+        return
+    bad = 0
+    for chunk in _chunks(arr):
+        bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+    if bad:
         raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s)")
+
+
+def _as_dtype(arr, dtype, name):
+    """``arr`` as a C-contiguous ``dtype`` array; a usable memory mapping is kept as is.
+
+    A mapping that needs converting is copied when smaller than ``mapped.COPY_LIMIT`` and
+    refused above, where the copy would read a file meant to stay on disk whole.
+    """
+    if not mapped.is_mapped(arr) or (arr.dtype == np.dtype(dtype) and arr.flags.c_contiguous):
+        return np.ascontiguousarray(arr, dtype=dtype)
+    if arr.nbytes > mapped.COPY_LIMIT:
+        layout = "" if arr.flags.c_contiguous else " in Fortran order"
+        raise TypeError(
+            f"{name} is a memory-mapped {arr.dtype} array{layout} and the network is "
+            f"{np.dtype(dtype).name}: converting its {arr.nbytes / 2**20:.0f} MiB would read "
+            f"the whole file into memory. "
+            f"Save it as a C-ordered {np.dtype(dtype).name} .npy or build the network with "
+            f"dtype={arr.dtype.name!r}"
+        )
+    return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def check_X(X, n_inputs, dtype, name="X"):
@@ -66,7 +105,7 @@ def check_X(X, n_inputs, dtype, name="X"):
         raise ValueError(
             f"{name} must have {n_inputs} columns (the network's input size), got shape {arr.shape}"
         )
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = _as_dtype(arr, dtype, name)
     _check_finite(arr, name)
     return arr
 
@@ -98,21 +137,27 @@ def check_Y(Y, P, n_outputs, loss, dtype, name="Y"):
         elif n_outputs == 1:
             expected += f" or ({P},)"
         raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    arr = _as_dtype(arr, dtype, name)
     _check_finite(arr, name)
-    if loss in ("cross_entropy", "binary_cross_entropy") and ((arr < 0).any() or (arr > 1).any()):
-        raise ValueError(f"{name} must hold probabilities in [0, 1] for loss={loss!r}")
-    if loss == "cross_entropy":
-        # δ^L = a − y is the gradient of cross-entropy only when each target row sums to 1.
-        sums = arr.sum(axis=1, dtype=np.float64)
-        tol = 1e-3 if arr.dtype == np.float32 else 1e-6
-        if not np.allclose(sums, 1.0, atol=tol, rtol=0):
-            worst = float(sums[np.argmax(np.abs(sums - 1))])
-            raise ValueError(
-                f"{name} rows must sum to 1 for loss='cross_entropy' (one-hot or class "
-                f"probabilities), got a row summing to {worst}"
-            )
+    if loss in ("cross_entropy", "binary_cross_entropy"):
+        _check_probabilities(arr, name, loss)
     return arr
+
+
+def _check_probabilities(arr, name, loss):
+    tol = 1e-3 if arr.dtype == np.float32 else 1e-6
+    for chunk in _chunks(arr):
+        if (chunk < 0).any() or (chunk > 1).any():
+            raise ValueError(f"{name} must hold probabilities in [0, 1] for loss={loss!r}")
+        if loss == "cross_entropy":
+            # δ^L = a − y is the gradient of cross-entropy only when each target row sums to 1.
+            sums = chunk.sum(axis=1, dtype=np.float64)
+            if not np.allclose(sums, 1.0, atol=tol, rtol=0):
+                worst = float(sums[np.argmax(np.abs(sums - 1))])
+                raise ValueError(
+                    f"{name} rows must sum to 1 for loss='cross_entropy' (one-hot or class "
+                    f"probabilities), got a row summing to {worst}"
+                )
 
 
 def _check_labels(labels, n_classes, name):

@@ -223,4 +223,8 @@ def get_backend(device="cpu", backend=None, **options):
         if backend != "cpu":
             raise
         cls = Backend  # the fused CPU backend is optional; the reference always works
+    if backend == "cuda":
+        from gpubp.distributed import select_gpu
+
+        select_gpu()  # in an MPI job, each rank on GPU local_rank % device_count
     return cls(**options)

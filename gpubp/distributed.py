@@ -1,0 +1,429 @@
+"""Data-parallel training over MPI: every rank holds the whole network and a share of each batch.
+
+The batch gradient is a sum over its P examples (``DESIGN.md`` §1)::
+
+    ∇C = (1/P) Σ_p ∇c_p = Σ_r (1/P) Σ_{p ∈ share of rank r} ∇c_p
+
+so when every rank backpropagates its share of the global batch with ``δ^L`` carrying
+``1/P`` (the *global* row count, not its own), one allreduce (a sum) of the ranks'
+gradients hands every rank the single-process gradient, up to the order of the additions.
+Every rank then takes the same optimizer step, and the parameters stay identical without
+ever being sent again. What :func:`gpubp.training.fit` does with a :class:`Group`:
+
+- **start**: a check gathers what every rank was given (layer sizes, dtype, data shapes
+  and a sample of rows, seed, optimizer, batch size, ...) and turns a difference, or an
+  exception on any rank, into the same exception on every rank; then the parameters and
+  the generator state of rank 0 are broadcast (Horovod's ``broadcast_parameters``);
+- **each step**: all ranks draw the same permutation; rank ``r`` of ``R`` takes rows
+  ``[r B / R, (r+1) B / R)`` of every global batch of ``B`` rows (possibly none) and gives
+  the network a :class:`~gpubp.gradient_sum.GradientSum`: each layer's gradient leaves in a non-blocking
+  allreduce as soon as backprop has produced it (the output layer first) and is waited for
+  just before the update, so communication overlaps the rest of the backward pass (DDP's
+  buckets, one per layer);
+- **each epoch**: the figures (loss, accuracy, validation, gradient norm) are sums over the
+  ranks, so History, early stopping, ``tol`` and divergence are decided identically
+  everywhere; checkpoints are written by rank 0 alone;
+- **faults**: after the start, an exception on one rank prints its traceback and aborts the
+  whole job (``MPI_Abort``): no rank is left waiting in a collective.
+
+On CUDA with CuPy, gradients are summed on the device through NCCL (``cupy.cuda.nccl``,
+its unique id broadcast over MPI), enqueued on the current stream behind the kernels that
+produce them, with no host round trip. Under the Numba simulator the arrays live on the
+host and the MPI path runs.
+"""
+
+import contextlib
+import os
+import socket
+import sys
+import threading
+import traceback
+import zlib
+
+import numpy as np
+
+from gpubp import mapped
+
+MPI_HINT = ("distributed training needs mpi4py: pip install 'gpubp[mpi]' (mpi4py and the "
+            "mpich wheel, which brings mpiexec)")
+
+# environment variables in which launchers give a process its rank among those of its node
+LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
+                        "PMI_LOCAL_RANK", "MV2_COMM_WORLD_LOCAL_RANK")
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(MPI_HINT) from exc
+    return MPI
+
+
+def world():
+    """``MPI.COMM_WORLD`` (imports mpi4py, which initialises MPI)."""
+    return _mpi().COMM_WORLD
+
+
+def _comm_or_world(comm):
+    if comm is not None:
+        return comm
+    try:
+        return world()
+    except ImportError:
+        return None
+
+
+def rank(comm=None):
+    """This process's rank in ``comm`` (default ``COMM_WORLD``; 0 without mpi4py)."""
+    comm = _comm_or_world(comm)
+    return 0 if comm is None else comm.Get_rank()
+
+
+def size(comm=None):
+    """Number of ranks in ``comm`` (default ``COMM_WORLD``; 1 without mpi4py)."""
+    comm = _comm_or_world(comm)
+    return 1 if comm is None else comm.Get_size()
+
+
+def is_root(comm=None):
+    """Whether this process is rank 0, the one that prints and writes files."""
+    return rank(comm) == 0
+
+
+def local_rank():
+    """This process's rank among those of its node, from the launcher's environment.
+
+    ``mpiexec`` (MPICH's Hydra, Open MPI) and ``srun`` set it; without one, the global
+    rank is used (one node).
+    """
+    for name in LOCAL_RANK_VARIABLES:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return rank() if "mpi4py" in sys.modules else 0
+
+
+def select_gpu():
+    """Make GPU ``local_rank % device_count`` CuPy's current device, inside an MPI job.
+
+    Called before a CUDA backend allocates anything. Does nothing outside an MPI job of
+    several ranks (mpi4py not imported by the program, or one rank), or without CuPy.
+    """
+    if "mpi4py.MPI" not in sys.modules:
+        return None
+    MPI = sys.modules["mpi4py.MPI"]
+    if not MPI.Is_initialized() or MPI.Is_finalized() or MPI.COMM_WORLD.Get_size() == 1:
+        return None
+    from gpubp.backends.cuda import simulated
+
+    if simulated():
+        return None  # the simulator has one simulated device
+    try:
+        import cupy
+    except ImportError:
+        return None
+    n = cupy.cuda.runtime.getDeviceCount()
+    device = local_rank() % n
+    cupy.cuda.Device(device).use()
+    return device
+
+
+def group(distributed):
+    """The :class:`Local` or :class:`Group` that ``fit(distributed=...)`` asks for.
+
+    Parameters
+    ----------
+    distributed : bool, mpi4py communicator, Group or None
+        False/None: one process. True: ``MPI.COMM_WORLD``. A communicator: its ranks.
+        A :class:`Group` (e.g. ``Group(comm, overlap=False)``): itself.
+    """
+    if distributed is None or distributed is False:
+        return LOCAL
+    if isinstance(distributed, Local):
+        return distributed
+    if distributed is True:
+        return Group(world())
+    if all(hasattr(distributed, m) for m in ("Get_rank", "Get_size", "Iallreduce")):
+        return Group(distributed)
+    raise TypeError(f"distributed must be a bool or an mpi4py communicator, got "
+                    f"{type(distributed).__name__}")
+
+
+class Local:
+    """One process: every rank-wide operation is the identity, nothing is sent."""
+
+    rank = 0
+    size = 1
+    is_root = True
+    comm = None
+
+    def rows(self, n):
+        """The slice of ``n`` rows (of a batch, of a data set) this rank processes."""
+        return slice(0, n)
+
+    def sum(self, values):
+        """Element-wise sum over the ranks of a small vector of numbers (float64)."""
+        return np.array(values, dtype=np.float64)
+
+    def all(self, flag):
+        """Whether ``flag`` holds on every rank."""
+        return bool(flag)
+
+    def gradient_sum(self, net):
+        """What the training step reduces its gradients with: None, nothing to reduce."""
+        return None
+
+    @contextlib.contextmanager
+    def start(self, net, facts):
+        """Run the set-up of ``fit`` inside; ``facts`` (a dict) is filled by the caller."""
+        yield
+
+    @contextlib.contextmanager
+    def faults(self):
+        """Run the training loop inside: an exception on one rank ends every rank."""
+        yield
+
+    def check_identical(self, net):
+        """Raise unless every rank holds the same parameters."""
+
+    def comm_seconds(self):
+        """Seconds this rank has spent sending and waiting for gradient sums."""
+        return 0.0
+
+
+LOCAL = Local()
+
+
+class Group(Local):
+    """The ranks of an mpi4py communicator training one network together.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator
+    overlap : bool
+        Per-layer non-blocking allreduces during backprop (default) or one blocking
+        allreduce over the whole flat gradient after it (tensor fusion).
+    """
+
+    def __init__(self, comm, overlap=True):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.size = comm.Get_size()
+        self.is_root = self.rank == 0
+        self.overlap = overlap
+        self._sums = {}  # id(net) -> GradientSum, made once per network
+        self._nccl = None
+
+    def __repr__(self):
+        return f"<gpubp.distributed.Group rank {self.rank} of {self.size}>"
+
+    def rows(self, n):
+        return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
+
+    def sum(self, values):
+        MPI = _mpi()
+        out = np.array(values, dtype=np.float64)
+        self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
+        return out
+
+    def all(self, flag):
+        return bool(self.comm.allreduce(bool(flag), op=_mpi().LAND))
+
+    def gradient_sum(self, net):
+        found = self._sums.get(id(net))
+        if found is None or found.net is not net:
+            from gpubp.gradient_sum import GradientSum, NcclGradientSum
+
+            if getattr(net.backend.xp, "__name__", "") == "cupy":
+                found = NcclGradientSum(net, self._nccl_comm())
+            else:
+                found = GradientSum(net, self.comm, self.overlap)
+            self._sums[id(net)] = found
+        return found
+
+    def comm_seconds(self):
+        return sum(s.seconds for s in self._sums.values())
+
+    def _nccl_comm(self):
+        """One NCCL communicator over the same ranks, its unique id sent from rank 0."""
+        if self._nccl is None:
+            from cupy.cuda import nccl
+
+            uid = nccl.get_unique_id() if self.is_root else None
+            uid = self.comm.bcast(uid, root=0)
+            self._nccl = nccl.NcclCommunicator(self.size, uid, self.rank)
+        return self._nccl
+
+    # -- start ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def start(self, net, facts):
+        """Gather every rank's set-up outcome: raise the same error everywhere, or agree.
+
+        The body (``fit``'s checks and preparation) runs on every rank; whatever happens,
+        every rank then takes part in one ``allgather`` of (its facts, its error). An error
+        on any rank, or facts that differ from rank 0's, raises on every rank, before any
+        collective of the training loop. Rank 0's generator state is broadcast before the
+        body; on success its parameters are too.
+        """
+        self._watchdog = Watchdog(self.comm)
+        # the generator first: the set-up draws from it (the validation split), and with
+        # seed=None each rank's own would differ
+        net.rng.bit_generator.state = self.comm.bcast(net.rng.bit_generator.state, root=0)
+        error = None
+        try:
+            yield
+        except Exception as exc:  # every kind: it is re-raised below, on every rank
+            error = exc
+        if error is None:
+            mine = (dict(facts), None)
+        else:
+            mine = (None, f"{type(error).__name__}: {error}")
+        gathered = self.comm.allgather(mine)
+        if error is not None:
+            raise error
+        failed = [(r, msg) for r, (_, msg) in enumerate(gathered) if msg is not None]
+        if failed:
+            r, msg = failed[0]
+            raise RuntimeError(f"distributed fit: rank {r} of {self.size} failed to start: "
+                               f"{msg}")
+        _compare_facts([f for f, _ in gathered])
+        self._broadcast_state(net)
+
+    def _broadcast_state(self, net):
+        """Rank 0's parameters (and generator, as restored from a checkpoint) everywhere."""
+        W, b = net.get_params()
+        for array in W + b:
+            self.comm.Bcast(array, root=0)
+        net.set_params(W, b)
+        net.rng.bit_generator.state = self.comm.bcast(net.rng.bit_generator.state, root=0)
+
+    # -- faults -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def faults(self):
+        """Abort the whole job when this rank raises anything not raised on all ranks.
+
+        ``TrainingDiverged`` is decided from figures summed over the ranks, so it is raised
+        on every rank together and left to propagate; anything else (bad data on one rank,
+        a callback, an interrupt) prints its traceback and calls ``MPI_Abort``, which ends
+        every rank of the job with a non-zero status.
+        """
+        from gpubp.training import TrainingDiverged
+
+        try:
+            yield
+        except TrainingDiverged:
+            raise
+        except BaseException:
+            text = traceback.format_exc()
+            sys.stderr.write(f"gpubp: rank {self.rank} of {self.size} failed; aborting the "
+                             f"MPI job.\n{text}")
+            sys.stderr.flush()
+            self.comm.Abort(1)
+            raise  # not reached: MPI_Abort does not return
+        finally:
+            watchdog = getattr(self, "_watchdog", None)
+            if watchdog is not None:
+                watchdog.stop()
+
+    def check_identical(self, net):
+        """Raise on every rank unless the parameters' checksums agree.
+
+        Ranks stay identical because every rank applies the same summed gradient; this
+        catches the cases where that would silently fail (a rank fed other data).
+        """
+        crc = 0
+        W, b = net.get_params()
+        for array in W + b:
+            crc = zlib.crc32(np.ascontiguousarray(array).tobytes(), crc)
+        sums = self.comm.allgather(crc)
+        if len(set(sums)) != 1:
+            raise RuntimeError(f"distributed fit: the ranks' parameters differ (checksums "
+                               f"{sums}); every rank must be given the same data")
+
+
+class Watchdog:
+    """Ends this rank when another rank of the same machine has died (SIGKILL, OOM killer).
+
+    A killed rank cannot say so, and the survivors would wait in their next collective:
+    MPICH's ``mpiexec`` is meant to kill them, but was seen here leaving them spinning. A
+    daemon thread checks every ``interval`` seconds that the ranks on this host still
+    exist; when one is gone it prints which and exits the process (``os._exit``: no
+    ``MPI_Finalize``, which would wait for the dead). Ranks on other hosts are left to the
+    launcher (``srun`` ends a step whose task was killed).
+
+    Parameters
+    ----------
+    comm : mpi4py communicator
+        Gathered once (host name and process id of every rank): a collective call.
+    interval : float
+    """
+
+    def __init__(self, comm, interval=0.5):
+        me = comm.Get_rank()
+        host = socket.gethostname()
+        everyone = comm.allgather((host, os.getpid()))
+        self.peers = [(r, pid) for r, (h, pid) in enumerate(everyone) if h == host and r != me]
+        self.rank, self.size = me, comm.Get_size()
+        self._stopped = threading.Event()
+        self.interval = interval
+        if self.peers:
+            threading.Thread(target=self._watch, name="gpubp-watchdog", daemon=True).start()
+
+    def stop(self):
+        self._stopped.set()
+
+    def _watch(self):
+        while not self._stopped.wait(self.interval):
+            for r, pid in self.peers:
+                if not _alive(pid) and not self._stopped.is_set():
+                    sys.stderr.write(f"gpubp: rank {r} of {self.size} (pid {pid}) has died; "
+                                     f"ending rank {self.rank}.\n")
+                    sys.stderr.flush()
+                    os._exit(1)
+
+
+def _alive(pid):
+    """Whether process ``pid`` exists and is not a zombie (dead, not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): existence only
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def _compare_facts(facts):
+    """Raise ``ValueError`` naming the first fact on which a rank differs from rank 0."""
+    root = facts[0]
+    for key in root:
+        values = [f.get(key) for f in facts]
+        if any(v != root[key] for v in values):
+            detail = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+            raise ValueError(f"distributed fit: every rank must be given the same {key}, "
+                             f"got {detail}")
+
+
+def start_facts(net, X, Y, **arguments):
+    """What every rank must agree on before training: model, data, arguments.
+
+    The data are compared by shape, dtype and a checksum of three rows (first, middle,
+    last), which costs three row reads even on a memory-mapped file.
+    """
+    facts = {"layer sizes": net.sizes, "activations": net.activation_names,
+             "loss": net.loss_name, "dtype": net.dtype.name, "seed": net.seed,
+             "X shape": tuple(X.shape), "Y shape": tuple(Y.shape)}
+    rows = sorted({0, X.shape[0] // 2, X.shape[0] - 1})
+    crc = 0
+    for array in (X, Y):
+        crc = zlib.crc32(mapped.take(array, np.array(rows)).tobytes(), crc)
+    facts["data sample checksum"] = crc
+    facts.update(arguments)
+    return facts

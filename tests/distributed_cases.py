@@ -1,0 +1,125 @@
+"""Training scenarios shared by tests/test_distributed.py and the ranks it launches.
+
+A case is a JSON-able dict: the network (``sizes``, ``hidden``, ``dtype``, ``seed``), the
+data (``P`` rows drawn from ``data_seed``) and the keyword arguments of ``fit``. The test
+runs a case in its own process (the single-process oracle) and, through
+``distributed_worker.py`` under ``mpiexec``, on several ranks; both build the same data
+from the case alone.
+"""
+
+import json
+
+import numpy as np
+
+import gpubp
+from gpubp.callbacks import Callback
+
+
+def make_data(case, rank=0):
+    """``(X, y)`` of the case: Gaussian inputs, labels from a fixed random linear map.
+
+    ``case["spoil"] = {"rank": r, "what": "nan" | "rows"}`` gives rank ``r`` bad data
+    (a NaN, or one row fewer): the start-up check must catch it on every rank.
+    """
+    rng = np.random.default_rng(case.get("data_seed", 0))
+    n_in, n_out = case["sizes"][0], case["sizes"][-1]
+    X = rng.normal(size=(case["P"], n_in)).astype(case.get("dtype", "float64"))
+    scores = X @ rng.normal(size=(n_in, n_out)) + 0.5 * rng.normal(size=(case["P"], n_out))
+    y = scores.argmax(axis=1)
+    spoil = case.get("spoil")
+    if spoil is not None and spoil["rank"] == rank:
+        if spoil["what"] == "nan":
+            X[len(X) // 2, 0] = np.nan
+        else:
+            X, y = X[:-1], y[:-1]
+    return X, y
+
+
+def make_network(case):
+    return gpubp.Network(case["sizes"], hidden=case.get("hidden", "tanh"), output="softmax",
+                         dtype=case.get("dtype", "float64"), seed=case.get("seed", 0),
+                         device=case.get("device", "cpu"))
+
+
+class RaiseOn(Callback):
+    """Raise (or SIGKILL itself) on one rank at the end of one epoch: the fault tests."""
+
+    def __init__(self, rank, epoch, kill=False, stamp=None):
+        self.rank, self.epoch, self.kill, self.stamp = rank, epoch, kill, stamp
+
+    def on_epoch_end(self, run, epoch, logs):
+        import time
+
+        from gpubp import distributed
+
+        if epoch == self.epoch and distributed.rank() == self.rank:
+            if self.stamp:  # when the fault happened, for the test to time the shutdown
+                with open(self.stamp, "w") as f:
+                    f.write(repr(time.time()))
+            if self.kill:
+                import os
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise RuntimeError(f"planted failure on rank {self.rank} in epoch {epoch}")
+
+
+def run(case, distributed=False, rank=0):
+    """Train the case's network on its data; returns ``(net, history)``."""
+    X, y = make_data(case, rank)
+    net = make_network(case)
+    kwargs = dict(case["fit"])
+    if "fault" in case:
+        kwargs["callbacks"] = [RaiseOn(**case["fault"])]
+    history = net.fit(X, y, verbose=0, distributed=distributed, **kwargs)
+    return net, history
+
+
+def result_arrays(net, history):
+    """The parameters and the History of a run, as ``.npz`` arrays."""
+    W, b = net.get_params()
+    arrays = {f"W{l}": w for l, w in enumerate(W)}
+    arrays.update({f"b{l}": v for l, v in enumerate(b)})
+    arrays["history"] = np.frombuffer(json.dumps(history.to_dict()).encode(), dtype=np.uint8)
+    arrays["backend"] = np.array(net.backend.name)
+    return arrays
+
+
+def read_result(path):
+    """``(params list, history dict)`` of a file written from :func:`result_arrays`."""
+    with np.load(path) as data:
+        params = [data[k] for k in sorted(k for k in data.files if k[0] in "Wb" and k != "backend")]
+        history = json.loads(data["history"].tobytes().decode())
+    return params, history
+
+
+def memory_probe(features, labels, out):
+    """Train one epoch on memory-mapped ``.npy`` files; write the peak-RSS growth (JSON).
+
+    Runs on every rank of a launch. The baseline is taken after a warm-up fit on a few
+    in-memory rows (JIT compilation, imports), so the growth is what the mapped pass adds:
+    ``ru_maxrss`` is the high-water mark of the resident set, file-backed pages included.
+    """
+    import resource
+
+    from gpubp import distributed
+
+    X = np.load(features, mmap_mode="r")
+    y = np.load(labels, mmap_mode="r")
+    net = gpubp.Network([X.shape[1], 16, 10], hidden="relu", dtype="float32", seed=0)
+    net.fit(np.array(X[:256]), np.array(y[:256]), epochs=1, batch_size=64, verbose=0,
+            validation_split=0.1, distributed=True)
+    net.evaluate(np.array(X[:256]), np.array(y[:256]))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    history = net.fit(X, y, epochs=1, batch_size=512, lr=0.01, verbose=0,
+                      validation_split=0.1, distributed=True)
+    after_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    evaluation = net.evaluate(X, y)
+    labels_out = net.predict(X)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    record = {"rank": distributed.rank(), "file_bytes": X.nbytes, "before": before,
+              "growth_fit": after_fit - before, "growth": after - before,
+              "loss": history["loss"][-1], "eval_loss": evaluation["loss"],
+              "predicted": int(labels_out.shape[0])}
+    with open(f"{out}/memory.rank{distributed.rank()}.json", "w") as f:
+        json.dump(record, f)
