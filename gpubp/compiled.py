@@ -93,9 +93,8 @@ def _layout(net):
     a_offsets = np.concatenate([[0], np.cumsum(sizes * cap)[:-1]]).astype(np.int64)
     d_offsets = np.concatenate([[0, 0], np.cumsum(sizes[1:] * cap)[:-1]]).astype(np.int64)
     codes = np.array([kernels.activation_code(g) for g in net.activation_names], np.int64)
-    forward = codes.copy()
-    if net.dtype == np.float32:
-        forward[codes == kernels.SIGMOID] = kernels._SIGMOID_F32
+    forward = np.array([kernels.forward_code(g, net.dtype) for g in net.activation_names],
+                       np.int64)
     tiny, one_minus = kernels._CLIP[net.dtype]
     layout = dict(sizes=sizes, w_offsets=w_offsets, a_offsets=a_offsets, d_offsets=d_offsets,
                   forward_codes=forward, codes=codes, loss=kernels.loss_code(net.loss_name),

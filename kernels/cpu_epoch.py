@@ -56,8 +56,9 @@ def _gather(src, order, start, dst):
 
 @njit(cache=True, error_model="numpy")
 def _tanh(z):
-    # libm's tanh, elementwise: the per-kernel path uses NumPy's SIMD tanh instead, which
-    # may differ in the last bit.
+    # float64: libm's tanh, elementwise, where the per-kernel path uses NumPy's SIMD tanh
+    # (they may differ in the last bit). float32 has its vectorised tanh inside
+    # _bias_activation on both paths.
     P, n = z.shape
     for p in range(P):
         row = z[p]
@@ -93,8 +94,8 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
     a_offsets, d_offsets : int64 ndarray, shape (L + 1,)
     forward_codes, codes : int64 ndarray, shape (L,)
         Activation codes of layers 1..L, as :func:`gpubp.kernels.cpu.bias_activation`
-        dispatches them (``forward_codes``: float32 sigmoid by its vectorised variant) and
-        as the derivative kernels take them (``codes``).
+        dispatches them (``forward_codes``: float32 sigmoid and tanh by their vectorised
+        variants) and as the derivative kernels take them (``codes``).
     loss : int
         Loss code.
     tiny, one_minus : float

@@ -74,6 +74,27 @@ def test_sigmoid_float32_is_accurate_over_the_whole_range():
     assert np.all(got[~normal] <= 1e-37) and np.all(np.isfinite(got))
 
 
+def test_tanh_float32_is_accurate_over_the_whole_range():
+    # The float32 tanh is Eigen's rational function; check it densely against float64,
+    # including the tiny arguments where it returns x and the clamp at ±7.9.
+    z = np.concatenate([np.linspace(-20, 20, 400_001), np.geomspace(1e-12, 1, 50_001),
+                        -np.geomspace(1e-12, 1, 50_001)]).astype(np.float32).reshape(1, -1)
+    got = z.copy()
+    cpu.bias_activation(got, np.zeros(z.shape[1], np.float32), "tanh")
+    exact = np.tanh(z.astype(np.float64))
+    nonzero = exact != 0
+    assert (np.abs(got - exact)[nonzero] / np.abs(exact)[nonzero]).max() <= 4e-7
+    ulps = np.abs(got - exact)[nonzero] / np.spacing(np.abs(exact).astype(np.float32))[nonzero]
+    assert ulps.max() <= 6
+    assert np.all(np.abs(got) <= 1) and np.all(got[~nonzero] == 0)
+
+
+def test_tanh_keeps_nan_and_saturates_infinities():
+    z = np.array([[np.nan, np.inf, -np.inf, 0.0]], np.float32)
+    cpu.bias_activation(z, np.zeros(4, np.float32), "tanh")
+    assert np.isnan(z[0, 0]) and z[0, 1] == 1 and z[0, 2] == -1 and z[0, 3] == 0
+
+
 def test_sigmoid_keeps_nan_and_saturates_infinities():
     z = np.array([[np.nan, np.inf, -np.inf, 0.0]], np.float32)
     cpu.bias_activation(z, np.zeros(4, np.float32), "sigmoid")
