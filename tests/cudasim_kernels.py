@@ -9,6 +9,11 @@ subprocess with ``NUMBA_ENABLE_CUDASIM=1``. Run it by hand the same way::
 
 Shapes are small and odd (P=37 rows, 13 inputs, 5 outputs) so that every launch has a
 partial block and the tiled kernel has remainders in each of its three dimensions.
+
+Every case runs twice: with the module's launch constants, and with the grid caps patched
+so low that each kernel's grid-stride loop takes several trips (``caps="low"``); each
+test checks that its launch does cross them, so a kernel that handled one element, row
+or tile per thread would fail.
 """
 
 import sys
@@ -46,10 +51,35 @@ def rng():
     return np.random.default_rng(37)
 
 
+@pytest.fixture(params=["default", "low"], autouse=True)
+def caps(request, monkeypatch):
+    """The launch constants as shipped, or grid caps low enough to stride."""
+    if request.param == "low":
+        for name, value in LOW_CAPS.items():
+            monkeypatch.setattr(K, name, value)
+    return request.param
+
+
+# Grids of a few blocks: 64 threads for the elementwise kernels, 3 softmax rows at a
+# time, 1 or 2 output-delta blocks, the weight gradient split every GRAD_TILE_P rows.
+LOW_CAPS = {"ELEMENTWISE_THREADS": 32, "ELEMENTWISE_MAX_BLOCKS": 2, "ROW_MAX_BLOCKS": 3,
+            "DELTA_MAX_BLOCKS": 2, "GRAD_SPLIT_ROWS": K.GRAD_TILE_P}
+
+
+def strides(caps, work, threads):
+    """Assert that the patched launch has fewer threads than work items (it must stride)."""
+    if caps == "low":
+        assert threads < work, (threads, work)
+
+
+def elementwise_threads(size):
+    return K._blocks(size, K.ELEMENTWISE_THREADS, K.ELEMENTWISE_MAX_BLOCKS) * K.ELEMENTWISE_THREADS
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity", "softmax"])
 @pytest.mark.parametrize("n", [N_OUT, 70])  # 70 > 2 * ROW_THREADS: rows span 3 strides
-def test_bias_activation(rng, dtype, activation, n):
+def test_bias_activation(rng, caps, dtype, activation, n):
     # Large |z| too: the sigmoid and softmax must neither overflow nor warn.
     z = (rng.normal(size=(P, n)) * 20).astype(dtype)
     z[0, :3] = [800, -800, 0]
@@ -57,9 +87,26 @@ def test_bias_activation(rng, dtype, activation, n):
     got, want = z.copy(), z.copy()
     K.bias_activation(got, b, activation)
     R.bias_activation(want, b, activation)
+    if activation == "softmax":
+        strides(caps, P, K._blocks(P, 1, K.ROW_MAX_BLOCKS))
+    else:
+        strides(caps, z.size, elementwise_threads(z.size))
     assert got.dtype == dtype
     assert np.isfinite(got).all()
     assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity", "softmax"])
+def test_bias_activation_keeps_nan(dtype, activation):
+    """A NaN pre-activation gives NaN, as in the reference (relu is not max(0, z))."""
+    z = np.zeros((3, 4), dtype)
+    z[1, 2] = np.nan
+    got, want = z.copy(), z.copy()
+    K.bias_activation(got, np.zeros(4, dtype), activation)
+    R.bias_activation(want, np.zeros(4, dtype), activation)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[1, 2])
 
 
 PAIRINGS = [
@@ -86,69 +133,145 @@ def _outputs(rng, activation, loss, dtype, shape=(P, N_OUT)):
     return z.astype(dtype), y.astype(dtype)
 
 
+def _delta_threads(P, n):
+    blocks = K.delta_blocks(P, n)
+    return blocks * (K.ROW_THREADS if n > K.WIDE_OUTPUT else K.REDUCE_THREADS), blocks
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation, loss", PAIRINGS)
-def test_output_delta(rng, dtype, activation, loss):
-    a, y = _outputs(rng, activation, loss, dtype)
+@pytest.mark.parametrize("rows, n", [
+    (P, N_OUT),  # a thread per row
+    (300, 3),  # several blocks of partial costs, the last one partial
+    (P, 70),  # wide: a warp per row, 3 column strides
+])
+def test_output_delta(rng, caps, dtype, activation, loss, rows, n):
+    a, y = _outputs(rng, activation, loss, dtype, shape=(rows, n))
     got, want = np.full_like(a, np.nan), np.full_like(a, np.nan)
-    cost = K.output_delta(a, y, activation, loss, got)
+    threads, blocks = _delta_threads(rows, n)
+    if rows == 300 and n <= K.WIDE_OUTPUT:
+        strides(caps, rows, threads)
+    if n > K.WIDE_OUTPUT:
+        strides(caps, rows, blocks)
+    partials = np.full(blocks, np.nan, dtype)
+    cost, total = np.full(1, np.nan, dtype), np.array([0.25])
+    out = K.output_delta(a, y, activation, loss, got, partials=partials, cost=cost,
+                         total=total)
     want_cost = R.output_delta(a, y, activation, loss, want)
-    assert isinstance(cost, float) and np.isfinite(cost)
+    assert out is cost and np.isfinite(cost[0])
     assert_close(got, want, dtype)
-    assert_close(cost, want_cost, dtype)
+    assert_close(cost[0], want_cost, dtype)
+    # the epoch sum: float64, added to what it held
+    assert total.dtype == np.float64
+    assert total[0] - 0.25 == pytest.approx(want_cost * rows, rel=RTOL[dtype])
+    assert K.output_delta(a, y, activation, loss, got) == pytest.approx(float(cost[0]))
+
+
+def test_epoch_total_is_float64():
+    """Summing 1000 batch costs: the float64 sum on the device is the exact float64 sum."""
+    a, y = _outputs(np.random.default_rng(0), "softmax", "cross_entropy", np.float32)
+    delta, partials = np.empty_like(a), np.empty(K.delta_blocks(P, N_OUT), np.float32)
+    cost, total = np.empty(1, np.float32), np.zeros(1)
+    K.output_delta(a, y, "softmax", "cross_entropy", delta, partials=partials, cost=cost,
+                   total=total)
+    batch_sum = float(total[0])
+    float32_sum = np.float32(0)
+    for _ in range(999):
+        K.output_delta(a, y, "softmax", "cross_entropy", delta, partials=partials,
+                       cost=cost, total=total)
+    for _ in range(1000):
+        float32_sum += np.float32(batch_sum)
+    assert total[0] == 1000 * batch_sum  # exact: batch_sum has a 24-bit mantissa
+    assert float32_sum != total[0]  # what a float32 accumulator would have drifted to
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_output_delta_many_blocks(rng, dtype):
-    # 300 rows: three blocks of partial costs, the last one partial.
-    a, y = _outputs(rng, "softmax", "cross_entropy", dtype, shape=(300, 3))
+@pytest.mark.parametrize("activation, loss", PAIRINGS)
+@pytest.mark.parametrize("n", [N_OUT, 70])
+def test_output_delta_keeps_nan(dtype, activation, loss, n):
+    """A NaN output gives a NaN cost (the reference's); clipping must not hide it."""
+    a, y = _outputs(np.random.default_rng(1), activation, loss, dtype, shape=(P, n))
+    a[3, 1] = np.nan
     got, want = np.empty_like(a), np.empty_like(a)
-    partials = np.full(K.delta_blocks(300), np.nan, dtype)
-    cost = np.full(1, np.nan, dtype)
-    out = K.output_delta(a, y, "softmax", "cross_entropy", got, partials=partials, cost=cost)
-    assert out is cost and partials.shape == (3,)
-    assert_close(cost[0], R.output_delta(a, y, "softmax", "cross_entropy", want), dtype)
-    assert_close(got, want, dtype)
+    cost = K.output_delta(a, y, activation, loss, got)
+    with np.errstate(invalid="ignore"):
+        want_cost = R.output_delta(a, y, activation, loss, want)
+    assert np.isnan(want_cost) and np.isnan(cost)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
+def test_device_workspaces_are_required():
+    class DeviceLike:  # anything but a NumPy array
+        dtype, shape, ndim, size = np.dtype(np.float32), (4, 3), 2, 12
+
+    with pytest.raises(TypeError, match="partials must be given for device arrays"):
+        K.output_delta(DeviceLike(), None, "softmax", "cross_entropy", None)
+    with pytest.raises(TypeError, match="split must be given for device arrays"):
+        K.weight_bias_gradients(DeviceLike(), DeviceLike(), None, None)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
-def test_hidden_delta(rng, dtype, activation):
+@pytest.mark.parametrize("flat", [False, True])
+def test_hidden_delta(rng, caps, dtype, activation, flat):
     a = rng.normal(size=(P, N_IN))
     if activation != "identity":
         R.activate(a, activation)
     a = a.astype(dtype)
     delta = rng.normal(size=(P, N_IN)).astype(dtype)
     got, want = delta.copy(), delta.copy()
-    K.hidden_delta(got, a, activation)
+    strides(caps, delta.size, elementwise_threads(delta.size))
+    if flat:  # as the backend passes them: cached flat views
+        K.hidden_delta(got.reshape(-1), a.reshape(-1), activation)
+    else:
+        K.hidden_delta(got, a, activation)
     R.hidden_delta(want, a, activation)
     assert_close(got, want, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rows, n_in, n_out", [
-    (P, N_IN, N_OUT),  # one output tile; P = 2 tiles + 5
-    (P, 20, 18),       # 2 x 2 output tiles, remainders in i, j and p
-    (16, 15, 16),      # exact tiles: the bias row is the last row of the only tile
-    (5, 16, 1),        # the bias row alone in a second tile; one column; P < TILE
+    (P, N_IN, N_OUT),  # one output tile; P = 2 staging steps + 5
+    (P, 70, 40),       # 2 x 2 output tiles, remainders in i, j and p
+    (16, 63, 32),      # exact tiles: the bias row is the last row of the only tile
+    (5, 64, 1),        # the bias row alone in a second tile; one column; P < GRAD_TILE_P
 ])
-def test_weight_bias_gradients(rng, dtype, rows, n_in, n_out):
+def test_weight_bias_gradients(rng, caps, dtype, rows, n_in, n_out):
     a_prev = rng.normal(size=(rows, n_in)).astype(dtype)
     delta = rng.normal(size=(rows, n_out)).astype(dtype)
     dW, db = np.full((n_in, n_out), np.nan, dtype), np.full(n_out, np.nan, dtype)
     want_dW, want_db = np.empty_like(dW), np.empty_like(db)
-    K.weight_bias_gradients(a_prev, delta, dW, db)
+    splits, per_split = K.grad_splits(rows, n_in, n_out)
+    if caps == "low" and rows > K.GRAD_TILE_P:
+        assert splits > 1 and per_split == K.GRAD_TILE_P
+        strides(caps, (n_in + 1) * n_out, elementwise_threads((n_in + 1) * n_out))
+    split = np.full((splits, n_in + 1, n_out), np.nan, dtype)
+    K.weight_bias_gradients(a_prev, delta, dW, db, split=split)
     R.weight_bias_gradients(a_prev, delta, want_dW, want_db)
     assert_close(dW, want_dW, dtype)
     assert_close(db, want_db, dtype)
+    if splits > 1:  # the partial products add up to the gradient
+        assert_close(split.sum(0), np.vstack([want_dW, want_db]), dtype)
+
+
+def test_grad_splits():
+    # the output tiles alone fill the GPU: no split, whatever P
+    assert K.grad_splits(10**6, 1024, 1024) == (1, 10**6 + (-10**6) % K.GRAD_TILE_P)
+    # 784 -> 10 is 13 tiles: split long batches, each split a multiple of GRAD_TILE_P
+    splits, rows = K.grad_splits(8192, 784, 10)
+    assert splits == K.GRAD_TARGET_BLOCKS // 13 and rows % K.GRAD_TILE_P == 0
+    assert (splits - 1) * rows < 8192 <= splits * rows
+    assert K.grad_splits(64, 784, 10) == (1, 64)  # short batches: never
+    assert K.grad_splits(10**7, 8, 8)[0] == K.GRAD_MAX_SPLITS
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("momentum, nesterov, weight_decay", [
     (0.0, False, 0.0), (0.0, False, 1e-2), (0.9, False, 0.0), (0.9, True, 1e-3),
 ])
-def test_sgd_update(rng, dtype, momentum, nesterov, weight_decay):
-    param = rng.normal(size=(N_IN, N_OUT)).astype(dtype)
+def test_sgd_update(rng, caps, dtype, momentum, nesterov, weight_decay):
+    param = rng.normal(size=(N_IN, N_OUT + 2)).astype(dtype)
+    strides(caps, param.size, elementwise_threads(param.size))
     velocity = rng.normal(size=param.shape).astype(dtype) if momentum else None
     got = [param.copy(), None if velocity is None else velocity.copy()]
     want = [param.copy(), None if velocity is None else velocity.copy()]
@@ -163,8 +286,9 @@ def test_sgd_update(rng, dtype, momentum, nesterov, weight_decay):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
-def test_adam_update(rng, dtype, weight_decay):
-    param = rng.normal(size=(N_OUT,)).astype(dtype)
+def test_adam_update(rng, caps, dtype, weight_decay):
+    param = rng.normal(size=(N_IN * N_OUT + 7,)).astype(dtype)
+    strides(caps, param.size, elementwise_threads(param.size))
     got = [param.copy(), np.zeros_like(param), np.zeros_like(param)]
     want = [param.copy(), np.zeros_like(param), np.zeros_like(param)]
     for step in (1, 2, 3):

@@ -1,0 +1,368 @@
+"""The device code of the CUDA kernels: one set of Numba CUDA kernels per dtype.
+
+:func:`build` compiles (lazily, on first launch) every kernel for one floating dtype,
+closed over that dtype's constants so that float32 arithmetic never meets a float64
+``1.0``. The host side (launch arithmetic, workspaces, the contract's functions) is
+:mod:`gpubp.kernels.cuda`; the launch shapes below are its constants.
+
+NaN propagates by construction, as in the NumPy reference: no ``min``/``max`` ever sees a
+NaN operand where the reference would keep it, because PTX's ``min.f32``/``max.f32``
+return the *other* operand (a diverged network would show a finite cross-entropy on a
+GPU while the simulator, whose Python ``max`` keeps it, and the reference show NaN).
+Clipping and relu are written as comparisons, which are false for NaN, so NaN passes
+through unchanged on both; ``tests/test_cuda_kernels.py`` checks the PTX for it.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda, float64
+
+# Activation and loss codes (see gpubp.kernels.cuda). A branch on a code is uniform across
+# a launch, so it costs no divergence and saves compiling one kernel per activation.
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = range(5)
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
+
+# Block shapes compiled into the kernels (shared-memory sizes depend on them). The grid
+# sizes and their caps are host-side choices, in gpubp.kernels.cuda.
+ROW_THREADS = 32  # one warp per row: softmax, and the output delta of wide layers
+REDUCE_THREADS = 128  # output delta of narrow layers (a thread per row); cost reduction
+GRAD_THREADS = 16  # weight gradient: 16 x 16 threads ...
+GRAD_ROWS = 4  # ... each computing GRAD_ROWS x GRAD_COLS outputs: a 64 x 32 tile
+GRAD_COLS = 2
+GRAD_TILE_I = GRAD_THREADS * GRAD_ROWS  # output rows (inputs + bias) per block
+GRAD_TILE_J = GRAD_THREADS * GRAD_COLS  # output columns (nodes) per block
+GRAD_TILE_P = 16  # batch rows staged in shared memory per step
+GRAD_BLOCK = GRAD_THREADS * GRAD_THREADS
+
+
+def build(dtype):
+    """Every kernel for ``dtype``, compiled on first launch.
+
+    Returns
+    -------
+    dict
+        Kernel name -> Numba CUDA dispatcher.
+    """
+    T = np.dtype(dtype).type
+    zero, one, half, neg_inf = T(0), T(1), T(0.5), T(-np.inf)
+    finfo = np.finfo(dtype)
+    # Bounds of reference._clipped: logs of the clipped value are finite.
+    clip_lo, clip_hi = T(finfo.tiny), T(1 - finfo.epsneg)
+
+    @cuda.jit(device=True, inline="always")
+    def g(z, code):
+        """Elementwise activation of a pre-activation ``z``."""
+        if code == SIGMOID:
+            # Two branches sharing e = exp(-|z|) in (0, 1]: exp never overflows.
+            e = T(math.exp(-abs(z)))
+            if z >= zero:
+                return one / (one + e)
+            return e / (one + e)
+        if code == TANH:
+            return T(math.tanh(z))
+        if code == RELU:
+            return zero if z < zero else z  # not max(): NaN stays NaN
+        return z
+
+    @cuda.jit(device=True, inline="always")
+    def g_prime(a, code):
+        """``g'(z)`` written through the activation's output ``a = g(z)``."""
+        if code == SIGMOID:
+            return a * (one - a)
+        if code == TANH:
+            return one - a * a
+        if code == RELU:
+            return one if a > zero else zero
+        return one
+
+    @cuda.jit(device=True, inline="always")
+    def clip(a):
+        """``a`` into [tiny, 1 - epsneg]; comparisons, not min/max, so NaN stays NaN."""
+        if a < clip_lo:
+            return clip_lo
+        if a > clip_hi:
+            return clip_hi
+        return a
+
+    @cuda.jit(device=True, inline="always")
+    def delta_and_cost(a, y, act_code, loss_code, rows):
+        """``(δ_pj, c_pj)`` of one output entry: the error and its share of the cost."""
+        diff = a - y
+        if loss_code == MSE:
+            return diff * g_prime(a, act_code) / rows, half * diff * diff
+        # Canonical pairs: the derivative of g_o cancels, δ = (a - y) / P.
+        c = clip(a)
+        if loss_code == BINARY_CROSS_ENTROPY:
+            return diff / rows, -(y * T(math.log(c)) + (one - y) * T(math.log1p(-c)))
+        return diff / rows, -y * T(math.log(c))
+
+    @cuda.jit(device=True, inline="always")
+    def tree_sum(shared, t, width):
+        """``shared[0] = Σ shared[:width]`` by halving (``width`` a power of two).
+
+        Every thread of the block must call it (it holds barriers), after the block's
+        writes to ``shared`` and a ``syncthreads``.
+        """
+        s = width // 2
+        while s > 0:
+            if t < s:
+                shared[t] += shared[t + s]
+            cuda.syncthreads()
+            s //= 2
+
+    @cuda.jit
+    def bias_act(z, b, code):
+        """``z[i] = g(z[i] + b[i mod n])`` over the flattened (P, n) batch ``z``."""
+        n = b.shape[0]
+        for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
+            z[i] = g(z[i] + b[i % n], code)
+
+    @cuda.jit
+    def bias_softmax(z, b):
+        """Row-wise ``softmax(z + b)`` in place; ``z``: (P, n). One block per row.
+
+        The block's threads stride over the row's columns; their partial max and sum are
+        combined through shared memory. With a warp-sized block, every thread reading all
+        ROW_THREADS partials (a broadcast) is as cheap as a tree and needs two barriers per
+        row instead of ten. A NaN anywhere in the row makes its sum, so every output, NaN.
+        """
+        row_max = cuda.shared.array(ROW_THREADS, dtype)
+        row_sum = cuda.shared.array(ROW_THREADS, dtype)
+        t = cuda.threadIdx.x
+        P, n = z.shape
+        for p in range(cuda.blockIdx.x, P, cuda.gridDim.x):
+            # Pass 1: add the bias, keep this thread's running max.
+            m = neg_inf
+            for j in range(t, n, ROW_THREADS):
+                v = z[p, j] + b[j]
+                z[p, j] = v
+                m = max(m, v)
+            row_max[t] = m
+            cuda.syncthreads()
+            for k in range(ROW_THREADS):
+                m = max(m, row_max[k])
+            # Pass 2: exp of the max-shifted values (all <= 0, so no overflow), summed.
+            total = zero
+            for j in range(t, n, ROW_THREADS):
+                e = T(math.exp(z[p, j] - m))
+                z[p, j] = e
+                total += e
+            row_sum[t] = total
+            # This barrier also orders this row's reads of row_max before the next row's
+            # writes; the next row's first barrier does the same for row_sum.
+            cuda.syncthreads()
+            total = zero
+            for k in range(ROW_THREADS):  # same order in every thread: same total
+                total += row_sum[k]
+            # Pass 3: normalise. Each thread touches only the columns it wrote.
+            for j in range(t, n, ROW_THREADS):
+                z[p, j] = z[p, j] / total
+
+    @cuda.jit
+    def output_delta(a, y, delta, partials, act_code, loss_code):
+        """``δ^L`` with one thread per row (grid-stride), and each block's cost sum.
+
+        For narrow output layers. ``partials[blockIdx.x]`` receives the sum of
+        ``c(a_p, y_p)`` over the block's rows; :func:`finish_cost` completes the mean.
+        """
+        shared = cuda.shared.array(REDUCE_THREADS, dtype)
+        t = cuda.threadIdx.x
+        P, n = a.shape
+        rows = T(P)
+        cost = zero
+        for p in range(cuda.grid(1), P, cuda.gridsize(1)):
+            for j in range(n):
+                d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows)
+                delta[p, j] = d
+                cost += c
+        # The reduction is outside the loop: every thread reaches each syncthreads.
+        shared[t] = cost
+        cuda.syncthreads()
+        tree_sum(shared, t, REDUCE_THREADS)
+        if t == 0:
+            partials[cuda.blockIdx.x] = shared[0]
+
+    @cuda.jit
+    def output_delta_wide(a, y, delta, partials, act_code, loss_code):
+        """``δ^L`` with one warp-sized block per row (grid-stride), for wide output layers.
+
+        The block's threads stride along the row (coalesced), each keeping its share of
+        the costs of all the block's rows; one reduction at the end gives the block's sum.
+        """
+        shared = cuda.shared.array(ROW_THREADS, dtype)
+        t = cuda.threadIdx.x
+        P, n = a.shape
+        rows = T(P)
+        cost = zero
+        for p in range(cuda.blockIdx.x, P, cuda.gridDim.x):
+            for j in range(t, n, ROW_THREADS):
+                d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows)
+                delta[p, j] = d
+                cost += c
+        shared[t] = cost
+        cuda.syncthreads()
+        tree_sum(shared, t, ROW_THREADS)
+        if t == 0:
+            partials[cuda.blockIdx.x] = shared[0]
+
+    @cuda.jit
+    def finish_cost(partials, cost, total, P):
+        """``cost[0] = Σ partials / P`` and ``total[0] += Σ partials`` (float64), one block.
+
+        ``total`` is the epoch's running sum of the example costs, kept in float64 as the
+        CPU backends keep it: summing float32 batch costs would drift by ~steps x eps.
+        Deterministic (a fixed-order tree, no atomics).
+        """
+        shared = cuda.shared.array(REDUCE_THREADS, dtype)
+        t = cuda.threadIdx.x
+        s = zero
+        for i in range(t, partials.shape[0], REDUCE_THREADS):
+            s += partials[i]
+        shared[t] = s
+        cuda.syncthreads()
+        tree_sum(shared, t, REDUCE_THREADS)
+        if t == 0:
+            cost[0] = shared[0] / T(P)
+            total[0] += float64(shared[0])
+
+    @cuda.jit
+    def hidden_delta(delta, a, code):
+        """``δ ⊙= g'(a)`` over flattened (P, n) arrays, in place on the GEMM output."""
+        for i in range(cuda.grid(1), delta.shape[0], cuda.gridsize(1)):
+            delta[i] *= g_prime(a[i], code)
+
+    @cuda.jit
+    def weight_bias_grad(a_prev, delta, dW, db, split, rows_per_split):
+        """``[∂W; ∂b] = [a_prev 1]^T δ`` over the block's share of the P rows.
+
+        The gradient is one ``(n_in + 1, n_out)`` matrix: row ``n_in`` is the bias, the
+        weight of a constant input 1. Block ``(bx, by, bz)`` owns output rows
+        ``by*GRAD_TILE_I ..`` and columns ``bx*GRAD_TILE_J ..`` and batch rows
+        ``bz*rows_per_split ..``. Each step stages ``GRAD_TILE_P`` batch rows of
+        ``a_prev`` and ``δ`` in shared memory (coalesced along the contiguous axis);
+        each thread then accumulates a GRAD_ROWS x GRAD_COLS block of outputs in
+        registers: 6 shared loads per 8 FMAs. Out-of-range entries are staged as 0 so
+        the inner loop has no remainders.
+
+        With one split (``gridDim.z == 1``) the block writes ``dW`` and ``db``; with
+        several it writes its partial product to ``split[bz]`` (``(splits, n_in + 1,
+        n_out)``) and :func:`sum_splits` adds them, in a fixed order.
+        """
+        a_tile = cuda.shared.array((GRAD_TILE_P, GRAD_TILE_I), dtype)  # [p, i]
+        d_tile = cuda.shared.array((GRAD_TILE_P, GRAD_TILE_J), dtype)  # [p, j]
+        acc = cuda.local.array((GRAD_ROWS, GRAD_COLS), dtype)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        t = ty * GRAD_THREADS + tx
+        P, n_in = a_prev.shape
+        n_out = delta.shape[1]
+        i0 = cuda.blockIdx.y * GRAD_TILE_I
+        j0 = cuda.blockIdx.x * GRAD_TILE_J
+        p_start = cuda.blockIdx.z * rows_per_split
+        p_stop = min(P, p_start + rows_per_split)
+        for r in range(GRAD_ROWS):
+            for c in range(GRAD_COLS):
+                acc[r, c] = zero
+        for p0 in range(p_start, p_stop, GRAD_TILE_P):
+            # Stage a_prev[p0:p0+TILE_P, i0:i0+TILE_I] (with the bias column of ones) and
+            # δ[p0:p0+TILE_P, j0:j0+TILE_J]: consecutive threads, consecutive columns.
+            for s in range(GRAD_TILE_P * GRAD_TILE_I // GRAD_BLOCK):
+                k = (t + s * GRAD_BLOCK) // GRAD_TILE_I
+                ii = (t + s * GRAD_BLOCK) % GRAD_TILE_I
+                p = p0 + k
+                i = i0 + ii
+                v = zero
+                if p < p_stop:
+                    if i < n_in:
+                        v = a_prev[p, i]
+                    elif i == n_in:
+                        v = one  # the constant input of the bias
+                a_tile[k, ii] = v
+            for s in range(GRAD_TILE_P * GRAD_TILE_J // GRAD_BLOCK):
+                k = (t + s * GRAD_BLOCK) // GRAD_TILE_J
+                jj = (t + s * GRAD_BLOCK) % GRAD_TILE_J
+                p = p0 + k
+                j = j0 + jj
+                v = zero
+                if p < p_stop and j < n_out:
+                    v = delta[p, j]
+                d_tile[k, jj] = v
+            cuda.syncthreads()
+            for k in range(GRAD_TILE_P):
+                for r in range(GRAD_ROWS):
+                    a_k = a_tile[k, ty + r * GRAD_THREADS]
+                    for c in range(GRAD_COLS):
+                        acc[r, c] += a_k * d_tile[k, tx + c * GRAD_THREADS]
+            cuda.syncthreads()  # the tiles are read by all before being overwritten
+        whole = cuda.gridDim.z == 1
+        for r in range(GRAD_ROWS):
+            i = i0 + ty + r * GRAD_THREADS
+            for c in range(GRAD_COLS):
+                j = j0 + tx + c * GRAD_THREADS
+                if j < n_out and i <= n_in:
+                    if not whole:
+                        split[cuda.blockIdx.z, i, j] = acc[r, c]
+                    elif i < n_in:
+                        dW[i, j] = acc[r, c]
+                    else:
+                        db[j] = acc[r, c]
+
+    @cuda.jit
+    def sum_splits(split, dW, db):
+        """``[dW; db] = Σ_z split[z]`` over ``(n_in + 1) * n_out`` entries (grid-stride)."""
+        splits, rows, n_out = split.shape
+        n_in = rows - 1
+        for e in range(cuda.grid(1), rows * n_out, cuda.gridsize(1)):
+            i = e // n_out
+            j = e % n_out
+            s = zero
+            for z in range(splits):
+                s += split[z, i, j]
+            if i < n_in:
+                dW[i, j] = s
+            else:
+                db[j] = s
+
+    @cuda.jit
+    def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):
+        """Fused SGD step over flattened arrays (PyTorch's momentum convention)."""
+        for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
+            w = param[i]
+            g_i = grad[i] + weight_decay * w
+            if momentum != zero:
+                v = velocity[i] * momentum + g_i
+                velocity[i] = v
+                if nesterov:
+                    g_i = g_i + momentum * v
+                else:
+                    g_i = v
+            param[i] = w - lr * g_i
+
+    @cuda.jit
+    def adam_step(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
+                  bias1, bias2, eps, weight_decay):
+        """Fused Adam step over flattened arrays; ``bias1 = 1 - β1^t``, ``bias2 = 1 - β2^t``."""
+        for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
+            w = param[i]
+            g_i = grad[i] + weight_decay * w
+            m_i = m[i] * beta1 + one_minus_beta1 * g_i
+            v_i = v[i] * beta2 + one_minus_beta2 * g_i * g_i
+            m[i] = m_i
+            v[i] = v_i
+            m_hat = m_i / bias1
+            v_hat = v_i / bias2
+            param[i] = w - lr * m_hat / (T(math.sqrt(v_hat)) + eps)
+
+    return {
+        "bias_act": bias_act,
+        "bias_softmax": bias_softmax,
+        "output_delta": output_delta,
+        "output_delta_wide": output_delta_wide,
+        "finish_cost": finish_cost,
+        "hidden_delta": hidden_delta,
+        "weight_bias_grad": weight_bias_grad,
+        "sum_splits": sum_splits,
+        "sgd_step": sgd_step,
+        "adam_step": adam_step,
+    }
