@@ -214,14 +214,12 @@ class Network:
         """
         P = len(index) if index is not None else X.shape[0]
         self._workspace(P)
-        direct = self.backend.shares_host_memory  # gather straight into the workspace
-        for host, buf, dev in ((X, self._host_x, self.activations[0]),
-                               (Y, self._host_y, self.targets)):
-            if host is None:
-                continue
-            if index is not None:  # a memory-mapped file's rows are read, not mapped
-                host = mapped.take(host, index, out=dev[:P] if direct else buf[:P])
-            self.backend.to_device(host, out=dev[:P])
+        for src, buf, dev in ((X, self._host_x, self.activations[0]),
+                              (Y, self._host_y, self.targets)):
+            if src is not None:
+                # host arrays (a memory-mapped file's rows are read, not mapped), or the
+                # device copies of backend.resident (fit on a GPU)
+                self.backend.gather_rows(src, index, dev[:P], buf[:P])
         return P
 
     def _forward(self, P):

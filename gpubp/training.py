@@ -115,6 +115,8 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
     """The loop over epochs of :func:`fit`, after its checks; returns the History."""
     P_total = len(order)
     snapshot = [net.backend.empty(p.shape, p.dtype) for p in net.params]
+    # the training data where a step reads it: on a GPU, uploaded once for the run
+    X_train, Y_train = net.backend.resident(X), net.backend.resident(Y)
     run = Run(net, optimizer, history, epochs)
     for cb in callbacks:
         cb.on_train_begin(run)
@@ -132,8 +134,8 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
                 net.rng.shuffle(order)
             lr_now = optimizer.start_epoch(epoch, epochs)
             epoch_rows = order if rows is None else rows[order]
-            epoch_loss, epoch_accuracy = _train_epoch(net, optimizer, X, Y, epoch_rows,
-                                                      batch_size, group)
+            epoch_loss, epoch_accuracy = _train_epoch(net, optimizer, X_train, Y_train,
+                                                      epoch_rows, batch_size, group)
             finite = np.isfinite(epoch_loss) and net.backend.all_finite(net.params)
             if not group.all(finite):
                 for dst, src in zip(net.params, snapshot):
@@ -200,9 +202,11 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
     if reduction is None and not mapped.is_mapped(X) and compiled.supported(net, optimizer):
         total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
     else:
-        total = correct = 0.0
+        total, correct = net.backend.cost_sum(), 0.0
         classifier = net.is_classifier
         pages = mapped.PageBudget([X, Y])
+        if reduction is None:
+            order = net.backend.resident(order)  # on a GPU: uploaded once per epoch
         # A diverging run overflows on the way to a non-finite loss; that is detected and
         # reported by the caller, so the floating-point warnings it raises are not news.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -214,7 +218,7 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
                     cost, P = net._train_step(optimizer, X, Y, batch[group.rows(len(batch))],
                                               reduction, len(batch))
                 # backend scalars (device arrays on CUDA): converted once, after the loop
-                total = total + cost * P
+                total.add(cost, P)
                 if classifier and P:
                     correct = correct + net._count_correct(P)
                 pages.touched(P)

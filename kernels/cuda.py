@@ -103,7 +103,7 @@ class Kernel:
         compiled.launch(args, grid, block, stream, 0)
 
     def __repr__(self):
-        return f"<Kernel {self.name}{self.signature.args}>"
+        return f"<Kernel {self.name}({', '.join(map(str, self.signature.args))})>"
 
 
 def signatures(dtype):

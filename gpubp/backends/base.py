@@ -13,6 +13,8 @@ Every backend offers the same small set of operations on its own arrays:
 ``sgd_update``            fused SGD / momentum / Nesterov / weight-decay step
 ``adam_update``           fused Adam step
 ``count_correct``         correct predictions of a batch (the epoch's accuracy)
+``resident/gather_rows``  training data on the backend once; a batch's rows gathered
+``cost_sum``              the epoch's sum of the example costs, synchronised once
 ========================  =====================================================
 
 The kernel signatures are those of :mod:`gpubp.kernels.reference`, whose docstrings give
@@ -28,6 +30,7 @@ import warnings
 
 import numpy as np
 
+from gpubp import mapped
 from gpubp.kernels import reference as reference_kernels
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -92,6 +95,30 @@ class Backend:
     def copyto(self, dst, src):
         dst[...] = src
 
+    def resident(self, array):
+        """``array`` where a step reads it best: itself on the host backends; the CUDA
+        backend uploads it once (see :meth:`gather_rows`)."""
+        return array
+
+    def gather_rows(self, src, index, out, staging):
+        """``out[:] = src[index]`` (all rows of ``src`` when ``index`` is None).
+
+        ``src`` is a host array or one returned by :meth:`resident`; ``staging`` is a host
+        buffer shaped like ``out`` for backends whose memory is not the host's.
+        """
+        if index is not None:  # a memory-mapped file's rows are read, not mapped
+            src = mapped.take(src, index, out=out if self.shares_host_memory else staging)
+        self.to_device(src, out=out)
+        return out
+
+    def cost_sum(self):
+        """An accumulator of an epoch's example costs: ``acc.add(cost, P)``, ``float(acc)``.
+
+        ``cost`` is a batch's mean cost as ``output_delta`` returns it; the sum is kept in
+        float64 (the CUDA backend keeps it on the device, summed by its cost kernel).
+        """
+        return CostSum()
+
     def all_finite(self, arrays):
         return all(bool(self.xp.isfinite(a).all()) for a in arrays)
 
@@ -132,6 +159,19 @@ class Backend:
         if loss == "cross_entropy":
             return (xp.argmax(a, axis=1) == xp.argmax(y, axis=1)).sum()
         return xp.all((a > 0.5) == (y > 0.5), axis=1).sum()
+
+
+class CostSum:
+    """``Σ cost_b P_b`` over an epoch's batches, in float64 (see :meth:`Backend.cost_sum`)."""
+
+    def __init__(self):
+        self.total = 0.0
+
+    def add(self, cost, P):
+        self.total = self.total + float(cost) * P
+
+    def __float__(self):
+        return float(self.total)
 
 
 def cuda_status():

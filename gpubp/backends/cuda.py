@@ -3,103 +3,39 @@
 CuPy owns the memory and runs the dense products (``xp.matmul`` is cuBLAS); the steps in
 between are the kernels of :mod:`gpubp.kernels.cuda`, launched on CuPy's *current*
 stream so that they are ordered with CuPy's own work without any host synchronisation.
-CuPy arrays are handed to Numba as zero-copy device-array views made with ``sync=False``:
-Numba would otherwise synchronise on the array's stream at every launch (the
-``__cuda_array_interface__`` default).
+
+Host work per step is kept near zero (``docs/cuda.md`` counts it):
+
+- the Numba views of CuPy arrays (and their flat forms) are cached by (pointer, shape,
+  strides), built once and reused every step; the cache is dropped when a workspace is
+  allocated with ``empty`` (a view holds its array alive, so a cached pointer can never
+  be reused by another array);
+- kernels are launched through :class:`gpubp.kernels.cuda.Kernel`: no per-call typing;
+- training data that fits in device memory is uploaded once per ``fit``
+  (:meth:`CudaBackend.resident`) and each batch is gathered on the device; otherwise
+  batches go through pinned, double-buffered staging, so uploads are truly asynchronous;
+- the epoch's cost is summed on the device in float64 by the cost kernel itself.
 
 Under ``NUMBA_ENABLE_CUDASIM=1`` (Numba's CUDA simulator) the backend uses NumPy arrays
-and runs the *same* kernels in the simulator: this is how the GPU path is tested on
-machines without a GPU. Importing this module never needs CuPy or a GPU; :func:`probe`
-says whether the backend is usable and, if not, why.
+and runs the *same* kernels and the same bookkeeping in the simulator: this is how the
+GPU path is tested on machines without a GPU. Importing this module never needs CuPy or
+a GPU; :func:`probe` says whether the backend is usable and, if not, why.
 """
 
-import functools
+import weakref
 
 import numpy as np
 
+from gpubp import mapped
 from gpubp.backends.base import Backend
+from gpubp.backends.cuda_probe import probe, simulated  # noqa: F401 - re-exported
 
-WEIGHT_GRADS = ("fused", "cublas")
-
-
-def simulated():
-    """Whether Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` before import)."""
-    from numba import config
-
-    return bool(config.ENABLE_CUDASIM)
-
-
-@functools.lru_cache(maxsize=1)
-def probe():
-    """Whether the CUDA backend can run here, and why not. Never raises; cached.
-
-    Checks, in order: CuPy imports; a CUDA driver is loadable; a device is present;
-    the driver's major CUDA version is at least that of CuPy's runtime; a CuPy
-    operation and a Numba CUDA kernel launch both succeed on the device (the latter
-    compiles a kernel, catching a missing NVVM or a PTX the driver is too old to load).
-
-    Returns
-    -------
-    usable : bool
-    reason : str
-        ``"Numba CUDA simulator"`` under the simulator, the device's name when usable,
-        otherwise what was missing.
-    """
-    try:
-        return _probe()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not usable"
-        return False, f"the CUDA probe failed ({type(exc).__name__}: {exc})"
-
-
-def _probe():
-    if simulated():
-        return True, "Numba CUDA simulator"
-    try:
-        import cupy
-    except Exception as exc:  # noqa: BLE001 - ImportError, or a broken CUDA library
-        return False, f"CuPy is not installed or cannot be imported ({type(exc).__name__}: {exc})"
-    runtime = cupy.cuda.runtime
-    try:
-        driver_version = runtime.driverGetVersion()
-    except Exception as exc:  # noqa: BLE001
-        return False, f"no CUDA driver ({type(exc).__name__}: {exc})"
-    if driver_version == 0:
-        return False, "no CUDA driver is installed"
-    try:
-        n_devices = runtime.getDeviceCount()
-    except Exception as exc:  # noqa: BLE001
-        return False, f"no CUDA device ({type(exc).__name__}: {exc})"
-    if n_devices == 0:
-        return False, "no CUDA device"
-    runtime_version = runtime.runtimeGetVersion()
-    # Only the major version must match: within one major release an older driver runs a
-    # newer runtime (CUDA minor-version compatibility); what it cannot do (load too new a
-    # PTX) the trial kernel below catches.
-    if driver_version // 1000 < runtime_version // 1000:
-        return False, (f"wrong CUDA version: the driver supports CUDA {_version(driver_version)}"
-                       f" but CuPy was built for CUDA {_version(runtime_version)}")
-    if not cupy.is_available():
-        return False, "CuPy reports no usable CUDA device"
-    try:
-        x = cupy.arange(8, dtype=cupy.float32)
-        if float((x @ x).get()) != 140.0:
-            return False, "a trial CuPy operation gave a wrong result"
-    except Exception as exc:  # noqa: BLE001
-        return False, f"a trial CuPy operation failed ({type(exc).__name__}: {exc})"
-    try:
-        backend = CudaBackend()
-        y = x.copy()
-        backend.hidden_delta(y.reshape(2, 4), x.reshape(2, 4), "relu")  # y *= (x > 0)
-        if not bool((y == x).all()):
-            return False, "a trial Numba CUDA kernel gave a wrong result"
-    except Exception as exc:  # noqa: BLE001
-        return False, f"a trial Numba CUDA kernel failed ({type(exc).__name__}: {exc})"
-    name = runtime.getDeviceProperties(cupy.cuda.Device().id)["name"]
-    return True, name.decode() if isinstance(name, bytes) else str(name)
-
-
-def _version(v):
-    return f"{v // 1000}.{v % 1000 // 10}"
+WEIGHT_GRADS = ("auto", "fused", "cublas")
+# weight_grad="auto": the fused kernel while a layer's product 2 P (n_in + 1) n_out stays
+# at or below this many flops, cuBLAS and a column sum above (docs/cuda.md, "the size rule").
+FUSED_MAX_FLOP = 2**25
+MAX_VIEWS = 512  # cached Numba views; more means arrays come and go, not a training loop
+RESIDENT_FRACTION = 0.5  # of the free device memory that resident training data may take
 
 
 class CudaBackend(Backend):
@@ -107,18 +43,24 @@ class CudaBackend(Backend):
 
     Parameters
     ----------
-    weight_grad : {"fused", "cublas"}
-        ``"fused"`` (default) computes ``∂W`` and ``∂b`` in one tiled kernel;
-        ``"cublas"`` uses ``a^{l-1 T} δ`` through cuBLAS and a CuPy column sum, so that the
-        benchmarks can compare them.
+    weight_grad : {"auto", "fused", "cublas"}
+        How ``∂W, ∂b`` are computed: ``"fused"`` in one tiled kernel, ``"cublas"`` as
+        ``a^{l-1 T} δ`` through cuBLAS plus a CuPy column sum, ``"auto"`` (default) by
+        the layer's size (:data:`FUSED_MAX_FLOP`).
     **_
         Options meant for other backends are ignored.
+
+    Attributes
+    ----------
+    counts : dict
+        Host-side work done so far: ``"views"`` (Numba views built) and ``"copies"``
+        (host <-> device transfers). Tests and ``docs/cuda.md`` read it per step.
     """
 
     name = "cuda"
     device = "cuda"
 
-    def __init__(self, weight_grad="fused", **_):
+    def __init__(self, weight_grad="auto", **_):
         if weight_grad not in WEIGHT_GRADS:
             raise ValueError(f"weight_grad must be one of {WEIGHT_GRADS}, got {weight_grad!r}")
         from gpubp.kernels import cuda as kernels
@@ -130,37 +72,79 @@ class CudaBackend(Backend):
             import cupy as xp  # the caller has checked probe(); an ImportError is a bug
         super().__init__(xp=xp, kernels=kernels)
         self.weight_grad = weight_grad
-        self._partials = {}  # (blocks, dtype) -> per-block cost sums, one per batch shape
-        self._streams = {}  # CuPy stream pointer -> Numba stream wrapping it
+        self.counts = {"views": 0, "copies": 0}
+        self._views = {}  # (pointer, shape, strides, dtype, flat) -> Numba view
+        self._scratch = {}  # (name, shape, dtype) -> workspace of the kernels
+        self._scalars = {}  # dtype -> 0-d view of the "cost" workspace
+        self._streams = {}  # CuPy stream pointer -> cuda.core stream
+        self._resident = weakref.WeakValueDictionary()  # id -> array uploaded by resident()
+        self._staging = {}  # (shape, dtype) -> [two pinned buffers, their upload events, next]
+        self.cost_total = xp.zeros(1, dtype=np.float64)  # Σ example costs since reset
 
-    # -- CuPy <-> Numba ---------------------------------------------------------------
-    def _nb(self, array):
-        """A Numba view of a backend array (the array itself under the simulator)."""
+    # -- Numba views and streams ------------------------------------------------------
+    def _nb(self, array, flat=False):
+        """A Numba view of a backend array (``flat``: 1-D), cached.
+
+        Under the simulator the "view" is the NumPy array itself (or its flat view), so
+        that the cache and its counts behave as on a GPU.
+        """
         if self.simulated:
-            return array
+            key = (array.ctypes.data, array.shape, array.strides, array.dtype, flat)
+        else:
+            key = (array.data.ptr, array.shape, array.strides, array.dtype, flat)
+        view = self._views.get(key)
+        if view is None:
+            if not array.flags.c_contiguous:
+                raise ValueError(f"the CUDA kernels take C-contiguous arrays, got shape "
+                                 f"{array.shape} with strides {array.strides}")
+            if len(self._views) >= MAX_VIEWS:
+                self._views.clear()
+            view = array if self.simulated else self._wrap(array)
+            if flat:
+                view = view.reshape(array.size)
+            self._views[key] = view
+            self.counts["views"] += 1
+        return view
+
+    def _wrap(self, array):
         from numba import cuda
 
         # sync=False: the kernel is queued on the same stream as the work that wrote the
-        # array, so stream order already guarantees the data is ready.
+        # array, so stream order already guarantees the data is ready. owner=array keeps
+        # the memory alive as long as the view is cached.
         return cuda.from_cuda_array_interface(array.__cuda_array_interface__, owner=array,
                                               sync=False)
 
     def _stream(self):
-        """CuPy's current stream as a Numba stream (0, Numba's default, in the simulator)."""
+        """CuPy's current stream as the ``cuda.core`` stream a Kernel launches on."""
         if self.simulated:
             return 0
-        from numba import cuda
-
         ptr = self.xp.cuda.get_current_stream().ptr
         stream = self._streams.get(ptr)
         if stream is None:
+            from cuda.core import Stream
+
             # ptr 0 is CuPy's null stream, the legacy default stream.
-            stream = cuda.legacy_default_stream() if ptr == 0 else cuda.external_stream(ptr)
-            self._streams[ptr] = stream
+            stream = self._streams[ptr] = Stream.from_handle(ptr)
         return stream
 
+    def _workspace(self, name, shape, dtype):
+        key = (name, shape, np.dtype(dtype))
+        array = self._scratch.get(key)
+        if array is None:
+            array = self._scratch[key] = self.xp.empty(shape, dtype=dtype)
+        return array
+
     # -- arrays -----------------------------------------------------------------------
+    def empty(self, shape, dtype):
+        # Workspaces (Network._workspace) are allocated here when they grow: let the views
+        # of the old ones go, and the old memory with them. (Zeroed state, allocated once
+        # by an optimizer's first step, keeps the views of that step.)
+        self._views.clear()
+        return self.xp.empty(shape, dtype=dtype)
+
     def to_device(self, host, dtype=None, out=None):
+        self.counts["copies"] += 1
         if self.simulated or out is None:
             return super().to_device(host, dtype=dtype, out=out)
         # ndarray.set copies host -> device on the current stream.
@@ -168,6 +152,7 @@ class CudaBackend(Backend):
         return out
 
     def to_host(self, array):
+        self.counts["copies"] += 1
         if self.simulated:
             return np.array(array, copy=True)
         return self.xp.asnumpy(array)  # CuPy refuses implicit conversion by np.array
@@ -176,47 +161,166 @@ class CudaBackend(Backend):
         if not self.simulated:
             self.xp.cuda.get_current_stream().synchronize()
 
+    # -- resident data ----------------------------------------------------------------
+    def _is_resident(self, array):
+        if self.simulated:  # NumPy stands for device memory: track what was uploaded
+            owner = array if array.base is None else array.base
+            return self._resident.get(id(owner)) is owner
+        return isinstance(array, self.xp.ndarray)
+
+    def _free_bytes(self):
+        if self.simulated:
+            return 2**40
+        return self.xp.cuda.Device().mem_info[0]
+
+    def resident(self, array):
+        """``array`` on the device, uploaded once, if it fits; else ``array`` itself.
+
+        ``fit`` calls it for ``X`` and ``Y`` once per run and for the shuffled order once
+        per epoch, so that a step gathers its batch on the device (:meth:`gather_rows`)
+        with no transfer. Data larger than RESIDENT_FRACTION of the free device memory
+        stays on the host and is staged batch by batch instead, and so does a memory-mapped
+        file (never read whole).
+        """
+        if (self._is_resident(array) or mapped.is_mapped(array)
+                or array.nbytes > RESIDENT_FRACTION * self._free_bytes()):
+            return array
+        device = self.to_device(np.ascontiguousarray(array))
+        self._resident[id(device)] = device
+        return device
+
+    def gather_rows(self, src, index, out, staging):
+        """``out[:] = src[index]`` (all of ``src`` when ``index`` is None).
+
+        Resident ``src``: one gather on the device (``take``), no transfer. Host ``src``:
+        gathered on the host into pinned staging, then one asynchronous upload.
+        """
+        if self._is_resident(src):
+            if index is None:
+                self.copyto(out, src)
+            else:
+                if not self._is_resident(index):
+                    index = self.to_device(np.asarray(index))
+                self.xp.take(src, index, axis=0, out=out)
+            return out
+        pinned = self._pinned(out.shape, out.dtype)
+        if index is None:
+            np.copyto(pinned, src)
+        else:  # a memory-mapped file's rows are read, not mapped
+            mapped.take(src, index, out=pinned)
+        self.to_device(pinned, out=out)
+        self._uploaded(pinned)
+        return out
+
+    def _pinned(self, shape, dtype):
+        """The next of two page-locked host buffers of this shape; waits until its last
+        upload has finished (so that the host never overwrites rows still in flight)."""
+        key = (shape, np.dtype(dtype))
+        slot = self._staging.get(key)
+        if slot is None:
+            slot = self._staging[key] = [[self._pinned_empty(shape, dtype) for _ in range(2)],
+                                         [None, None], 0]
+        buffers, events, i = slot
+        if events[i] is not None:
+            events[i].synchronize()
+        return buffers[i]
+
+    def _pinned_empty(self, shape, dtype):
+        if self.simulated:
+            return np.empty(shape, dtype)
+        import cupyx
+
+        return cupyx.empty_pinned(shape, dtype=dtype)
+
+    def _uploaded(self, pinned):
+        """Record the upload from ``pinned`` just queued; the other buffer is next."""
+        slot = self._staging[(pinned.shape, pinned.dtype)]
+        i = slot[2]
+        if not self.simulated:
+            event = slot[1][i] or self.xp.cuda.Event(block=False, disable_timing=True)
+            event.record()
+            slot[1][i] = event
+        slot[2] = 1 - i
+
+    # -- the epoch's cost ------------------------------------------------------------------
+    def cost_sum(self):
+        """Start summing the example costs of an epoch: ``acc.add(cost, P)``, ``float(acc)``.
+
+        The cost kernel already adds every batch's sum to :attr:`cost_total` (float64, on
+        the device), so ``add`` does nothing and ``float`` is the epoch's one sync.
+        """
+        self.cost_total.fill(0)
+        return _DeviceCostSum(self.cost_total)
+
     # -- kernels ----------------------------------------------------------------------
     def bias_activation(self, z, b, activation):
-        self.kernels.bias_activation(self._nb(z), self._nb(b), activation,
-                                     stream=self._stream())
+        self.kernels.bias_activation(self._nb(z, flat=activation != "softmax"), self._nb(b),
+                                     activation, stream=self._stream())
 
     def output_delta(self, a, y, activation, loss, delta):
         """Launch the fused output kernel; returns the mean cost as a 0-d backend array.
 
         The cost stays on the device (converting it would synchronise); ``float(cost)``
-        works both for CuPy and, under the simulator, NumPy. Each call returns a fresh
-        one-element array so that costs kept by the caller are never overwritten.
+        works both for CuPy and, under the simulator, NumPy. The returned array is the
+        backend's: the next call overwrites it. The sum of the example costs is added to
+        :attr:`cost_total`.
         """
-        key = (self.kernels.delta_blocks(a.shape[0]), a.dtype)
-        partials = self._partials.get(key)
-        if partials is None:
-            partials = self._partials[key] = self.xp.empty(key[0], dtype=a.dtype)
-        cost = self.xp.empty(1, dtype=a.dtype)  # a pool allocation, not a cudaMalloc
+        P, n = a.shape
+        partials = self._workspace("partials", (self.kernels.delta_blocks(P, n),), a.dtype)
+        cost = self._workspace("cost", (1,), a.dtype)
+        scalar = self._scalars.get(a.dtype)
+        if scalar is None or scalar.base is not cost:
+            scalar = self._scalars[a.dtype] = cost.reshape(())
         self.kernels.output_delta(self._nb(a), self._nb(y), activation, loss,
                                   self._nb(delta), partials=self._nb(partials),
-                                  cost=self._nb(cost), stream=self._stream())
-        return cost.reshape(())
+                                  cost=self._nb(cost), total=self._nb(self.cost_total),
+                                  stream=self._stream())
+        return scalar
 
     def hidden_delta(self, delta, a, activation):
-        self.kernels.hidden_delta(self._nb(delta), self._nb(a), activation,
-                                  stream=self._stream())
+        self.kernels.hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
+                                  activation, stream=self._stream())
+
+    def uses_fused_grad(self, P, n_in, n_out):
+        """Whether ``weight_bias_gradients`` of this size runs the fused kernel."""
+        if self.weight_grad == "auto":
+            return 2 * P * (n_in + 1) * n_out <= FUSED_MAX_FLOP
+        return self.weight_grad == "fused"
 
     def weight_bias_gradients(self, a_prev, delta, dW, db):
-        if self.weight_grad == "cublas":
+        (P, n_in), n_out = a_prev.shape, delta.shape[1]
+        if not self.uses_fused_grad(P, n_in, n_out):
             self.xp.matmul(a_prev.T, delta, out=dW)
             self.xp.sum(delta, axis=0, out=db)
             return
+        splits, _ = self.kernels.grad_splits(P, n_in, n_out)
+        split = self._workspace("split", (splits, n_in + 1, n_out) if splits > 1 else
+                                (1, 1, 1), a_prev.dtype)
         self.kernels.weight_bias_gradients(self._nb(a_prev), self._nb(delta), self._nb(dW),
-                                           self._nb(db), stream=self._stream())
+                                           self._nb(db), split=self._nb(split),
+                                           stream=self._stream())
 
     def sgd_update(self, param, grad, velocity, lr, momentum=0.0, nesterov=False,
                    weight_decay=0.0):
-        self.kernels.sgd_update(self._nb(param), self._nb(grad),
-                                None if velocity is None else self._nb(velocity), lr,
-                                momentum, nesterov, weight_decay, stream=self._stream())
+        self.kernels.sgd_update(self._nb(param, flat=True), self._nb(grad, flat=True),
+                                None if velocity is None else self._nb(velocity, flat=True),
+                                lr, momentum, nesterov, weight_decay, stream=self._stream())
 
     def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
-        self.kernels.adam_update(self._nb(param), self._nb(grad), self._nb(m), self._nb(v),
-                                 lr, beta1, beta2, eps, step, weight_decay,
-                                 stream=self._stream())
+        self.kernels.adam_update(self._nb(param, flat=True), self._nb(grad, flat=True),
+                                 self._nb(m, flat=True), self._nb(v, flat=True), lr, beta1,
+                                 beta2, eps, step, weight_decay, stream=self._stream())
+
+
+class _DeviceCostSum:
+    """The epoch's cost sum kept by the cost kernel in a float64 device scalar."""
+
+    def __init__(self, total):
+        self.total = total
+
+    def add(self, cost, P):
+        """Nothing to do: the kernel that computed ``cost`` has added it already."""
+
+    def __float__(self):
+        return float(self.total[0])
+
