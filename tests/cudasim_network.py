@@ -167,13 +167,13 @@ def test_views_are_rebuilt_when_a_workspace_grows():
     assert be.counts["views"] == built  # cached
     net._train_step(opt, X, Y, np.arange(16, 40))  # 24 rows: the workspaces grow
     assert be.counts["views"] > built
-    # only views of the current workspaces (and parameters) are kept
-    live = {a.ctypes.data for a in (net._activations_flat, net._deltas_flat)}
-    assert not any(v.base is not None and v.base.ctypes.data not in live and
-                   v.base.ctypes.data != net.theta.ctypes.data and
-                   v.base.ctypes.data != net.nabla_theta.ctypes.data
-                   for v in be._views.values() if v.base is not None and v.base.ndim == 1
-                   and v.base.size > net.theta.size and v.base is not net.theta)
+    # no view of the old workspaces is kept (they are released): every cached view is
+    # of a current workspace, the parameters or the backend's own scratch
+    live = [net._activations_flat, net._deltas_flat, net.targets, net.theta,
+            net.nabla_theta, be.cost_total, *be._scratch.values()]
+    for view in be._views.values():
+        owner = view if view.base is None else view.base
+        assert any(owner is array for array in live), view.shape
     # the step after growing used the new workspaces: it trained on the right rows
     ref = gpubp.Network([13, 7, 5], device="cpu", backend="reference", dtype="float32",
                         seed=0)

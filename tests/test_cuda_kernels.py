@@ -194,8 +194,8 @@ MAX_REGISTERS = {"weight_bias_grad": 65536 // (2 * K.GRAD_THREADS**2)}
 
 
 @pytest.mark.parametrize("cc", [(7, 5), (8, 0), (9, 0)], ids=lambda cc: f"sm_{cc[0]}{cc[1]}")
-def test_ptxas_resources(cc, tmp_path, record_property):
-    ptx = _compile(cc)
+def test_ptxas_resources(cc, tmp_path, record_property, ptx_by_cc):
+    ptx = ptx_by_cc.get(cc) or _compile(cc)
     lines = []
     for name, text in sorted(ptx.items()):
         report = _ptxas(text, cc, tmp_path / f"{name}.ptx")
