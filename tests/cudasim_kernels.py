@@ -16,7 +16,6 @@ each such test checks that its launch does cross them, so a kernel that handled 
 element, row or tile per thread would fail.
 """
 
-import sys
 
 import numpy as np
 import pytest
@@ -24,15 +23,13 @@ from numba import config
 
 from gpubp.kernels import cuda as K
 from gpubp.kernels import reference as R
+from tests.cudasim_support import prepare
 
 if not config.ENABLE_CUDASIM:
     pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 before numba is imported "
                 "(tests/test_cuda_kernels.py runs this file that way)", allow_module_level=True)
 
-# The simulator runs each CUDA thread as a Python thread and a barrier waits on them in a
-# polling loop; a shorter GIL switch interval than the default 5 ms makes barriers, and
-# these tests, markedly faster. This file runs in its own interpreter.
-sys.setswitchinterval(1e-4)
+prepare()  # a faster GIL switch; a lock the simulator's shared memory lacks
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}
 DTYPES = [np.float32, np.float64]
@@ -191,6 +188,17 @@ def test_epoch_total_is_float64():
                    total=total)
     assert total[0] == 1e8 + batch_sum
     assert float(np.float32(1e8) + np.float32(batch_sum)) != total[0]  # float32 drifts
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_finish_cost_strides_over_many_partials(dtype):
+    """More partial sums than the reduction block's threads: each thread adds several."""
+    partials = np.random.default_rng(2).normal(size=3 * K.REDUCE_THREADS + 5).astype(dtype)
+    cost, total = np.full(1, np.nan, dtype), np.array([1.5])
+    K.kernels_for(dtype)["finish_cost"](1, K.REDUCE_THREADS, 0, partials, cost, total, 7)
+    want = partials.astype(np.float64).sum()
+    assert_close(cost[0], want / 7, dtype)
+    assert total[0] - 1.5 == pytest.approx(want, rel=RTOL[dtype], abs=RTOL[dtype] * 10)
 
 
 @pytest.mark.parametrize("dtype", [np.float32])

@@ -7,7 +7,6 @@ the backend's wiring (workspaces, the device cost, the optimizer hooks) and ever
 in its place in forward and backward passes.
 """
 
-import sys
 import types
 
 import numpy as np
@@ -17,15 +16,13 @@ from numba import config
 import gpubp
 from gpubp.backends import cuda as cuda_backend
 from gpubp.kernels import cuda as K
+from tests.cudasim_support import prepare
 
 if not config.ENABLE_CUDASIM:
     pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 before numba is imported "
                 "(tests/test_cuda_backend.py runs this file that way)", allow_module_level=True)
 
-# The simulator runs each CUDA thread as a Python thread and a barrier waits on them in a
-# polling loop; a shorter GIL switch interval than the default 5 ms makes barriers, and
-# these tests, markedly faster. This file runs in its own interpreter.
-sys.setswitchinterval(1e-4)
+prepare()  # a faster GIL switch; a lock the simulator's shared memory lacks
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 
