@@ -143,9 +143,10 @@ def group(distributed):
     if isinstance(distributed, Local):
         return distributed
     if distributed is True:
-        return Group(world())
+        distributed = world()
     if all(hasattr(distributed, m) for m in ("Get_rank", "Get_size", "Iallreduce")):
-        return Group(distributed)
+        # one rank has nothing to sum: the single-process path (and its compiled epoch)
+        return Group(distributed) if distributed.Get_size() > 1 else LOCAL
     raise TypeError(f"distributed must be a bool or an mpi4py communicator, got "
                     f"{type(distributed).__name__}")
 

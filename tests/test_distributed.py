@@ -339,3 +339,20 @@ def test_the_watchdog_ends_a_rank_whose_neighbour_was_killed():
     assert proc.returncode == 1
     assert "peer alive, still running" in proc.stdout and "not ended" not in proc.stdout
     assert "gpubp: rank 1 of 2 (pid" in proc.stderr and "has died; ending rank 0" in proc.stderr
+
+
+def test_one_rank_is_the_single_process_path(tmp_path):
+    """``distributed=True`` on one rank (no mpiexec) trains exactly as without it."""
+    case = {"name": "alone", "sizes": [4, 5, 3], "P": 50, "dtype": "float64",
+            "fit": {"epochs": 2, "batch_size": 8, "optimizer": "adam", "lr": 0.01}}
+    (tmp_path / "case.json").write_text(json.dumps([case]))
+    _mpiexec()  # mpi4py is needed (the test extra installs it)
+    proc = subprocess.run([sys.executable, str(HERE / "distributed_worker.py"),
+                           str(tmp_path / "case.json"), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, cwd=str(HERE),
+                          env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    assert proc.returncode == 0, proc.stderr
+    params, history = single(case)
+    got, got_history = read_result(tmp_path / "alone.rank0.npz")
+    assert all(np.array_equal(a, b) for a, b in zip(params, got))  # bit for bit
+    assert got_history == history
