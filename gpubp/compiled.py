@@ -8,13 +8,21 @@ paths take the same steps on the same batches with the same kernels; the tests h
 equal for every activation/loss pairing, depth and optimizer.
 
 BLAS threads: the matrix products of a small network are too small to split, and a
-second BLAS thread only adds a hand-off per call, so small steps run on one thread and
-large ones on every thread the BLAS is allowed (:func:`blas_threads`). The number is set
-for the epoch through threadpoolctl and restored afterwards.
+second BLAS thread only adds a hand-off per call, so small steps run on one thread
+(:func:`blas_threads`). For larger steps the answer depends on the machine's load, as
+measured: on the quiet 2-core machine two OpenBLAS threads do the big GEMMs up to twice
+as fast, but with other processes competing for the cores OpenBLAS's threads wait on each
+other (they spin and yield) and the same epoch ran 10-20x *slower* than on one thread. So
+larger steps are measured in place: the first epoch of a step shape times
+:data:`PROBE_STEPS` steps on one thread and as many on all of them, and the rest of the
+epoch, and the next :data:`REPROBE_EVERY` epochs, use the faster. Splitting an epoch into
+several compiled calls changes nothing in its results. The number of threads is set
+through threadpoolctl and restored afterwards; a lower limit set by the user is kept.
 """
 
 import functools
 import importlib.util
+import time
 
 import numpy as np
 
@@ -23,6 +31,9 @@ from gpubp.optimizers import SGD, Adam
 # A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread (measured on the
 # 2-core development machine, see blas_threads).
 ONE_THREAD_BELOW = 2_000_000
+PROBE_STEPS = 2  # steps timed on each thread count when a larger step shape is probed
+REPROBE_EVERY = 20  # epochs of a step shape between two probes (the load changes)
+_probes = {}  # (sizes, batch_size, dtype) -> [threads (1 or None), epochs since the probe]
 
 
 def supported(net, optimizer):
@@ -39,7 +50,7 @@ def _have_scipy_blas():
 
 def blas_threads(sizes, batch_size):
     """BLAS threads for a step of ``sizes`` at ``batch_size`` rows: 1 for small steps, else
-    None (all the library's threads).
+    None (all the library's threads, or one if :func:`train_epoch`'s probe finds that faster).
 
     A step does ``3 P Σ n_{l-1} n_l`` multiply-adds in its GEMMs. Below
     :data:`ONE_THREAD_BELOW` (64-64-10 @ 32 is 0.07 M, 784-128-10 @ 64 is 19 M) the
@@ -104,7 +115,7 @@ def _layout(net):
 
 
 def train_epoch(net, optimizer, X, Y, order, batch_size):
-    """One epoch of ``net.fit`` in one compiled call.
+    """One epoch of ``net.fit`` in one compiled call (three when it probes BLAS threads).
 
     Parameters
     ----------
@@ -145,12 +156,38 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     X = np.ascontiguousarray(X, dtype=net.dtype)
     Y = np.ascontiguousarray(Y, dtype=net.dtype)
     order = np.ascontiguousarray(order, dtype=np.int64)
-    with _BlasThreads(blas_threads(net.sizes, batch_size)):
-        cost_sum, correct, step = compiled(
-            X, Y, order, int(batch_size), net.theta, net.nabla_theta, net._activations_flat,
-            net._deltas_flat, net.targets, layout["sizes"], layout["w_offsets"],
-            layout["a_offsets"], layout["d_offsets"], layout["forward_codes"], layout["codes"],
-            layout["loss"], layout["tiny"], layout["one_minus"], net.is_classifier, code,
-            np.array(hyper, dtype=np.float64), state_a, state_b, optimizer.iterations)
-    optimizer.iterations = int(step)
-    return float(cost_sum), int(correct)
+    hyper = np.array(hyper, dtype=np.float64)
+    totals = [0.0, 0]
+
+    def run(rows, threads):
+        """The compiled epoch over the batches of ``rows`` (whole batches of ``order``)."""
+        with _BlasThreads(threads):
+            cost_sum, correct, step = compiled(
+                X, Y, rows, int(batch_size), net.theta, net.nabla_theta,
+                net._activations_flat, net._deltas_flat, net.targets, layout["sizes"],
+                layout["w_offsets"], layout["a_offsets"], layout["d_offsets"],
+                layout["forward_codes"], layout["codes"], layout["loss"], layout["tiny"],
+                layout["one_minus"], net.is_classifier, code, hyper, state_a, state_b,
+                optimizer.iterations)
+        optimizer.iterations = int(step)
+        totals[0] += float(cost_sum)
+        totals[1] += int(correct)
+
+    threads = blas_threads(net.sizes, batch_size)
+    start = 0
+    if threads is None and len(order) >= 4 * PROBE_STEPS * batch_size:
+        key = (tuple(net.sizes), int(batch_size), net.dtype.name)
+        entry = _probes.get(key)
+        if entry is None or entry[1] >= REPROBE_EVERY:
+            run(order[:0], None)  # compile first (if need be): JIT time is not a step's
+            seconds = {}
+            for candidate in (1, None):
+                t0 = time.perf_counter()
+                run(order[start:start + PROBE_STEPS * batch_size], candidate)
+                seconds[candidate] = time.perf_counter() - t0
+                start += PROBE_STEPS * batch_size
+            entry = _probes[key] = [min(seconds, key=seconds.get), 0]
+        entry[1] += 1
+        threads = entry[0]
+    run(order[start:], threads)
+    return totals[0], totals[1]

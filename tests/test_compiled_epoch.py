@@ -144,3 +144,35 @@ def test_blas_threads_are_limited_and_restored():
     assert counts() == before
     with compiled._BlasThreads(None):
         assert counts() == before
+
+
+def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
+    """Large steps time a few steps on one and on all BLAS threads, then use the faster;
+    the epoch split into three calls takes the same steps as one call."""
+    X, Y = make_problem([6, 5, 3], "cross_entropy", 100, seed=5)
+    order = np.random.default_rng(1).permutation(100)
+    nets = [gpubp.Network([6, 5, 3], dtype="float64", seed=0) for _ in range(2)]
+    opts = [SGD(lr=0.1, momentum=0.9) for _ in range(2)]
+    monkeypatch.setattr(compiled, "_probes", {})
+    monkeypatch.setattr(compiled, "blas_threads", lambda sizes, batch_size: 1)
+    expected = compiled.train_epoch(nets[0], opts[0], X, Y, order, 8)  # 13 steps, one call
+    monkeypatch.setattr(compiled, "blas_threads", lambda sizes, batch_size: None)
+    monkeypatch.setattr(compiled, "REPROBE_EVERY", 2)
+    calls = []
+    limiter = compiled._BlasThreads
+    monkeypatch.setattr(compiled, "_BlasThreads", lambda n: calls.append(n) or limiter(n))
+    got = compiled.train_epoch(nets[1], opts[1], X, Y, order, 8)
+    assert calls == [None, 1, None, compiled._probes[((6, 5, 3), 8, "float64")][0]]
+    assert got[1] == expected[1] and got[0] == pytest.approx(expected[0], rel=1e-12)
+    assert opts[1].iterations == opts[0].iterations == 13
+    np.testing.assert_allclose(nets[1].theta, nets[0].theta, rtol=1e-12, atol=1e-15)
+    calls.clear()
+    compiled.train_epoch(nets[1], opts[1], X, Y, order, 8)  # the choice is reused...
+    assert len(calls) == 1
+    calls.clear()
+    compiled.train_epoch(nets[1], opts[1], X, Y, order, 8)  # ...until it is due again
+    assert len(calls) == 4
+    small = X[:20], Y[:20], order[order < 20]  # too few steps to probe: one call
+    calls.clear()
+    compiled.train_epoch(nets[1], opts[1], *small, 8)
+    assert calls == [None]
