@@ -5,12 +5,12 @@ this module is the table the network validates its arguments against.
 """
 
 HIDDEN = ("sigmoid", "tanh", "relu", "identity")
-OUTPUT = HIDDEN + ("softmax",)
+OUTPUT = HIDDEN + ("softmax", "exp")  # exp: the rate of a Poisson output
 
 # Glorot/Xavier keeps the variance of sigmoid, tanh and linear units roughly constant
 # through the layers; He doubles it to make up for the half of relu's inputs set to zero.
 INIT = {"sigmoid": "glorot", "tanh": "glorot", "identity": "glorot", "softmax": "glorot",
-        "relu": "he"}
+        "relu": "he", "exp": "glorot"}
 
 
 def check_activation(name, argument, allowed):

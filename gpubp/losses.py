@@ -7,13 +7,18 @@ Per-example costs (the network reports their mean over the batch):
 - ``binary_cross_entropy``: ``−Σ_j [y_j log a_j + (1 − y_j) log(1 − a_j)]``, sigmoid
   output; ``δ^L = (a − y) / P``.
 - ``cross_entropy``: ``−Σ_j y_j log a_j``, softmax output; ``δ^L = (a − y) / P``.
+- ``poisson``: half the Poisson deviance ``Σ_j [y_j log(y_j / a_j) − y_j + a_j]`` for
+  counts or rates ``y >= 0``, exponential output ``a = e^z``; ``δ^L = (a − y) / P``.
 
 The kernels are in ``gpubp.kernels``; this module holds the table.
 """
 
-LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
-CANONICAL_OUTPUT = {"binary_cross_entropy": "sigmoid", "cross_entropy": "softmax"}
-DEFAULT_LOSS = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy"}
+LOSSES = ("mse", "binary_cross_entropy", "cross_entropy", "poisson")
+CANONICAL_OUTPUT = {"binary_cross_entropy": "sigmoid", "cross_entropy": "softmax",
+                    "poisson": "exp"}
+DEFAULT_LOSS = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
+                "exp": "poisson"}
+CLASSIFIER_LOSSES = ("binary_cross_entropy", "cross_entropy")
 
 
 def check_pairing(output, loss):
@@ -28,6 +33,9 @@ def check_pairing(output, loss):
             f"loss={loss!r} needs output={required!r} (the pairing whose output error is "
             f"a - y), got output={output!r}"
         )
+    if loss != "poisson" and output == "exp":
+        raise ValueError(f"output='exp' needs loss='poisson' (its canonical pairing), got "
+                         f"loss={loss!r}")
     if loss == "mse" and output == "softmax":
         raise ValueError(
             "loss='mse' needs an elementwise output activation (sigmoid, tanh, relu, "
@@ -38,4 +46,4 @@ def check_pairing(output, loss):
 
 def is_classifier(loss):
     """Classifiers predict labels and report accuracy; regressors predict outputs."""
-    return loss in CANONICAL_OUTPUT
+    return loss in CLASSIFIER_LOSSES

@@ -23,7 +23,9 @@ import numpy as np
 
 from gpubp import activations, losses, mapped, metrics
 from gpubp.backends import get_backend, resolve_device
+from gpubp.inputs import check_sample_weight, check_sparse_X, is_sparse
 from gpubp.validation import check_X, check_Y
+
 
 DTYPES = ("float32", "float64")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
@@ -130,6 +132,8 @@ class Network:
         self.activations = None  # a^0 .. a^L, each (capacity, n_l)
         self.deltas = None  # δ^1 .. δ^L at [1..L]; [0] unused
         self.targets = None  # y, (capacity, n_L)
+        self._sparse_a0 = None  # the loaded batch when X is sparse (a^0 is then unused)
+        self._weighted = False  # whether the loaded rows carry weights (_row_weights)
 
     def _workspace(self, P):
         """Make sure the workspaces hold ``P`` rows; grow (never shrink) them if needed.
@@ -147,6 +151,7 @@ class Network:
         self.activations = _row_blocks(self._activations_flat, P, self.sizes)
         self.deltas = [None] + _row_blocks(self._deltas_flat, P, self.sizes[1:])
         self.targets = be.empty((P, self.sizes[-1]), dt)
+        self._row_weights = be.empty((P,), dt)  # w_p of weighted rows (see _load)
         self._host_x = np.empty((P, self.sizes[0]), dt)  # staging rows for shuffled batches
         self._host_y = np.empty((P, self.sizes[-1]), dt)
         self._capacity = P
@@ -205,28 +210,46 @@ class Network:
             self.backend.to_device(np.ascontiguousarray(src, dtype=self.dtype), out=dst)
 
     # -- the algorithm ----------------------------------------------------------------
-    def _load(self, X, Y=None, index=None):
+    def _load(self, X, Y=None, index=None, weights=None):
         """Copy rows of host ``X`` (and ``Y``) into ``a^0`` (and ``y``); return the row count.
 
         ``index`` selects rows (a shuffled mini-batch); they are gathered into preallocated
         host staging buffers first, so that no step allocates and only the batch crosses
-        to the device.
+        to the device. A SciPy sparse ``X`` (CSR) stays sparse: its rows go to the device
+        as a sparse matrix that the first layer multiplies (see :meth:`_forward`).
+        ``weights`` (P_total,) are per-example weights ``s_p`` of the rows (see
+        :meth:`_backward`); None weighs every row alike.
         """
         P = len(index) if index is not None else X.shape[0]
         self._workspace(P)
+        self._sparse_a0 = None
+        if is_sparse(X):
+            rows = X[index] if index is not None else X
+            self._sparse_a0 = self.backend.sparse_to_device(rows)
+            X = None
         for src, buf, dev in ((X, self._host_x, self.activations[0]),
                               (Y, self._host_y, self.targets)):
             if src is not None:
                 # host arrays (a memory-mapped file's rows are read, not mapped), or the
                 # device copies of backend.resident (fit on a GPU)
                 self.backend.gather_rows(src, index, dev[:P], buf[:P])
+        self._weighted = weights is not None
+        if self._weighted:
+            s = np.asarray(weights[index] if index is not None else weights, np.float64)
+            total = s.sum()
+            # w_p = s_p P / Σs, so that the mean over the rows of w_p c_p is Σ s_p c_p / Σ s_p
+            w = s * (P / total) if total > 0 else np.zeros_like(s)
+            self.backend.to_device(w.astype(self.dtype), out=self._row_weights[:P])
         return P
 
     def _forward(self, P):
         """Feed-forward over the first ``P`` rows of ``a^0``; returns the view ``a^L``."""
         be, a = self.backend, self.activations
         for l in range(1, self.L + 1):
-            be.matmul(a[l - 1][:P], self.W[l - 1], out=a[l][:P])  # z^l = a^{l-1} W^l
+            if l == 1 and self._sparse_a0 is not None:  # sparse a^0: a sparse x dense product
+                be.sparse_matmul(self._sparse_a0, self.W[0], out=a[1][:P])
+            else:
+                be.matmul(a[l - 1][:P], self.W[l - 1], out=a[l][:P])  # z^l = a^{l-1} W^l
             be.bias_activation(a[l][:P], self.b[l - 1], self.activation_names[l - 1])
         return a[self.L][:P]
 
@@ -236,15 +259,27 @@ class Network:
         ``reduction`` (a :class:`gpubp.distributed.GradientSum`, data-parallel training)
         rescales ``δ^L`` from ``1/P`` to ``1/P_global`` and is told as each layer's
         gradient is final, so that it can start summing it over the ranks.
+
+        With weighted rows the cost is ``C = Σ_p s_p c_p / Σ_p s_p``: each row of the
+        seed ``δ^L`` is scaled by ``w_p = s_p P / Σ s`` (it carries ``1/P`` already), and
+        everything below it follows unchanged.
         """
         be, a, delta, L = self.backend, self.activations, self.deltas, self.L
         cost = be.output_delta(a[L][:P], self.targets[:P], self.output, self.loss_name,
                                delta[L][:P])
+        if self._weighted:
+            w = self._row_weights[:P]
+            delta[L][:P] *= w[:, None]
+            cost = be.weighted_cost(a[L][:P], self.targets[:P], self.loss_name, w)
         if reduction is not None and reduction.delta_scale != 1.0:
             delta[L][:P] *= reduction.delta_scale
         for l in range(L, 0, -1):
-            be.weight_bias_gradients(a[l - 1][:P], delta[l][:P],
-                                     self.nabla_w[l - 1], self.nabla_b[l - 1])
+            if l == 1 and self._sparse_a0 is not None:
+                be.sparse_weight_bias_gradients(self._sparse_a0, delta[1][:P],
+                                                self.nabla_w[0], self.nabla_b[0])
+            else:
+                be.weight_bias_gradients(a[l - 1][:P], delta[l][:P],
+                                         self.nabla_w[l - 1], self.nabla_b[l - 1])
             if reduction is not None:
                 reduction.layer_done(l - 1)
             if l > 1:
@@ -298,6 +333,8 @@ class Network:
 
     # -- public API ------------------------------------------------------------------------
     def _check_X(self, X):
+        if is_sparse(X):
+            return check_sparse_X(X, self.sizes[0], self.dtype)
         return check_X(X, self.sizes[0], self.dtype)
 
     def _check_XY(self, X, Y):
@@ -335,30 +372,51 @@ class Network:
             out[rows] = self.backend.to_host(self._forward(P))
         return out
 
-    def _cost_and_gradients(self, X, Y, want_gradients):
-        """Mean cost over all rows and, optionally, its exact gradient (host arrays)."""
+    def _cost_and_gradients(self, X, Y, want_gradients, sample_weight=None):
+        """Mean (or ``sample_weight``-weighted mean) cost over all rows and, optionally,
+        its exact gradient as host arrays ``dW``, ``db``."""
+        cost, grad = self._cost_and_flat_gradient(X, Y, want_gradients, sample_weight)
+        if grad is None:
+            return cost, None, None
+        views = [grad[s] for s in self.layer_slices]
+        dW = [v[:n_in * n_out].reshape(n_in, n_out)
+              for v, n_in, n_out in zip(views, self.sizes[:-1], self.sizes[1:])]
+        db = [v[n_in * n_out:] for v, n_in, n_out in zip(views, self.sizes[:-1], self.sizes[1:])]
+        return cost, dW, db
+
+    def _cost_and_flat_gradient(self, X, Y, want_gradient, sample_weight=None):
+        """Full-batch cost and its gradient laid out as ``theta`` (a host array), computed
+        chunk by chunk on the backend: each chunk's gradient is that of its own (weighted)
+        mean, so it is reweighted by its share of the rows (or of the total weight)."""
         P_total = X.shape[0]
+        weight_total = P_total if sample_weight is None else float(sample_weight.sum())
         total = 0.0
-        dW = [np.zeros(w.shape, self.dtype) for w in self.W] if want_gradients else None
-        db = [np.zeros(b.shape, self.dtype) for b in self.b] if want_gradients else None
+        grad = np.zeros(self.theta.shape, self.dtype) if want_gradient else None
         for rows in self._chunks(P_total, X, Y):
-            P = self._load(X[rows], Y[rows])
+            chunk_weights = None if sample_weight is None else sample_weight[rows]
+            share = ((rows.stop - rows.start) if sample_weight is None
+                     else float(chunk_weights.sum())) / weight_total
+            if share == 0:
+                continue  # rows of weight zero contribute nothing
+            P = self._load(X[rows], Y[rows], weights=chunk_weights)
             self._forward(P)
-            cost = self._backward(P)
-            total += float(cost) * P
-            if want_gradients:
-                # each chunk's δ^L carries 1/P_chunk; reweight to the mean over all rows
-                for acc, g in zip(dW + db, self.nabla_w + self.nabla_b):
-                    acc += self.backend.to_host(g) * (P / P_total)
-        return total / P_total, dW, db
+            total += float(self._backward(P)) * share
+            if want_gradient:
+                grad += self.backend.to_host(self.nabla_theta) * share
+        return total, grad
 
-    def loss(self, X, Y):
-        """Mean over the P examples of the per-example cost, as a float."""
+    def loss(self, X, Y, sample_weight=None):
+        """Mean over the P examples of the per-example cost, as a float.
+
+        ``sample_weight`` (P,) makes it the weighted mean ``Σ_p s_p c_p / Σ_p s_p``.
+        ``X`` may be a SciPy sparse matrix.
+        """
         X, Y = self._check_XY(X, Y)
-        return self._cost_and_gradients(X, Y, want_gradients=False)[0]
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        return self._cost_and_gradients(X, Y, False, sample_weight)[0]
 
-    def gradients(self, X, Y):
-        """Exact gradient of :meth:`loss` with respect to the parameters.
+    def gradients(self, X, Y, sample_weight=None):
+        """Exact gradient of :meth:`loss` (with the same ``sample_weight``).
 
         Returns
         -------
@@ -366,7 +424,8 @@ class Network:
             Shaped like ``W`` and ``b`` of :meth:`get_params`.
         """
         X, Y = self._check_XY(X, Y)
-        return self._cost_and_gradients(X, Y, want_gradients=True)[1:]
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        return self._cost_and_gradients(X, Y, True, sample_weight)[1:]
 
     def predict(self, X):
         """Class labels for classifiers, output activations for regressors.

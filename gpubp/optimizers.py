@@ -112,7 +112,35 @@ class CosineDecay(Schedule):
         return {"name": self.name, "period": self.period, "min_lr": self.min_lr}
 
 
-SCHEDULES = {"constant": Constant, "step": StepDecay, "cosine": CosineDecay}
+class InvScaling(Schedule):
+    """Inverse scaling, scikit-learn's ``"invscaling"``: ``η / (t + 1)^power_t`` with ``t``
+    the examples seen before the epoch, ``t = epoch · examples_per_epoch``.
+
+    Parameters
+    ----------
+    power_t : float
+        Exponent, >= 0.
+    examples_per_epoch : int
+        Examples in one epoch (1 makes ``t`` the epoch count).
+    """
+
+    name = "invscaling"
+
+    def __init__(self, power_t=0.5, examples_per_epoch=1):
+        self.power_t = float(check_positive(power_t, "power_t", allow_zero=True))
+        self.examples_per_epoch = int(check_positive(examples_per_epoch, "examples_per_epoch",
+                                                     numbers.Integral))
+
+    def __call__(self, base_lr, epoch, epochs):
+        return float(base_lr) / (epoch * self.examples_per_epoch + 1) ** self.power_t
+
+    def get_config(self):
+        return {"name": self.name, "power_t": self.power_t,
+                "examples_per_epoch": self.examples_per_epoch}
+
+
+SCHEDULES = {"constant": Constant, "step": StepDecay, "cosine": CosineDecay,
+             "invscaling": InvScaling}
 
 
 def get_schedule(schedule):
@@ -204,6 +232,11 @@ class Optimizer:
     def current_lr(self):
         """The learning rate for the next step."""
         return self.lr if self._epoch_lr is None else self._epoch_lr
+
+    @property
+    def learning_rate(self):
+        """The learning rate for the next step (scikit-learn's optimizers' name for it)."""
+        return self.current_lr()
 
     def step(self, backend, params, grads, *, theta=None, nabla_theta=None):
         """Update every parameter in place from its gradient.

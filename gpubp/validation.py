@@ -141,6 +141,9 @@ def check_Y(Y, P, n_outputs, loss, dtype, name="Y"):
     _check_finite(arr, name)
     if loss in ("cross_entropy", "binary_cross_entropy"):
         _check_probabilities(arr, name, loss)
+    if loss == "poisson" and (arr < 0).any():
+        raise ValueError(f"{name} must hold values >= 0 for loss='poisson' (counts or rates), "
+                         f"got a minimum of {float(arr.min())}")
     return arr
 
 

@@ -40,12 +40,13 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from gpubp.kernels.reference import ACTIVATIONS, LOSSES
+from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, EXP_CAP, LOSSES
 
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = range(5)
-_SIGMOID_F32 = 5  # internal: sigmoid of a float32 array by the vectorised exp below
-_TANH_F32 = 6  # internal: tanh of a float32 array by the vectorised rational function below
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = range(6)
+# internal codes, negative so that the activations' codes above can grow
+_SIGMOID_F32 = -1  # internal: sigmoid of a float32 array by the vectorised exp below
+_TANH_F32 = -2  # internal: tanh of a float32 array by the vectorised rational function below
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = range(4)
 
 _ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 _LOSS_CODES = {name: code for code, name in enumerate(LOSSES)}
@@ -56,6 +57,7 @@ _CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
          for t in (np.float32, np.float64)}
 
 assert ACTIVATIONS[SOFTMAX] == "softmax" and LOSSES[CROSS_ENTROPY] == "cross_entropy"
+assert ACTIVATIONS[EXP] == "exp" and LOSSES[POISSON] == "poisson"
 
 
 def activation_code(activation, elementwise=False):
@@ -70,9 +72,9 @@ def activation_code(activation, elementwise=False):
     code = _ACTIVATION_CODES.get(activation)
     if code is None:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if elementwise and code == SOFTMAX:
+    if elementwise and activation not in ELEMENTWISE:
         raise ValueError(
-            f"activation must be an elementwise activation {ACTIVATIONS[:-1]}, "
+            f"activation must be an elementwise activation {ELEMENTWISE}, "
             f"got {activation!r}"
         )
     return code
@@ -257,6 +259,33 @@ def _output_delta(a, y, act, loss, delta, tiny, one_minus):
 
 
 @njit(cache=True, error_model="numpy")
+def _bias_exp(z, b, cap):
+    """``a = exp(min(z + b, cap))``: the Poisson rate, never overflowing (reference.EXP_CAP)."""
+    P, n = z.shape
+    for p in range(P):
+        row = z[p]
+        for j in range(n):
+            row[j] = math.exp(min(row[j] + b[j], cap))
+
+
+@njit(cache=True, error_model="numpy")
+def _poisson_delta(a, y, delta, tiny):
+    """``δ^L = (a − y) / P`` and the mean of ``Σ_j [y log(y / a) − y + a]`` (0 log 0 = 0)."""
+    P, n = a.shape
+    inv_p = 1.0 / max(P, 1)
+    cost = 0.0
+    for p in range(P):
+        for j in range(n):
+            aj = a[p, j]
+            yj = y[p, j]
+            delta[p, j] = (aj - yj) * inv_p
+            if yj > 0:
+                cost += yj * (math.log(yj) - math.log(max(aj, tiny)))
+            cost += aj - yj
+    return cost / P
+
+
+@njit(cache=True, error_model="numpy")
 def _hidden_delta(delta, a, code):
     P, n = delta.shape
     for p in range(P):
@@ -371,6 +400,9 @@ def bias_activation(z, b, activation):
         One of ``ACTIVATIONS``.
     """
     code = forward_code(activation, z.dtype)
+    if code == EXP:
+        _bias_exp(z, b, EXP_CAP[z.dtype])
+        return
     _bias_activation(z, b, code)
     if code == TANH:
         # float64: NumPy's SIMD tanh is accurate and ~8x faster than a scalar libm loop;
@@ -400,7 +432,12 @@ def output_delta(a, y, activation, loss, delta):
     if code == MSE and act == SOFTMAX:
         # g' of softmax is a Jacobian, not elementwise; the reference refuses it too.
         activation_code(activation, elementwise=True)
+    if (code == POISSON) != (act == EXP):
+        raise ValueError(f"loss='poisson' and activation='exp' go together (the canonical "
+                         f"pairing), got activation={activation!r}, loss={loss!r}")
     tiny, one_minus = _CLIP[a.dtype]
+    if code == POISSON:
+        return float(_poisson_delta(a, y, delta, tiny))
     return float(_output_delta(a, y, act, code, delta, tiny, one_minus))
 
 

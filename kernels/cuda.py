@@ -46,10 +46,11 @@ from numba import config, cuda
 from gpubp.kernels import cuda_device as D
 from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P,
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
-from gpubp.kernels.reference import ACTIVATIONS, LOSSES
+from gpubp.kernels.cuda_device import EXP, POISSON
+from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, LOSSES
 
-ACTIVATION_CODES = dict(zip(ACTIVATIONS, range(5)))
-LOSS_CODES = dict(zip(LOSSES, range(3)))
+ACTIVATION_CODES = dict(zip(ACTIVATIONS, range(6)))
+LOSS_CODES = dict(zip(LOSSES, range(4)))
 DTYPES = (np.float32, np.float64)
 
 # Grid sizes. Every kernel strides over its work, so each cap bounds the grid without
@@ -165,8 +166,8 @@ def _flat(x):
 
 def _activation_code(activation, allow_softmax=True):
     code = ACTIVATION_CODES.get(activation)
-    if code is None or (code == SOFTMAX and not allow_softmax):
-        allowed = ACTIVATIONS if allow_softmax else ACTIVATIONS[:-1]
+    if code is None or (not allow_softmax and activation not in ELEMENTWISE):
+        allowed = ACTIVATIONS if allow_softmax else ELEMENTWISE
         raise ValueError(f"activation must be one of {allowed}, got {activation!r}")
     return code
 
@@ -253,6 +254,9 @@ def output_delta(a, y, activation, loss, delta, *, partials=None, cost=None, tot
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     # g_o' from a is only needed (and only defined) for mse; softmax there is invalid.
     act_code = _activation_code(activation, allow_softmax=loss_code != MSE)
+    if (loss_code == POISSON) != (act_code == EXP):
+        raise ValueError(f"loss='poisson' and activation='exp' go together (the canonical "
+                         f"pairing), got activation={activation!r}, loss={loss!r}")
     k = kernels_for(a.dtype)
     P, n = a.shape
     blocks = delta_blocks(P, n)

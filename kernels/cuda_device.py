@@ -18,10 +18,12 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from gpubp.kernels.reference import EXP_CAP
+
 # Activation and loss codes (see gpubp.kernels.cuda). A branch on a code is uniform across
 # a launch, so it costs no divergence and saves compiling one kernel per activation.
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX = range(5)
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY = range(3)
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = range(6)
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = range(4)
 
 # Block shapes compiled into the kernels (shared-memory sizes depend on them). The grid
 # sizes and their caps are host-side choices, in gpubp.kernels.cuda.
@@ -49,6 +51,7 @@ def build(dtype):
     finfo = np.finfo(dtype)
     # Bounds of reference._clipped: logs of the clipped value are finite.
     clip_lo, clip_hi = T(finfo.tiny), T(1 - finfo.epsneg)
+    exp_cap = T(EXP_CAP[np.dtype(dtype)])  # exp(min(z, cap)) never overflows
 
     @cuda.jit(device=True, inline="always")
     def g(z, code):
@@ -63,6 +66,8 @@ def build(dtype):
             return T(math.tanh(z))
         if code == RELU:
             return zero if z < zero else z  # not max(): NaN stays NaN
+        if code == EXP:
+            return T(math.exp(z if z < exp_cap else exp_cap))
         return z
 
     @cuda.jit(device=True, inline="always")
@@ -92,6 +97,12 @@ def build(dtype):
         if loss_code == MSE:
             return diff * g_prime(a, act_code) / rows, half * diff * diff
         # Canonical pairs: the derivative of g_o cancels, δ = (a - y) / P.
+        if loss_code == POISSON:
+            # y log(y / a) − y + a, with 0 log 0 = 0 and a >= tiny inside the log
+            cost = a - y
+            if y > zero:
+                cost += y * (T(math.log(y)) - T(math.log(a if a > clip_lo else clip_lo)))
+            return diff / rows, cost
         c = clip(a)
         if loss_code == BINARY_CROSS_ENTROPY:
             return diff / rows, -(y * T(math.log(c)) + (one - y) * T(math.log1p(-c)))

@@ -21,13 +21,19 @@ tanh       tanh z                        1 - a^2
 relu       max(z, 0)                     1 if a > 0 else 0
 identity   z                             1
 softmax    e^{z_j} / sum_k e^{z_k}       (only with cross-entropy, where it cancels)
+exp        e^z (z capped, see EXP_CAP)   (output only, with the Poisson loss, where it cancels)
 =========  ============================  ===================
 """
 
 import numpy as np
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity", "softmax")
-LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity", "softmax", "exp")
+ELEMENTWISE = ("sigmoid", "tanh", "relu", "identity")  # those with g' written through a
+LOSSES = ("mse", "binary_cross_entropy", "cross_entropy", "poisson")
+
+# exp(z) is taken of min(z, EXP_CAP): the largest whole number whose exp is finite in the
+# dtype, so the exponential output never overflows (a huge rate, not inf).
+EXP_CAP = {np.dtype(np.float32): 88.0, np.dtype(np.float64): 709.0}
 
 
 def sigmoid(z, out):
@@ -62,6 +68,8 @@ def activate(z, activation):
         pass
     elif activation == "softmax":
         softmax(z, out=z)
+    elif activation == "exp":
+        np.exp(np.minimum(z, EXP_CAP[z.dtype], out=z), out=z)
     else:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     return z
@@ -78,7 +86,7 @@ def activation_derivative(a, activation):
     if activation == "identity":
         return np.ones_like(a)
     raise ValueError(
-        f"activation must be an elementwise activation {ACTIVATIONS[:-1]}, got {activation!r}"
+        f"activation must be an elementwise activation {ELEMENTWISE}, got {activation!r}"
     )
 
 
@@ -113,7 +121,9 @@ def example_costs(a, y, loss):
     """Per-example cost ``c(a_p, y_p)``, shape (P,).
 
     ``mse``: ``½ Σ_j (a_j − y_j)²``; ``binary_cross_entropy``:
-    ``−Σ_j [y_j log a_j + (1 − y_j) log(1 − a_j)]``; ``cross_entropy``: ``−Σ_j y_j log a_j``.
+    ``−Σ_j [y_j log a_j + (1 − y_j) log(1 − a_j)]``; ``cross_entropy``: ``−Σ_j y_j log a_j``;
+    ``poisson`` (half the Poisson deviance, scikit-learn's): ``Σ_j [y_j log(y_j / a_j) −
+    y_j + a_j]``, with ``0 log 0 = 0``. Works on NumPy and CuPy arrays alike.
     """
     if loss == "mse":
         return 0.5 * ((a - y) ** 2).sum(axis=1)
@@ -122,6 +132,10 @@ def example_costs(a, y, loss):
         return -(y * np.log(c) + (1 - y) * np.log1p(-c)).sum(axis=1)
     if loss == "cross_entropy":
         return -(y * np.log(_clipped(a))).sum(axis=1)
+    if loss == "poisson":
+        positive = y > 0
+        log_ratio = np.log(np.where(positive, y, 1)) - np.log(np.maximum(a, np.finfo(a.dtype).tiny))
+        return (np.where(positive, y * log_ratio, 0) - y + a).sum(axis=1)
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
@@ -133,7 +147,8 @@ def output_delta(a, y, activation, loss, delta):
     ``δ^L = (a − y) ⊙ g_o'(a) / P``. For sigmoid + binary cross-entropy,
     ``∂c/∂a = (a − y) / (a (1 − a))`` and ``g_o' = a (1 − a)`` cancel; for softmax +
     cross-entropy the Jacobian of softmax contracts with ``−y/a`` to ``a − Σ_j y_j a``,
-    which is ``a − y`` for targets that sum to 1. Both give ``δ^L = (a − y) / P``.
+    which is ``a − y`` for targets that sum to 1. For exp + Poisson ``∂c/∂a = 1 − y/a``
+    and ``g_o' = a``. All three give ``δ^L = (a − y) / P``.
 
     Parameters
     ----------
@@ -152,6 +167,9 @@ def output_delta(a, y, activation, loss, delta):
         The mean cost ``C`` over the P rows.
     """
     P = a.shape[0]
+    if (loss == "poisson") != (activation == "exp"):
+        raise ValueError(f"loss='poisson' and activation='exp' go together (the canonical "
+                         f"pairing), got activation={activation!r}, loss={loss!r}")
     if loss == "mse":
         delta[...] = (a - y) * activation_derivative(a, activation) / P
     else:

@@ -15,6 +15,8 @@ Every backend offers the same small set of operations on its own arrays:
 ``count_correct``         correct predictions of a batch (the epoch's accuracy)
 ``resident/gather_rows``  training data on the backend once; a batch's rows gathered
 ``cost_sum``              the epoch's sum of the example costs, synchronised once
+``weighted_cost``         ``Σ_p w_p c_p / P`` for per-row weights ``w``
+``sparse_*``              first layer of a sparse ``a^0``: copy, product, gradients
 ========================  =====================================================
 
 The kernel signatures are those of :mod:`gpubp.kernels.reference`, whose docstrings give
@@ -159,6 +161,33 @@ class Backend:
         if loss == "cross_entropy":
             return (xp.argmax(a, axis=1) == xp.argmax(y, axis=1)).sum()
         return xp.all((a > 0.5) == (y > 0.5), axis=1).sum()
+
+    # -- weighted rows and sparse inputs (array-module code: NumPy or CuPy alike) -------------
+    def weighted_cost(self, a, y, loss, w):
+        """``Σ_p w_p c(a_p, y_p) / P`` with the reference per-example costs ``c``.
+
+        ``w`` (P,) are the normalised row weights of ``Network._load`` (they sum to P), so
+        this is the weighted mean cost. A backend scalar (no host synchronisation).
+        """
+        return self.xp.dot(reference_kernels.example_costs(a, y, loss), w) / a.shape[0]
+
+    def sparse_to_device(self, matrix):
+        """A host SciPy sparse batch as this backend's CSR matrix (``cupyx`` on CUDA)."""
+        if self.xp is np:
+            return matrix.tocsr()
+        import cupyx.scipy.sparse as device_sparse
+
+        return device_sparse.csr_matrix(matrix.tocsr())
+
+    def sparse_matmul(self, a, b, out):
+        """``out = a @ b`` for a sparse ``a`` (P, n) and a dense ``b`` (n, m)."""
+        out[...] = a @ b
+
+    def sparse_weight_bias_gradients(self, a_prev, delta, dW, db):
+        """``dW = a_prevᵀ δ`` with a sparse ``a_prev`` (a sparse-transpose x dense product,
+        never densifying the inputs) and ``db = Σ_p δ_p``."""
+        dW[...] = a_prev.T @ delta
+        self.xp.sum(delta, axis=0, out=db)
 
 
 class CostSum:
