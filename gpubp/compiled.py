@@ -36,10 +36,15 @@ REPROBE_EVERY = 20  # epochs of a step shape between two probes (the load change
 _probes = {}  # (sizes, batch_size, dtype) -> [threads (1 or None), epochs since the probe]
 
 
+# The compiled epoch's output step knows these losses; the Poisson loss (exp output) and
+# anything newer take the per-kernel step.
+COMPILED_LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
+
+
 def supported(net, optimizer):
     """Whether ``net`` can train an epoch with ``optimizer`` in one compiled call."""
     return (net.backend.name == "cpu" and type(optimizer) in (SGD, Adam)
-            and _have_scipy_blas())
+            and net.loss_name in COMPILED_LOSSES and _have_scipy_blas())
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,6 +20,7 @@ from gpubp.callbacks import Callback, EarlyStopping, Run
 from gpubp.distributed import LOCAL, start_facts
 from gpubp.distributed import group as distributed_group
 from gpubp.history import History
+from gpubp.inputs import is_sparse
 from gpubp.optimizers import get_optimizer
 from gpubp.validation import check_positive
 
@@ -197,9 +198,11 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
     """
     P_total = len(order)
     reduction = group.gradient_sum(net)
-    # the compiled epoch has nothing to reduce between backward and update, and gathers
-    # rows through the mapping of a memory-mapped X (which maps the whole file in time)
-    if reduction is None and not mapped.is_mapped(X) and compiled.supported(net, optimizer):
+    # the compiled epoch has nothing to reduce between backward and update, gathers rows
+    # through the mapping of a memory-mapped X (which maps the whole file in time), and
+    # takes dense X only (a sparse X multiplies sparse x dense in the per-kernel step)
+    if reduction is None and not mapped.is_mapped(X) and not is_sparse(X) \
+            and compiled.supported(net, optimizer):
         total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
     else:
         total, correct = net.backend.cost_sum(), 0.0
