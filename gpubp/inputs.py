@@ -49,5 +49,5 @@ def check_sample_weight(sample_weight, P, name="sample_weight"):
         raise ValueError(f"{name} must hold finite values >= 0, got "
                          f"{w[~np.isfinite(w) | (w < 0)][:3].tolist()}...")
     if not w.sum() > 0:
-        raise ValueError(f"{name} must have a positive sum, got {w.sum()!r}")
+        raise ValueError(f"{name} must have a positive sum, got {float(w.sum())!r}")
     return w

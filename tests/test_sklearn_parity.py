@@ -1,0 +1,59 @@
+"""gpubp.sklearn against scikit-learn itself: the same parameters and ``random_state`` give
+the same fit (same initial weights, batches, penalty, stopping), on the bundled data sets.
+
+L-BFGS and SGD, with and without sample weights, agree to rounding; Adam places its ε
+after the bias correction (``m̂ / (√v̂ + ε)``, Kingma & Ba's form) where scikit-learn folds
+the correction into the rate, so it agrees on the labels and closely on the probabilities.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn_nn = pytest.importorskip("sklearn.neural_network")
+
+import gpubp.sklearn as gs  # noqa: E402
+from gpubp import datasets  # noqa: E402
+
+
+@pytest.fixture(scope="module", params=["iris", "wine"])
+def data(request):
+    return datasets.load(request.param)
+
+
+def _fit_both(make, X, y, **fit_kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning at the fixed budget, both
+        return [make(module).fit(X, y, **fit_kwargs) for module in (sklearn_nn, gs)]
+
+
+@pytest.mark.parametrize("solver, weighted, atol", [
+    ("lbfgs", False, 1e-8), ("lbfgs", True, 1e-8), ("sgd", True, 1e-8), ("adam", True, 1e-3),
+])
+def test_classifier_fits_like_scikit_learn(data, solver, weighted, atol):
+    sw = np.random.default_rng(0).uniform(0.2, 3.0, len(data.y_train)) if weighted else None
+    theirs, ours = _fit_both(
+        lambda m: m.MLPClassifier((16,), solver=solver, max_iter=60, random_state=0,
+                                  learning_rate_init=0.01),
+        data.X_train, data.y_train, sample_weight=sw)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-4 if solver == "adam" else 1e-7)
+    np.testing.assert_allclose(ours.predict_proba(data.X_test),
+                               theirs.predict_proba(data.X_test), atol=atol)
+    np.testing.assert_array_equal(ours.predict(data.X_test), theirs.predict(data.X_test))
+    if solver != "lbfgs":
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-4)
+
+
+def test_regressor_with_early_stopping_fits_like_scikit_learn(data):
+    theirs, ours = _fit_both(
+        lambda m: m.MLPRegressor(hidden_layer_sizes=(8,), solver="sgd", max_iter=80, random_state=0,
+                                 learning_rate_init=0.01, early_stopping=True,
+                                 n_iter_no_change=5),
+        data.X_train, data.y_train.astype(float))
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, rtol=1e-8)
+    assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_, rel=1e-8)
+    np.testing.assert_allclose(ours.predict(data.X_test), theirs.predict(data.X_test), rtol=1e-7,
+                               atol=1e-9)
