@@ -6,7 +6,7 @@ import pytest
 import gpubp
 from gpubp import lbfgs
 
-from conftest import make_problem, randomize_biases
+from tests.conftest import make_problem, randomize_biases
 
 
 def _net(backend, output="softmax", sizes=(4, 6, 3)):

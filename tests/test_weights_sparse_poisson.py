@@ -17,7 +17,7 @@ import gpubp
 from gpubp.kernels import cpu as cpu_kernels
 from gpubp.kernels import reference
 
-from conftest import make_problem, randomize_biases
+from tests.conftest import make_problem, randomize_biases
 
 TESTS = Path(__file__).parent
 
