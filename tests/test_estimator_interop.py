@@ -68,7 +68,7 @@ def test_estimators_export_to_onnx(data, tmp_path):
     binary = _fit(MLPClassifier((5,), max_iter=5, random_state=0, dtype="float32"), X, y)
     _, out = _onnx_out(binary, tmp_path / "binary.onnx", X.astype(np.float32))
     np.testing.assert_allclose(out[:, 0], binary.predict_proba(X)[:, 1], rtol=1e-5)
-    reg = _fit(MLPRegressor((5,), max_iter=5, random_state=0), X, X @ [1.0, 2.0, 3.0])
+    reg = _fit(MLPRegressor(hidden_layer_sizes=(5,), max_iter=5, random_state=0), X, X @ [1.0, 2.0, 3.0])
     _, out = _onnx_out(reg, tmp_path / "reg.onnx", X)
     np.testing.assert_allclose(out[:, 0], reg.predict(X), rtol=1e-12)
 
