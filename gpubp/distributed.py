@@ -43,6 +43,7 @@ import zlib
 import numpy as np
 
 from gpubp import mapped
+from gpubp.inputs import is_sparse
 
 MPI_HINT = ("distributed training needs mpi4py: pip install 'gpubp[mpi]' (mpi4py and the "
             "mpich wheel, which brings mpiexec)")
@@ -424,7 +425,10 @@ def start_facts(net, X, Y, **arguments):
     rows = sorted({0, X.shape[0] // 2, X.shape[0] - 1})
     crc = 0
     for array in (X, Y):
-        crc = zlib.crc32(mapped.take(array, np.array(rows)).tobytes(), crc)
+        if is_sparse(array):  # SciPy sparse X: its rows, densified (three rows)
+            crc = zlib.crc32(array[rows].toarray().tobytes(), crc)
+        else:
+            crc = zlib.crc32(mapped.take(array, np.array(rows)).tobytes(), crc)
     facts["data sample checksum"] = crc
     facts.update(arguments)
     return facts
