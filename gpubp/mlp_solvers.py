@@ -10,6 +10,7 @@ full-batch gradient done by the network on its backend (CPU or GPU). The estimat
 the state scikit-learn's does, under scikit-learn's attribute names.
 """
 
+import math
 import warnings
 
 import numpy as np
@@ -20,7 +21,7 @@ from sklearn.utils import shuffle as shuffled
 
 from gpubp import lbfgs
 from gpubp.network import Network
-from gpubp.optimizers import SGD, Adam, Schedule, from_config, get_schedule
+from gpubp.optimizers import SGD, Adam, Schedule, get_schedule
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 OUT_ACTIVATION = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity",
@@ -124,14 +125,28 @@ def _fit_lbfgs(est, net, X, Y, sample_weight):
 
 
 # -- SGD and Adam ------------------------------------------------------------------------------
+class SklearnAdam(Adam):
+    """Adam with scikit-learn's placement of ε.
+
+    gpubp's step is ``η m̂ / (√v̂ + ε)``; scikit-learn's is ``η_t m / (√v + ε)`` with
+    ``η_t = η √(1 − β2^t) / (1 − β1^t)``, which is gpubp's with ``ε / √(1 − β2^t)`` in place
+    of ``ε``. Passing that to the same fused kernel reproduces scikit-learn's fits.
+    """
+
+    def _update(self, backend, param, grad, state, lr):
+        eps = self.eps / math.sqrt(1.0 - self.beta2 ** self.iterations)
+        backend.adam_update(param, grad, state["m"], state["v"], lr, self.beta1, self.beta2,
+                            eps, self.iterations, self.weight_decay)
+
+
 def _optimizer(est, net, incremental):
     """A new optimizer for ``fit``; the kept one (state included) for ``partial_fit``."""
     previous = est.__dict__.get("_optimizer")
     if incremental and previous is not None:
         return previous
     if est.solver == "adam":
-        opt = Adam(lr=est.learning_rate_init, beta1=est.beta_1, beta2=est.beta_2,
-                   eps=est.epsilon)
+        opt = SklearnAdam(lr=est.learning_rate_init, beta1=est.beta_1, beta2=est.beta_2,
+                          eps=est.epsilon)
     else:
         nesterov = bool(est.nesterovs_momentum) and est.momentum > 0
         opt = SGD(lr=est.learning_rate_init, momentum=min(est.momentum, 1 - 1e-16),
@@ -139,7 +154,7 @@ def _optimizer(est, net, incremental):
     saved = est.__dict__.pop("_optimizer_saved", None)
     if incremental and saved is not None:  # an unpickled estimator continues its state
         config, iterations, arrays = saved
-        opt = from_config(config)
+        opt.lr = config["lr"]  # the rate the last call left (invscaling, adaptive)
         opt.load_state(net.backend, net.params, iterations, arrays)
     if isinstance(est.learning_rate, (Schedule, str)) and est.learning_rate not in (
             "constant", "invscaling", "adaptive"):
