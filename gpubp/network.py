@@ -223,8 +223,11 @@ class Network:
         P = len(index) if index is not None else X.shape[0]
         self._workspace(P)
         self._sparse_a0 = None
+        host_index = index
+        if index is not None and not isinstance(index, np.ndarray):
+            host_index = self.backend.to_host(index)  # a device-resident order (fit on a GPU)
         if is_sparse(X):
-            rows = X[index] if index is not None else X
+            rows = X[host_index] if index is not None else X
             self._sparse_a0 = self.backend.sparse_to_device(rows)
             X = None
         for src, buf, dev in ((X, self._host_x, self.activations[0]),
@@ -235,7 +238,7 @@ class Network:
                 self.backend.gather_rows(src, index, dev[:P], buf[:P])
         self._weighted = weights is not None
         if self._weighted:
-            s = np.asarray(weights[index] if index is not None else weights, np.float64)
+            s = np.asarray(weights[host_index] if index is not None else weights, np.float64)
             total = s.sum()
             # w_p = s_p P / Σs, so that the mean over the rows of w_p c_p is Σ s_p c_p / Σ s_p
             w = s * (P / total) if total > 0 else np.zeros_like(s)

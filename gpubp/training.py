@@ -117,7 +117,9 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
     P_total = len(order)
     snapshot = [net.backend.empty(p.shape, p.dtype) for p in net.params]
     # the training data where a step reads it: on a GPU, uploaded once for the run
-    X_train, Y_train = net.backend.resident(X), net.backend.resident(Y)
+    # a sparse X stays on the host: its batches go up as sparse matrices (Network._load)
+    X_train = X if is_sparse(X) else net.backend.resident(X)
+    Y_train = net.backend.resident(Y)
     run = Run(net, optimizer, history, epochs)
     for cb in callbacks:
         cb.on_train_begin(run)
