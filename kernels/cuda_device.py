@@ -67,7 +67,7 @@ def build(dtype):
         if code == RELU:
             return zero if z < zero else z  # not max(): NaN stays NaN
         if code == EXP:
-            return T(math.exp(z if z < exp_cap else exp_cap))
+            return T(math.exp(exp_cap if z > exp_cap else z))  # a select, so NaN stays NaN
         return z
 
     @cuda.jit(device=True, inline="always")
@@ -101,7 +101,7 @@ def build(dtype):
             # y log(y / a) − y + a, with 0 log 0 = 0 and a >= tiny inside the log
             cost = a - y
             if y > zero:
-                cost += y * (T(math.log(y)) - T(math.log(a if a > clip_lo else clip_lo)))
+                cost += y * (T(math.log(y)) - T(math.log(clip_lo if a < clip_lo else a)))
             return diff / rows, cost
         c = clip(a)
         if loss_code == BINARY_CROSS_ENTROPY:
