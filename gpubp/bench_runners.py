@@ -12,9 +12,9 @@ inference over them. Runners:
   epoch; the epoch's own bookkeeping (parameter snapshot, figures, history) is. Inference
   is ``forward`` over each batch.
 - ``gemm-only``: the matrix products of the same steps alone, into the same buffers, on
-  the CPU through the same BLAS as the compiled epoch, in one compiled call per epoch
-  (``gemm-only-cuda``: the same through CuPy on a GPU). Its time is the bound the rest
-  of the step is measured against.
+  the CPU through the same BLAS as the compiled epoch, in one compiled call per epoch, on
+  the number of BLAS threads ``fit`` would choose (``gemm-only-cuda``: the same through
+  CuPy on a GPU). Its time is the bound the rest of the step is measured against.
 - peers: ``jax-jit`` (``jax.jit`` of the whole step, parameters donated),
   ``jax-jit-nodonate`` (the same without donation; each peer is reported at its best),
   ``torch-eager`` (autograd + ``torch.optim.SGD``); batches are on the peer's device
@@ -178,14 +178,19 @@ def _gemm_only_cpu(net, case, n_batches):
     from gpubp.kernels.cpu_epoch import gemm_epoch
 
     layout = compiled._layout(net)
-    threads = compiled.blas_threads(net.sizes, case.batch_size)
 
-    def run():
+    def run(threads):
         with compiled._BlasThreads(threads):
             gemm_epoch(n_batches, case.batch_size, net.theta, net.nabla_theta,
                        net._activations_flat, net._deltas_flat, layout["sizes"],
                        layout["w_offsets"], layout["a_offsets"], layout["d_offsets"])
-    return _timed(run)
+
+    threads = compiled.blas_threads(net.sizes, case.batch_size)
+    if threads is None:  # as fit's probe does: the faster of one and all BLAS threads
+        run(None)  # compile
+        seconds = {t: _timed(lambda t=t: run(t))() for t in (1, None)}
+        threads = min(seconds, key=seconds.get)
+    return _timed(lambda: run(threads))
 
 
 def _backend_runner(name, case, batches, train):

@@ -40,6 +40,19 @@ def test_each_runner_is_timed_in_its_own_process():
     assert all(r["seconds"] <= r["median_seconds"] for r in rows)
 
 
+def test_gemm_only_of_a_large_step_takes_the_faster_thread_count(monkeypatch):
+    from gpubp import compiled
+
+    monkeypatch.setattr(compiled, "ONE_THREAD_BELOW", 0)  # every step counts as large
+    limits = []
+    limiter = compiled._BlasThreads
+    monkeypatch.setattr(compiled, "_BlasThreads", lambda n: limits.append(n) or limiter(n))
+    case = bench.parse_case("12-7-3@5")
+    epoch = bench.make_runner("gemm-only", case, bench.make_batches(case, 2))
+    assert limits[-2:] == [1, None]  # both timed once after the compiling run
+    assert epoch() > 0 and limits[-1] in (1, None)
+
+
 def test_a_failing_worker_says_why():
     with pytest.raises(RuntimeError,
                        match=r"(?s)worker 'nonsense' exited with status 1.*runner must be one"):
