@@ -176,3 +176,15 @@ def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
     calls.clear()
     compiled.train_epoch(nets[1], opts[1], *small, 8)
     assert calls == [None]
+
+
+def test_the_jit_cache_goes_stale_with_the_kernels_it_compiles_in():
+    """train_epoch's cache stamp covers kernels/cpu.py, whose loops it compiles in."""
+    import hashlib
+
+    from gpubp.kernels import cpu, cpu_epoch
+
+    with open(cpu.__file__, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    for dispatcher in (cpu_epoch.train_epoch, cpu_epoch.gemm_epoch):
+        assert dispatcher._cache._cache_file._source_stamp[1] == digest
