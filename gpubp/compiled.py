@@ -13,9 +13,9 @@ second BLAS thread only adds a hand-off per call, so small steps run on one thre
 measured: on the quiet 2-core machine two OpenBLAS threads do the big GEMMs up to twice
 as fast, but with other processes competing for the cores OpenBLAS's threads wait on each
 other (they spin and yield) and the same epoch ran 10-20x *slower* than on one thread. So
-larger steps are measured in place: the first epoch of a step shape times
-:data:`PROBE_STEPS` steps on one thread and as many on all of them, and the rest of the
-epoch, and the next :data:`REPROBE_EVERY` epochs, use the faster. Splitting an epoch into
+larger steps are measured in place: the first epoch of a step shape takes one untimed
+step (compilation, thread start-up), then times :data:`PROBE_STEPS` steps on one thread
+and as many on all of them, and the rest of the epoch, and the next :data:`REPROBE_EVERY` epochs, use the faster. Splitting an epoch into
 several compiled calls changes nothing in its results. The number of threads is set
 through threadpoolctl and restored afterwards; a lower limit set by the user is kept.
 """
@@ -184,7 +184,10 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
         key = (tuple(net.sizes), int(batch_size), net.dtype.name)
         entry = _probes.get(key)
         if entry is None or entry[1] >= REPROBE_EVERY:
-            run(order[:0], None)  # compile first (if need be): JIT time is not a step's
+            # one untimed step on all threads first: it compiles (if need be) and wakes
+            # the BLAS threads, whose start-up would otherwise be charged to them
+            run(order[:batch_size], None)
+            start = batch_size
             seconds = {}
             for candidate in (1, None):
                 t0 = time.perf_counter()
