@@ -115,7 +115,8 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
             split, group, gradient_flow=False):
     """The loop over epochs of :func:`fit`, after its checks; returns the History."""
     P_total = len(order)
-    snapshot = [net.backend.empty(p.shape, p.dtype) for p in net.params]
+    # the parameters at the start of the epoch, restored if it diverges: one flat copy
+    snapshot = net.backend.empty(net.theta.shape, net.theta.dtype)
     # the training data where a step reads it: on a GPU, uploaded once for the run
     # a sparse X stays on the host: its batches go up as sparse matrices (Network._load)
     X_train = X if is_sparse(X) else net.backend.resident(X)
@@ -131,18 +132,16 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
         for epoch in bar:
             for cb in callbacks:
                 cb.on_epoch_begin(run, epoch)
-            for dst, src in zip(snapshot, net.params):
-                net.backend.copyto(dst, src)
+            net.backend.copyto(snapshot, net.theta)
             if shuffle:
                 net.rng.shuffle(order)
             lr_now = optimizer.start_epoch(epoch, epochs)
             epoch_rows = order if rows is None else rows[order]
             epoch_loss, epoch_accuracy = _train_epoch(net, optimizer, X_train, Y_train,
                                                       epoch_rows, batch_size, group)
-            finite = np.isfinite(epoch_loss) and net.backend.all_finite(net.params)
+            finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
             if not group.all(finite):
-                for dst, src in zip(net.params, snapshot):
-                    net.backend.copyto(dst, src)
+                net.backend.copyto(net.theta, snapshot)
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch}: the loss became {epoch_loss} "
                     f"(lr={lr_now}); the parameters from the start of that epoch "
