@@ -113,21 +113,12 @@ class Network:
         """
         be, dt = self.backend, self.dtype
         shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
-        total = sum(n_in * n_out + n_out for n_in, n_out in shapes)
-        self.theta = be.empty((total,), dt)
-        self.nabla_theta = be.zeros((total,), dt)
-        self.layer_slices = []
-        self.W, self.b, self.nabla_w, self.nabla_b = [], [], [], []
-        start = 0
-        for n_in, n_out in shapes:
-            w_end = start + n_in * n_out
-            end = w_end + n_out
-            self.layer_slices.append(slice(start, end))
-            self.W.append(self.theta[start:w_end].reshape(n_in, n_out))
-            self.b.append(self.theta[w_end:end])
-            self.nabla_w.append(self.nabla_theta[start:w_end].reshape(n_in, n_out))
-            self.nabla_b.append(self.nabla_theta[w_end:end])
-            start = end
+        ends = np.cumsum([n_in * n_out + n_out for n_in, n_out in shapes]).tolist()
+        self.layer_slices = [slice(start, end) for start, end in zip([0] + ends[:-1], ends)]
+        self.theta = be.empty((ends[-1],), dt)
+        self.nabla_theta = be.zeros((ends[-1],), dt)
+        self.W, self.b = _layer_views(self.theta, self.sizes)
+        self.nabla_w, self.nabla_b = _layer_views(self.nabla_theta, self.sizes)
         self._capacity = 0  # rows of the workspaces below
         self.activations = None  # a^0 .. a^L, each (capacity, n_l)
         self.deltas = None  # δ^1 .. δ^L at [1..L]; [0] unused
@@ -381,11 +372,7 @@ class Network:
         cost, grad = self._cost_and_flat_gradient(X, Y, want_gradients, sample_weight)
         if grad is None:
             return cost, None, None
-        views = [grad[s] for s in self.layer_slices]
-        dW = [v[:n_in * n_out].reshape(n_in, n_out)
-              for v, n_in, n_out in zip(views, self.sizes[:-1], self.sizes[1:])]
-        db = [v[n_in * n_out:] for v, n_in, n_out in zip(views, self.sizes[:-1], self.sizes[1:])]
-        return cost, dW, db
+        return (cost, *_layer_views(grad, self.sizes))
 
     def _cost_and_flat_gradient(self, X, Y, want_gradient, sample_weight=None):
         """Full-batch cost and its gradient laid out as ``theta`` (a host array), computed
@@ -572,6 +559,23 @@ class Network:
         from gpubp.io import save
 
         save(self, path)
+
+
+def _layer_views(flat, sizes):
+    """Views ``W^l`` (n_{l-1}, n_l) and ``b^l`` (n_l,) of a 1-D vector laid out as ``theta``.
+
+    Returns
+    -------
+    W, b : list of arrays
+        ``L`` views each, into ``flat`` (a NumPy or backend array, shape (N,)).
+    """
+    W, b, start = [], [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        w_end = start + n_in * n_out
+        W.append(flat[start:w_end].reshape(n_in, n_out))
+        b.append(flat[w_end:w_end + n_out])
+        start = w_end + n_out
+    return W, b
 
 
 def _row_blocks(flat, P, widths):
