@@ -132,12 +132,17 @@ def default_backends():
 
 
 def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
-            samples_per_epoch=SAMPLES_PER_EPOCH):
+            samples_per_epoch=SAMPLES_PER_EPOCH, processes=2):
     """Best epoch times of every runner on every case, each runner in its own process.
 
     Every runner is started (and warmed up) in its own :class:`Worker`; then ``repeats``
     rounds each time one epoch of every runner, the order rotated by one from round to
-    round. Only one worker runs at a time.
+    round. Only one worker runs at a time. All that is done ``processes`` times, with
+    fresh processes: on the 2-core development machine a process's speed on two BLAS
+    threads is bimodal (784-512-512-10 @ 128: the GEMMs alone took 37-38 ms an epoch in
+    some processes and 46-49 ms in others, steady within each, whatever the buffers'
+    alignment or the main thread's core), so one process per runner could hand any runner
+    the slow mode and decide a ratio by chance.
 
     Returns
     -------
@@ -158,22 +163,10 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
     for case in cases:
         n_batches = max(1, samples_per_epoch // case.batch_size)
         samples = n_batches * case.batch_size
-        notes, workers, times = {}, {}, {}
-        try:
-            for name in runners:
-                try:
-                    workers[name] = Worker(name, case, n_batches, train)
-                except Unavailable as exc:
-                    notes[name] = str(exc)
-            names = list(workers)
-            times = {name: [] for name in names}
-            for r in range(repeats if names else 0):
-                k = r % len(names)
-                for name in names[k:] + names[:k]:  # rotated: no runner always goes first
-                    times[name].append(workers[name].epoch())
-        finally:
-            for worker in workers.values():
-                worker.close()
+        notes, times = {}, {}
+        for _ in range(processes):
+            _rounds(case, n_batches, train, [n for n in runners if n not in notes], repeats,
+                    notes, times)
         best = {name: min(ts) for name, ts in times.items() if ts}
         jax = min((best[n] for n in best if n.startswith("jax")), default=None)
         for name in runners:
@@ -191,6 +184,26 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
                                   else None),
             })
     return rows
+
+
+def _rounds(case, n_batches, train, runners, repeats, notes, times):
+    """One process per runner, ``repeats`` rotated rounds; epoch times appended to ``times``
+    and the reason a runner cannot run to ``notes``."""
+    workers = {}
+    try:
+        for name in runners:
+            try:
+                workers[name] = Worker(name, case, n_batches, train)
+            except Unavailable as exc:
+                notes[name] = str(exc)
+        names = list(workers)
+        for r in range(repeats if names else 0):
+            k = r % len(names)
+            for name in names[k:] + names[:k]:  # rotated: no runner always goes first
+                times.setdefault(name, []).append(workers[name].epoch())
+    finally:
+        for worker in workers.values():
+            worker.close()
 
 
 def format_table(rows, title=""):
@@ -211,7 +224,7 @@ def format_table(rows, title=""):
 
 
 def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
-              inference=False, samples_per_epoch=SAMPLES_PER_EPOCH):
+              inference=False, samples_per_epoch=SAMPLES_PER_EPOCH, processes=2):
     """Print the comparison table: samples/s per backend and peer, speed-ups, GEMM bound.
 
     Parameters
@@ -231,18 +244,20 @@ def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
         Also print a forward-only table.
     samples_per_epoch : int
         Rows per timed epoch (rounded down to whole batches, at least one batch).
+    processes : int
+        Fresh processes per runner, one after another (see :func:`measure`).
 
     Returns
     -------
     list of dict
         The training rows of :func:`measure` (plus the inference rows when asked).
     """
-    rows = measure(cases, backends, peers, repeats, True, samples_per_epoch)
-    print(format_table(rows, f"Training (SGD, fit), best of {repeats} rounds of "
-                             f"~{samples_per_epoch} samples, one process per runner"),
-          file=file)
+    rows = measure(cases, backends, peers, repeats, True, samples_per_epoch, processes)
+    print(format_table(rows, f"Training (SGD, fit), best of {processes} x {repeats} rounds "
+                             f"of ~{samples_per_epoch} samples, each runner in {processes} "
+                             f"processes of its own, one after another"), file=file)
     if inference:
-        inf = measure(cases, backends, peers, repeats, False, samples_per_epoch)
+        inf = measure(cases, backends, peers, repeats, False, samples_per_epoch, processes)
         print("\n" + format_table(inf, "Inference (forward only)"), file=file)
         rows = rows + inf
     return rows

@@ -140,6 +140,8 @@ def build_parser():
                        help="do not time JAX and PyTorch")
     bench.add_argument("--repeats", type=_positive(int), default=5)
     bench.add_argument("--samples-per-epoch", type=_positive(int), default=None)
+    bench.add_argument("--processes", type=_positive(int), default=2,
+                       help="fresh processes per runner, one after another (default 2)")
     bench.add_argument("--inference", action="store_true", help="also time forward passes")
     bench.add_argument("--scaling", action="store_true",
                        help="data-parallel scaling instead: 784-1024-1024-10 @ 512, 1 rank x "
@@ -289,7 +291,7 @@ def cmd_bench(args, out):
 
     kwargs = {} if args.samples_per_epoch is None else {"samples_per_epoch": args.samples_per_epoch}
     run_bench(args.cases, args.backends, args.peers, args.repeats, file=out,
-              inference=args.inference, **kwargs)
+              inference=args.inference, processes=args.processes, **kwargs)
     return 0
 
 

@@ -40,6 +40,27 @@ def test_each_runner_is_timed_in_its_own_process():
     assert all(r["seconds"] <= r["median_seconds"] for r in rows)
 
 
+def test_every_runner_gets_fresh_processes(monkeypatch):
+    started = []
+
+    class Recorded(bench.Worker):
+        def __init__(self, runner, *args, **kwargs):
+            super().__init__(runner, *args, **kwargs)
+            started.append((runner, self._proc.pid))
+
+    monkeypatch.setattr(bench, "Worker", Recorded)
+    times = {}
+    monkeypatch.setattr(bench.statistics, "median",
+                        lambda ts: times.setdefault(len(times), list(ts))[0])
+    rows = bench.measure(["8-6-3@4"], backends=["cpu"], peers=False, repeats=2,
+                         samples_per_epoch=8, processes=3)
+    for runner in ("cpu", "gemm-only"):
+        pids = [pid for name, pid in started if name == runner]
+        assert len(pids) == len(set(pids)) == 3  # one process after another, never reused
+    assert sorted(len(ts) for ts in times.values()) == [6, 6]  # 3 processes x 2 rounds
+    assert all(r["seconds"] == min(times[i]) for i, r in enumerate(rows))
+
+
 def test_gemm_only_of_a_large_step_times_both_thread_counts(monkeypatch):
     from gpubp import compiled
 

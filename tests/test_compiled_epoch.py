@@ -14,7 +14,8 @@ from gpubp import compiled
 from gpubp.optimizers import SGD, Adam
 
 OPTIMIZERS = {
-    "sgd": lambda: SGD(lr=0.1),
+    "sgd": lambda: SGD(lr=0.1),  # its step is fused into the weight-gradient GEMM
+    "sgd-decay": lambda: SGD(lr=0.1, weight_decay=0.05),  # fused too: beta = 1 - lr λ
     "momentum": lambda: SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
     "nesterov": lambda: SGD(lr=0.1, momentum=0.8, nesterov=True),
     "adam": lambda: Adam(lr=0.01, weight_decay=1e-3),
