@@ -7,11 +7,19 @@ each in its own processes (so that no BLAS thread pool of one disturbs another):
 - R ranks with 1 BLAS thread each (``mpiexec -n R``, ``fit(distributed=...)``),
 - 1 rank with R BLAS threads (the alternative use of the same cores).
 
-Each worker trains one warm-up epoch (JIT compilation is not throughput), then times
-``repeats`` epochs of ``fit`` and reports the best (on a shared machine the best epoch is
-the least disturbed one). The distributed worker also reports the share of its epoch spent
-posting and waiting for the gradient allreduces (``Group.comm_seconds``). Compare ratios
-within one run only.
+Each worker runs one ``fit`` of ``repeats + 1`` epochs, timing every epoch from inside
+(a callback at its beginning and end, as ``gpubp bench`` times ``fit``): the first is the
+warm-up (JIT compilation, the shared-memory windows), the best of the others is reported
+(on a shared machine the best epoch is the least disturbed one), the slowest rank's time
+deciding each epoch. ``fit``'s set-up, once per run, is not an epoch. The distributed
+worker also reports the share of its epoch spent summing gradients (``Group.comm_seconds``:
+posting and waiting for the allreduces, or the barriers and slice sums of the
+shared-memory sum). Compare ratios within one run only.
+
+Reductions (``reduction``): ``"shared"`` (the default: ranks of one machine sum in the
+memory they share and share one copy of the parameters,
+:class:`~gpubp.gradient_sum.SharedMemoryGradientSum`), ``"iallreduce"`` (one non-blocking
+allreduce per layer) and ``"allreduce"`` (one allreduce of the flat gradient per step).
 """
 
 import json
@@ -39,45 +47,57 @@ def _mpiexec():
     return found
 
 
-def worker(sizes, batch_size, steps, repeats, overlap=True):
-    """Time ``fit`` epochs in this process (one rank of a launch); returns a dict (root)."""
+REDUCTIONS = {"shared": {}, "iallreduce": {"shared_memory": False},
+              "allreduce": {"shared_memory": False, "overlap": False}}
+TITLES = {"shared": "shared-memory sum", "iallreduce": "per-layer Iallreduce",
+          "allreduce": "one Allreduce per step"}
+
+
+def worker(sizes, batch_size, steps, repeats, reduction="shared"):
+    """Time the epochs of one ``fit`` in this process (one rank of a launch); returns a dict
+    (on the root)."""
     import gpubp
     from gpubp import distributed
+    from gpubp.callbacks import Callback
 
     comm = distributed.world() if distributed.size() > 1 else None
-    group = distributed.Group(comm, overlap=overlap) if comm is not None else False
+    group = distributed.Group(comm, **REDUCTIONS[reduction]) if comm is not None else False
+
+    class EpochTimer(Callback):
+        def __init__(self):
+            self.seconds, self.comm = [], []
+
+        def on_epoch_begin(self, run, epoch):
+            self.comm_before = group.comm_seconds() if group else 0.0
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, run, epoch, logs):
+            self.seconds.append(time.perf_counter() - self.start)
+            self.comm.append((group.comm_seconds() - self.comm_before) if group else 0.0)
+
     rng = np.random.default_rng(0)
     P = batch_size * steps
     X = rng.random((P, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], P)
     net = gpubp.Network(list(sizes), dtype="float32", seed=0)
-    kwargs = {"batch_size": batch_size, "lr": 0.01, "verbose": 0, "shuffle": False,
-              "distributed": group}
-    net.fit(X, y, epochs=1, **kwargs)  # warm-up: compilation, workspaces
-    best, best_comm = float("inf"), 0.0
-    for _ in range(repeats):
-        comm_before = group.comm_seconds() if group else 0.0
-        if comm is not None:
-            comm.Barrier()
-        start = time.perf_counter()
-        net.fit(X, y, epochs=1, **kwargs)
-        seconds = time.perf_counter() - start
-        if comm is not None:  # the slowest rank decides the epoch
-            from mpi4py import MPI
+    timer = EpochTimer()
+    net.fit(X, y, epochs=repeats + 1, batch_size=batch_size, lr=0.01, verbose=0,
+            shuffle=False, distributed=group, callbacks=[timer])
+    seconds = np.array(timer.seconds[1:])  # the first epoch is the warm-up
+    if comm is not None:  # the slowest rank decides each epoch
+        from mpi4py import MPI
 
-            seconds = comm.allreduce(seconds, op=MPI.MAX)
-        if seconds < best:
-            best = seconds
-            best_comm = (group.comm_seconds() - comm_before) if group else 0.0
-    return {"samples_per_s": P / best, "seconds": best, "comm_share": best_comm / best,
-            "ranks": distributed.size()}
+        comm.Allreduce(MPI.IN_PLACE, seconds, op=MPI.MAX)
+    best = int(np.argmin(seconds))
+    return {"samples_per_s": P / seconds[best], "seconds": float(seconds[best]),
+            "comm_share": timer.comm[1:][best] / seconds[best], "ranks": distributed.size()}
 
 
-def _launch(ranks, threads, sizes, batch_size, steps, repeats, overlap, timeout):
+def _launch(ranks, threads, sizes, batch_size, steps, repeats, reduction, timeout):
     env = {**os.environ, "OMP_NUM_THREADS": str(threads),
            "OPENBLAS_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     spec = json.dumps({"sizes": list(sizes), "batch_size": batch_size, "steps": steps,
-                       "repeats": repeats, "overlap": overlap})
+                       "repeats": repeats, "reduction": reduction})
     command = [sys.executable, "-m", "gpubp.bench_scaling", spec]
     if ranks > 1:
         command = [_mpiexec(), "-n", str(ranks)] + command
@@ -87,8 +107,8 @@ def _launch(ranks, threads, sizes, batch_size, steps, repeats, overlap, timeout)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_scaling(ranks=2, sizes=SIZES, batch_size=BATCH, steps=16, repeats=3, overlap=True,
-                timeout=600, file=sys.stdout):
+def run_scaling(ranks=2, sizes=SIZES, batch_size=BATCH, steps=16, repeats=5,
+                reduction="shared", timeout=600, file=sys.stdout):
     """Run the three configurations and print the table; returns their results (dicts).
 
     Parameters
@@ -102,20 +122,22 @@ def run_scaling(ranks=2, sizes=SIZES, batch_size=BATCH, steps=16, repeats=3, ove
         Steps per timed epoch.
     repeats : int
         Timed epochs per configuration (the best is kept).
-    overlap : bool
-        Per-layer ``Iallreduce`` (True) or one ``Allreduce`` of the flat gradient.
+    reduction : str
+        ``"shared"``, ``"iallreduce"`` or ``"allreduce"`` (see the module docstring).
     """
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {tuple(REDUCTIONS)}, got {reduction!r}")
     configs = [("1 rank x 1 thread", 1, 1), (f"{ranks} ranks x 1 thread", ranks, 1),
                (f"1 rank x {ranks} threads", 1, ranks)]
     results = []
     name = "-".join(map(str, sizes))
     print(f"data-parallel scaling: {name}, global batch {batch_size}, float32, "
-          f"{steps} steps per epoch, best of {repeats} epochs, "
-          f"{'per-layer Iallreduce' if overlap else 'one Allreduce per step'}", file=file)
+          f"{steps} steps per epoch, best of {repeats} epochs, {TITLES[reduction]}",
+          file=file)
     print(f"{'configuration':<22} {'samples/s':>10} {'speed-up':>9} {'efficiency':>11} "
           f"{'comm share':>11}", file=file)
     for label, n_ranks, threads in configs:
-        result = _launch(n_ranks, threads, sizes, batch_size, steps, repeats, overlap,
+        result = _launch(n_ranks, threads, sizes, batch_size, steps, repeats, reduction,
                          timeout)
         result["configuration"] = label
         results.append(result)
@@ -131,7 +153,7 @@ def run_scaling(ranks=2, sizes=SIZES, batch_size=BATCH, steps=16, repeats=3, ove
 def _main(argv):
     spec = json.loads(argv[0])
     result = worker(spec["sizes"], spec["batch_size"], spec["steps"], spec["repeats"],
-                    spec.get("overlap", True))
+                    spec.get("reduction", "shared"))
     from gpubp import distributed
 
     if distributed.is_root():

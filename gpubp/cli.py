@@ -138,7 +138,8 @@ def build_parser():
                        help="reference, cpu or cuda (repeatable; default those usable)")
     bench.add_argument("--no-peers", action="store_false", dest="peers",
                        help="do not time JAX and PyTorch")
-    bench.add_argument("--repeats", type=_positive(int), default=5)
+    bench.add_argument("--repeats", type=_positive(int), default=5,
+                       help="timed epochs per runner (the best is reported)")
     bench.add_argument("--samples-per-epoch", type=_positive(int), default=None)
     bench.add_argument("--processes", type=_positive(int), default=2,
                        help="fresh processes per runner, one after another (default 2)")
@@ -147,8 +148,12 @@ def build_parser():
                        help="data-parallel scaling instead: 784-1024-1024-10 @ 512, 1 rank x "
                             "1 BLAS thread, R ranks x 1, 1 rank x R (needs gpubp[mpi])")
     bench.add_argument("--ranks", type=_positive(int), default=2, help="R of --scaling")
+    bench.add_argument("--reduction", choices=("shared", "iallreduce", "allreduce"),
+                       default="shared",
+                       help="--scaling: how the ranks sum gradients (default: in the memory "
+                            "they share)")
     bench.add_argument("--fused", action="store_true",
-                       help="--scaling: one Allreduce per step, not one Iallreduce per layer")
+                       help="--scaling: one Allreduce per step (--reduction allreduce)")
 
     grad = commands.add_parser("gradcheck", help="backpropagation vs central differences")
     grad.add_argument("--layers", type=_layers, default=[5, 4], help="hidden widths (default 5,4)")
@@ -285,7 +290,8 @@ def cmd_bench(args, out):
     if args.scaling:
         from gpubp.bench_scaling import run_scaling
 
-        run_scaling(ranks=args.ranks, repeats=args.repeats, overlap=not args.fused, file=out)
+        run_scaling(ranks=args.ranks, repeats=args.repeats,
+                    reduction="allreduce" if args.fused else args.reduction, file=out)
         return 0
     from gpubp.bench import run_bench
 

@@ -14,8 +14,12 @@ measured: on the quiet 2-core machine two OpenBLAS threads do the big GEMMs up t
 as fast, but with other processes competing for the cores OpenBLAS's threads wait on each
 other (they spin and yield) and the same epoch ran 10-20x *slower* than on one thread. So
 larger steps are measured in place: the first epoch of a step shape takes one untimed
-step (compilation, thread start-up), then times :data:`PROBE_STEPS` steps on one thread
-and as many on all of them, and the rest of the epoch, and the next :data:`REPROBE_EVERY` epochs, use the faster. Splitting an epoch into
+step (compilation, thread start-up), then times single steps on one thread and on all of
+them, alternating, :data:`PROBE_ROUNDS` of each, and the rest of the epoch, and the next
+:data:`REPROBE_EVERY` epochs, use the count whose fastest step was faster. Interference
+only ever adds time, so the fastest of a few alternating trials is what a count can do:
+one noisy moment cannot decide (it did with one timing of two steps each: 784-512-512-10
+@ 128 runs at 57k samples/s on one thread and 91k on two). Splitting an epoch into
 several compiled calls changes nothing in its results. The number of threads is set
 through threadpoolctl and restored afterwards; a lower limit set by the user is kept.
 """
@@ -31,7 +35,7 @@ from gpubp.optimizers import SGD, Adam
 # A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread (measured on the
 # 2-core development machine, see blas_threads).
 ONE_THREAD_BELOW = 2_000_000
-PROBE_STEPS = 2  # steps timed on each thread count when a larger step shape is probed
+PROBE_ROUNDS = 3  # one-step trials of each thread count when a larger step shape is probed
 REPROBE_EVERY = 20  # epochs of a step shape between two probes (the load changes)
 _probes = {}  # (sizes, batch_size, dtype) -> [threads (1 or None), epochs since the probe]
 
@@ -180,7 +184,7 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
 
     threads = blas_threads(net.sizes, batch_size)
     start = 0
-    if threads is None and len(order) >= 4 * PROBE_STEPS * batch_size:
+    if threads is None and len(order) >= 4 * PROBE_ROUNDS * batch_size:
         key = (tuple(net.sizes), int(batch_size), net.dtype.name)
         entry = _probes.get(key)
         if entry is None or entry[1] >= REPROBE_EVERY:
@@ -188,14 +192,86 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
             # the BLAS threads, whose start-up would otherwise be charged to them
             run(order[:batch_size], None)
             start = batch_size
-            seconds = {}
-            for candidate in (1, None):
-                t0 = time.perf_counter()
-                run(order[start:start + PROBE_STEPS * batch_size], candidate)
-                seconds[candidate] = time.perf_counter() - t0
-                start += PROBE_STEPS * batch_size
-            entry = _probes[key] = [min(seconds, key=seconds.get), 0]
+            fastest = {1: float("inf"), None: float("inf")}
+            for r in range(PROBE_ROUNDS):
+                for candidate in ((1, None) if r % 2 == 0 else (None, 1)):
+                    t0 = time.perf_counter()
+                    run(order[start:start + batch_size], candidate)
+                    fastest[candidate] = min(fastest[candidate], time.perf_counter() - t0)
+                    start += batch_size
+            entry = _probes[key] = [min(fastest, key=fastest.get), 0]
         entry[1] += 1
         threads = entry[0]
     run(order[start:], threads)
     return totals[0], totals[1]
+
+
+def gradient_step(net, X, Y, rows, delta_scale):
+    """Forward and backward over ``rows`` in one compiled call, no update (a rank's step).
+
+    A rank of a data-parallel run (:mod:`gpubp.distributed`) computes the gradient of its
+    share of a global batch here, then sums it over the ranks and updates in Python;
+    ``net.nabla_theta`` holds it on return.
+
+    Parameters
+    ----------
+    net : Network
+        On the ``cpu`` backend (see :func:`supported`).
+    X : ndarray, shape (P_total, n_0)
+    Y : ndarray, shape (P_total, n_L)
+        Checked arrays of the network's dtype.
+    rows : ndarray of int, shape (P,)
+        This rank's rows of the batch, ``P >= 1``.
+    delta_scale : float
+        ``P / P_global``.
+
+    Returns
+    -------
+    cost_sum : float
+        Sum of the rows' costs.
+    correct : int
+        Correct predictions among them (0 for regressors).
+    """
+    from gpubp.kernels.cpu_epoch import NONE, train_epoch as compiled
+
+    P = len(rows)
+    net._workspace(P)
+    layout = _layout(net)
+    with _BlasThreads(blas_threads(net.sizes, P)):
+        cost_sum, correct, _ = compiled(
+            X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, net.theta, net.nabla_theta,
+            net._activations_flat, net._deltas_flat, net.targets, layout["sizes"],
+            layout["w_offsets"], layout["a_offsets"], layout["d_offsets"],
+            layout["forward_codes"], layout["codes"], layout["loss"], layout["tiny"],
+            layout["one_minus"], net.is_classifier, NONE, _NO_HYPER, net.nabla_theta,
+            net.nabla_theta, 0, float(delta_scale))
+    return float(cost_sum), int(correct)
+
+
+_NO_HYPER = np.zeros(7)  # the update's hyperparameters, unused without an update
+
+
+def reduced_step(net, optimizer, X, Y, rows, reduction, P_global):
+    """One step of a data-parallel run: this rank's gradient by :func:`gradient_step`,
+    summed over the ranks by ``reduction``, then the update (``Network._train_step``'s
+    reduced step, with one compiled call in place of a Python call per kernel).
+
+    Returns
+    -------
+    cost_sum : float
+    correct : int
+    P : int
+        This rank's rows of the batch (possibly none: it adds zeros to the sum).
+    """
+    P = len(rows)
+    reduction.begin(P, P_global)
+    if P:
+        cost_sum, correct = gradient_step(net, X, Y, rows, reduction.delta_scale)
+    else:
+        cost_sum, correct = 0.0, 0
+        net.nabla_theta[...] = 0
+    for l in range(net.L - 1, -1, -1):  # every layer is final: the output layer first
+        reduction.layer_done(l)
+    reduction.wait()
+    reduction.update(optimizer)
+    return cost_sum, correct, P

@@ -172,7 +172,7 @@ class Local:
         """Whether ``flag`` holds on every rank."""
         return bool(flag)
 
-    def gradient_sum(self, net):
+    def gradient_sum(self, net, optimizer=None):
         """What the training step reduces its gradients with: None, nothing to reduce."""
         return None
 
@@ -204,17 +204,28 @@ class Group(Local):
     ----------
     comm : mpi4py communicator
     overlap : bool
-        Per-layer non-blocking allreduces during backprop (default) or one blocking
-        allreduce over the whole flat gradient after it (tensor fusion).
+        Where gradients go through MPI messages: per-layer non-blocking allreduces during
+        backprop (default) or one blocking allreduce over the whole flat gradient after
+        it (tensor fusion).
+    shared_memory : bool
+        Host gradients of ranks that share a machine are summed in memory they share
+        (default; :class:`~gpubp.gradient_sum.SharedMemoryGradientSum`), by messages
+        only between machines. False: MPI messages throughout, as ``overlap`` says.
+    node : mpi4py communicator, optional
+        The ranks sharing memory with this one (default: MPI's ``COMM_TYPE_SHARED``
+        split of ``comm``); the tests pass smaller groups to stand in for machines.
     """
 
-    def __init__(self, comm, overlap=True):
+    def __init__(self, comm, overlap=True, shared_memory=True, node=None):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.is_root = self.rank == 0
         self.overlap = overlap
-        self._sums = {}  # id(net) -> GradientSum, made once per network
+        self.shared_memory = shared_memory
+        self.node = node
+        self._sums = {}  # id(net) -> GradientSum, made once per network and run
+        self._seconds_closed = 0.0  # comm_seconds of the sums of runs that have ended
         self._nccl = None
 
     def __repr__(self):
@@ -232,20 +243,31 @@ class Group(Local):
     def all(self, flag):
         return bool(self.comm.allreduce(bool(flag), op=_mpi().LAND))
 
-    def gradient_sum(self, net):
+    def gradient_sum(self, net, optimizer=None):
         found = self._sums.get(id(net))
         if found is None or found.net is not net:
-            from gpubp.gradient_sum import GradientSum, NcclGradientSum
+            from gpubp.gradient_sum import (GradientSum, NcclGradientSum,
+                                            SharedMemoryGradientSum)
 
             if getattr(net.backend.xp, "__name__", "") == "cupy":
                 found = NcclGradientSum(net, self._nccl_comm())
             else:
-                found = GradientSum(net, self.comm, self.overlap)
+                found = SharedMemoryGradientSum.create(net, self.comm, optimizer, self.node) \
+                    if self.shared_memory else None
+                if found is None:
+                    found = GradientSum(net, self.comm, self.overlap)
             self._sums[id(net)] = found
         return found
 
+    def close(self):
+        """End the run's gradient sums (collective: their shared memory is freed)."""
+        self._seconds_closed += sum(found.seconds for found in self._sums.values())
+        for found in self._sums.values():
+            found.close()
+        self._sums.clear()
+
     def comm_seconds(self):
-        return sum(s.seconds for s in self._sums.values())
+        return self._seconds_closed + sum(s.seconds for s in self._sums.values())
 
     def _nccl_comm(self):
         """One NCCL communicator over the same ranks, its unique id sent from rank 0."""
@@ -314,7 +336,8 @@ class Group(Local):
 
         try:
             yield
-        except TrainingDiverged:
+        except TrainingDiverged:  # raised on every rank together: end the run together
+            self.close()
             raise
         except BaseException:
             text = traceback.format_exc()
@@ -323,6 +346,8 @@ class Group(Local):
             sys.stderr.flush()
             self.comm.Abort(1)
             raise  # not reached: MPI_Abort does not return
+        else:
+            self.close()
         finally:
             watchdog = getattr(self, "_watchdog", None)
             if watchdog is not None:

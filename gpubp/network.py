@@ -147,6 +147,30 @@ class Network:
         self._host_y = np.empty((P, self.sizes[-1]), dt)
         self._capacity = P
 
+    def _move_buffer(self, name, flat, copy=True):
+        """Make ``flat`` hold ``theta`` or ``nabla_theta`` (``name``) from now on.
+
+        The values are copied into ``flat`` (shape (N,), the dtype, on the backend; unless
+        ``copy`` is False: it holds them already), which becomes the attribute, with
+        ``W``/``b`` (or ``nabla_w``/``nabla_b``) as its views:
+        a data-parallel run puts them in memory the ranks of a machine share
+        (:class:`gpubp.gradient_sum.SharedMemoryGradientSum`). Returns the previous
+        buffer, to move them back with.
+        """
+        current = getattr(self, name)
+        if flat.shape != current.shape or flat.dtype != current.dtype:
+            raise ValueError(f"flat must have shape {current.shape} and dtype "
+                             f"{current.dtype}, got {flat.shape} {flat.dtype}")
+        if copy:
+            self.backend.copyto(flat, current)
+        setattr(self, name, flat)
+        views = _layer_views(flat, self.sizes)
+        if name == "theta":
+            self.W, self.b = views
+        else:
+            self.nabla_w, self.nabla_b = views
+        return current
+
     @property
     def params(self):
         """Backend arrays ``[W^1, b^1, W^2, b^2, ...]`` (live, not copies)."""
@@ -309,6 +333,7 @@ class Network:
             P = self._load(X, Y, index)
             self._forward(P)
             cost = self._backward(P)
+            self._update(optimizer)
         else:
             P = len(index)
             reduction.begin(P, P_global)
@@ -322,7 +347,7 @@ class Network:
                     self.nabla_theta[self.layer_slices[l]] = 0
                     reduction.layer_done(l)
             reduction.wait()
-        self._update(optimizer)
+            reduction.update(optimizer)
         return cost, P
 
     # -- public API ------------------------------------------------------------------------

@@ -185,6 +185,10 @@ class Optimizer:
 
     name = "optimizer"
     state_names = ()
+    # whether each parameter's update reads only its own gradient and state (then any
+    # span of the flat vector can be updated alone); subclasses that override _update
+    # must say so themselves
+    elementwise = False
 
     def __init__(self, lr=0.1, weight_decay=0.0, schedule=None):
         self.lr = float(check_positive(lr, "lr"))
@@ -224,6 +228,23 @@ class Optimizer:
         self.flat_state = {key: backend.zeros((sum(sizes),), dtype) for key in self.state_names}
         self.state = {key: _views(buf, shapes, sizes) for key, buf in self.flat_state.items()}
 
+    def _move_state(self, flat_state, copy=True):
+        """Make the buffers of ``flat_state`` (name -> (N,) backend array) hold the state.
+
+        The values are copied over (unless ``copy`` is False: they are there already) and
+        the per-parameter views rebuilt; returns the previous buffers, to move it back
+        with (see :meth:`Network._move_buffer`).
+        """
+        previous = self.flat_state
+        for key, buf in flat_state.items():
+            if copy:
+                buf[...] = previous[key]
+        self.flat_state = dict(flat_state)
+        shapes = [tuple(v.shape) for v in next(iter(self.state.values()))] if self.state else []
+        sizes = [math.prod(shape) for shape in shapes]
+        self.state = {key: _views(buf, shapes, sizes) for key, buf in self.flat_state.items()}
+        return previous
+
     def start_epoch(self, epoch, epochs):
         """Set the learning rate of 0-based ``epoch`` from the schedule; returns it."""
         self._epoch_lr = float(self.schedule(self.lr, epoch, epochs))
@@ -238,7 +259,7 @@ class Optimizer:
         """The learning rate for the next step (scikit-learn's optimizers' name for it)."""
         return self.current_lr()
 
-    def step(self, backend, params, grads, *, theta=None, nabla_theta=None):
+    def step(self, backend, params, grads, *, theta=None, nabla_theta=None, span=None):
         """Update every parameter in place from its gradient.
 
         Parameters
@@ -251,6 +272,11 @@ class Optimizer:
             ``params`` and ``grads`` are views (``Network.theta``, ``Network.nabla_theta``).
             When given, the update is one fused kernel call over the whole vector;
             otherwise one call per parameter.
+        span : slice, optional
+            With ``theta``: update ``theta[span]`` only, from ``nabla_theta[span]`` and the
+            same span of the state (a rank's share of parameters that the ranks of a
+            machine share, :mod:`gpubp.gradient_sum`). Only for optimizers whose
+            update is elementwise (:attr:`elementwise`).
         """
         if self.state is None:
             self.initialize(backend, params)
@@ -263,7 +289,13 @@ class Optimizer:
             if theta.shape != (n,) or nabla_theta.shape != (n,):
                 raise ValueError(f"theta and nabla_theta must have shape ({n},), the total "
                                  f"size of params, got {theta.shape} and {nabla_theta.shape}")
-            self._update(backend, theta, nabla_theta, self.flat_state, lr)
+            if span is None:
+                self._update(backend, theta, nabla_theta, self.flat_state, lr)
+            elif not self.elementwise:
+                raise ValueError(f"span: {type(self).__name__} does not update elementwise")
+            else:
+                self._update(backend, theta[span], nabla_theta[span],
+                             {k: buf[span] for k, buf in self.flat_state.items()}, lr)
             return
         for i, (param, grad) in enumerate(zip(params, grads)):
             self._update(backend, param, grad, {k: bufs[i] for k, bufs in self.state.items()},
@@ -323,6 +355,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    elementwise = True
 
     def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
         super().__init__(lr, weight_decay, schedule)
@@ -358,6 +391,7 @@ class Adam(Optimizer):
     """
 
     name = "adam"
+    elementwise = True
     state_names = ("m", "v")
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,

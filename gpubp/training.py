@@ -198,13 +198,24 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
         (None for regressors).
     """
     P_total = len(order)
-    reduction = group.gradient_sum(net)
-    # the compiled epoch has nothing to reduce between backward and update, gathers rows
-    # through the mapping of a memory-mapped X (which maps the whole file in time), and
-    # takes dense X only (a sparse X multiplies sparse x dense in the per-kernel step)
-    if reduction is None and not mapped.is_mapped(X) and not is_sparse(X) \
-            and compiled.supported(net, optimizer):
+    reduction = group.gradient_sum(net, optimizer)
+    # the compiled code gathers rows through the mapping of a memory-mapped X (which
+    # would map the whole file in time), and takes dense X only (a sparse X multiplies
+    # sparse x dense in the per-kernel step)
+    compiled_ok = not mapped.is_mapped(X) and not is_sparse(X) \
+        and compiled.supported(net, optimizer)
+    if compiled_ok and reduction is None:
         total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
+    elif compiled_ok:  # one compiled call per step, the sum over the ranks between
+        total, correct = 0.0, 0
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for start in range(0, P_total, batch_size):
+                batch = order[start:start + batch_size]
+                cost_sum, right, _ = compiled.reduced_step(
+                    net, optimizer, X, Y, batch[group.rows(len(batch))], reduction,
+                    len(batch))
+                total += cost_sum
+                correct += right
     else:
         total, correct = net.backend.cost_sum(), 0.0
         classifier = net.is_classifier

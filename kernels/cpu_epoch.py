@@ -48,7 +48,7 @@ from gpubp.kernels.cpu import (
     _adam,
 )
 
-SGD, ADAM = 0, 1
+SGD, ADAM, NONE = 0, 1, 2  # NONE: gradients only, the caller sums and updates (MPI)
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
 # and ``beta`` that np.dot fixes at 1 and 0: ``C = alpha op(A) op(B) + beta C`` on
@@ -105,7 +105,7 @@ def _descend(W, a_prev, delta, coefficients):
 @njit(cache=True, error_model="numpy")
 def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, sizes,
                 w_offsets, a_offsets, d_offsets, forward_codes, codes, loss, tiny, one_minus,
-                classifier, optimizer, hyper, state_a, state_b, step):
+                classifier, optimizer, hyper, state_a, state_b, step, delta_scale=1.0):
     """One epoch of mini-batch steps over ``X[order]``; returns the epoch's running figures.
 
     Parameters
@@ -135,7 +135,9 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
     classifier : bool
         Whether to count correct predictions.
     optimizer : int
-        ``SGD`` or ``ADAM``.
+        ``SGD``, ``ADAM``, or ``NONE``: no update, ``nabla`` left holding the gradient
+        of the one batch (``order`` of at most ``batch_size`` rows) for the caller to sum
+        over the ranks of a data-parallel run and apply.
     hyper : float64 ndarray, shape (7,)
         ``lr, momentum, weight_decay, beta1, beta2, eps, nesterov`` (``nesterov`` 0 or 1;
         those the optimizer does not use are ignored).
@@ -144,6 +146,9 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
         ``m`` and ``v``. Any array of the type when unused; never read then.
     step : int
         Steps taken before this epoch (Adam's ``t`` of the first step is ``step + 1``).
+    delta_scale : float
+        Factor on ``δ^L`` (``P_local / P_global`` on a rank of a data-parallel run, so
+        that the summed gradients carry the global ``1/P``).
 
     Returns
     -------
@@ -188,6 +193,8 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
                                   tiny, one_minus) * P
         if classifier:
             correct += _count_correct(a_L, y, loss == CROSS_ENTROPY)
+        if delta_scale != 1.0:  # rounded to the dtype first, as NumPy's weak scalars are
+            _block(deltas, d_offsets[L], P, n_L)[:] *= deltas.dtype.type(delta_scale)
         # backward: ∂W^l = a^{l-1 T} δ^l, ∂b^l = Σ_p δ^l, δ^{l-1} = (δ^l W^{l T}) ⊙ g'
         for l in range(L, 0, -1):
             n_in, n_out = sizes[l - 1], sizes[l]
@@ -211,6 +218,8 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
             if l > 1:
                 _hidden_delta(delta_prev, a_prev, codes[l - 2])
         # update: one fused pass over the flat vector
+        if optimizer == NONE:
+            continue
         step += 1
         if fused:
             pass

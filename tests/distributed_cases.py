@@ -13,6 +13,7 @@ import numpy as np
 
 import gpubp
 from gpubp.callbacks import Callback
+from gpubp.optimizers import SGD
 
 
 def make_data(case, rank=0):
@@ -64,15 +65,61 @@ class RaiseOn(Callback):
             raise RuntimeError(f"planted failure on rank {self.rank} in epoch {epoch}")
 
 
+class SpreadSGD(SGD):
+    """SGD that does not declare its update elementwise: its ranks keep their own
+    parameters and every rank gets the whole summed gradient (and the per-kernel step,
+    being no built-in optimizer)."""
+
+    elementwise = False
+
+
+def make_group(spec):
+    """The ``distributed=`` of a case's ``"group"``: ``{"shared_memory": bool, "overlap":
+    bool, "nodes_of": n}``, the last standing in for machines of ``n`` ranks each."""
+    from gpubp import distributed
+
+    comm = distributed.world()
+    spec = dict(spec)
+    nodes_of = spec.pop("nodes_of", None)
+    node = None if nodes_of is None else comm.Split(comm.Get_rank() // nodes_of)
+    return distributed.Group(comm, node=node, **spec)
+
+
 def run(case, distributed=False, rank=0):
     """Train the case's network on its data; returns ``(net, history)``."""
     X, y = make_data(case, rank)
     net = make_network(case)
     kwargs = dict(case["fit"])
+    if case.get("spread_sgd"):
+        kwargs["optimizer"] = SpreadSGD(lr=kwargs.pop("lr"), momentum=0.5)
+    if distributed and "group" in case:
+        distributed = make_group(case["group"])
+    elif distributed is True:
+        from gpubp.distributed import group
+
+        distributed = group(True)
     if "fault" in case:
         kwargs["callbacks"] = [RaiseOn(**case["fault"])]
+    elif distributed:
+        kwargs["callbacks"] = [RecordSum(distributed)]
     history = net.fit(X, y, verbose=0, distributed=distributed, **kwargs)
     return net, history
+
+
+class RecordSum(Callback):
+    """Note how the run summed its gradients (``history.extras["sum"]``), so the test can
+    check that each scenario took the path it names."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def on_train_end(self, run):
+        if not hasattr(self.group, "_sums"):  # one rank: the single-process path
+            RecordSum.last = "Local"
+            return
+        (found,) = self.group._sums.values()
+        RecordSum.last = f"{type(found).__name__} shares_parameters=" \
+            f"{getattr(found, 'shares_parameters', None)} cross={getattr(found, 'cross', None) is not None}"
 
 
 def result_arrays(net, history):

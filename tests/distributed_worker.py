@@ -12,7 +12,7 @@ import json
 import sys
 
 import numpy as np
-from distributed_cases import memory_probe, result_arrays, run
+from distributed_cases import RecordSum, memory_probe, result_arrays, run
 
 from gpubp import distributed
 
@@ -34,6 +34,8 @@ def main(cases_path, out):
             continue
         net, history = run(case, distributed=True, rank=rank)
         np.savez(f"{out}/{case['name']}.rank{rank}.npz", **result_arrays(net, history))
+        with open(f"{out}/{case['name']}.rank{rank}.sum", "w") as f:
+            f.write(RecordSum.last)
     return 0
 
 

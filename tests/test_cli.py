@@ -93,9 +93,10 @@ def test_bench_calls_run_bench(monkeypatch, capsys):
     calls = {}
 
     def fake_run_bench(cases=None, backends=None, peers=True, repeats=5, file=None,
-                       inference=False, samples_per_epoch=None):
+                       inference=False, samples_per_epoch=None, processes=2):
         calls.update(cases=cases, backends=backends, peers=peers, repeats=repeats,
-                     inference=inference, samples_per_epoch=samples_per_epoch)
+                     inference=inference, samples_per_epoch=samples_per_epoch,
+                     processes=processes)
         print("table", file=file)
         return []
 
@@ -103,10 +104,23 @@ def test_bench_calls_run_bench(monkeypatch, capsys):
 
     monkeypatch.setattr(gpubp.bench, "run_bench", fake_run_bench)
     assert main(["bench", "--case", "64-32-10@16", "--backend", "reference", "--no-peers",
-                 "--repeats", "2", "--samples-per-epoch", "256", "--inference"]) == 0
+                 "--repeats", "2", "--samples-per-epoch", "256", "--inference",
+                 "--processes", "3"]) == 0
     assert calls == {"cases": ["64-32-10@16"], "backends": ["reference"], "peers": False, "repeats": 2,
-                         "inference": True, "samples_per_epoch": 256}
+                         "inference": True, "samples_per_epoch": 256, "processes": 3}
     assert capsys.readouterr().out == "table\n"
+
+
+@pytest.mark.parametrize("argv,reduction", [([], "shared"), (["--fused"], "allreduce"),
+                                            (["--reduction", "iallreduce"], "iallreduce")])
+def test_bench_scaling_passes_the_reduction(monkeypatch, argv, reduction):
+    import gpubp.bench_scaling
+
+    calls = []
+    monkeypatch.setattr(gpubp.bench_scaling, "run_scaling",
+                        lambda **kwargs: calls.append(kwargs) or [])
+    assert main(["bench", "--scaling", "--repeats", "2"] + argv) == 0
+    assert calls[0]["reduction"] == reduction and calls[0]["repeats"] == 2
 
 
 @pytest.mark.parametrize("argv,code,pattern", [

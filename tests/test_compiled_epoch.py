@@ -148,10 +148,11 @@ def test_blas_threads_are_limited_and_restored():
 
 
 def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
-    """Large steps time a few steps on one and on all BLAS threads, then use the faster;
-    the epoch split into three calls takes the same steps as one call."""
+    """Large steps time single steps on one and on all BLAS threads, alternating, then use
+    the count with the fastest step; the epoch split into eight calls takes the same steps
+    as one call."""
     X, Y = make_problem([6, 5, 3], "cross_entropy", 100, seed=5)
-    order = np.random.default_rng(1).permutation(100)
+    order = np.random.default_rng(1).permutation(100)  # 13 steps: 4 x 3 rounds to probe
     nets = [gpubp.Network([6, 5, 3], dtype="float64", seed=0) for _ in range(2)]
     opts = [SGD(lr=0.1, momentum=0.9) for _ in range(2)]
     monkeypatch.setattr(compiled, "_probes", {})
@@ -163,7 +164,8 @@ def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
     limiter = compiled._BlasThreads
     monkeypatch.setattr(compiled, "_BlasThreads", lambda n: calls.append(n) or limiter(n))
     got = compiled.train_epoch(nets[1], opts[1], X, Y, order, 8)
-    assert calls == [None, 1, None, compiled._probes[((6, 5, 3), 8, "float64")][0]]
+    assert calls == [None, 1, None, None, 1, 1, None,
+                     compiled._probes[((6, 5, 3), 8, "float64")][0]]
     assert got[1] == expected[1] and got[0] == pytest.approx(expected[0], rel=1e-12)
     assert opts[1].iterations == opts[0].iterations == 13
     np.testing.assert_allclose(nets[1].theta, nets[0].theta, rtol=1e-12, atol=1e-15)
@@ -172,11 +174,36 @@ def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
     assert len(calls) == 1
     calls.clear()
     compiled.train_epoch(nets[1], opts[1], X, Y, order, 8)  # ...until it is due again
-    assert len(calls) == 4
-    small = X[:20], Y[:20], order[order < 20]  # too few steps to probe: one call
+    assert len(calls) == 8
+    small = X[:80], Y[:80], order[order < 80]  # 10 steps, too few to probe: one call
     calls.clear()
     compiled.train_epoch(nets[1], opts[1], *small, 8)
     assert calls == [None]
+
+
+def test_one_slow_trial_does_not_decide_the_thread_count(monkeypatch):
+    """The probe keeps each count's fastest step: a burst of load on one trial of the
+    faster count (50 time units against 5) does not make it pick the slower one."""
+    X, Y = make_problem([6, 5, 3], "cross_entropy", 100, seed=5)
+    net = gpubp.Network([6, 5, 3], dtype="float64", seed=0)
+    monkeypatch.setattr(compiled, "_probes", {})
+    monkeypatch.setattr(compiled, "blas_threads", lambda sizes, batch_size: None)
+    durations = {1: [5, 5, 5], None: [0, 50, 3, 3, 0]}  # None: the untimed step first
+    clock = [0.0]
+    monkeypatch.setattr(compiled.time, "perf_counter", lambda: clock[0])
+    limiter = compiled._BlasThreads
+
+    def timed(n):
+        clock[0] += durations[n].pop(0) if durations[n] else 0
+        return limiter(n)
+
+    monkeypatch.setattr(compiled, "_BlasThreads", timed)
+    compiled.train_epoch(net, SGD(lr=0.1), X, Y, np.arange(100), 8)
+    assert compiled._probes[((6, 5, 3), 8, "float64")][0] is None  # all threads
+    durations.update({1: [5, 4, 5], None: [0, 6, 6, 6]})  # now one thread is faster
+    monkeypatch.setattr(compiled, "_probes", {})
+    compiled.train_epoch(net, SGD(lr=0.1), X, Y, np.arange(100), 8)
+    assert compiled._probes[((6, 5, 3), 8, "float64")][0] == 1
 
 
 def test_the_jit_cache_goes_stale_with_the_kernels_it_compiles_in():

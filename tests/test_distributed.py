@@ -106,7 +106,24 @@ EQUAL = [
                              "early_stopping": 2, "tol": 1e-9}},
     {"name": "sgd-f32", "sizes": [5, 8, 3], "P": 101, "dtype": "float32",
      "fit": {"epochs": 3, "batch_size": 16, "lr": 0.1}},
+    # the sums by MPI messages: per-layer Iallreduce, and one Allreduce of the flat vector
+    {"name": "momentum-iallreduce", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "group": {"shared_memory": False},
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1, "optimizer": "momentum"}},
+    {"name": "adam-allreduce", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "group": {"shared_memory": False, "overlap": False},
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.05, "optimizer": "adam"}},
+    # shared memory, a non-elementwise optimizer: every rank gets the whole sum
+    {"name": "spread-sgd", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "spread_sgd": True, "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1}},
 ]
+# how each scenario must have summed its gradients (the others: shared parameters)
+SUM_PATH = {"momentum-iallreduce": "GradientSum", "adam-allreduce": "GradientSum",
+            "spread-sgd": "SharedMemoryGradientSum shares_parameters=False"}
+# 4 ranks as 2 machines of 2 (nodes stand-in): shared memory within, allreduce between
+NODES = [dict(case, name=case["name"] + "-nodes", group={"nodes_of": 2})
+         for case in EQUAL if case["name"] in ("sgd-f64", "adam-decay-split-stop",
+                                               "spread-sgd")]
 RESUMED = {"name": "resume", "sizes": [5, 7, 3], "P": 64, "dtype": "float64", "data_seed": 5,
            "fit": {"epochs": 4, "batch_size": 12, "lr": 0.05, "optimizer": "nesterov",
                    "validation_split": 0.25}}
@@ -144,9 +161,9 @@ def launches(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     checkpoint = out / "half.npz"
     done = {}
-    for n, extra in ((2, [_first_half(checkpoint), SEEDLESS] + START_ERRORS),
-                     (3, [_second_half(checkpoint)])):
-        proc = launch(n, EQUAL + extra, out / f"n{n}")
+    for n, cases in ((2, EQUAL + [_first_half(checkpoint), SEEDLESS] + START_ERRORS),
+                     (3, EQUAL + [_second_half(checkpoint)]), (4, NODES)):
+        proc = launch(n, cases, out / f"n{n}", timeout=240)
         assert proc.returncode == 0, proc.stderr[-3000:]
         done[n] = out / f"n{n}"
     done["checkpoint"] = checkpoint
@@ -161,10 +178,26 @@ def test_ranks_end_with_the_single_process_result(launches, case, n):
     for r in range(n):
         got = read_result(launches[n] / f"{case['name']}.rank{r}.npz")
         assert_same_run(expected, got, rtol, f"{case['name']} rank {r} of {n}")
+    path = SUM_PATH.get(case["name"], "SharedMemoryGradientSum shares_parameters=True")
+    for r in range(n):
+        assert (launches[n] / f"{case['name']}.rank{r}.sum").read_text().startswith(path)
     if case["name"] == "adam-decay-split-stop":  # the scenario exercises what it names
         history = expected[1]
         assert history["stop_reason"].startswith("early stopping")
         assert {"val_loss", "val_accuracy", "grad_norm"} <= set(history["history"])
+
+
+@pytest.mark.parametrize("case", NODES, ids=[c["name"] for c in NODES])
+def test_machines_of_shared_memory_joined_by_allreduce_equal_one_process(launches, case):
+    """Four ranks as two 'machines' of two: each sums in shared memory, the machines'
+    slices are allreduced between them; the run equals the single-process one."""
+    expected = single(case)
+    for r in range(4):
+        got = read_result(launches[4] / f"{case['name']}.rank{r}.npz")
+        assert_same_run(expected, got, 1e-12, f"{case['name']} rank {r} of 4")
+        assert (launches[4] / f"{case['name']}.rank{r}.sum").read_text().endswith("cross=True")
+    ranks = [read_result(launches[4] / f"{case['name']}.rank{r}.npz")[0] for r in range(4)]
+    assert all(np.array_equal(a, b) for p in ranks[1:] for a, b in zip(ranks[0], p))
 
 
 def test_every_rank_holds_the_same_bits(launches):
