@@ -16,10 +16,12 @@ worker also reports the share of its epoch spent summing gradients (``Group.comm
 posting and waiting for the allreduces, or the barriers and slice sums of the
 shared-memory sum). Compare ratios within one run only.
 
-Reductions (``reduction``): ``"shared"`` (the default: ranks of one machine sum in the
-memory they share and share one copy of the parameters,
-:class:`~gpubp.gradient_sum.SharedMemoryGradientSum`), ``"iallreduce"`` (one non-blocking
-allreduce per layer) and ``"allreduce"`` (one allreduce of the flat gradient per step).
+Reductions (``reduction``): ``"shared"`` (the default: the ranks of the machine share one
+copy of the parameters and split each batch's rows and each weight matrix's rows,
+:mod:`gpubp.node_step`), ``"slice-sums"`` (shared parameters, full gradients summed in
+shared memory slice by slice, :class:`~gpubp.gradient_sum.SharedMemoryGradientSum`),
+``"iallreduce"`` (one non-blocking allreduce per layer) and ``"allreduce"`` (one
+allreduce of the flat gradient per step).
 """
 
 import json
@@ -47,10 +49,12 @@ def _mpiexec():
     return found
 
 
-REDUCTIONS = {"shared": {}, "iallreduce": {"shared_memory": False},
+REDUCTIONS = {"shared": {}, "slice-sums": {"node_steps": False},
+              "iallreduce": {"shared_memory": False},
               "allreduce": {"shared_memory": False, "overlap": False}}
-TITLES = {"shared": "shared-memory sum", "iallreduce": "per-layer Iallreduce",
-          "allreduce": "one Allreduce per step"}
+TITLES = {"shared": "shared memory, batches and weight rows split over the ranks",
+          "slice-sums": "shared memory, gradients summed slice by slice",
+          "iallreduce": "per-layer Iallreduce", "allreduce": "one Allreduce per step"}
 
 
 def worker(sizes, batch_size, steps, repeats, reduction="shared"):
@@ -123,7 +127,7 @@ def run_scaling(ranks=2, sizes=SIZES, batch_size=BATCH, steps=16, repeats=5,
     repeats : int
         Timed epochs per configuration (the best is kept).
     reduction : str
-        ``"shared"``, ``"iallreduce"`` or ``"allreduce"`` (see the module docstring).
+        A key of :data:`REDUCTIONS` (see the module docstring).
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {tuple(REDUCTIONS)}, got {reduction!r}")

@@ -148,7 +148,8 @@ def build_parser():
                        help="data-parallel scaling instead: 784-1024-1024-10 @ 512, 1 rank x "
                             "1 BLAS thread, R ranks x 1, 1 rank x R (needs gpubp[mpi])")
     bench.add_argument("--ranks", type=_positive(int), default=2, help="R of --scaling")
-    bench.add_argument("--reduction", choices=("shared", "iallreduce", "allreduce"),
+    bench.add_argument("--reduction",
+                       choices=("shared", "slice-sums", "iallreduce", "allreduce"),
                        default="shared",
                        help="--scaling: how the ranks sum gradients (default: in the memory "
                             "they share)")

@@ -214,9 +214,13 @@ class Group(Local):
     node : mpi4py communicator, optional
         The ranks sharing memory with this one (default: MPI's ``COMM_TYPE_SHARED``
         split of ``comm``); the tests pass smaller groups to stand in for machines.
+    node_steps : bool
+        With shared memory on one machine, the CPU backend and an elementwise optimizer:
+        split each batch's rows and each weight matrix's rows over the ranks
+        (:mod:`gpubp.node_step`, default) rather than sum full gradients.
     """
 
-    def __init__(self, comm, overlap=True, shared_memory=True, node=None):
+    def __init__(self, comm, overlap=True, shared_memory=True, node=None, node_steps=True):
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
@@ -224,6 +228,7 @@ class Group(Local):
         self.overlap = overlap
         self.shared_memory = shared_memory
         self.node = node
+        self.node_steps = node_steps
         self._sums = {}  # id(net) -> GradientSum, made once per network and run
         self._seconds_closed = 0.0  # comm_seconds of the sums of runs that have ended
         self._nccl = None
@@ -252,7 +257,8 @@ class Group(Local):
             if getattr(net.backend.xp, "__name__", "") == "cupy":
                 found = NcclGradientSum(net, self._nccl_comm())
             else:
-                found = SharedMemoryGradientSum.create(net, self.comm, optimizer, self.node) \
+                found = SharedMemoryGradientSum.create(
+                    net, self.comm, optimizer, self.node, self.node_steps) \
                     if self.shared_memory else None
                 if found is None:
                     found = GradientSum(net, self.comm, self.overlap)

@@ -172,8 +172,9 @@ class SharedMemoryGradientSum(GradientSum):
     moves everything back to each rank's own memory, identical on every rank.
     """
 
-    def __init__(self, net, comm, node, cross, optimizer):
+    def __init__(self, net, comm, node, cross, optimizer, node_steps=True):
         super().__init__(net, comm, overlap=False)
+        self.node_steps = node_steps
         n, self.dtype = net.nabla_theta.size, np.dtype(net.nabla_theta.dtype)
         self.node, self.cross, self.n = node, cross, n
         self.windows = []
@@ -218,7 +219,7 @@ class SharedMemoryGradientSum(GradientSum):
             window.Sync()
 
     @classmethod
-    def create(cls, net, comm, optimizer=None, node=None):
+    def create(cls, net, comm, optimizer=None, node=None, node_steps=True):
         """The shared-memory sum for ``net`` over ``comm``, or None where it does not apply.
 
         Parameters
@@ -231,6 +232,9 @@ class SharedMemoryGradientSum(GradientSum):
         node : mpi4py communicator, optional
             The ranks of ``comm`` that share memory with this one (default: MPI's
             ``COMM_TYPE_SHARED`` split; the tests pass others to stand in for nodes).
+        node_steps : bool
+            Whether the compiled CPU path may split each batch over the node's ranks
+            (:mod:`gpubp.node_step`) instead of summing their gradients.
 
         Returns None (every rank the same answer, collectively decided) when no two ranks
         share a node, or when nodes hold different numbers of ranks.
@@ -249,7 +253,16 @@ class SharedMemoryGradientSum(GradientSum):
         cross = None
         if node.Get_size() < comm.Get_size():
             cross = comm.Split(color=node.Get_rank(), key=comm.Get_rank())
-        return cls(net, comm, node, cross, optimizer)
+        return cls(net, comm, node, cross, optimizer, node_steps)
+
+    def node_step(self, optimizer):
+        """The run's :class:`gpubp.node_step.NodeStep` where it applies, else None."""
+        from gpubp.node_step import NodeStep
+
+        if getattr(self, "_node_step", None) is None and \
+                NodeStep.applies(self, self.net, optimizer) and self.node_steps:
+            self._node_step = NodeStep(self)
+        return getattr(self, "_node_step", None)
 
     def layer_done(self, l):
         pass

@@ -272,11 +272,11 @@ class Optimizer:
             ``params`` and ``grads`` are views (``Network.theta``, ``Network.nabla_theta``).
             When given, the update is one fused kernel call over the whole vector;
             otherwise one call per parameter.
-        span : slice, optional
-            With ``theta``: update ``theta[span]`` only, from ``nabla_theta[span]`` and the
-            same span of the state (a rank's share of parameters that the ranks of a
-            machine share, :mod:`gpubp.gradient_sum`). Only for optimizers whose
-            update is elementwise (:attr:`elementwise`).
+        span : slice or sequence of slices, optional
+            With ``theta``: update ``theta[span]`` only (each span, one step), from
+            ``nabla_theta[span]`` and the same span of the state (a rank's share of
+            parameters that the ranks of a machine share, :mod:`gpubp.gradient_sum`).
+            Only for optimizers whose update is elementwise (:attr:`elementwise`).
         """
         if self.state is None:
             self.initialize(backend, params)
@@ -294,8 +294,9 @@ class Optimizer:
             elif not self.elementwise:
                 raise ValueError(f"span: {type(self).__name__} does not update elementwise")
             else:
-                self._update(backend, theta[span], nabla_theta[span],
-                             {k: buf[span] for k, buf in self.flat_state.items()}, lr)
+                for part in [span] if isinstance(span, slice) else span:
+                    self._update(backend, theta[part], nabla_theta[part],
+                                 {k: buf[part] for k, buf in self.flat_state.items()}, lr)
             return
         for i, (param, grad) in enumerate(zip(params, grads)):
             self._update(backend, param, grad, {k: bufs[i] for k, bufs in self.state.items()},

@@ -206,14 +206,20 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
         and compiled.supported(net, optimizer)
     if compiled_ok and reduction is None:
         total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
-    elif compiled_ok:  # one compiled call per step, the sum over the ranks between
+    elif compiled_ok:
+        # the ranks of one machine split each batch's rows and each W's rows between them
+        # (gpubp.node_step), or: one compiled call per step, the sum over the ranks between
+        node = reduction.node_step(optimizer) if hasattr(reduction, "node_step") else None
         total, correct = 0.0, 0
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for start in range(0, P_total, batch_size):
                 batch = order[start:start + batch_size]
-                cost_sum, right, _ = compiled.reduced_step(
-                    net, optimizer, X, Y, batch[group.rows(len(batch))], reduction,
-                    len(batch))
+                if node is not None:
+                    cost_sum, right = node.step(optimizer, X, Y, batch)
+                else:
+                    cost_sum, right, _ = compiled.reduced_step(
+                        net, optimizer, X, Y, batch[group.rows(len(batch))], reduction,
+                        len(batch))
                 total += cost_sum
                 correct += right
     else:

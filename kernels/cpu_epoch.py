@@ -88,18 +88,25 @@ def _block(flat, offset, rows, cols):
 
 
 @njit(cache=True, error_model="numpy")
-def _descend(W, a_prev, delta, coefficients):
-    """``W ← beta W + alpha a_prevᵀ δ`` in one BLAS call: SGD's step fused into ``∂W``.
+def _descend(W, a_prev, delta, coefficients, first=0):
+    """``W ← beta W + alpha a_prev[:, first:first+m]ᵀ δ`` in one BLAS call: SGD's step
+    fused into ``∂W`` (``W`` the ``m`` rows ``first..`` of a weight matrix, or all of it).
 
-    ``coefficients`` holds ``(alpha, beta) = (−lr, 1 − lr λ)`` in W's dtype. The row-major
-    ``W`` (n_in, n_out) is the column-major ``Wᵀ``, so BLAS computes ``Wᵀ ← beta Wᵀ +
-    alpha δᵀ a_prev`` with ``δ`` as stored (column-major ``δᵀ``) and ``a_prev`` transposed.
+    ``coefficients`` holds ``(alpha, beta)`` in W's dtype: ``(−lr, 1 − lr λ)`` for the
+    step, ``(1, 0)`` for the gradient alone. The row-major ``W`` (m, n_out) is the
+    column-major ``Wᵀ``, so BLAS computes ``Wᵀ ← beta Wᵀ + alpha δᵀ A`` with ``δ`` as stored
+    (column-major ``δᵀ``) and the columns of the row-major ``a_prev`` (P, n_in) read
+    transposed with leading dimension ``n_in``.
     """
+    m, n_out = W.shape
     P, n_in = a_prev.shape
-    n_out = delta.shape[1]
+    if m == 0 or P == 0:
+        if P == 0:
+            W *= coefficients[1]
+        return
     kind = ord("s") if W.itemsize == 4 else ord("d")
-    _xxgemm(kind, ord("N"), ord("T"), n_out, n_in, P, coefficients[0:].ctypes, delta.ctypes,
-            n_out, a_prev.ctypes, n_in, coefficients[1:].ctypes, W.ctypes, n_out)
+    _xxgemm(kind, ord("N"), ord("T"), n_out, m, P, coefficients[0:].ctypes, delta.ctypes,
+            n_out, a_prev[0, first:].ctypes, n_in, coefficients[1:].ctypes, W.ctypes, n_out)
 
 
 @njit(cache=True, error_model="numpy")

@@ -119,7 +119,9 @@ class RecordSum(Callback):
             return
         (found,) = self.group._sums.values()
         RecordSum.last = f"{type(found).__name__} shares_parameters=" \
-            f"{getattr(found, 'shares_parameters', None)} cross={getattr(found, 'cross', None) is not None}"
+            f"{getattr(found, 'shares_parameters', None)} " \
+            f"node_step={getattr(found, '_node_step', None) is not None} " \
+            f"cross={getattr(found, 'cross', None) is not None}"
 
 
 def result_arrays(net, history):

@@ -216,3 +216,24 @@ def test_the_jit_cache_goes_stale_with_the_kernels_it_compiles_in():
         digest = hashlib.sha256(f.read()).hexdigest()
     for dispatcher in (cpu_epoch.train_epoch, cpu_epoch.gemm_epoch):
         assert dispatcher._cache._cache_file._source_stamp[1] == digest
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("first,m", [(0, 7), (2, 3), (6, 1), (4, 0)])
+def test_descend_is_beta_w_plus_alpha_a_columns_t_delta(dtype, first, m):
+    """The BLAS call behind the fused SGD step and the node step (gpubp.node_step),
+    against its NumPy twin, on the rows first..first+m of a 7 x 5 weight matrix."""
+    from gpubp.kernels.cpu_epoch import _descend
+
+    rng = np.random.default_rng(first + m)
+    a_prev = rng.normal(size=(9, 7)).astype(dtype)
+    delta = rng.normal(size=(9, 5)).astype(dtype)
+    W = rng.normal(size=(7, 5)).astype(dtype)
+    rows = W[first:first + m]  # a contiguous block of whole rows, as the callers pass
+    expected = 0.75 * rows - 0.1 * a_prev[:, first:first + m].T @ delta
+    _descend(rows, a_prev, delta, np.array([-0.1, 0.75], dtype), first)
+    np.testing.assert_allclose(rows, expected, **TOL[dtype])
+    before = W.copy()
+    _descend(W[:3], a_prev[:0], delta[:0], np.array([-0.1, 0.5], dtype))  # no rows: beta W
+    np.testing.assert_array_equal(W[:3], before[:3] * np.asarray(0.5, dtype))
+    np.testing.assert_array_equal(W[3:], before[3:])

@@ -53,11 +53,13 @@ def test_an_elementwise_update_of_spans_equals_the_whole_update(make):
     for _ in range(3):
         grad = rng.normal(size=net.theta.size)
         whole.step(net.backend, None, None, theta=theta[0], nabla_theta=grad)
-        spans = [slice(0, 16), slice(16, 33), slice(33, net.theta.size)]
-        for span in spans:  # each rank its span, with the same step count
-            pieces.step(net.backend, None, None, theta=theta[1], nabla_theta=grad, span=span)
-            pieces.iterations -= 1
-        pieces.iterations += 1
+        # rank 0 updates two spans in one step, rank 1 one span, with the same step count
+        pieces.step(net.backend, None, None, theta=theta[1], nabla_theta=grad,
+                    span=[slice(0, 16), slice(33, net.theta.size)])
+        pieces.iterations -= 1
+        pieces.step(net.backend, None, None, theta=theta[1], nabla_theta=grad,
+                    span=slice(16, 33))
+    assert pieces.iterations == whole.iterations == 3
     np.testing.assert_array_equal(theta[0], theta[1])
     for key in whole.state_names:
         np.testing.assert_array_equal(whole.flat_state[key], pieces.flat_state[key])
