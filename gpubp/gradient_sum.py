@@ -122,17 +122,17 @@ def _add_up(slots, lo, hi, add, spread):
     """On ``[lo, hi)``, block by block: with ``add``, ``slots[0] = Σ_k slots[k]`` (in rank
     order); with ``spread``, ``slots[0]`` copied into the other slots, each block while
     it is still in cache."""
+    first = slots[0]
     for start in range(lo, hi, BLOCK):
         stop = min(start + BLOCK, hi)
-        first = slots[0]
-        for k in range(1, len(slots)):
-            other = slots[k]
-            if add:
+        if add:
+            for k in range(1, len(slots)):
+                other = slots[k]
                 for i in range(start, stop):
                     first[i] += other[i]
-        for k in range(1, len(slots)):
-            other = slots[k]
-            if spread:
+        if spread:
+            for k in range(1, len(slots)):
+                other = slots[k]
                 for i in range(start, stop):
                     other[i] = first[i]
 
@@ -175,28 +175,29 @@ class SharedMemoryGradientSum(GradientSum):
     def __init__(self, net, comm, node, cross, optimizer, node_steps=True):
         super().__init__(net, comm, overlap=False)
         self.node_steps = node_steps
+        self._node_step = None  # made by node_step() where it applies
         n, self.dtype = net.nabla_theta.size, np.dtype(net.nabla_theta.dtype)
-        self.node, self.cross, self.n = node, cross, n
+        self.node, self.cross = node, cross
         self.windows = []
-        self.slots = self._shared(n, node.Get_size())
+        self.slots = self.allocate(n, node.Get_size())
         self.span = slice(*_bounds(n, node.Get_rank(), node.Get_size()))
         self._gradients = net._move_buffer("nabla_theta", self.slots[node.Get_rank()])
         self.shares_parameters = optimizer is not None and optimizer.elementwise
         if self.shares_parameters:
             if optimizer.state is None:
                 optimizer.initialize(net.backend, net.params)
-            (theta,) = self._shared(n, 1)
-            state = {key: self._shared(n, 1)[0] for key in optimizer.flat_state}
+            (theta,) = self.allocate(n, 1)
+            state = {key: self.allocate(n, 1)[0] for key in optimizer.flat_state}
             if node.Get_rank() == 0:  # every rank holds the same values (broadcast)
                 theta[...] = net.theta
                 for key, buf in state.items():
                     buf[...] = optimizer.flat_state[key]
-            self._fence()
+            self.fence()
             self._parameters = net._move_buffer("theta", theta, copy=False)
             self.optimizer = optimizer
             self._state = optimizer._move_state(state, copy=False)
 
-    def _shared(self, n, count):
+    def allocate(self, n, count):
         """``count`` arrays of ``n`` elements in a new window over the node: one per rank
         (``count`` = the node's size) or all of them held by node rank 0."""
         MPI = _mpi()
@@ -210,7 +211,7 @@ class SharedMemoryGradientSum(GradientSum):
         return tuple(np.frombuffer(window.Shared_query(k)[0], self.dtype, count=n)
                      for k in range(count))
 
-    def _fence(self):
+    def fence(self):
         """Barrier over the node, every window's stores visible to every rank after it."""
         for window in self.windows:
             window.Sync()
@@ -259,10 +260,10 @@ class SharedMemoryGradientSum(GradientSum):
         """The run's :class:`gpubp.node_step.NodeStep` where it applies, else None."""
         from gpubp.node_step import NodeStep
 
-        if getattr(self, "_node_step", None) is None and \
-                NodeStep.applies(self, self.net, optimizer) and self.node_steps:
+        if self._node_step is None and self.node_steps and \
+                NodeStep.applies(self, self.net, optimizer):
             self._node_step = NodeStep(self)
-        return getattr(self, "_node_step", None)
+        return self._node_step
 
     def layer_done(self, l):
         pass
@@ -270,7 +271,7 @@ class SharedMemoryGradientSum(GradientSum):
     def wait(self):
         """Sum slice ``k``: into slot 0 (sharing parameters) or into every slot."""
         t = time.perf_counter()
-        self._fence()  # every slot holds its rank's gradient
+        self.fence()  # every slot holds its rank's gradient
         lo, hi = self.span.start, self.span.stop
         spread = not self.shares_parameters
         if self.cross is None:
@@ -281,7 +282,7 @@ class SharedMemoryGradientSum(GradientSum):
             self.cross.Allreduce(MPI.IN_PLACE, self.slots[0][lo:hi], op=MPI.SUM)
             _add_up(self.slots, lo, hi, False, spread)
         if spread:
-            self._fence()  # every slot holds the whole sum
+            self.fence()  # every slot holds the whole sum
         self.seconds += time.perf_counter() - t
 
     def update(self, optimizer):
@@ -294,19 +295,19 @@ class SharedMemoryGradientSum(GradientSum):
         optimizer.step(self.net.backend, self.net.params, self.slots, theta=self.net.theta,
                        nabla_theta=self.slots[0], span=self.span)
         t = time.perf_counter()
-        self._fence()  # every slice updated: the next forward pass reads them
+        self.fence()  # every slice updated: the next forward pass reads them
         self.seconds += time.perf_counter() - t
 
     def close(self):
         """Move everything back to each rank's own memory and free the windows
         (collective: every rank of ``comm`` calls it)."""
-        self._fence()
+        self.fence()
         self.net._move_buffer("nabla_theta", self._gradients)
         if self.shares_parameters:
             self.net._move_buffer("theta", self._parameters)
             self.optimizer._move_state(self._state)
         self.slots = ()
-        self._fence()  # every rank has its copy before the memory goes
+        self.fence()  # every rank has its copy before the memory goes
         for window in self.windows:
             window.Unlock_all()
             window.Free()

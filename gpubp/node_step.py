@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from gpubp.kernels.cpu_epoch import _descend, _gather
+from gpubp.network import _row_blocks
 from gpubp.optimizers import SGD
 
 
@@ -59,10 +60,10 @@ class NodeStep:
 
     @staticmethod
     def applies(shared, net, optimizer):
-        """Whether ``shared`` (a sum, or None) can run :class:`NodeStep` for ``net``."""
-        return (shared is not None and getattr(shared, "shares_parameters", False)
-                and shared.cross is None and net.backend.name == "cpu"
-                and getattr(optimizer, "elementwise", False)
+        """Whether the run of ``shared`` (a SharedMemoryGradientSum) can split its batches:
+        one machine, shared parameters, the CPU backend and a loss of the compiled kernels."""
+        return (shared.shares_parameters and shared.cross is None
+                and net.backend.name == "cpu" and optimizer.elementwise
                 and net.loss_name != "poisson")
 
     def _workspace(self, P):
@@ -71,16 +72,10 @@ class NodeStep:
         if P <= self.capacity:
             return
         sizes = self.net.sizes
-        (acts,) = self.shared._shared(P * sum(sizes), 1)
-        (deltas,) = self.shared._shared(P * sum(sizes[1:]), 1)
-        self.activations, self.deltas, start = [], [None], 0
-        for n in sizes:
-            self.activations.append(acts[start:start + P * n].reshape(P, n))
-            start += P * n
-        start = 0
-        for n in sizes[1:]:
-            self.deltas.append(deltas[start:start + P * n].reshape(P, n))
-            start += P * n
+        (acts,) = self.shared.allocate(P * sum(sizes), 1)
+        (deltas,) = self.shared.allocate(P * sum(sizes[1:]), 1)
+        self.activations = _row_blocks(acts, P, sizes)
+        self.deltas = [None] + _row_blocks(deltas, P, sizes[1:])
         self.targets = np.empty((-(-P // self.R), sizes[-1]), self.net.dtype)
         self.capacity = P
 
@@ -158,5 +153,5 @@ class NodeStep:
     def _fence(self):
         """The node's barrier, its wait counted as the run's communication time."""
         t = time.perf_counter()
-        self.shared._fence()
+        self.shared.fence()
         self.shared.seconds += time.perf_counter() - t
