@@ -450,9 +450,14 @@ def start_facts(net, X, Y, **arguments):
     The data are compared by shape, dtype and a checksum of three rows (first, middle,
     last), which costs three row reads even on a memory-mapped file.
     """
+    # the backend and how X is stored decide the path a step takes (and its collectives:
+    # the split step's barriers, the sums' messages), so they must agree too
+    storage = "sparse" if is_sparse(X) else "memory-mapped" if mapped.is_mapped(X) \
+        else "in memory"
     facts = {"layer sizes": net.sizes, "activations": net.activation_names,
              "loss": net.loss_name, "dtype": net.dtype.name, "seed": net.seed,
-             "X shape": tuple(X.shape), "Y shape": tuple(Y.shape)}
+             "backend": net.backend.name, "X shape": tuple(X.shape), "X storage": storage,
+             "Y shape": tuple(Y.shape)}
     rows = sorted({0, X.shape[0] // 2, X.shape[0] - 1})
     crc = 0
     for array in (X, Y):

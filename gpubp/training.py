@@ -97,7 +97,8 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
                 first_epoch = epochs  # the recorded run had already ended
         facts.update(start_facts(
             net, X, Y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, tol=tol,
-            optimizer=optimizer.get_config(), validation_split=validation_split,
+            optimizer=optimizer.get_config(), optimizer_class=type(optimizer).__qualname__,
+            validation_split=validation_split,
             validation=None if validation is None else tuple(validation[0].shape),
             callbacks=[type(cb).__name__ for cb in callbacks], checkpoint=checkpoint,
             resumed_from=None if state is None else (state.epoch, state.iterations),

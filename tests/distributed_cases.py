@@ -19,8 +19,9 @@ from gpubp.optimizers import SGD
 def make_data(case, rank=0):
     """``(X, y)`` of the case: Gaussian inputs, labels from a fixed random linear map.
 
-    ``case["spoil"] = {"rank": r, "what": "nan" | "rows"}`` gives rank ``r`` bad data
-    (a NaN, or one row fewer): the start-up check must catch it on every rank.
+    ``case["spoil"] = {"rank": r, "what": "nan" | "rows" | "mapped"}`` gives rank ``r`` bad
+    data (a NaN, one row fewer, or the same rows memory-mapped, which would take another
+    path through the step): the start-up check must catch it on every rank.
     """
     rng = np.random.default_rng(case.get("data_seed", 0))
     n_in, n_out = case["sizes"][0], case["sizes"][-1]
@@ -31,6 +32,13 @@ def make_data(case, rank=0):
     if spoil is not None and spoil["rank"] == rank:
         if spoil["what"] == "nan":
             X[len(X) // 2, 0] = np.nan
+        elif spoil["what"] == "mapped":  # the same values, memory-mapped from a file
+            import os
+            import tempfile
+
+            path = os.path.join(tempfile.mkdtemp(), "X.npy")
+            np.save(path, X)
+            X = np.load(path, mmap_mode="r")
         else:
             X, y = X[:-1], y[:-1]
     return X, y

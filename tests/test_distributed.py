@@ -159,6 +159,8 @@ START_ERRORS = [
      "expect_error": True, "fit": {"epochs": 1}},
     {"name": "fewer-rows-on-rank-1", "sizes": [4, 3], "P": 30,
      "spoil": {"rank": 1, "what": "rows"}, "expect_error": True, "fit": {"epochs": 1}},
+    {"name": "mapped-on-rank-1", "sizes": [4, 3], "P": 30,
+     "spoil": {"rank": 1, "what": "mapped"}, "expect_error": True, "fit": {"epochs": 1}},
 ]
 
 
@@ -237,6 +239,12 @@ def test_a_bad_start_on_one_rank_is_an_error_on_every_rank(launches):
     for text in rows:
         assert "every rank must be given the same X shape" in text
         assert "rank 0: (30, 4)" in text and "rank 1: (29, 4)" in text
+    # a memory-mapped X on one rank would send it down another path (another set of
+    # collectives): refused at the start rather than deadlocked
+    for r in range(2):
+        text = (launches[2] / f"mapped-on-rank-1.rank{r}.error").read_text()
+        assert "every rank must be given the same X storage" in text
+        assert "rank 0: 'in memory', rank 1: 'memory-mapped'" in text
 
 
 # -- faults ------------------------------------------------------------------------------------
