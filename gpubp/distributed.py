@@ -189,6 +189,10 @@ class Local:
     def check_identical(self, net):
         """Raise unless every rank holds the same parameters."""
 
+    def restore(self, net, snapshot):
+        """Put ``snapshot`` (a flat copy of ``theta``) back into the parameters."""
+        net.backend.copyto(net.theta, snapshot)
+
     def comm_seconds(self):
         """Seconds this rank has spent sending and waiting for gradient sums."""
         return 0.0
@@ -264,6 +268,13 @@ class Group(Local):
                     found = GradientSum(net, self.comm, self.overlap)
             self._sums[id(net)] = found
         return found
+
+    def restore(self, net, snapshot):
+        """Put ``snapshot`` back, on every rank together (collective): the run's sums are
+        closed first, so that parameters a node shared are each rank's own again and no
+        two ranks write the same memory."""
+        self.close()
+        net.backend.copyto(net.theta, snapshot)
 
     def close(self):
         """End the run's gradient sums (collective: their shared memory is freed)."""

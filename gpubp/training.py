@@ -142,7 +142,7 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
                                                       epoch_rows, batch_size, group)
             finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
             if not group.all(finite):
-                net.backend.copyto(net.theta, snapshot)
+                group.restore(net, snapshot)
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch}: the loss became {epoch_loss} "
                     f"(lr={lr_now}); the parameters from the start of that epoch "

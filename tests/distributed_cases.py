@@ -96,7 +96,7 @@ def make_group(spec):
 def run(case, distributed=False, rank=0):
     """Train the case's network on its data; returns ``(net, history)``."""
     X, y = make_data(case, rank)
-    net = make_network(case)
+    net = run.net = make_network(case)  # the worker saves it when fit raises
     kwargs = dict(case["fit"])
     if case.get("spread_sgd"):
         kwargs["optimizer"] = SpreadSGD(lr=kwargs.pop("lr"), momentum=0.5)

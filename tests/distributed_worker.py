@@ -31,6 +31,8 @@ def main(cases_path, out):
             except Exception as exc:  # noqa: BLE001 - recorded for the test to check
                 with open(f"{out}/{case['name']}.rank{rank}.error", "w") as f:
                     f.write(f"{type(exc).__name__}: {exc}")
+                W, b = run.net.get_params()  # what the failed fit left
+                np.savez(f"{out}/{case['name']}.rank{rank}.after.npz", *W, *b)
             continue
         net, history = run(case, distributed=True, rank=rank)
         np.savez(f"{out}/{case['name']}.rank{rank}.npz", **result_arrays(net, history))

@@ -162,6 +162,10 @@ START_ERRORS = [
     {"name": "mapped-on-rank-1", "sizes": [4, 3], "P": 30,
      "spoil": {"rank": 1, "what": "mapped"}, "expect_error": True, "fit": {"epochs": 1}},
 ]
+# relu and a huge rate: NaN in epoch 0, the parameters of its start (the initial ones) back
+DIVERGES = {"name": "diverges", "sizes": [5, 7, 3], "P": 60, "dtype": "float64",
+            "hidden": "relu", "expect_error": True,
+            "fit": {"epochs": 3, "batch_size": 16, "lr": 1e200}}
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +174,7 @@ def launches(tmp_path_factory):
     out = tmp_path_factory.mktemp("distributed")
     checkpoint = out / "half.npz"
     done = {}
-    for n, cases in ((2, EQUAL + [_first_half(checkpoint), SEEDLESS] + START_ERRORS),
+    for n, cases in ((2, EQUAL + [_first_half(checkpoint), SEEDLESS, DIVERGES] + START_ERRORS),
                      (3, EQUAL + [_second_half(checkpoint)]), (4, NODES)):
         proc = launch(n, cases, out / f"n{n}", timeout=240)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -208,6 +212,20 @@ def test_machines_of_shared_memory_joined_by_allreduce_equal_one_process(launche
         assert (launches[4] / f"{case['name']}.rank{r}.sum").read_text().endswith("cross=True")
     ranks = [read_result(launches[4] / f"{case['name']}.rank{r}.npz")[0] for r in range(4)]
     assert all(np.array_equal(a, b) for p in ranks[1:] for a, b in zip(ranks[0], p))
+
+
+def test_divergence_restores_the_shared_parameters_on_every_rank(launches):
+    """A diverged epoch ends every rank with the same error and the parameters of that
+    epoch's start, each rank's own again (they were shared by the node during the run)."""
+    from distributed_cases import make_network
+
+    W0, b0 = make_network(DIVERGES).get_params()
+    for r in range(2):
+        error = (launches[2] / f"diverges.rank{r}.error").read_text()
+        assert error.startswith("TrainingDiverged: training diverged in epoch 0")
+        with np.load(launches[2] / f"diverges.rank{r}.after.npz") as data:
+            after = [data[f"arr_{i}"] for i in range(len(data.files))]
+        assert all(np.array_equal(a, e) for a, e in zip(after, W0 + b0))
 
 
 def test_every_rank_holds_the_same_bits(launches):
