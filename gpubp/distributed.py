@@ -172,8 +172,11 @@ class Local:
         """Whether ``flag`` holds on every rank."""
         return bool(flag)
 
-    def gradient_sum(self, net, optimizer=None):
-        """What the training step reduces its gradients with: None, nothing to reduce."""
+    def gradient_sum(self, net, optimizer=None, split=False):
+        """What the training step reduces its gradients with: None, nothing to reduce.
+
+        ``split``: whether the run's batches could be split over the ranks of a machine
+        (:mod:`gpubp.node_step`; dense in-memory data on the compiled CPU path)."""
         return None
 
     @contextlib.contextmanager
@@ -252,7 +255,7 @@ class Group(Local):
     def all(self, flag):
         return bool(self.comm.allreduce(bool(flag), op=_mpi().LAND))
 
-    def gradient_sum(self, net, optimizer=None):
+    def gradient_sum(self, net, optimizer=None, split=False):
         found = self._sums.get(id(net))
         if found is None or found.net is not net:
             from gpubp.gradient_sum import (GradientSum, NcclGradientSum,
@@ -262,7 +265,7 @@ class Group(Local):
                 found = NcclGradientSum(net, self._nccl_comm())
             else:
                 found = SharedMemoryGradientSum.create(
-                    net, self.comm, optimizer, self.node, self.node_steps) \
+                    net, self.comm, optimizer, self.node, self.node_steps and split) \
                     if self.shared_memory else None
                 if found is None:
                     found = GradientSum(net, self.comm, self.overlap)

@@ -172,17 +172,24 @@ class SharedMemoryGradientSum(GradientSum):
     moves everything back to each rank's own memory, identical on every rank.
     """
 
-    def __init__(self, net, comm, node, cross, optimizer, node_steps=True):
+    def __init__(self, net, comm, node, cross, optimizer, node_steps=False):
+        from gpubp.node_step import NodeStep
+
         super().__init__(net, comm, overlap=False)
-        self.node_steps = node_steps
-        self._node_step = None  # made by node_step() where it applies
         n, self.dtype = net.nabla_theta.size, np.dtype(net.nabla_theta.dtype)
         self.node, self.cross = node, cross
         self.windows = []
-        self.slots = self.allocate(n, node.Get_size())
         self.span = slice(*_bounds(n, node.Get_rank(), node.Get_size()))
-        self._gradients = net._move_buffer("nabla_theta", self.slots[node.Get_rank()])
         self.shares_parameters = optimizer is not None and optimizer.elementwise
+        split = node_steps and NodeStep.applies(self, net, optimizer)
+        if split:
+            # no gradient to sum: none stored with plain SGD, else one buffer for the node
+            # (each rank writes its rows of it); nabla_theta stays each rank's own
+            self.slots = () if NodeStep.fuses(optimizer) else self.allocate(n, 1)
+            self._gradients = None
+        else:
+            self.slots = self.allocate(n, node.Get_size())
+            self._gradients = net._move_buffer("nabla_theta", self.slots[node.Get_rank()])
         if self.shares_parameters:
             if optimizer.state is None:
                 optimizer.initialize(net.backend, net.params)
@@ -196,6 +203,7 @@ class SharedMemoryGradientSum(GradientSum):
             self._parameters = net._move_buffer("theta", theta, copy=False)
             self.optimizer = optimizer
             self._state = optimizer._move_state(state, copy=False)
+        self.node_step = NodeStep(self) if split else None
 
     def allocate(self, n, count):
         """``count`` arrays of ``n`` elements in a new window over the node: one per rank
@@ -220,7 +228,7 @@ class SharedMemoryGradientSum(GradientSum):
             window.Sync()
 
     @classmethod
-    def create(cls, net, comm, optimizer=None, node=None, node_steps=True):
+    def create(cls, net, comm, optimizer=None, node=None, node_steps=False):
         """The shared-memory sum for ``net`` over ``comm``, or None where it does not apply.
 
         Parameters
@@ -234,8 +242,9 @@ class SharedMemoryGradientSum(GradientSum):
             The ranks of ``comm`` that share memory with this one (default: MPI's
             ``COMM_TYPE_SHARED`` split; the tests pass others to stand in for nodes).
         node_steps : bool
-            Whether the compiled CPU path may split each batch over the node's ranks
-            (:mod:`gpubp.node_step`) instead of summing their gradients.
+            Whether the run may split each batch over the node's ranks
+            (:mod:`gpubp.node_step`, then :attr:`node_step`) instead of summing their
+            gradients, where that applies (dense in-memory data, which the caller knows).
 
         Returns None (every rank the same answer, collectively decided) when no two ranks
         share a node, or when nodes hold different numbers of ranks.
@@ -255,15 +264,6 @@ class SharedMemoryGradientSum(GradientSum):
         if node.Get_size() < comm.Get_size():
             cross = comm.Split(color=node.Get_rank(), key=comm.Get_rank())
         return cls(net, comm, node, cross, optimizer, node_steps)
-
-    def node_step(self, optimizer):
-        """The run's :class:`gpubp.node_step.NodeStep` where it applies, else None."""
-        from gpubp.node_step import NodeStep
-
-        if self._node_step is None and self.node_steps and \
-                NodeStep.applies(self, self.net, optimizer):
-            self._node_step = NodeStep(self)
-        return self._node_step
 
     def layer_done(self, l):
         pass
@@ -302,7 +302,8 @@ class SharedMemoryGradientSum(GradientSum):
         """Move everything back to each rank's own memory and free the windows
         (collective: every rank of ``comm`` calls it)."""
         self.fence()
-        self.net._move_buffer("nabla_theta", self._gradients)
+        if self._gradients is not None:
+            self.net._move_buffer("nabla_theta", self._gradients)
         if self.shares_parameters:
             self.net._move_buffer("theta", self._parameters)
             self.optimizer._move_state(self._state)

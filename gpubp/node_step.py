@@ -46,7 +46,8 @@ class NodeStep:
     ----------
     shared : SharedMemoryGradientSum
         The run's sum: its node communicator, barrier, windows (freed with it) and
-        shared parameters; ``shared.slots[0]`` serves as the shared gradient buffer.
+        shared parameters; ``shared.slots[0]`` is the node's gradient buffer (none with
+        plain SGD).
     """
 
     def __init__(self, shared):
@@ -57,6 +58,11 @@ class NodeStep:
         self.coefficients = np.empty(2, net.dtype)
         self.bias_sums = np.empty(max(net.sizes[1:]), net.dtype)
         self.targets = np.empty((0, net.sizes[-1]), net.dtype)
+
+    @staticmethod
+    def fuses(optimizer):
+        """Whether the step lands in W from the gradient's GEMM (plain SGD)."""
+        return type(optimizer) is SGD and optimizer.momentum == 0
 
     @staticmethod
     def applies(shared, net, optimizer):
@@ -111,7 +117,7 @@ class NodeStep:
             d[L][rows] *= P_k / P  # the global 1/P, as the single-process δ^L carries
             if net.is_classifier:
                 correct = int(be.count_correct(a[L][rows], y, net.loss_name))
-        fused = type(optimizer) is SGD and optimizer.momentum == 0
+        fused = self.fuses(optimizer)
         if optimizer.state is None:
             optimizer.initialize(be, net.params)
         lr = optimizer.current_lr()
@@ -119,7 +125,7 @@ class NodeStep:
             self.coefficients[:] = (-lr, 1 - lr * optimizer.weight_decay)
         else:
             self.coefficients[:] = (1, 0)
-        gradient = self.shared.slots[0]
+        gradient = None if fused else self.shared.slots[0]
         spans = []
         for l in range(L, 0, -1):
             if l > 1 and P_k:  # δ^{l-1} = (δ^l W^{l T}) ⊙ g': own rows, the old W^l

@@ -199,18 +199,18 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
         (None for regressors).
     """
     P_total = len(order)
-    reduction = group.gradient_sum(net, optimizer)
     # the compiled code gathers rows through the mapping of a memory-mapped X (which
     # would map the whole file in time), and takes dense X only (a sparse X multiplies
     # sparse x dense in the per-kernel step)
     compiled_ok = not mapped.is_mapped(X) and not is_sparse(X) \
         and compiled.supported(net, optimizer)
+    reduction = group.gradient_sum(net, optimizer, split=compiled_ok)
     if compiled_ok and reduction is None:
         total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
     elif compiled_ok:
         # the ranks of one machine split each batch's rows and each W's rows between them
         # (gpubp.node_step), or: one compiled call per step, the sum over the ranks between
-        node = reduction.node_step(optimizer) if hasattr(reduction, "node_step") else None
+        node = getattr(reduction, "node_step", None)
         total, correct = 0.0, 0
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for start in range(0, P_total, batch_size):

@@ -128,7 +128,7 @@ class RecordSum(Callback):
         (found,) = self.group._sums.values()
         RecordSum.last = f"{type(found).__name__} shares_parameters=" \
             f"{getattr(found, 'shares_parameters', None)} " \
-            f"node_step={getattr(found, '_node_step', None) is not None} " \
+            f"node_step={getattr(found, 'node_step', None) is not None} " \
             f"cross={getattr(found, 'cross', None) is not None}"
 
 
