@@ -104,23 +104,9 @@ def gradient_flow(net, X, Y):
         ``"mean_abs_delta{l}"``: the mean over examples and units of ``|δ^l|``, δ^l being
         ``∂C/∂z^l`` of that mean cost, for ``l = 1..L``.
     """
-    be, L = net.backend, net.L
-    P_total = X.shape[0]
-    dW = [np.zeros(w.shape, np.float64) for w in net.W]
-    abs_delta = np.zeros(L)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for rows in net._chunks(P_total):
-            P = net._load(X[rows], Y[rows])
-            net._forward(P)
-            net._backward(P)
-            # each chunk's δ carries 1/P_chunk; the mean cost over all rows wants 1/P_total
-            scale = P / P_total
-            for l in range(L):
-                dW[l] += be.to_host(net.nabla_w[l]) * scale
-                abs_delta[l] += float(np.abs(be.to_host(net.deltas[l + 1][:P])).sum()) * scale
-    figures = {}
-    for l in range(L):
-        figures[f"grad_norm_W{l + 1}"] = float(np.linalg.norm(dW[l]))
-    for l in range(L):
-        figures[f"mean_abs_delta{l + 1}"] = abs_delta[l] / (P_total * net.sizes[l + 1])
-    return figures
+    from gpubp.distributed import LOCAL
+    from gpubp.training import _sums, flow_figures
+
+    sums = _sums(net, X, Y, None, LOCAL, gradients=True, abs_deltas=True)
+    N = net.theta.size
+    return flow_figures(net, sums[3:3 + N] / sums[2], sums[3 + N:], sums[2])

@@ -149,11 +149,8 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
                     f"were restored. Try a smaller learning rate."
                 )
             figures = _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation,
-                                     tol, group)
+                                     tol, group, gradient_flow)
             figures["lr"] = lr_now
-            if gradient_flow:  # issue 10's hook: per-layer ‖∂C/∂W^l‖ and mean |δ^l|
-                figures.update(_gradient_flow_figures(net, X if rows is None else X[rows],
-                                                      Y if rows is None else Y[rows]))
             history.record(epoch, **figures)
             for cb in callbacks:
                 cb.on_epoch_end(run, epoch, dict(figures))
@@ -250,10 +247,12 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
     return float(total) / P_total, accuracy
 
 
-def _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation, tol, group=LOCAL):
+def _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation, tol, group=LOCAL,
+                   gradient_flow=False):
     """History figures of an epoch: the training ones from its batches (no extra pass over
-    the training data unless ``tol`` asks for the full-data gradient norm), each summed
-    over the ranks."""
+    the training data unless ``tol`` asks for the full-data gradient norm or
+    ``gradient_flow`` for its per-layer figures: one pass for both), each summed over the
+    ranks."""
     figures = {"loss": epoch_loss}
     if epoch_accuracy is not None:
         figures["accuracy"] = epoch_accuracy
@@ -262,24 +261,46 @@ def _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation, tol,
         figures["val_loss"] = val[0] / val[2]
         if net.is_classifier:
             figures["val_accuracy"] = val[1] / val[2]
-    if tol is not None:
-        sums = _sums(net, X, Y, rows, group, gradients=True)
-        figures["grad_norm"] = float(np.sqrt(np.sum((sums[3:] / sums[2]) ** 2)))
+    if tol is not None or gradient_flow:
+        sums = _sums(net, X, Y, rows, group, gradients=True, abs_deltas=gradient_flow)
+        P, N = sums[2], net.theta.size
+        grad = sums[3:3 + N] / P
+        if tol is not None:
+            figures["grad_norm"] = float(np.sqrt(np.sum(grad ** 2)))
+        if gradient_flow:
+            figures.update(flow_figures(net, grad, sums[3 + N:], P))
     return figures
 
 
-def _sums(net, X, Y, rows, group, gradients=False):
-    """``[Σ cost, Σ correct, P, (Σ_p ∇c_p)...]`` over ``rows`` of (X, Y), summed over ranks.
+def flow_figures(net, grad, abs_delta_sums, P):
+    """The gradient-flow figures (see :func:`gpubp.trace.gradient_flow`) from the mean
+    gradient ``grad`` (laid out as ``theta``) and ``Σ_p Σ_j |P δ^l_pj|`` per layer over
+    ``P`` rows (each row's own error, as a batch of ``P`` rows scales it by ``1/P``)."""
+    from gpubp.network import _layer_views
+
+    W, _ = _layer_views(grad, net.sizes)
+    figures = {f"grad_norm_W{l + 1}": float(np.linalg.norm(w)) for l, w in enumerate(W)}
+    for l in range(net.L):  # the mean |δ^l| of the mean cost over P rows: 1/P per row
+        figures[f"mean_abs_delta{l + 1}"] = float(abs_delta_sums[l] / (P * P * net.sizes[l + 1]))
+    return figures
+
+
+def _sums(net, X, Y, rows, group, gradients=False, abs_deltas=False):
+    """``[Σ cost, Σ correct, P, (Σ_p ∇c_p)..., (Σ_p |δ^l_p|)...]`` over ``rows`` of (X, Y),
+    summed over ranks.
 
     Each rank passes over its share of the rows in chunks (a memory-mapped X is gathered
     chunk by chunk, never read whole); ``rows`` None means all of them. The gradient sum
-    is the flat concatenation of ``∂W^1, ∂b^1, ...`` times the row count.
+    is the flat concatenation of ``∂W^1, ∂b^1, ...`` times the row count; with
+    ``abs_deltas`` (and ``gradients``) one sum per layer of every row's ``|δ^l|`` follows
+    (each row's own error, unscaled by the chunk's row count).
     """
     n = X.shape[0] if rows is None else len(rows)
     share = group.rows(n)
     be, L = net.backend, net.L
     total = correct = 0.0
     grad = np.zeros(net.theta.size) if gradients else np.zeros(0)
+    abs_delta = np.zeros(L if abs_deltas else 0)
     pages = mapped.PageBudget([X, Y])
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for chunk in net._chunks(share.stop - share.start):
@@ -294,6 +315,8 @@ def _sums(net, X, Y, rows, group, gradients=False):
             if gradients:
                 cost = net._backward(P)
                 grad += P * be.to_host(net.nabla_theta)
+                for l in range(len(abs_delta)):
+                    abs_delta[l] += P * float(np.abs(be.to_host(net.deltas[l + 1][:P])).sum())
             else:
                 cost = be.output_delta(a, net.targets[:P], net.output, net.loss_name,
                                        net.deltas[L][:P])
@@ -302,14 +325,8 @@ def _sums(net, X, Y, rows, group, gradients=False):
                 correct += float(net._count_correct(P))
             pages.touched(P)
     pages.release()
-    return group.sum(np.concatenate([[total, correct, share.stop - share.start], grad]))
-
-
-def _gradient_flow_figures(net, X, Y):
-    """The gradient-flow figures of an epoch (see :func:`gpubp.trace.gradient_flow`)."""
-    from gpubp.trace import gradient_flow
-
-    return gradient_flow(net, X, Y)
+    return group.sum(np.concatenate([[total, correct, share.stop - share.start], grad,
+                                     abs_delta]))
 
 
 def _callbacks(callbacks, early_stopping, has_validation):

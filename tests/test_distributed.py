@@ -94,8 +94,9 @@ def single(case):
 # -- the scenarios ----------------------------------------------------------------------------
 EQUAL = [
     # P = 101 in batches of 16: uneven shares on 2 and 3 ranks, a short last batch of 5
+    # with the gradient-flow figures: each rank passes over its share, summed over ranks
     {"name": "sgd-f64", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
-     "fit": {"epochs": 3, "batch_size": 16, "lr": 0.1}},
+     "fit": {"epochs": 3, "batch_size": 16, "lr": 0.1, "gradient_flow": True}},
     # batches of 2 rows on 3 ranks: one rank holds no row of any batch
     {"name": "momentum-tiny-batches", "sizes": [4, 6, 3], "P": 21, "dtype": "float64",
      "fit": {"epochs": 2, "batch_size": 2, "lr": 0.05, "optimizer": "momentum"}},
@@ -195,6 +196,8 @@ def test_ranks_end_with_the_single_process_result(launches, case, n):
                         "SharedMemoryGradientSum shares_parameters=True node_step=True")
     for r in range(n):
         assert (launches[n] / f"{case['name']}.rank{r}.sum").read_text().startswith(path)
+    if case["name"] == "sgd-f64":
+        assert {"grad_norm_W1", "mean_abs_delta2"} <= set(expected[1]["history"])
     if case["name"] == "adam-decay-split-stop":  # the scenario exercises what it names
         history = expected[1]
         assert history["stop_reason"].startswith("early stopping")
