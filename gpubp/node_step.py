@@ -57,7 +57,6 @@ class NodeStep:
         self.capacity = 0
         self.coefficients = np.empty(2, net.dtype)
         self.bias_sums = np.empty(max(net.sizes[1:]), net.dtype)
-        self.targets = np.empty((0, net.sizes[-1]), net.dtype)
 
     @staticmethod
     def fuses(optimizer):
