@@ -4,8 +4,8 @@ Every runner does the same work on the same batches (:mod:`gpubp.bench_runners`)
 gpubp, an epoch of :meth:`gpubp.Network.fit` itself (the user's path); for the peers, the
 same SGD steps at their best (JAX ``jit`` on preloaded batches, with and without donation;
 PyTorch eager), float32, sigmoid hidden layers, softmax + cross-entropy. Under
-``pytest --benchmark`` each runner runs in its own process (:class:`gpubp.bench.Worker`),
-so no framework's idle threads slow another's; pytest-benchmark times the round trip,
+``pytest --benchmark`` each runner runs in processes of its own (:class:`gpubp.bench.Worker`,
+two taking turns), so no framework's idle threads slow another's; pytest-benchmark times the round trip,
 and ``extra_info`` records the best epoch as the worker timed it (samples/s, GFLOP/s and,
 for training, the fraction of the GEMM-only bound, timed in its own worker by the same
 test). Pytest runs the tests one after the other: for alternating rounds across the
@@ -14,6 +14,8 @@ in-process, untimed, so that the benchmarks cannot rot. Runners that cannot run 
 GPU, peer not installed) are skipped with the reason. Nothing is asserted about speed.
 """
 
+import itertools
+
 import pytest
 
 from gpubp import bench
@@ -21,15 +23,22 @@ from gpubp import bench
 RUNNERS = ("reference", "cpu") + bench.CUDA_VARIANTS + bench.PEERS
 CASES = {case.name: case for case in bench.CASES}
 ROUNDS = 5
+# worker processes per runner, taking turns: a process's speed on two BLAS threads is
+# bimodal and fixed for its life (see gpubp.bench.measure), so one process could hand a
+# runner its slow mode by chance
+PROCESSES = 2
 
 
 def _epoch(runner, case, n_batches, train, timing, workers):
-    """A callable timing one epoch: in a worker process when timing, in-process otherwise."""
+    """A callable timing one epoch: in worker processes when timing, in-process otherwise."""
     try:
         if timing:
-            worker = bench.Worker(runner, case, n_batches, train)
-            workers.append(worker)
-            return worker.epoch
+            started = []
+            for _ in range(PROCESSES):
+                started.append(bench.Worker(runner, case, n_batches, train))
+                workers.append(started[-1])
+            turns = itertools.cycle(started)
+            return lambda: next(turns).epoch()
         return bench.make_runner(runner, case, bench.make_batches(case, n_batches), train)
     except bench.Unavailable as exc:
         pytest.skip(str(exc))
