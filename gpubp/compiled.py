@@ -219,7 +219,7 @@ def gradient_step(net, X, Y, rows, delta_scale):
         On the ``cpu`` backend (see :func:`supported`).
     X : ndarray, shape (P_total, n_0)
     Y : ndarray, shape (P_total, n_L)
-        Checked arrays of the network's dtype.
+        Checked C-contiguous arrays of the network's dtype.
     rows : ndarray of int, shape (P,)
         This rank's rows of the batch, ``P >= 1``.
     delta_scale : float

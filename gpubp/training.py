@@ -208,6 +208,8 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
         # the ranks of one machine split each batch's rows and each W's rows between them
         # (gpubp.node_step), or: one compiled call per step, the sum over the ranks between
         node = getattr(reduction, "node_step", None)
+        X = np.ascontiguousarray(X, dtype=net.dtype)  # as the compiled step reads them
+        Y = np.ascontiguousarray(Y, dtype=net.dtype)
         total, correct = 0.0, 0
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for start in range(0, P_total, batch_size):

@@ -237,3 +237,29 @@ def test_descend_is_beta_w_plus_alpha_a_columns_t_delta(dtype, first, m):
     _descend(W[:3], a_prev[:0], delta[:0], np.array([-0.1, 0.5], dtype))  # no rows: beta W
     np.testing.assert_array_equal(W[:3], before[:3] * np.asarray(0.5, dtype))
     np.testing.assert_array_equal(W[3:], before[3:])
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_rows_in_order_are_read_in_place_with_the_same_result(name, dtype):
+    """Batches of consecutive rows (shuffle=False) are read from X where they are, never
+    copied into a^0, and train exactly as the per-kernel steps do; a shuffled tail in the
+    same epoch is gathered."""
+    sizes = DEPTHS[2]
+    X, Y = make_problem(sizes, "cross_entropy", 29, seed=7)
+    X, Y = X.astype(dtype), Y.astype(dtype)
+    (ref, fast), (opt_ref, opt_fast) = _pair(sizes, "tanh", "softmax", "cross_entropy",
+                                              dtype, name)
+    order = np.concatenate([np.arange(16), 16 + np.random.default_rng(0).permutation(13)])
+    fast._workspace(8)
+    a0 = fast.activations[0]
+    a0[...] = np.nan  # the in-order batches leave it alone; the shuffled ones fill it
+    expected = _per_kernel_epoch(ref, opt_ref, X, Y, order[:16], 8)
+    got = compiled.train_epoch(fast, opt_fast, X, Y, order[:16], 8)
+    assert np.isnan(a0).all()
+    np.testing.assert_allclose(got[0], expected[0], **TOL[dtype])
+    _per_kernel_epoch(ref, opt_ref, X, Y, order[16:], 8)
+    compiled.train_epoch(fast, opt_fast, X, Y, order[16:], 8)
+    assert not np.isnan(a0[:5]).any()  # the last, shuffled batch of 5 rows was gathered
+    np.testing.assert_allclose(fast.theta, ref.theta, **TOL[dtype])
+    np.testing.assert_allclose(fast.nabla_theta, ref.nabla_theta, **TOL[dtype])
