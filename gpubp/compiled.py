@@ -13,9 +13,11 @@ second BLAS thread only adds a hand-off per call, so small steps run on one thre
 measured: on the quiet 2-core machine two OpenBLAS threads do the big GEMMs up to twice
 as fast, but with other processes competing for the cores OpenBLAS's threads wait on each
 other (they spin and yield) and the same epoch ran 10-20x *slower* than on one thread. So
-larger steps are measured in place: the first epoch of a step shape takes one untimed
-step (compilation, thread start-up), then times single steps on one thread and on all of
-them, alternating, :data:`PROBE_ROUNDS` of each, and the rest of the epoch, and the next
+larger steps are measured in place: the first epoch of a step shape times single steps on
+one thread and on all of them, alternating, :data:`PROBE_ROUNDS` of each, each after an
+untimed step on the same count (compilation; waking the threads a one-thread trial let
+sleep: uncounted, that start-up made the all-threads trials of 784-128-10 @ 64 lose and
+the epoch run on one thread at half speed), and the rest of the epoch, and the next
 :data:`REPROBE_EVERY` epochs, use the count whose fastest step was faster. Interference
 only ever adds time, so the fastest of a few alternating trials is what a count can do:
 one noisy moment cannot decide (it did with one timing of two steps each: 784-512-512-10
@@ -188,13 +190,14 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
         key = (tuple(net.sizes), int(batch_size), net.dtype.name)
         entry = _probes.get(key)
         if entry is None or entry[1] >= REPROBE_EVERY:
-            # one untimed step on all threads first: it compiles (if need be) and wakes
-            # the BLAS threads, whose start-up would otherwise be charged to them
-            run(order[:batch_size], None)
-            start = batch_size
             fastest = {1: float("inf"), None: float("inf")}
             for r in range(PROBE_ROUNDS):
                 for candidate in ((1, None) if r % 2 == 0 else (None, 1)):
+                    # an untimed step first: it compiles (if need be) and wakes the BLAS
+                    # threads after a one-thread trial let them sleep, a start-up that
+                    # would otherwise be charged to every all-threads trial
+                    run(order[start:start + batch_size], candidate)
+                    start += batch_size
                     t0 = time.perf_counter()
                     run(order[start:start + batch_size], candidate)
                     fastest[candidate] = min(fastest[candidate], time.perf_counter() - t0)

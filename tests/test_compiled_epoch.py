@@ -148,9 +148,9 @@ def test_blas_threads_are_limited_and_restored():
 
 
 def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
-    """Large steps time single steps on one and on all BLAS threads, alternating, then use
-    the count with the fastest step; the epoch split into eight calls takes the same steps
-    as one call."""
+    """Large steps time single steps on one and on all BLAS threads, alternating, each
+    after an untimed one, then use the count with the fastest step; the epoch split into
+    thirteen calls takes the same steps as one call."""
     X, Y = make_problem([6, 5, 3], "cross_entropy", 100, seed=5)
     order = np.random.default_rng(1).permutation(100)  # 13 steps: 4 x 3 rounds to probe
     nets = [gpubp.Network([6, 5, 3], dtype="float64", seed=0) for _ in range(2)]
@@ -164,7 +164,8 @@ def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
     limiter = compiled._BlasThreads
     monkeypatch.setattr(compiled, "_BlasThreads", lambda n: calls.append(n) or limiter(n))
     got = compiled.train_epoch(nets[1], opts[1], X, Y, order, 8)
-    assert calls == [None, 1, None, None, 1, 1, None,
+    # each trial an untimed step then a timed one, the order alternating by round
+    assert calls == [1, 1, None, None, None, None, 1, 1, 1, 1, None, None,
                      compiled._probes[((6, 5, 3), 8, "float64")][0]]
     assert got[1] == expected[1] and got[0] == pytest.approx(expected[0], rel=1e-12)
     assert opts[1].iterations == opts[0].iterations == 13
@@ -174,7 +175,7 @@ def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
     assert len(calls) == 1
     calls.clear()
     compiled.train_epoch(nets[1], opts[1], X, Y, order, 8)  # ...until it is due again
-    assert len(calls) == 8
+    assert len(calls) == 13
     small = X[:80], Y[:80], order[order < 80]  # 10 steps, too few to probe: one call
     calls.clear()
     compiled.train_epoch(nets[1], opts[1], *small, 8)
@@ -188,7 +189,8 @@ def test_one_slow_trial_does_not_decide_the_thread_count(monkeypatch):
     net = gpubp.Network([6, 5, 3], dtype="float64", seed=0)
     monkeypatch.setattr(compiled, "_probes", {})
     monkeypatch.setattr(compiled, "blas_threads", lambda sizes, batch_size: None)
-    durations = {1: [5, 5, 5], None: [0, 50, 3, 3, 0]}  # None: the untimed step first
+    # per trial an untimed step (0) then the timed one; the last None: the epoch's rest
+    durations = {1: [0, 5, 0, 5, 0, 5], None: [0, 50, 0, 3, 0, 3, 0]}
     clock = [0.0]
     monkeypatch.setattr(compiled.time, "perf_counter", lambda: clock[0])
     limiter = compiled._BlasThreads
@@ -200,7 +202,7 @@ def test_one_slow_trial_does_not_decide_the_thread_count(monkeypatch):
     monkeypatch.setattr(compiled, "_BlasThreads", timed)
     compiled.train_epoch(net, SGD(lr=0.1), X, Y, np.arange(100), 8)
     assert compiled._probes[((6, 5, 3), 8, "float64")][0] is None  # all threads
-    durations.update({1: [5, 4, 5], None: [0, 6, 6, 6]})  # now one thread is faster
+    durations.update({1: [0, 5, 0, 4, 0, 5, 0], None: [0, 6, 0, 6, 0, 6]})  # one is faster
     monkeypatch.setattr(compiled, "_probes", {})
     compiled.train_epoch(net, SGD(lr=0.1), X, Y, np.arange(100), 8)
     assert compiled._probes[((6, 5, 3), 8, "float64")][0] == 1
