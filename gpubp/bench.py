@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 from gpubp.backends.base import resolve_device
 from gpubp.bench_runners import (  # noqa: F401 - the benchmark vocabulary, re-exported
@@ -40,6 +41,9 @@ from gpubp.bench_runners import (  # noqa: F401 - the benchmark vocabulary, re-e
 )
 
 _PEER_MODULES = {"jax-jit": "jax", "jax-jit-nodonate": "jax", "torch-eager": "torch"}
+# seconds between one worker's work and the next's: OpenBLAS's idle threads spin for about
+# 2^28 cycles (OPENBLAS_THREAD_TIMEOUT's default, ~0.08 s here) before they sleep
+SETTLE = 0.25
 
 
 class Worker:
@@ -78,6 +82,7 @@ class Worker:
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         spec = {"runner": runner, "sizes": list(case.sizes), "batch_size": case.batch_size,
                 "n_batches": n_batches, "train": train}
+        time.sleep(SETTLE)  # the warm-up epoch (fit's thread probe) runs in a quiet machine
         try:
             reply = self._ask(json.dumps(spec))
         except BaseException:
@@ -100,7 +105,13 @@ class Worker:
         return json.loads(answer)
 
     def epoch(self):
-        """Run one epoch in the worker; its seconds, as the worker timed them."""
+        """Run one epoch in the worker; its seconds, as the worker timed them.
+
+        Waits :data:`SETTLE` seconds first: the runner that ran before, in another
+        process, leaves its BLAS (or XLA, OpenMP) threads spinning for a while, and on a
+        2-core machine they take a core from this epoch's threads.
+        """
+        time.sleep(SETTLE)
         return self._ask("epoch")["seconds"]
 
     def close(self):
@@ -132,7 +143,7 @@ def default_backends():
 
 
 def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
-            samples_per_epoch=SAMPLES_PER_EPOCH, processes=2):
+            samples_per_epoch=SAMPLES_PER_EPOCH, processes=3):
     """Best epoch times of every runner on every case, each runner in its own process.
 
     Every runner is started (and warmed up) in its own :class:`Worker`; then ``repeats``
@@ -224,7 +235,7 @@ def format_table(rows, title=""):
 
 
 def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
-              inference=False, samples_per_epoch=SAMPLES_PER_EPOCH, processes=2):
+              inference=False, samples_per_epoch=SAMPLES_PER_EPOCH, processes=3):
     """Print the comparison table: samples/s per backend and peer, speed-ups, GEMM bound.
 
     Parameters

@@ -141,8 +141,8 @@ def build_parser():
     bench.add_argument("--repeats", type=_positive(int), default=5,
                        help="timed epochs per runner (the best is reported)")
     bench.add_argument("--samples-per-epoch", type=_positive(int), default=None)
-    bench.add_argument("--processes", type=_positive(int), default=2,
-                       help="fresh processes per runner, one after another (default 2)")
+    bench.add_argument("--processes", type=_positive(int), default=3,
+                       help="fresh processes per runner, one after another (default 3)")
     bench.add_argument("--inference", action="store_true", help="also time forward passes")
     bench.add_argument("--scaling", action="store_true",
                        help="data-parallel scaling instead: 784-1024-1024-10 @ 512, 1 rank x "

@@ -20,7 +20,8 @@ def test_parse_case():
 def test_run_bench_prints_every_runner():
     out = io.StringIO()
     rows = bench.run_bench(["12-7-3@5"], backends=["reference", "cpu"], peers=False,
-                           repeats=1, file=out, inference=True, samples_per_epoch=10)
+                           repeats=1, file=out, inference=True, samples_per_epoch=10,
+                           processes=1)
     text = out.getvalue()
     for word in ("Training", "Inference", "reference", "cpu", "gemm-only", "% GEMM bound"):
         assert word in text
@@ -35,7 +36,7 @@ def test_each_runner_is_timed_in_its_own_process():
         pid = worker._proc.pid
     assert all(s > 0 for s in seconds) and pid != __import__("os").getpid()
     rows = bench.measure([case], backends=["cpu-blas1", "cpu-blas2"], peers=False,
-                         repeats=2, samples_per_epoch=12)
+                         repeats=2, samples_per_epoch=12, processes=1)
     assert {r["runner"] for r in rows} == {"cpu-blas1", "cpu-blas2", "gemm-only"}
     assert all(r["seconds"] <= r["median_seconds"] for r in rows)
 
@@ -59,6 +60,18 @@ def test_every_runner_gets_fresh_processes(monkeypatch):
         assert len(pids) == len(set(pids)) == 3  # one process after another, never reused
     assert sorted(len(ts) for ts in times.values()) == [6, 6]  # 3 processes x 2 rounds
     assert all(r["seconds"] == min(times[i]) for i, r in enumerate(rows))
+
+
+def test_workers_let_the_previous_runners_threads_settle(monkeypatch):
+    """Before its warm-up and before every timed epoch a worker waits SETTLE seconds, so
+    that the spinning idle threads of the runner before it are not timed with it."""
+    pauses = []
+    monkeypatch.setattr(bench.time, "sleep", pauses.append)
+    with bench.Worker("cpu-blas1", bench.parse_case("8-6-3@4"), n_batches=2) as worker:
+        assert pauses == [bench.SETTLE]
+        worker.epoch()
+        worker.epoch()
+    assert pauses == [bench.SETTLE] * 3 and bench.SETTLE >= 0.1
 
 
 def test_gemm_only_of_a_large_step_times_both_thread_counts(monkeypatch):
@@ -86,7 +99,7 @@ def test_unavailable_runners_are_reported_not_raised():
     if "cuda-fused" in bench.default_backends():
         pytest.skip("a GPU is usable here")
     rows = bench.measure(["6-4-2@3"], backends=["cuda-fused"], peers=False, repeats=1,
-                         samples_per_epoch=3)
+                         samples_per_epoch=3, processes=1)
     (cuda,) = [r for r in rows if r["runner"] == "cuda-fused"]
     assert cuda["seconds"] is None and "GPU" in cuda["note"]
     assert "skipped" in bench.format_table(rows)

@@ -93,7 +93,7 @@ def test_bench_calls_run_bench(monkeypatch, capsys):
     calls = {}
 
     def fake_run_bench(cases=None, backends=None, peers=True, repeats=5, file=None,
-                       inference=False, samples_per_epoch=None, processes=2):
+                       inference=False, samples_per_epoch=None, processes=3):
         calls.update(cases=cases, backends=backends, peers=peers, repeats=repeats,
                      inference=inference, samples_per_epoch=samples_per_epoch,
                      processes=processes)
