@@ -71,7 +71,7 @@ def test_workers_let_the_previous_runners_threads_settle(monkeypatch):
         assert pauses == [bench.SETTLE]
         worker.epoch()
         worker.epoch()
-    assert pauses == [bench.SETTLE] * 3 and bench.SETTLE >= 0.1
+        assert pauses == [bench.SETTLE] * 3 and bench.SETTLE >= 0.1
 
 
 def test_gemm_only_of_a_large_step_times_both_thread_counts(monkeypatch):
