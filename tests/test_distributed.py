@@ -280,6 +280,8 @@ def test_an_exception_on_one_rank_ends_every_rank(tmp_path):
     assert "planted failure on rank 1 in epoch 1" in proc.stderr  # the error is shown
     assert "rank 1 of 2 failed; aborting the MPI job" in proc.stderr
     assert not list(tmp_path.glob("raise.rank*.npz"))  # rank 0 did not go on training
+    print(f"exception on rank 1: mpiexec status {proc.returncode}, "
+          f"{ended - float(stamp.read_text()):.2f} s after the fault")
     assert ended - float(stamp.read_text()) < 30  # a liveness bound: the job did not hang
 
 
@@ -290,6 +292,7 @@ def test_a_killed_rank_ends_the_job_and_the_checkpoint_resumes(tmp_path):
             "fit": {"epochs": 4, "batch_size": 8, "lr": 0.05, "optimizer": "adam",
                     "checkpoint": str(checkpoint)}}
     proc = launch(2, [case], tmp_path, timeout=150)
+    print(f"SIGKILL of rank 1: mpiexec status {proc.returncode}")
     assert proc.returncode != 0
     assert not list(tmp_path.glob("killed.rank*.npz"))
     assert not list(tmp_path.glob(".gpubp-*"))  # no temporary left half-written
