@@ -168,6 +168,11 @@ class SharedMemoryGradientSum(GradientSum):
     ``k`` of every node (``cross``), between the local sum and its use: the hierarchical
     allreduce of Horovod and NCCL, each link carrying ``N/R`` elements.
 
+    Where the run can split its batches instead (one machine, see :mod:`gpubp.node_step`,
+    then :attr:`node_step` is set), no per-rank slot is made: the parameters and state are
+    shared as above, ``slots`` holds one node-wide gradient buffer (none with plain SGD)
+    and ``nabla_theta`` stays each rank's own.
+
     Use :meth:`create`, which answers None where the scheme does not apply; :meth:`close`
     moves everything back to each rank's own memory, identical on every rank.
     """
