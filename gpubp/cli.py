@@ -151,8 +151,9 @@ def build_parser():
     bench.add_argument("--reduction",
                        choices=("shared", "slice-sums", "iallreduce", "allreduce"),
                        default="shared",
-                       help="--scaling: how the ranks sum gradients (default: in the memory "
-                            "they share)")
+                       help="--scaling: how the ranks combine their work (default shared: "
+                            "one machine's ranks split each batch over shared memory; "
+                            "slice-sums: they sum gradients there; or MPI allreduces)")
     bench.add_argument("--fused", action="store_true",
                        help="--scaling: one Allreduce per step (--reduction allreduce)")
 
