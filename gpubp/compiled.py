@@ -147,12 +147,11 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     correct : int
         Correct predictions on the batches (0 for regressors).
     """
-    from gpubp.kernels.cpu_epoch import ADAM, SGD as SGD_CODE, train_epoch as compiled
+    from gpubp.kernels.cpu_epoch import ADAM, SGD as SGD_CODE
 
     net._workspace(batch_size)
     if optimizer.state is None:
         optimizer.initialize(net.backend, net.params)
-    layout = _layout(net)
     if isinstance(optimizer, Adam):
         code = ADAM
         hyper = (optimizer.current_lr(), 0.0, optimizer.weight_decay, optimizer.beta1,
@@ -173,13 +172,8 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     def run(rows, threads):
         """The compiled epoch over the batches of ``rows`` (whole batches of ``order``)."""
         with _BlasThreads(threads):
-            cost_sum, correct, step = compiled(
-                X, Y, rows, int(batch_size), net.theta, net.nabla_theta,
-                net._activations_flat, net._deltas_flat, net.targets, layout["sizes"],
-                layout["w_offsets"], layout["a_offsets"], layout["d_offsets"],
-                layout["forward_codes"], layout["codes"], layout["loss"], layout["tiny"],
-                layout["one_minus"], net.is_classifier, code, hyper, state_a, state_b,
-                optimizer.iterations)
+            cost_sum, correct, step = _compiled(net, X, Y, rows, batch_size, code, hyper,
+                                                state_a, state_b, optimizer.iterations)
         optimizer.iterations = int(step)
         totals[0] += float(cost_sum)
         totals[1] += int(correct)
@@ -235,23 +229,33 @@ def gradient_step(net, X, Y, rows, delta_scale):
     correct : int
         Correct predictions among them (0 for regressors).
     """
-    from gpubp.kernels.cpu_epoch import NONE, train_epoch as compiled
+    from gpubp.kernels.cpu_epoch import NONE
 
     P = len(rows)
     net._workspace(P)
-    layout = _layout(net)
     with _BlasThreads(blas_threads(net.sizes, P)):
-        cost_sum, correct, _ = compiled(
-            X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, net.theta, net.nabla_theta,
-            net._activations_flat, net._deltas_flat, net.targets, layout["sizes"],
-            layout["w_offsets"], layout["a_offsets"], layout["d_offsets"],
-            layout["forward_codes"], layout["codes"], layout["loss"], layout["tiny"],
-            layout["one_minus"], net.is_classifier, NONE, _NO_HYPER, net.nabla_theta,
-            net.nabla_theta, 0, float(delta_scale))
+        cost_sum, correct, _ = _compiled(
+            net, X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, NONE, _NO_HYPER,
+            net.nabla_theta, net.nabla_theta, 0, delta_scale)
     return float(cost_sum), int(correct)
 
 
 _NO_HYPER = np.zeros(7)  # the update's hyperparameters, unused without an update
+
+
+def _compiled(net, X, Y, rows, batch_size, code, hyper, state_a, state_b, step,
+              delta_scale=1.0):
+    """:func:`gpubp.kernels.cpu_epoch.train_epoch` over ``rows`` with ``net``'s buffers and
+    layout; returns its ``(cost_sum, correct, step)``."""
+    from gpubp.kernels.cpu_epoch import train_epoch
+
+    layout = _layout(net)
+    return train_epoch(
+        X, Y, rows, int(batch_size), net.theta, net.nabla_theta, net._activations_flat,
+        net._deltas_flat, net.targets, layout["sizes"], layout["w_offsets"],
+        layout["a_offsets"], layout["d_offsets"], layout["forward_codes"], layout["codes"],
+        layout["loss"], layout["tiny"], layout["one_minus"], net.is_classifier, code, hyper,
+        state_a, state_b, step, float(delta_scale))
 
 
 def reduced_step(net, optimizer, X, Y, rows, reduction, P_global):
