@@ -232,6 +232,12 @@ class SharedMemoryGradientSum(GradientSum):
         for window in self.windows:
             window.Sync()
 
+    def barrier(self):
+        """:meth:`fence`, its wait counted as the run's communication time."""
+        t = time.perf_counter()
+        self.fence()
+        self.seconds += time.perf_counter() - t
+
     @classmethod
     def create(cls, net, comm, optimizer=None, node=None, node_steps=False):
         """The shared-memory sum for ``net`` over ``comm``, or None where it does not apply.
@@ -297,11 +303,9 @@ class SharedMemoryGradientSum(GradientSum):
             return
         if optimizer is not self.optimizer:
             raise RuntimeError("the optimizer of a data-parallel run changed during it")
-        optimizer.step(self.net.backend, self.net.params, self.slots, theta=self.net.theta,
+        optimizer.step(self.net.backend, self.net.params, None, theta=self.net.theta,
                        nabla_theta=self.slots[0], span=self.span)
-        t = time.perf_counter()
-        self.fence()  # every slice updated: the next forward pass reads them
-        self.seconds += time.perf_counter() - t
+        self.barrier()  # every slice updated: the next forward pass reads them
 
     def close(self):
         """Move everything back to each rank's own memory and free the windows

@@ -25,8 +25,6 @@ rank reads a fraction ``(R−1)/R`` of the activations and errors the others wro
 summing gradients would read ``(R−1)/R`` of ``N`` and then update ``N/R`` from it.
 """
 
-import time
-
 import numpy as np
 
 from gpubp.kernels.cpu_epoch import _descend, _gather
@@ -66,10 +64,12 @@ class NodeStep:
     @staticmethod
     def applies(shared, net, optimizer):
         """Whether the run of ``shared`` (a SharedMemoryGradientSum) can split its batches:
-        one machine, shared parameters, the CPU backend and a loss of the compiled kernels."""
+        one machine, shared parameters, and what the compiled CPU step supports (the
+        ``cpu`` backend, SGD or Adam, a loss of the compiled kernels, SciPy's BLAS)."""
+        from gpubp import compiled
+
         return (shared.shares_parameters and shared.cross is None
-                and net.backend.name == "cpu" and optimizer.elementwise
-                and net.loss_name != "poisson")
+                and compiled.supported(net, optimizer))
 
     def _workspace(self, P):
         """Shared ``a^0..a^L`` and ``δ^1..δ^L`` for ``P`` rows (grown, collectively, when a
@@ -116,9 +116,7 @@ class NodeStep:
             d[L][rows] *= P_k / P  # the global 1/P, as the single-process δ^L carries
             if net.is_classifier:
                 correct = int(be.count_correct(a[L][rows], y, net.loss_name))
-        fused = self.fuses(optimizer)
-        if optimizer.state is None:
-            optimizer.initialize(be, net.params)
+        fused = self.fuses(optimizer)  # (the state exists: the shared sum moved it)
         lr = optimizer.current_lr()
         if fused:
             self.coefficients[:] = (-lr, 1 - lr * optimizer.weight_decay)
@@ -130,7 +128,7 @@ class NodeStep:
             if l > 1 and P_k:  # δ^{l-1} = (δ^l W^{l T}) ⊙ g': own rows, the old W^l
                 np.matmul(d[l][rows], net.W[l - 1].T, out=d[l - 1][rows])
                 be.hidden_delta(d[l - 1][rows], a[l - 1][rows], acts[l - 2])
-            self._fence()  # every δ^l written, W^l read by every rank
+            self.shared.barrier()  # every δ^l written, W^l read by every rank
             n_in, n_out = net.sizes[l - 1], net.sizes[l]
             w = net.layer_slices[l - 1].start
             r, c = _share(n_in, self.k, self.R), _share(n_out, self.k, self.R)
@@ -152,11 +150,5 @@ class NodeStep:
         else:
             optimizer.step(be, net.params, None, theta=net.theta, nabla_theta=gradient,
                            span=spans)
-        self._fence()  # every rank's slices updated: the next forward reads them
+        self.shared.barrier()  # every rank's slices updated: the next forward reads them
         return float(cost_sum), correct
-
-    def _fence(self):
-        """The node's barrier, its wait counted as the run's communication time."""
-        t = time.perf_counter()
-        self.shared.fence()
-        self.shared.seconds += time.perf_counter() - t

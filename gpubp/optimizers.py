@@ -221,12 +221,18 @@ class Optimizer:
         params : list of backend arrays
             The parameters, in the order of ``Network.params`` (that of ``Network.theta``).
         """
-        shapes = [tuple(p.shape) for p in params]
-        sizes = [math.prod(shape) for shape in shapes]
-        dtype = params[0].dtype
-        self._size = sum(sizes)
-        self.flat_state = {key: backend.zeros((sum(sizes),), dtype) for key in self.state_names}
-        self.state = {key: _views(buf, shapes, sizes) for key, buf in self.flat_state.items()}
+        self._shapes = [tuple(p.shape) for p in params]
+        self._size = sum(math.prod(shape) for shape in self._shapes)
+        self._hold({key: backend.zeros((self._size,), params[0].dtype)
+                    for key in self.state_names})
+
+    def _hold(self, flat_state):
+        """``flat_state`` (name -> (N,) buffer) becomes the state, with its views per
+        parameter."""
+        sizes = [math.prod(shape) for shape in self._shapes]
+        self.flat_state = dict(flat_state)
+        self.state = {key: _views(buf, self._shapes, sizes)
+                      for key, buf in self.flat_state.items()}
 
     def _move_state(self, flat_state, copy=True):
         """Make the buffers of ``flat_state`` (name -> (N,) backend array) hold the state.
@@ -236,13 +242,10 @@ class Optimizer:
         with (see :meth:`Network._move_buffer`).
         """
         previous = self.flat_state
-        for key, buf in flat_state.items():
-            if copy:
+        if copy:
+            for key, buf in flat_state.items():
                 buf[...] = previous[key]
-        self.flat_state = dict(flat_state)
-        shapes = [tuple(v.shape) for v in next(iter(self.state.values()))] if self.state else []
-        sizes = [math.prod(shape) for shape in shapes]
-        self.state = {key: _views(buf, shapes, sizes) for key, buf in self.flat_state.items()}
+        self._hold(flat_state)
         return previous
 
     def start_epoch(self, epoch, epochs):
