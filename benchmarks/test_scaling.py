@@ -1,4 +1,4 @@
-"""Data-parallel scaling on one machine (gpubp.bench_scaling, ``gpubp bench --scaling``).
+"""Data-parallel scaling on one machine (gpubp.bench.scaling, ``gpubp bench --scaling``).
 
 Under ``pytest --benchmark`` this runs the issue's configuration, 784-1024-1024-10 with a
 global batch of 512: 1 rank x 1 BLAS thread, 2 ranks x 1 thread, 1 rank x 2 threads, and
@@ -10,7 +10,7 @@ configurations run and report sane figures. Nothing is asserted about speed.
 
 import pytest
 
-from gpubp import bench_scaling
+from gpubp.bench import scaling as bench_scaling
 
 pytest.importorskip("mpi4py")
 

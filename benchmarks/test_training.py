@@ -1,10 +1,10 @@
 """Training and inference throughput of the gpubp backends and of the JAX/PyTorch peers.
 
-Every runner does the same work on the same batches (:mod:`gpubp.bench_runners`): for
+Every runner does the same work on the same batches (:mod:`gpubp.bench.runners`): for
 gpubp, an epoch of :meth:`gpubp.Network.fit` itself (the user's path); for the peers, the
 same SGD steps at their best (JAX ``jit`` on preloaded batches, with and without donation;
 PyTorch eager), float32, sigmoid hidden layers, softmax + cross-entropy. Under
-``pytest --benchmark`` each runner runs in processes of its own (:class:`gpubp.bench.Worker`,
+``pytest --benchmark`` each runner runs in processes of its own (:class:`gpubp.bench.compare.Worker`,
 two taking turns), so no framework's idle threads slow another's; pytest-benchmark times the round trip,
 and ``extra_info`` records the best epoch as the worker timed it (samples/s, GFLOP/s and,
 for training, the fraction of the GEMM-only bound, timed in its own worker by the same
@@ -18,13 +18,13 @@ import itertools
 
 import pytest
 
-from gpubp import bench
+from gpubp.bench import compare as bench
 
 RUNNERS = ("reference", "cpu") + bench.CUDA_VARIANTS + bench.PEERS
 CASES = {case.name: case for case in bench.CASES}
 ROUNDS = 5
 # worker processes per runner, taking turns: a process's speed on two BLAS threads is
-# bimodal and fixed for its life (see gpubp.bench.measure), so one process could hand a
+# bimodal and fixed for its life (see gpubp.bench.compare.measure), so one process could hand a
 # runner its slow mode by chance
 PROCESSES = 2
 

@@ -6,15 +6,21 @@
 
 ``device="cuda"`` trains on an NVIDIA GPU through CuPy and Numba CUDA kernels and falls
 back to the CPU, with a warning, where no GPU is usable.
+
+The package by concern, each importing only from those below it (``docs/design.md``):
+``cli``, ``bench``, ``sklearn`` / ``training`` / ``distributed`` / ``io`` / ``core``,
+``optim`` / ``backends`` / ``kernels``, ``data``, ``datasets`` / ``activations``,
+``losses``, ``errors``.
 """
 
-from gpubp.callbacks import Callback, EarlyStopping, LambdaCallback
-from gpubp.gradcheck import gradcheck
-from gpubp.history import History
-from gpubp.io import load
-from gpubp.network import Network
-from gpubp.optimizers import SGD, Adam, CosineDecay, Optimizer, StepDecay
-from gpubp.training import TrainingDiverged
+from gpubp import distributed  # noqa: F401 - gpubp.distributed.is_root() after import gpubp
+from gpubp.core.gradcheck import gradcheck
+from gpubp.core.network import Network
+from gpubp.errors import TrainingDiverged
+from gpubp.io.model import load
+from gpubp.optim import SGD, Adam, CosineDecay, Optimizer, StepDecay
+from gpubp.training.callbacks import Callback, EarlyStopping, LambdaCallback
+from gpubp.training.history import History
 
 __version__ = "0.1.0"
 __all__ = ["Network", "History", "TrainingDiverged", "gradcheck", "load", "SGD", "Adam",

@@ -2,6 +2,6 @@
 
 import sys
 
-from gpubp.cli import main
+from gpubp.cli.commands import main
 
 sys.exit(main())

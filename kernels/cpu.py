@@ -318,7 +318,7 @@ def _column_sums(delta, db):
 
 @njit(cache=True, error_model="numpy")
 def _count_correct(a, y, by_argmax):
-    """Rows whose predicted labels match the targets' (``gpubp.metrics.accuracy``)."""
+    """Rows whose predicted labels match the targets' (``gpubp.core.metrics.accuracy``)."""
     P, n = a.shape
     count = 0
     for p in range(P):
@@ -472,7 +472,7 @@ def weight_bias_gradients(a_prev, delta, dW, db):
 
 
 def count_correct(a, y, loss):
-    """Correct predictions among the rows of a batch, as :func:`gpubp.metrics.accuracy`.
+    """Correct predictions among the rows of a batch, as :func:`gpubp.core.metrics.accuracy`.
 
     Parameters
     ----------

@@ -88,7 +88,7 @@ def test_momentum_and_gradients_match_reference():
     X, Y = _problem("cross_entropy")
     cuda, ref = _pair("float64", "tanh", "softmax", "cross_entropy")
     for net in (cuda, ref):
-        net.fit(X, Y, optimizer=gpubp.optimizers.SGD(lr=0.1, momentum=0.9, nesterov=True),
+        net.fit(X, Y, optimizer=gpubp.optim.optimizers.SGD(lr=0.1, momentum=0.9, nesterov=True),
                 epochs=1, batch_size=37, shuffle=False, verbose=0)
     assert cuda.loss(X, Y) == pytest.approx(ref.loss(X, Y), rel=1e-10)
     for got, want in zip(*(net.gradients(X, Y) for net in (cuda, ref))):
@@ -130,7 +130,7 @@ def test_host_work_per_step(monkeypatch, sizes, optimizer):
     """A step: at most 3L + 2 launches, no view built and no copy after the first step."""
     X, Y = _problem("cross_entropy", P=24, n_out=5)
     net = gpubp.Network(sizes, device="cuda", dtype="float32", seed=0, fallback=False)
-    opt = gpubp.optimizers.get_optimizer(optimizer, None, None, None)
+    opt = gpubp.optim.optimizers.get_optimizer(optimizer, None, None, None)
     be, L = net.backend, net.L
     Xd, Yd = be.resident(X.astype(np.float32)), be.resident(Y.astype(np.float32))
     order = be.resident(np.random.default_rng(0).permutation(24))
@@ -147,7 +147,7 @@ def test_host_work_per_step(monkeypatch, sizes, optimizer):
         assert be.counts == before, "a step built views or copied between host and device"
     # and the step computed what the reference computes from the same batch
     ref = gpubp.Network(sizes, device="cpu", backend="reference", dtype="float32", seed=0)
-    ref_opt = gpubp.optimizers.get_optimizer(optimizer, None, None, None)
+    ref_opt = gpubp.optim.optimizers.get_optimizer(optimizer, None, None, None)
     host_order = be.to_host(order)
     for start in (0, 8, 16):
         ref._train_step(ref_opt, X.astype(np.float32), Y.astype(np.float32),
@@ -159,7 +159,7 @@ def test_host_work_per_step(monkeypatch, sizes, optimizer):
 def test_views_are_rebuilt_when_a_workspace_grows():
     X, Y = (a.astype(np.float32) for a in _problem("cross_entropy", P=40))
     net = gpubp.Network([13, 7, 5], device="cuda", dtype="float32", seed=0, fallback=False)
-    be, opt = net.backend, gpubp.optimizers.SGD(lr=0.1)
+    be, opt = net.backend, gpubp.optim.optimizers.SGD(lr=0.1)
     net._train_step(opt, X, Y, np.arange(8))
     built = be.counts["views"]
     net._train_step(opt, X, Y, np.arange(8, 16))
@@ -176,7 +176,7 @@ def test_views_are_rebuilt_when_a_workspace_grows():
     # the step after growing used the new workspaces: it trained on the right rows
     ref = gpubp.Network([13, 7, 5], device="cpu", backend="reference", dtype="float32",
                         seed=0)
-    ref_opt = gpubp.optimizers.SGD(lr=0.1)
+    ref_opt = gpubp.optim.optimizers.SGD(lr=0.1)
     for rows in (np.arange(8), np.arange(8, 16), np.arange(16, 40)):
         ref._train_step(ref_opt, X, Y, rows)
     for got, want in zip(net.get_params()[0], ref.get_params()[0]):
@@ -188,9 +188,9 @@ def test_host_data_is_staged_and_counted():
     X, Y = (a.astype(np.float32) for a in _problem("cross_entropy", P=24))
     net = gpubp.Network([13, 7, 5], device="cuda", dtype="float32", seed=0, fallback=False)
     be = net.backend
-    net._train_step(gpubp.optimizers.SGD(lr=0.1), X, Y, np.arange(8))
+    net._train_step(gpubp.optim.optimizers.SGD(lr=0.1), X, Y, np.arange(8))
     before = be.counts["copies"]
-    net._train_step(gpubp.optimizers.SGD(lr=0.1), X, Y, np.arange(8, 16))
+    net._train_step(gpubp.optim.optimizers.SGD(lr=0.1), X, Y, np.arange(8, 16))
     assert be.counts["copies"] - before == 2
     np.testing.assert_array_equal(net.activations[0][:8], X[8:16])
     np.testing.assert_array_equal(net.targets[:8], Y[8:16])
@@ -257,7 +257,7 @@ def test_a_diverged_network_reports_nan_loss():
 
 
 def test_probe_trial_kernel_catches_a_kernel_that_did_nothing(monkeypatch):
-    from gpubp.backends import cuda_probe
+    from gpubp.backends import cuda as cuda_probe
 
     xp = types.SimpleNamespace(full=np.full, float32=np.float32, asnumpy=np.asarray)
     x = np.arange(8, dtype=np.float32) - 3.5

@@ -12,8 +12,8 @@ import json
 import numpy as np
 
 import gpubp
-from gpubp.callbacks import Callback
-from gpubp.optimizers import SGD
+from gpubp.training.callbacks import Callback
+from gpubp.optim.optimizers import SGD
 
 
 def make_data(case, rank=0):
@@ -59,7 +59,7 @@ class RaiseOn(Callback):
     def on_epoch_end(self, run, epoch, logs):
         import time
 
-        from gpubp import distributed
+        from gpubp.distributed import ranks as distributed
 
         if epoch == self.epoch and distributed.rank() == self.rank:
             if self.stamp:  # when the fault happened, for the test to time the shutdown
@@ -84,7 +84,7 @@ class SpreadSGD(SGD):
 def make_group(spec):
     """The ``distributed=`` of a case's ``"group"``: ``{"shared_memory": bool, "overlap":
     bool, "nodes_of": n}``, the last standing in for machines of ``n`` ranks each."""
-    from gpubp import distributed
+    from gpubp.distributed import ranks as distributed
 
     comm = distributed.world()
     spec = dict(spec)
@@ -103,7 +103,7 @@ def run(case, distributed=False, rank=0):
     if distributed and "group" in case:
         distributed = make_group(case["group"])
     elif distributed is True:
-        from gpubp.distributed import group
+        from gpubp.distributed.ranks import group
 
         distributed = group(True)
     if "fault" in case:
@@ -159,7 +159,7 @@ def memory_probe(features, labels, out):
     """
     import resource
 
-    from gpubp import distributed
+    from gpubp.distributed import ranks as distributed
 
     X = np.load(features, mmap_mode="r")
     y = np.load(labels, mmap_mode="r")

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 from distributed_cases import RecordSum, memory_probe, result_arrays, run
 
-from gpubp import distributed
+from gpubp.distributed import ranks as distributed
 
 
 def main(cases_path, out):

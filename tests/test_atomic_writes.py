@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp import checkpoint
+from gpubp.training import checkpoint
 from tests.conftest import make_problem
 
 
@@ -107,7 +107,7 @@ def _assert_synced_before_rename(events, path):
         assert ("fsync dir", directory, None) in events[renames[-1]:], events
 
 
-# -- model files: gpubp.Network.save / gpubp.io.save --------------------------------------------
+# -- model files: gpubp.Network.save / gpubp.io.model.save --------------------------------------------
 def _net(seed):
     return gpubp.Network([4, 3, 2], hidden="tanh", seed=seed, dtype="float64",
                          backend="reference")

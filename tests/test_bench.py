@@ -1,10 +1,10 @@
-"""``gpubp.bench``: the comparison table runs end to end (timings are never asserted)."""
+"""``gpubp.bench.compare``: the comparison table runs end to end (timings are never asserted)."""
 
 import io
 
 import pytest
 
-from gpubp import bench
+from gpubp.bench import compare as bench
 
 
 def test_parse_case():
@@ -75,7 +75,7 @@ def test_workers_let_the_previous_runners_threads_settle(monkeypatch):
 
 
 def test_gemm_only_of_a_large_step_times_both_thread_counts(monkeypatch):
-    from gpubp import compiled
+    from gpubp.core import compiled
 
     monkeypatch.setattr(compiled, "ONE_THREAD_BELOW", 0)  # every step counts as large
     limits = []

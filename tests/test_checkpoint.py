@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp import checkpoint, datasets
-from gpubp.callbacks import EarlyStopping, LambdaCallback
-from gpubp.optimizers import SGD, Adam
+from gpubp import datasets
+from gpubp.training import checkpoint
+from gpubp.training.callbacks import EarlyStopping, LambdaCallback
+from gpubp.optim.optimizers import SGD, Adam
 
 
 class Interrupt(Exception):

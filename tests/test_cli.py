@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from gpubp.cli import main
+from gpubp.cli.commands import main
 
 
 def _accuracy(text, key="test accuracy"):
@@ -100,9 +100,9 @@ def test_bench_calls_run_bench(monkeypatch, capsys):
         print("table", file=file)
         return []
 
-    import gpubp.bench
+    import gpubp.bench.compare
 
-    monkeypatch.setattr(gpubp.bench, "run_bench", fake_run_bench)
+    monkeypatch.setattr(gpubp.bench.compare, "run_bench", fake_run_bench)
     assert main(["bench", "--case", "64-32-10@16", "--backend", "reference", "--no-peers",
                  "--repeats", "2", "--samples-per-epoch", "256", "--inference",
                  "--processes", "3"]) == 0
@@ -114,10 +114,10 @@ def test_bench_calls_run_bench(monkeypatch, capsys):
 @pytest.mark.parametrize("argv,reduction", [([], "shared"), (["--fused"], "allreduce"),
                                             (["--reduction", "iallreduce"], "iallreduce")])
 def test_bench_scaling_passes_the_reduction(monkeypatch, argv, reduction):
-    import gpubp.bench_scaling
+    import gpubp.bench.scaling
 
     calls = []
-    monkeypatch.setattr(gpubp.bench_scaling, "run_scaling",
+    monkeypatch.setattr(gpubp.bench.scaling, "run_scaling",
                         lambda **kwargs: calls.append(kwargs) or [])
     assert main(["bench", "--scaling", "--repeats", "2"] + argv) == 0
     assert calls[0]["reduction"] == reduction and calls[0]["repeats"] == 2

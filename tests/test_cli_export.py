@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from gpubp.cli import main
+from gpubp.cli.commands import main
 
 ort = pytest.importorskip("onnxruntime")
 

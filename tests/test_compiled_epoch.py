@@ -1,4 +1,4 @@
-"""The compiled CPU epoch (gpubp.compiled, gpubp.kernels.cpu_epoch) against the per-kernel
+"""The compiled CPU epoch (gpubp.core.compiled, gpubp.kernels.cpu_epoch) against the per-kernel
 step it replaces in ``fit``: the same parameters, costs, accuracy counts and optimizer state
 for every activation/loss pairing, depth 1..3, each optimizer, shuffled rows and an uneven
 last batch; and it allocates nothing per step."""
@@ -10,8 +10,8 @@ import pytest
 from tests.conftest import PAIRINGS, make_problem, randomize_biases
 
 import gpubp
-from gpubp import compiled
-from gpubp.optimizers import SGD, Adam
+from gpubp.core import compiled
+from gpubp.optim.optimizers import SGD, Adam
 
 OPTIMIZERS = {
     "sgd": lambda: SGD(lr=0.1),  # its step is fused into the weight-gradient GEMM
@@ -223,7 +223,7 @@ def test_the_jit_cache_goes_stale_with_the_kernels_it_compiles_in():
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("first,m", [(0, 7), (2, 3), (6, 1), (4, 0)])
 def test_descend_is_beta_w_plus_alpha_a_columns_t_delta(dtype, first, m):
-    """The BLAS call behind the fused SGD step and the node step (gpubp.node_step),
+    """The BLAS call behind the fused SGD step and the node step (gpubp.distributed.split_step),
     against its NumPy twin, on the rows first..first+m of a 7 x 5 weight matrix."""
     from gpubp.kernels.cpu_epoch import _descend
 

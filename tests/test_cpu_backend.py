@@ -234,7 +234,7 @@ def _problem(P, sizes, dtype, seed=0):
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_a_training_step_allocates_nothing(optimizer):
     from gpubp import Network
-    from gpubp.optimizers import SGD, Adam
+    from gpubp.optim.optimizers import SGD, Adam
 
     # Every array of the step is at least 4.8 kB (the smallest is a 600-float64 bias), so a
     # peak below 4 kB means no array was allocated; what remains are the small Python
@@ -279,7 +279,7 @@ PARITY = {"float64": (1e-10, 1e-12), "float32": (3e-5, 1e-6)}
                                                 ("relu", "identity", "mse")])
 def test_cpu_trains_like_the_reference(hidden, output, loss, dtype):
     from gpubp import Network
-    from gpubp.optimizers import SGD
+    from gpubp.optim.optimizers import SGD
 
     sizes = [13, 9, 7, 5]
     rng = np.random.default_rng(8)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp.backends import base
+from gpubp.backends import devices as base
 from gpubp.backends import cuda as cuda_backend
 from gpubp.backends import cuda_probe
 
@@ -104,7 +104,7 @@ def test_probe_accepts_an_older_driver_of_the_same_major_version(monkeypatch):
 
 
 def test_probe_does_not_cache_a_failure(monkeypatch):
-    def broken():
+    def broken(trial):
         raise OSError("libcuda.so.1: cannot open shared object file")
 
     monkeypatch.setattr(cuda_probe, "_probe", broken)
@@ -113,7 +113,7 @@ def test_probe_does_not_cache_a_failure(monkeypatch):
     assert reason == ("the CUDA probe failed (OSError: libcuda.so.1: cannot open shared "
                       "object file)")  # in full
     # a transient failure is not remembered: the next call probes again
-    monkeypatch.setattr(cuda_probe, "_probe", lambda: (True, "probed again", True))
+    monkeypatch.setattr(cuda_probe, "_probe", lambda trial: (True, "probed again", True))
     assert cuda_backend.probe() == (True, "probed again")
     monkeypatch.setattr(cuda_probe, "_probe", broken)
     assert cuda_backend.probe() == (True, "probed again")  # a definite answer is cached
@@ -132,7 +132,7 @@ def test_a_failed_trial_is_not_cached(monkeypatch):
 def test_a_warning_while_probing_does_not_make_the_gpu_unusable(monkeypatch):
     monkeypatch.setattr(cuda_probe, "simulated", lambda: False)
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(warn="CUDA path could not be detected"))
-    monkeypatch.setattr(cuda_probe, "_trial_kernel", lambda xp, x: True)
+    monkeypatch.setattr(cuda_backend, "_trial_kernel", lambda xp, x: True)
     usable, reason = cuda_backend.probe()
     assert usable, reason
     assert reason.startswith("Fake GPU") and "CUDA path could not be detected" in reason
@@ -141,7 +141,7 @@ def test_a_warning_while_probing_does_not_make_the_gpu_unusable(monkeypatch):
 def test_a_trial_kernel_with_a_wrong_result_is_reported(monkeypatch):
     monkeypatch.setattr(cuda_probe, "simulated", lambda: False)
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
-    monkeypatch.setattr(cuda_probe, "_trial_kernel", lambda xp, x: False)
+    monkeypatch.setattr(cuda_backend, "_trial_kernel", lambda xp, x: False)
     assert cuda_backend.probe() == (False, "a trial Numba CUDA kernel gave a wrong result")
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 import gpubp
-from gpubp.backends import base
+from gpubp.backends import devices as base
 
 
 @pytest.fixture

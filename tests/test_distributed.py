@@ -1,4 +1,4 @@
-"""Data-parallel training over MPI equals training in one process (gpubp.distributed).
+"""Data-parallel training over MPI equals training in one process (gpubp.distributed.ranks).
 
 Ranks are real processes launched with ``mpiexec`` (the mpich wheel's, from the ``mpi``
 and ``test`` extras), each launch with a timeout, so that a deadlock fails the test
@@ -28,7 +28,7 @@ sys.path.insert(0, str(HERE))
 from distributed_cases import read_result, result_arrays, run  # noqa: E402
 
 import gpubp  # noqa: E402
-from gpubp import checkpoint as ckpt_io  # noqa: E402
+from gpubp.training import checkpoint as ckpt_io  # noqa: E402
 
 
 def _mpiexec():
@@ -123,7 +123,7 @@ EQUAL = [
      "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1, "optimizer": "momentum",
              "weight_decay": 0.01}},
 ]
-# how each scenario must have summed its gradients (the others: split batches, gpubp.node_step)
+# how each scenario must have summed its gradients (the others: split batches, gpubp.distributed.split_step)
 SUM_PATH = {"momentum-iallreduce": "GradientSum", "adam-allreduce": "GradientSum",
             "spread-sgd": "SharedMemoryGradientSum shares_parameters=False node_step=False",
             "momentum-slice-sums": "SharedMemoryGradientSum shares_parameters=True "
@@ -386,7 +386,7 @@ def test_cli_trains_on_npy_files_over_mpi_like_one_process(tmp_path):
 
 WATCHDOG_SCRIPT = """
 import os, socket, subprocess, sys, time
-from gpubp.distributed import Watchdog
+from gpubp.distributed.ranks import Watchdog
 
 peer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 

@@ -7,8 +7,8 @@ import pytest
 from tests.conftest import make_problem
 
 import gpubp
-from gpubp import metrics
-from gpubp.optimizers import SGD
+from gpubp.core import metrics
+from gpubp.optim.optimizers import SGD
 
 
 def _expected(sizes, output, loss, X, Y, B):
@@ -62,14 +62,14 @@ def test_no_extra_pass_over_the_training_data_unless_tol(backend, tol, monkeypat
         original = getattr(net, method)
         monkeypatch.setattr(net, method, lambda *a, _m=method, _f=original, **k:
                             calls.append(_m) or _f(*a, **k))
-    # the full-data gradient of tol is one pass per epoch of training._sums (which also
+    # the full-data gradient of tol is one pass per epoch of training.data_sums (which also
     # sums over the ranks of a distributed run)
-    from gpubp import training
+    from gpubp.training import loop as training
 
-    sums = training._sums
-    monkeypatch.setattr(training, "_sums", lambda *a, **k: calls.append("_sums") or sums(*a, **k))
+    sums = training.data_sums
+    monkeypatch.setattr(training, "data_sums", lambda *a, **k: calls.append("data_sums") or sums(*a, **k))
     net.fit(X, Y, epochs=3, batch_size=8, verbose=0, tol=tol)
-    assert calls == ([] if tol is None else ["_sums"] * 3)
+    assert calls == ([] if tol is None else ["data_sums"] * 3)
 
 
 def test_count_correct_matches_metrics(backend):

@@ -9,7 +9,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from gpubp.sklearn import MLPClassifier, MLPRegressor
+from gpubp.sklearn.estimators import MLPClassifier, MLPRegressor
 
 ort = pytest.importorskip("onnxruntime")
 

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gpubp
-from gpubp import checkpoint, io
+from gpubp.training import checkpoint
+from gpubp.io import model as io
 
 OUTCOMES = Counter()  # (damage, outcome) -> count, printed by the last fuzz test
 FUZZ = settings(max_examples=150, deadline=None,

@@ -7,7 +7,7 @@ import pytest
 
 import gpubp
 from gpubp import datasets
-from gpubp.callbacks import Callback, EarlyStopping, LambdaCallback
+from gpubp.training.callbacks import Callback, EarlyStopping, LambdaCallback
 from tests.conftest import make_problem
 
 
@@ -30,7 +30,7 @@ def test_validation_split_is_held_out_and_stratified(iris):
     assert seen["n"] == len(iris.y_train) - n_val  # one full batch = the training part
     assert {"val_loss", "val_accuracy", "loss", "accuracy", "lr"} <= set(hist.history)
     # stratified: the permutation's leading fraction keeps the class proportions
-    from gpubp.training import _split_permutation
+    from gpubp.training.loop import _split_permutation
 
     Y = np.eye(3)[iris.y_train]
     perm = _split_permutation(np.random.default_rng(1), Y, "cross_entropy")
@@ -168,7 +168,7 @@ def test_verbose_1_is_quiet_when_not_a_terminal(capsys):
     assert captured.out == "" and captured.err == ""
 
 
-class _ExplodeFrom(gpubp.optimizers.Schedule):
+class _ExplodeFrom(gpubp.optim.schedules.Schedule):
     """A sane learning rate until ``epoch``, then one that makes any run diverge."""
 
     name = "explode"
@@ -194,7 +194,7 @@ def test_diverging_run_keeps_the_epoch_checkpoint_free(tmp_path):
     diverged = int(re.search(r"training diverged in epoch (\d+)", str(info.value)).group(1))
     assert diverged >= 3
     assert path.exists()
-    from gpubp import checkpoint
+    from gpubp.training import checkpoint
 
     state = checkpoint.load(path)
     assert state.epoch == diverged - 1  # the last finished epoch, not the diverged one

@@ -6,7 +6,7 @@ import pytest
 
 import gpubp
 from gpubp.backends import get_backend
-from gpubp.optimizers import SGD, Adam
+from gpubp.optim.optimizers import SGD, Adam
 
 OPTIMIZERS = {
     "sgd": lambda: SGD(lr=0.1),

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp.gradient_sum import ALIGN, _add_up, _bounds
-from gpubp.optimizers import SGD, Adam
+from gpubp.distributed.reductions import ALIGN, _add_up, _bounds
+from gpubp.optim.optimizers import SGD, Adam
 
 
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 100, 1000, 4097])

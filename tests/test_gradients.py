@@ -147,7 +147,7 @@ def test_hand_worked_2_2_1_two_examples_sum(backend):
 
 def test_gradients_match_across_chunks():
     """Inputs longer than one pass are processed in chunks, reweighted to the exact mean."""
-    from gpubp import network
+    from gpubp.core import network
 
     X, Y = make_problem([3, 4, 2], "cross_entropy", 2 * network.CHUNK + 37)
     net = gpubp.Network([3, 4, 2], dtype="float64", seed=0, backend="reference")
@@ -170,7 +170,7 @@ pairing = st.sampled_from(PAIRINGS)
 
 # Central differences carry an absolute rounding error of about u·c/ε ≈ 1e-10·c (u the
 # float64 unit roundoff, c the size of the terms the cost is computed from, about
-# max(1, |C|) here; see gpubp.gradcheck). They say something about a layer only when its
+# max(1, |C|) here; see gpubp.core.gradcheck). They say something about a layer only when its
 # gradient is well above that: the property draws those cases (a margin of 1e4).
 MEANINGFUL_SCALE = 1e-6
 # Binary cross-entropy takes log(1 − a) of a = sigmoid(z): near a = 1 the subtraction

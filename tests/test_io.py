@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp import io
+from gpubp.io import model as io
 
 
 @pytest.fixture

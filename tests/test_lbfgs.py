@@ -1,10 +1,10 @@
-"""Full-batch L-BFGS over the flat parameter vector (gpubp.lbfgs)."""
+"""Full-batch L-BFGS over the flat parameter vector (gpubp.optim.lbfgs)."""
 
 import numpy as np
 import pytest
 
 import gpubp
-from gpubp import lbfgs
+from gpubp.optim import lbfgs
 
 from tests.conftest import make_problem, randomize_biases
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpubp.cli import main
+from gpubp.cli.commands import main
 
 ROOT = Path(__file__).resolve().parent.parent  # so subprocesses import this checkout
 
@@ -42,7 +42,7 @@ def _console_script():
         entry = []
     if not entry:
         return None
-    assert entry[0].value == "gpubp.cli:main"
+    assert entry[0].value == "gpubp.cli.commands:main"
     return shutil.which("gpubp", path=os.pathsep.join(
         [sysconfig.get_path("scripts"), os.path.dirname(sys.executable)]))
 

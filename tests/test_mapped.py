@@ -1,11 +1,11 @@
-"""Memory-mapped inputs (gpubp.mapped, the chunked checks of gpubp.validation)."""
+"""Memory-mapped inputs (gpubp.data.mapped, the chunked checks of gpubp.data.validation)."""
 
 import numpy as np
 import pytest
 
 import gpubp
-from gpubp import mapped
-from gpubp.validation import check_X, check_Y
+from gpubp.data import mapped
+from gpubp.data.validation import check_X, check_Y
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp import metrics
+from gpubp.core import metrics
 
 # Four examples with three independent sigmoid outputs (multi-label). Thresholded at 0.5
 # the predictions are

@@ -56,7 +56,7 @@ def test_forward_matches_the_equations(backend):
 
 
 def test_forward_on_more_rows_than_a_chunk():
-    from gpubp import network
+    from gpubp.core import network
 
     X, _ = make_problem([3, 2], "cross_entropy", network.CHUNK * 2 + 5)
     net = gpubp.Network([3, 2], dtype="float64", seed=0, backend="reference")

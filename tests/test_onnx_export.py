@@ -62,7 +62,7 @@ def test_model_is_valid_and_describes_the_network(tmp_path):
 
 
 def test_scaler_is_part_of_the_graph(tmp_path):
-    from gpubp.onnx_export import to_onnx
+    from gpubp.io.onnx import to_onnx
 
     net = gpubp.Network([3, 4, 2], seed=0, dtype="float64")
     mean, std = np.array([1.0, -2.0, 0.5]), np.array([2.0, 0.5, 3.0])

@@ -9,16 +9,8 @@ import pytest
 
 import gpubp
 from gpubp.backends import get_backend
-from gpubp.optimizers import (
-    SGD,
-    Adam,
-    Constant,
-    CosineDecay,
-    StepDecay,
-    from_config,
-    get_optimizer,
-    get_schedule,
-)
+from gpubp.optim.optimizers import SGD, Adam, from_config, get_optimizer
+from gpubp.optim.schedules import Constant, CosineDecay, StepDecay, get_schedule
 
 
 def _params(rng, dtype=np.float64):

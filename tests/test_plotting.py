@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 import gpubp
-from gpubp.history import History
+from gpubp.training.history import History
 
 
 def _history(with_val=True, accuracy=True):
@@ -43,7 +43,7 @@ def test_plot_writes_a_png_with_train_and_validation_curves(tmp_path):
 def test_pyplot_is_never_imported(tmp_path):
     import subprocess
 
-    code = ("import sys; from gpubp.history import History; h = History(); h.record(0, loss=1.0); "
+    code = ("import sys; from gpubp.training.history import History; h = History(); h.record(0, loss=1.0); "
             f"h.plot({str(tmp_path / 'c.png')!r}); assert 'matplotlib.pyplot' not in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           check=False)

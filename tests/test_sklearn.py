@@ -1,4 +1,4 @@
-"""gpubp.sklearn: scikit-learn's own estimator checks, Pipeline, GridSearchCV, string labels."""
+"""gpubp.sklearn.estimators: scikit-learn's own estimator checks, Pipeline, GridSearchCV, string labels."""
 
 import pickle
 
@@ -15,7 +15,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gpubp import datasets
-from gpubp.sklearn import MLPClassifier, MLPRegressor
+from gpubp.sklearn.estimators import MLPClassifier, MLPRegressor
 
 
 # "invscaling" lowers the rate with the number of rows seen, so repeating a row (more rows)

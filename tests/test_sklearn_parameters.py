@@ -13,7 +13,7 @@ import pytest
 
 sklearn_nn = pytest.importorskip("sklearn.neural_network")
 
-from gpubp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from gpubp.sklearn.estimators import MLPClassifier, MLPRegressor  # noqa: E402
 
 LR, EPOCHS, BATCH = 0.05, 4, 16
 # All max_iter=EPOCHS epochs run (tol=0, n_iter_no_change > max_iter), so scikit-learn's

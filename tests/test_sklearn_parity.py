@@ -1,4 +1,4 @@
-"""gpubp.sklearn against scikit-learn itself: the same parameters and ``random_state`` give
+"""gpubp.sklearn.estimators against scikit-learn itself: the same parameters and ``random_state`` give
 the same fit (same initial weights, batches, penalty, stopping), on the bundled data sets.
 
 L-BFGS, SGD and Adam, with and without sample weights, agree to rounding.
@@ -11,7 +11,7 @@ import pytest
 
 sklearn_nn = pytest.importorskip("sklearn.neural_network")
 
-import gpubp.sklearn as gs  # noqa: E402
+import gpubp.sklearn.estimators as gs  # noqa: E402
 from gpubp import datasets  # noqa: E402
 
 

@@ -2,7 +2,7 @@
 
 The module ``sklearn/neural_network/tests/test_mlp.py`` shipped inside the installed
 scikit-learn is read, its one import of the estimators is swapped for gpubp's, and its
-tests are run here as they are: this is the drop-in claim of :mod:`gpubp.sklearn`, checked
+tests are run here as they are: this is the drop-in claim of :mod:`gpubp.sklearn.estimators`, checked
 against whichever scikit-learn CI installs.
 
 Only the tests listed in ``OUT_OF_SCOPE`` are not expected to pass, each with the reason:
@@ -25,7 +25,7 @@ import pytest
 pytest.importorskip("sklearn")
 
 SKLEARN_IMPORT = "from sklearn.neural_network import MLPClassifier, MLPRegressor"
-GPUBP_IMPORT = "from gpubp.sklearn import MLPClassifier, MLPRegressor"
+GPUBP_IMPORT = "from gpubp.sklearn.estimators import MLPClassifier, MLPRegressor"
 
 # test name -> why it is out of scope (a private method of scikit-learn's estimator)
 OUT_OF_SCOPE = {

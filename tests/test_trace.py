@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp.trace import Trace, gradient_flow
+from gpubp.core.trace import Trace, gradient_flow
 
 from tests.conftest import PAIRINGS, make_problem, randomize_biases
 

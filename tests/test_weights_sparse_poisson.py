@@ -101,7 +101,7 @@ def test_weighted_cost_is_the_weighted_mean_of_example_costs(backend):
 def test_weighted_rows_across_chunks(backend, monkeypatch):
     # _cost_and_gradients works in chunks; each chunk's weighted mean is reweighted by its
     # share of the total weight
-    import gpubp.network as network_module
+    import gpubp.core.network as network_module
 
     net = net_for("relu", "softmax", "cross_entropy", backend)
     X, Y = make_problem(net.sizes, "cross_entropy", 23)

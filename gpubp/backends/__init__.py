@@ -5,6 +5,7 @@ and the kernels of the contract. :class:`gpubp.Network` asks its backend for buf
 kernels and contains no NumPy-only code path; the backend never knows about networks.
 """
 
-from gpubp.backends.base import Backend, get_backend, resolve_device
+from gpubp.backends.base import Backend
+from gpubp.backends.devices import get_backend, resolve_device
 
 __all__ = ["Backend", "get_backend", "resolve_device"]

@@ -1,4 +1,4 @@
-"""The backend contract and device resolution.
+"""The backend contract, and the ``reference`` backend that implements it literally.
 
 Every backend offers the same small set of operations on its own arrays:
 
@@ -26,24 +26,10 @@ backend is this class with NumPy and the reference kernels; faster backends subc
 and replace what they fuse.
 """
 
-import importlib
-import os
-import warnings
-
 import numpy as np
 
-from gpubp import mapped
+from gpubp.data import mapped
 from gpubp.kernels import reference as reference_kernels
-
-DEVICES = ("cpu", "cuda", "auto")
-BACKENDS = {
-    # name -> (module, class); imported lazily so that importing gpubp never needs
-    # numba's JIT or CUDA.
-    "reference": ("gpubp.backends.base", "Backend"),
-    "cpu": ("gpubp.backends.cpu", "CpuBackend"),
-    "cuda": ("gpubp.backends.cuda", "CudaBackend"),
-}
-
 
 class Backend:
     """The ``reference`` backend: NumPy arrays and the literal NumPy kernels.
@@ -153,7 +139,7 @@ class Backend:
     def count_correct(self, a, y, loss):
         """Rows of ``a`` (P, n_L) whose labels match the targets ``y``, as a backend scalar.
 
-        The labels are those of :func:`gpubp.metrics.accuracy` (arg-max for
+        The labels are those of :func:`gpubp.core.metrics.accuracy` (arg-max for
         ``cross_entropy``, every output at 0.5 otherwise). Written with ``xp`` so that on
         CuPy the count stays on the device (no synchronisation per batch).
         """
@@ -201,99 +187,3 @@ class CostSum:
 
     def __float__(self):
         return float(self.total)
-
-
-def cuda_status():
-    """Whether a CUDA device is usable, and why not.
-
-    Returns
-    -------
-    usable : bool
-    reason : str
-        What was found ("CuPy is not installed", "no CUDA device", ...). Never raises:
-        every probe is wrapped so that importing or using gpubp never fails because of CUDA.
-    """
-    try:
-        from gpubp.backends import cuda
-    except Exception as exc:  # noqa: BLE001 - any failure means "no usable GPU"
-        return False, f"the CUDA backend could not be imported ({type(exc).__name__}: {exc})"
-    try:
-        return cuda.probe()
-    except Exception as exc:  # noqa: BLE001
-        return False, f"the CUDA probe failed ({type(exc).__name__}: {exc})"
-
-
-def default_device():
-    """The device used when none is given: ``$GPUBP_DEVICE`` or ``"cpu"``."""
-    return os.environ.get("GPUBP_DEVICE", "").strip().lower() or "cpu"
-
-
-def resolve_device(device=None, fallback=True):
-    """Choose the hardware to run on.
-
-    Parameters
-    ----------
-    device : {"cpu", "cuda", "auto"} or None
-        ``None`` reads ``$GPUBP_DEVICE`` (default ``"cpu"``). ``"auto"`` picks the GPU
-        when usable, silently. ``"cuda"`` falls back to the CPU with a warning that says
-        why, or raises when ``fallback`` is false.
-    fallback : bool
-
-    Returns
-    -------
-    str
-        ``"cpu"`` or ``"cuda"``.
-    """
-    if device is None:
-        device = default_device()
-    if not isinstance(device, str) or device.lower() not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
-    device = device.lower()
-    if device == "cpu":
-        return "cpu"
-    usable, reason = cuda_status()
-    if usable:
-        return "cuda"
-    if device == "auto":
-        return "cpu"
-    if not fallback:
-        raise RuntimeError(f"device='cuda' was requested but no GPU is usable: {reason}")
-    warnings.warn(
-        f"device='cuda' requested but no GPU is usable ({reason}); using the CPU instead",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-    return "cpu"
-
-
-def get_backend(device="cpu", backend=None, **options):
-    """The backend object for a resolved device.
-
-    Parameters
-    ----------
-    device : {"cpu", "cuda"}
-        Resolved hardware (see :func:`resolve_device`).
-    backend : str or None
-        ``"reference"`` or ``"cpu"`` on the CPU (default ``"cpu"``, or ``"reference"`` if
-        the fused CPU backend cannot be imported); ``"cuda"`` on the GPU.
-    **options
-        Passed to the backend's constructor (e.g. ``weight_grad`` for ``cuda``).
-    """
-    if backend is None:
-        backend = "cuda" if device == "cuda" else "cpu"
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
-    if (backend == "cuda") != (device == "cuda"):
-        raise ValueError(f"backend {backend!r} does not run on device {device!r}")
-    module_name, class_name = BACKENDS[backend]
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except ImportError:
-        if backend != "cpu":
-            raise
-        cls = Backend  # the fused CPU backend is optional; the reference always works
-    if backend == "cuda":
-        from gpubp.distributed import select_gpu
-
-        select_gpu()  # in an MPI job, each rank on GPU local_rank % device_count
-    return cls(**options)

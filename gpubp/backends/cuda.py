@@ -26,9 +26,10 @@ import weakref
 
 import numpy as np
 
-from gpubp import mapped
+from gpubp.data import mapped
 from gpubp.backends.base import Backend
-from gpubp.backends.cuda_probe import probe, simulated  # noqa: F401 - re-exported
+from gpubp.backends import cuda_probe
+from gpubp.backends.cuda_probe import simulated
 
 WEIGHT_GRADS = ("auto", "fused", "cublas")
 # weight_grad="auto": the fused kernel while a layer's product 2 P (n_in + 1) n_out stays
@@ -324,3 +325,18 @@ class _DeviceCostSum:
     def __float__(self):
         return float(self.total[0])
 
+
+def probe():
+    """Whether this backend can run here, and why not (see :func:`cuda_probe.probe`)."""
+    return cuda_probe.probe(_trial_kernel)
+
+
+probe.cache_clear = cuda_probe.cache_clear
+
+
+def _trial_kernel(xp, x):
+    """relu' on ``x`` through the backend: ``δ = 2 ⊙ (x > 0)``, which differs from both
+    inputs, so a kernel that did not run (or ran as the identity) cannot pass."""
+    delta = xp.full(8, 2.0, dtype=xp.float32)
+    CudaBackend().hidden_delta(delta.reshape(2, 4), x.reshape(2, 4), "relu")
+    return [float(v) for v in xp.asnumpy(delta)] == [0.0] * 4 + [2.0] * 4

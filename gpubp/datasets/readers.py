@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from gpubp.tabular import column_to_numpy, first_null
+from gpubp.data.frames import column_to_numpy, first_null
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")

@@ -1,0 +1,11 @@
+"""The algorithm: the network, its flat parameter layout, the compiled-epoch driver and the
+diagnostics (trace, gradient flow, gradient check).
+
+Modules:
+    network     Network: parameters, forward, backward, one training step
+    layout      the flat θ layout (per-layer views) and the row-block workspaces
+    compiled    the driver of the compiled CPU epoch (kernels/cpu_epoch.py)
+    metrics     labels and accuracy from the output activations
+    trace       every quantity of one backward pass, and the gradient-flow figures
+    gradcheck   backprop against central differences
+"""

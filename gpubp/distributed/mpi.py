@@ -1,0 +1,43 @@
+"""mpi4py, imported only when a run is distributed, and the process's place in the world."""
+
+MPI_HINT = ("distributed training needs mpi4py: pip install 'gpubp[mpi]' (mpi4py and the "
+            "mpich wheel, which brings mpiexec)")
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError(MPI_HINT) from exc
+    return MPI
+
+
+def world():
+    """``MPI.COMM_WORLD`` (imports mpi4py, which initialises MPI)."""
+    return _mpi().COMM_WORLD
+
+
+def _comm_or_world(comm):
+    if comm is not None:
+        return comm
+    try:
+        return world()
+    except ImportError:
+        return None
+
+
+def rank(comm=None):
+    """This process's rank in ``comm`` (default ``COMM_WORLD``; 0 without mpi4py)."""
+    comm = _comm_or_world(comm)
+    return 0 if comm is None else comm.Get_rank()
+
+
+def size(comm=None):
+    """Number of ranks in ``comm`` (default ``COMM_WORLD``; 1 without mpi4py)."""
+    comm = _comm_or_world(comm)
+    return 1 if comm is None else comm.Get_size()
+
+
+def is_root(comm=None):
+    """Whether this process is rank 0, the one that prints and writes files."""
+    return rank(comm) == 0

@@ -1,0 +1,134 @@
+"""Saving and loading networks: ``.npz`` with a JSON header, written atomically.
+
+File layout (format version 1): ``header`` is a uint8 array holding UTF-8 JSON
+``{"format": "gpubp", "version": 1, "sizes": [...], "hidden": [...], "output": ...,
+"loss": ..., "dtype": ...}``; ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
+Everything is read back with ``allow_pickle=False`` and checked before use.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from gpubp.io.atomic import atomic_savez
+from gpubp.io.npzfile import read_arrays
+
+FORMAT = "gpubp"
+VERSION = 1
+
+
+def header_array(header):
+    return np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+
+
+def model_arrays(net, **extra_header):
+    """The arrays of a model file: ``header`` (with ``extra_header`` merged in) and the parameters.
+
+    Extra header keys (JSON-able) ride along and are ignored by :func:`load`: the CLI keeps
+    class names there, checkpoints their training state.
+    """
+    W, b = net.get_params()
+    header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
+              "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
+              **extra_header}
+    arrays = {"header": header_array(header)}
+    arrays.update({f"W{l}": w for l, w in enumerate(W)})
+    arrays.update({f"b{l}": v for l, v in enumerate(b)})
+    return arrays
+
+
+def save(net, path, **extra_header):
+    """Save ``net`` to ``path``; see the module docstring for the format."""
+    atomic_savez(path, model_arrays(net, **extra_header))
+
+
+def read_npz(path):
+    """All arrays of an ``.npz`` file and its parsed JSON header, or a clear ``ValueError``.
+
+    The archive is read by :func:`gpubp.io.npzfile.read_arrays`: each array is checked
+    against the file's size before it is allocated, and corruption is a ``ValueError``.
+    """
+    path = os.fspath(path)
+    arrays = read_arrays(path, "gpubp model file")
+    if "header" not in arrays:
+        raise ValueError(f"{path} is not a gpubp model file (no header)")
+    raw = arrays.pop("header")
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"{path} has a corrupt header (a {raw.dtype} array of shape "
+                         f"{raw.shape}, expected 1-D uint8 JSON)")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ValueError(f"{path} has a corrupt header ({exc})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a gpubp model file (format {header.get('format')!r})"
+                         if isinstance(header, dict) else f"{path} has a corrupt header")
+    if header.get("version") != VERSION:
+        raise ValueError(f"{path} has format version {header.get('version')!r}; this gpubp "
+                         f"reads version {VERSION}")
+    return header, arrays
+
+
+def check_parameters(path, header, arrays):
+    """The layer sizes of ``header``, checked against the stored ``W{l}``/``b{l}`` arrays.
+
+    Runs before any network is built, so that a header claiming huge layers is refused
+    instead of allocated.
+
+    Returns
+    -------
+    sizes : list of int
+    W, b : lists of ndarray
+    """
+    sizes = header.get("sizes")
+    if not (isinstance(sizes, list) and len(sizes) >= 2
+            and all(type(n) is int and n >= 1 for n in sizes)):
+        raise ValueError(f"{path} has an invalid header: sizes must be a list of at least two "
+                         f"positive integers, got {sizes!r}")
+    dtype = header.get("dtype")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"{path} has an invalid header: dtype must be 'float32' or "
+                         f"'float64', got {dtype!r}")
+    W, b = [], []
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for name, shape, out in ((f"W{l}", (n_in, n_out), W), (f"b{l}", (n_out,), b)):
+            if name not in arrays:
+                raise ValueError(f"{path} is missing array {name!r}")
+            arr = arrays[name]
+            if arr.shape != shape:
+                raise ValueError(f"{path} holds parameters that do not fit its header: "
+                                 f"{name[0]}[{l}] must have shape {shape} (sizes {sizes}), "
+                                 f"got {arr.shape}")
+            if arr.dtype != np.dtype(dtype):
+                raise ValueError(f"{path}: array {name!r} has dtype {arr.dtype}, the header "
+                                 f"says {dtype}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{path}: array {name!r} holds NaN or infinite values")
+            out.append(arr)
+    return sizes, W, b
+
+
+def load(path, device="cpu", **network_options):
+    """Load a network saved by :meth:`gpubp.Network.save`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    device : {"cpu", "cuda", "auto"} or None
+        Where the loaded network runs (independent of where it was trained).
+    **network_options
+        Further :class:`gpubp.Network` options (``backend``, ``fallback``, ...).
+    """
+    from gpubp.core.network import Network
+
+    header, arrays = read_npz(path)
+    sizes, W, b = check_parameters(path, header, arrays)
+    try:
+        net = Network(sizes, hidden=header["hidden"] if len(sizes) > 2 else "sigmoid",
+                      output=header["output"], loss=header["loss"], device=device,
+                      dtype=header["dtype"], **network_options)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
+    net.set_params(W, b)
+    return net
