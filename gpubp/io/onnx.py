@@ -19,6 +19,9 @@ import os
 
 import numpy as np
 
+from gpubp.io.atomic import atomic_write, check_output_path
+from gpubp.version import __version__
+
 OPSET = 21  # ONNX 1.16 (2024); onnxruntime >= 1.18 runs it
 IR_VERSION = 10  # the IR version of opset 21
 ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu",
@@ -86,8 +89,6 @@ def to_onnx_model(net, scaler=None, metadata=None):
         initializer=inits)
     model = helper.make_model(graph, producer_name="gpubp", ir_version=IR_VERSION,
                               opset_imports=[helper.make_opsetid("", OPSET)])
-    from gpubp import __version__
-
     model.producer_version = __version__
     model.doc_string = (f"gpubp network {'-'.join(map(str, net.sizes))}: hidden "
                         f"{net.hidden}, output {net.output}, loss {net.loss_name}")
@@ -106,8 +107,6 @@ def to_onnx(net, path, scaler=None, metadata=None):
     str
         ``path``.
     """
-    from gpubp.io.atomic import atomic_write, check_output_path
-
     path = os.fspath(path)
     check_output_path(path, "path")  # before the work, naming the user's path
     data = to_onnx_model(net, scaler, metadata).SerializeToString()
