@@ -42,7 +42,7 @@ def _console_script():
         entry = []
     if not entry:
         return None
-    assert entry[0].value == "gpubp.cli.commands:main"
+    assert entry[0].value == "gpubp.cli:main"
     return shutil.which("gpubp", path=os.pathsep.join(
         [sysconfig.get_path("scripts"), os.path.dirname(sys.executable)]))
 
