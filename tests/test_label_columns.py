@@ -59,7 +59,8 @@ def test_csv_label_column_in_the_middle_of_the_row(tmp_path, label_column):
     assert len(d.y_train) + len(d.y_test) == 40
 
 
-@pytest.mark.parametrize("label_column", ["-2", -2, 3, "3"])
+@pytest.mark.parametrize("label_column", ["-2", -2, 3, "3"],
+                         ids=["text-minus-2", "int-minus-2", "int-3", "text-3"])
 def test_csv_without_a_header_takes_an_index_given_as_text_or_number(tmp_path, label_column):
     X, labels = _data()
     path = _csv(tmp_path / "d.csv", X, labels, header=False)
