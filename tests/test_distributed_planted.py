@@ -40,8 +40,7 @@ SPREAD = "SharedMemoryGradientSum shares_parameters=False node_step=False"
 SLICES = "SharedMemoryGradientSum shares_parameters=True node_step=False"
 SPLIT = "SharedMemoryGradientSum shares_parameters=True node_step=True"
 
-# name -> (ranks, case settings, the sum it must take); "own": whether the ranks keep
-# their own parameters (else one machine shares one copy, which hides a missing broadcast)
+# name -> (ranks, case settings, the sum it must take, as RecordSum writes it)
 PATHS = {
     "iallreduce": (2, {"group": {"shared_memory": False}, "optimizer": "momentum"},
                    GRADIENT_SUM),
@@ -65,8 +64,9 @@ PATHS = {
                      SLICES + " cross=True"),
     "nodes-spread": (4, {"group": {"nodes_of": 2}, "spread_sgd": True}, SPREAD + " cross=True"),
 }
-# one machine shares one copy of the parameters: node rank 0's start is everyone's anyway
-SHARED_ONE_MACHINE = {"slice-sums", "reference-slice-sums", "split-sgd", "split-adam"}
+# On "slice-sums", "reference-slice-sums", "split-sgd" and "split-adam" one machine shares
+# one copy of the parameters, which node rank 0 fills: a missing broadcast is hidden there
+# (their start tests pass with it), not on the other paths.
 
 P, BATCH = 47, 7  # 6 batches of 7 and one of 5: uneven shares on 2, 3 and 4 ranks
 
@@ -88,7 +88,8 @@ def _case(path, kind):
     return case
 
 
-def _launch(path, n, cases, out):
+def _launched(n, cases, out):
+    """Run ``cases`` on ``n`` ranks; returns ``out`` once every rank has ended well."""
     proc = launch(n, cases, out, timeout=240, worker="distributed_start_worker.py")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -96,7 +97,8 @@ def _launch(path, n, cases, out):
 
 @pytest.fixture(scope="module")
 def launches(tmp_path_factory):
-    """``launches(path)``: the directory of that path's launch (made on first use)."""
+    """``launches(path)``: the directory of that path's launch (made on first use, once:
+    a failed launch fails each of the path's tests without running again)."""
     root = tmp_path_factory.mktemp("planted")
     done = {}
 
@@ -104,7 +106,12 @@ def launches(tmp_path_factory):
         if path not in done:
             n = PATHS[path][0]
             cases = [_case(path, kind) for kind in ("perturbed", "seedless", "uneven")]
-            done[path] = _launch(path, n, cases, root / path)
+            try:
+                done[path] = _launched(n, cases, root / path)
+            except AssertionError as exc:
+                done[path] = exc
+        if isinstance(done[path], AssertionError):
+            raise done[path]
         return done[path]
     return get
 
@@ -114,7 +121,7 @@ def on_three_ranks(tmp_path_factory):
     """The uneven case of every one-machine path on 3 ranks, in one launch."""
     out = tmp_path_factory.mktemp("planted-3")
     cases = [_case(path, "uneven") for path, (n, _, _) in PATHS.items() if n == 2]
-    return _launch("all", 3, cases, out)
+    return _launched(3, cases, out)
 
 
 def _start(out, name, r):
