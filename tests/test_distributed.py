@@ -47,8 +47,9 @@ def _mpiexec():
     return found
 
 
-def launch(n, cases, out, timeout=180, env=None):
-    """Run ``cases`` on ``n`` ranks; returns the CompletedProcess (never hangs)."""
+def launch(n, cases, out, timeout=180, env=None, worker="distributed_worker.py"):
+    """Run ``cases`` on ``n`` ranks (each rank running ``worker``, a script beside this
+    module); returns the CompletedProcess (never hangs)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = out / f"cases-{n}-{time.monotonic_ns()}.json"
@@ -59,7 +60,7 @@ def launch(n, cases, out, timeout=180, env=None):
     environ.setdefault("OMP_NUM_THREADS", "1")
     environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     return subprocess.run([_mpiexec(), "-n", str(n), sys.executable,
-                           str(HERE / "distributed_worker.py"), str(spec), str(out)],
+                           str(HERE / worker), str(spec), str(out)],
                           capture_output=True, text=True, timeout=timeout, env=environ,
                           cwd=str(HERE))
 
