@@ -16,7 +16,7 @@ import numpy as np
 from distributed_cases import RecordSum, SpreadSGD, make_data, make_group, make_network, \
     result_arrays
 
-from gpubp import distributed
+from gpubp.distributed import ranks as distributed
 
 
 def perturbed(W, b):

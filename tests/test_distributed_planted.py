@@ -12,7 +12,7 @@ Two planted bugs went unnoticed by tests/test_distributed.py (issue 24):
   rows and a last one of 5 on 2, 3 and 4 ranks (no share is ever even) and must end
   with the single-process parameters.
 
-The paths are chosen by :class:`gpubp.distributed.Group`'s ``overlap``,
+The paths are chosen by :class:`gpubp.distributed.ranks.Group`'s ``overlap``,
 ``shared_memory``, ``node`` and ``node_steps``, by the optimizer (elementwise ones let a
 machine's ranks share the parameters; the built-in SGD and Adam take the compiled step)
 and by the backend (``reference``: the per-kernel step). Each path's name says how its

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from gpubp import datasets
-from gpubp.cli import main
+from gpubp.cli.commands import main
 
 NAMES = ["class_id", "y2", "class label", "2nd"]
 HEADER = ["f0", "f1", "f2", None, "f3"]  # the label is column 3 of 5, i.e. also column -2

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp.cli import main
+from gpubp.cli.commands import main
 
 from tests.conftest import randomize_biases
 

@@ -19,7 +19,7 @@ from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.neural_network import MLPClassifier as SkMLPClassifier  # noqa: E402
 from sklearn.neural_network import MLPRegressor as SkMLPRegressor  # noqa: E402
 
-from gpubp.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from gpubp.sklearn.estimators import MLPClassifier, MLPRegressor  # noqa: E402
 
 N = 1000
 FRACTIONS = [0.1, 0.2, 0.35]
