@@ -8,6 +8,7 @@ Everything is read back with ``allow_pickle=False`` and checked before use.
 
 import json
 import os
+import stat
 import tempfile
 
 import numpy as np
@@ -34,12 +35,23 @@ def atomic_write(path, write):
     either the old file or the new one, never a half-written file. The temporary file is
     named after the target and the writing process (``.NAME.gpubp-PID-XXXX.tmp``), so the
     next save of the same target removes what a killed save left behind.
+
+    ``path`` must not exist or be a regular file: a directory, device node (``/dev/full``),
+    FIFO or socket is refused with a ValueError (a rename would replace it by a regular
+    file). A symbolic link is followed: its target is replaced and the link kept (a
+    dangling link creates its target). An ``OSError`` on the way names ``path`` as given,
+    not the temporary file.
     """
-    path = os.fspath(path)
+    given = path = os.fspath(path)
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     directory = check_output_path(path, "path")
     remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path) + f"{os.getpid()}-",
-                               suffix=TEMP_SUFFIX, dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path) + f"{os.getpid()}-",
+                                   suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as exc:
+        raise _naming(exc, given, f"creating a file in {directory!r} failed") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -50,10 +62,19 @@ def atomic_write(path, write):
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
         _fsync_directory(directory)  # so that the rename itself survives a power cut
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (tmp, path):
+            raise _naming(exc, given) from None
         raise
+
+
+def _naming(exc, path, what="writing it failed"):
+    """``exc`` (an OSError about a temporary file) as the same error about ``path``."""
+    renamed = type(exc)(exc.errno, f"{exc.strerror}: cannot save {path!r} ({what})", path)
+    renamed.__traceback__ = exc.__traceback__
+    return renamed
 
 
 def _fsync_directory(directory):
@@ -82,6 +103,19 @@ def check_output_path(path, name="path"):
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise ValueError(f"{name} must be a file path, got {path!r}, which is a directory")
+    try:
+        mode = os.stat(path).st_mode  # follows a symbolic link, as the save does
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        raise ValueError(f"{name} must be a writable file path, got {path!r} ({exc.strerror})") \
+            from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device"
+                if stat.S_ISBLK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ValueError(f"{name} must be a regular file (or a new one), got {path!r}, which is "
+                         f"{kind}: saving would replace it")
     if not os.path.isdir(directory):
         raise ValueError(f"{name} must be a path in an existing directory, got {path!r} "
                          f"({directory!r} does not exist)")
@@ -230,7 +264,7 @@ def check_parameters(path, header, arrays):
     return sizes, W, b
 
 
-def load(path, device="cpu", **network_options):
+def load(path, device="cpu", dtype=None, **network_options):
     """Load a network saved by :meth:`gpubp.Network.save`.
 
     Parameters
@@ -238,18 +272,41 @@ def load(path, device="cpu", **network_options):
     path : str or os.PathLike
     device : {"cpu", "cuda", "auto"} or None
         Where the loaded network runs (independent of where it was trained).
+    dtype : None, or float32 / float64 in any NumPy spelling
+        The loaded network's dtype; None keeps the file's. Converting float64
+        parameters to float32 rounds them (and refuses values float32 cannot hold).
     **network_options
-        Further :class:`gpubp.Network` options (``backend``, ``fallback``, ...).
-    """
-    from gpubp.network import Network
+        Further :class:`gpubp.Network` options (``seed``, ``backend``, ``fallback``,
+        backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``)
+        comes from the file: passing it, or any unknown keyword, is a TypeError.
 
+    Errors in the file are ValueErrors naming the file; errors in the arguments name
+    the argument, as :class:`gpubp.Network` does.
+    """
+    from gpubp import activations, losses
+    from gpubp.backends.base import check_options
+    from gpubp.network import ARGUMENTS, Network, _check_hidden, check_dtype
+
+    architecture = ("sizes", "hidden", "output", "loss")
+    for key in network_options:
+        if key in architecture:
+            raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
+                            f"architecture ({', '.join(architecture)}) comes from the file")
+    own = [a for a in ARGUMENTS if a not in architecture]
+    backend_options = {k: v for k, v in network_options.items() if k not in own}
+    check_options(backend_options, network_options.get("backend") or "cpu", caller="load()",
+                  arguments=["path", *own])
+    if dtype is not None:
+        dtype = check_dtype(dtype)
     header, arrays = read_npz(path)
     sizes, W, b = check_parameters(path, header, arrays)
-    try:
-        net = Network(sizes, hidden=header["hidden"] if len(sizes) > 2 else "sigmoid",
-                      output=header["output"], loss=header["loss"], device=device,
-                      dtype=header["dtype"], **network_options)
+    try:  # the header's fields, checked as the Network checks them: errors blame the file
+        hidden = _check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
+        output = activations.check_activation(header["output"], "output", activations.OUTPUT)
+        loss = losses.check_pairing(output, header["loss"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
+    net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device,
+                  dtype=header["dtype"] if dtype is None else dtype, **network_options)
     net.set_params(W, b)
     return net

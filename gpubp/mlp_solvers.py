@@ -20,7 +20,7 @@ from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils import shuffle as shuffled
 
 from gpubp import lbfgs
-from gpubp.network import Network
+from gpubp.network import Network, check_dtype
 from gpubp.optimizers import SGD, Adam, Schedule, get_schedule
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -85,7 +85,7 @@ def _initialize(est, sizes, dtype, rs):
 def fit(est, X, Y, sample_weight, sizes, first_pass, incremental):
     """Train ``est`` on validated ``X`` (dense or sparse) and 2-D float targets ``Y``."""
     rs = check_random_state(est.random_state)
-    dtype = np.dtype(est.dtype or X.dtype)
+    dtype = np.dtype(X.dtype) if est.dtype is None else check_dtype(est.dtype)
     if first_pass:
         _initialize(est, sizes, dtype, rs)
     elif est.coefs_[0].dtype != dtype:

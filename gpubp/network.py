@@ -23,11 +23,15 @@ import numpy as np
 
 from gpubp import activations, losses, mapped, metrics
 from gpubp.backends import get_backend, resolve_device
+from gpubp.backends.base import check_options
 from gpubp.inputs import check_sample_weight, check_sparse_X, is_sparse
 from gpubp.validation import check_X, check_Y
 
 
 DTYPES = ("float32", "float64")
+# the keyword arguments of Network() itself (an unknown one is a TypeError that lists them)
+ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "backend",
+             "fallback")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
@@ -50,7 +54,9 @@ class Network:
     device : {"cpu", "cuda", "auto"} or None
         Where to train. None reads ``$GPUBP_DEVICE`` (default ``"cpu"``). ``"cuda"`` on a
         machine without a usable GPU warns and uses the CPU (``fallback=False`` raises).
-    dtype : {"float32", "float64"}
+    dtype : {"float32", "float64"} or any NumPy spelling of them
+        ``np.float32``, ``np.dtype("float32")``, ``"f4"``, ``"single"``, ``np.float64``,
+        ``float``, ``"f8"``, ``"double"``, ...; anything else is refused.
     seed : int or None
         Seed of the initial weights and of the shuffling in :meth:`fit`.
     backend : {"reference", "cpu", "cuda"} or None
@@ -58,7 +64,10 @@ class Network:
     fallback : bool
         Whether ``device="cuda"`` may fall back to the CPU.
     **backend_options
-        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``).
+        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``; the
+        options of another backend are checked and ignored, so that ``device="cuda"``
+        may fall back). Any other keyword is a TypeError, as Python's own "got an
+        unexpected keyword argument", naming it and listing the valid ones.
 
     Attributes
     ----------
@@ -81,16 +90,20 @@ class Network:
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
                  dtype="float32", seed=None, backend=None, fallback=True, **backend_options):
+        check_options(backend_options, backend if isinstance(backend, str) else "cpu",
+                      caller="Network()", arguments=ARGUMENTS)
         self.sizes = _check_sizes(sizes)
         self.L = len(self.sizes) - 1
         self.hidden = _check_hidden(hidden, self.L - 1)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss)
-        if str(dtype) not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        self.dtype = np.dtype(str(dtype))
+        self.dtype = check_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if not isinstance(fallback, (bool, np.bool_)):
+            raise TypeError(f"fallback must be True or False, got {fallback!r}")
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.device = resolve_device(device, fallback=fallback)
@@ -206,6 +219,7 @@ class Network:
 
     def set_params(self, W, b):
         """Validate ``W`` and ``b`` (shapes as :meth:`get_params`) and copy them onto the device."""
+        casts = []  # W then b, in the network's dtype
         for name, given, shapes in (
             ("W", W, list(zip(self.sizes[:-1], self.sizes[1:]))),
             ("b", b, [(n,) for n in self.sizes[1:]]),
@@ -221,8 +235,16 @@ class Network:
                     raise ValueError(f"{name}[{l}] must have shape {shape}, got {arr.shape}")
                 if not np.isfinite(arr).all():
                     raise ValueError(f"{name}[{l}] must be finite, got NaN or infinite values")
-        for dst, src in zip(self.W + self.b, list(W) + list(b)):
-            self.backend.to_device(np.ascontiguousarray(src, dtype=self.dtype), out=dst)
+                with np.errstate(over="ignore"):
+                    cast = np.ascontiguousarray(arr, dtype=self.dtype)
+                if not np.isfinite(cast).all():
+                    raise ValueError(
+                        f"{name}[{l}] holds values that overflow {self.dtype.name} (largest "
+                        f"magnitude {float(np.abs(arr).max()):.3g}, {self.dtype.name} holds up "
+                        f"to {float(np.finfo(self.dtype).max):.3g})")
+                casts.append(cast)
+        for dst, src in zip(self.W + self.b, casts):
+            self.backend.to_device(src, out=dst)
 
     # -- the algorithm ----------------------------------------------------------------
     def _load(self, X, Y=None, index=None, weights=None):
@@ -351,14 +373,14 @@ class Network:
         return cost, P
 
     # -- public API ------------------------------------------------------------------------
-    def _check_X(self, X):
+    def _check_X(self, X, name="X"):
         if is_sparse(X):
-            return check_sparse_X(X, self.sizes[0], self.dtype)
-        return check_X(X, self.sizes[0], self.dtype)
+            return check_sparse_X(X, self.sizes[0], self.dtype, name)
+        return check_X(X, self.sizes[0], self.dtype, name)
 
-    def _check_XY(self, X, Y):
-        X = self._check_X(X)
-        return X, check_Y(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
+    def _check_XY(self, X, Y, names=("X", "Y")):
+        X = self._check_X(X, names[0])
+        return X, check_Y(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype, names[1])
 
     def _chunks(self, P, *arrays):
         """Row slices of at most one workspace (or ``CHUNK``) rows covering ``P`` rows.
@@ -610,6 +632,26 @@ def _row_blocks(flat, P, widths):
         blocks.append(flat[start:start + P * n].reshape(P, n))
         start += P * n
     return blocks
+
+
+def check_dtype(dtype, name="dtype"):
+    """The native float32 or float64 ``np.dtype`` that ``dtype`` spells, else an error.
+
+    Every spelling NumPy accepts for them works (``np.float32``, ``"f4"``, ``"<f4"``,
+    ``">f4"``, ``"single"``, ``float``, ``"double"``, ...); None (NumPy's float64) is
+    refused, as a likely mistake.
+    """
+    expected = (f"{name} must be one of {DTYPES} (or a NumPy spelling of them: np.float32, "
+                f"'f4', 'single', np.float64, float, 'f8', 'double', ...)")
+    if dtype is None or isinstance(dtype, bool):
+        raise TypeError(f"{expected}, got {dtype!r}")
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{expected}, got {dtype!r}") from None
+    if resolved.kind != "f" or resolved.itemsize not in (4, 8):
+        raise ValueError(f"{expected}, got {dtype!r} ({resolved})")
+    return np.dtype(f"float{8 * resolved.itemsize}")
 
 
 def _check_sizes(sizes):

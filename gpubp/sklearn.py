@@ -123,8 +123,15 @@ class _BaseMLP(BaseEstimator):
                              f"{self.validation_fraction!r}")
         if self.batch_size != "auto":
             _check_number(self.batch_size, "batch_size", low=1, integral=True)
-        if self.dtype is not None and str(self.dtype) not in ("float32", "float64"):
-            raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
+        if self.dtype is not None:
+            from gpubp.network import check_dtype
+
+            try:
+                check_dtype(self.dtype)
+            except (TypeError, ValueError):
+                raise ValueError(f"dtype must be None, 'float32' or 'float64' (or a NumPy "
+                                 f"spelling of them: np.float32, 'f4', float, 'f8', ...), "
+                                 f"got {self.dtype!r}") from None
         return hidden
 
     def _validate(self, X, y, reset, y_numeric):

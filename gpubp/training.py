@@ -43,6 +43,10 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         check_positive(batch_size, "batch_size", numbers.Integral)
         if tol is not None:
             check_positive(tol, "tol", allow_zero=True)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        if not isinstance(verbose, numbers.Integral):  # True/False are 1/0, as in Keras
+            raise TypeError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         check_positive(validation_split, "validation_split", allow_zero=True)
@@ -53,9 +57,12 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         validation = None  # (X_val, Y_val, rows of them or None for all)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (X_val, Y_val), got "
-                                 f"{type(validation_data).__name__}")
-            validation = (*net._check_XY(*validation_data), None)
+                got = (f"a {type(validation_data).__name__} of {len(validation_data)}"
+                       if isinstance(validation_data, (tuple, list))
+                       else type(validation_data).__name__)
+                raise ValueError(f"validation_data must be a tuple (X_val, Y_val), got {got}")
+            validation = (*net._check_XY(*validation_data, names=(
+                "validation_data[0] (X_val)", "validation_data[1] (Y_val)")), None)
         check_positive(checkpoint_every, "checkpoint_every", numbers.Integral)
         if not isinstance(gradient_flow, bool):
             raise TypeError(f"gradient_flow must be True or False, got {gradient_flow!r}")
@@ -377,10 +384,10 @@ def _split_permutation(rng, Y, loss):
 
 
 def _checkpoint_path(path):
-    """``path`` as a string, checked to sit in an existing directory."""
+    """``path`` as a string, checked to sit in an existing, writable directory and to be
+    no directory, device, FIFO or socket (see :func:`gpubp.io.check_output_path`)."""
+    from gpubp.io import check_output_path
+
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"checkpoint must be a path in an existing directory, got {path!r} "
-                         f"({directory!r} does not exist)")
+    check_output_path(os.path.realpath(path) if os.path.islink(path) else path, "checkpoint")
     return path

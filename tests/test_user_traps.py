@@ -87,14 +87,16 @@ def test_load_refuses_unknown_and_architecture_keywords(tmp_path):
 
 
 def test_save_refuses_a_device_node(tmp_path):
-    if not os.path.exists("/dev/null"):
-        pytest.skip("no /dev/null")
-    before = os.stat("/dev/null")
-    with pytest.raises(ValueError, match=r"path must be a regular file.*'/dev/null'.*"
+    # a private copy of /dev/null: the bug replaced the real one (as root) with a file
+    node = tmp_path / "null.npz"
+    try:
+        os.mknod(node, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+    except (PermissionError, AttributeError, OSError) as exc:
+        pytest.skip(f"cannot make a device node here ({exc})")
+    with pytest.raises(ValueError, match=r"path must be a regular file.*null\.npz.*"
                                          r"character device"):
-        _net().save("/dev/null")
-    after = os.stat("/dev/null")
-    assert (after.st_mode, after.st_rdev) == (before.st_mode, before.st_rdev)
+        _net().save(node)
+    assert node.is_char_device()
 
 
 def test_save_refuses_a_fifo(tmp_path):
@@ -215,7 +217,7 @@ def test_validation_data_of_three_says_so():
 @pytest.mark.parametrize("lr", [float("inf"), float("nan")])
 def test_infinite_lr_says_finite(lr):
     X, y = _data()
-    with pytest.raises(ValueError, match=r"lr must be a finite number > 0, got"):
+    with pytest.raises(ValueError, match=r"lr must be > 0, got .*not a finite number"):
         _net().fit(X, y, epochs=1, verbose=0, lr=lr)
 
 
@@ -268,7 +270,7 @@ def test_every_numpy_spelling_of_the_dtypes(spelling, name, tmp_path):
 
 @pytest.mark.parametrize("spelling", ["float16", np.int32, "int", None, "complex", "f2", "bogus"])
 def test_other_dtypes_are_refused_with_the_list(spelling):
-    with pytest.raises((TypeError, ValueError), match=r"dtype must be float32 or float64"):
+    with pytest.raises((TypeError, ValueError), match=r"dtype must be one of \('float32', 'float64'\)"):
         gpubp.Network([3, 2], dtype=spelling)
 
 
@@ -284,8 +286,10 @@ def test_sklearn_estimators_take_dtype_spellings():
     from gpubp.sklearn import MLPClassifier
 
     X, y = _data()
-    est = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2, dtype=np.float32).fit(X, y)
-    assert est.coefs_[0].dtype == np.float32
+    for spelling in (np.float32, "f4", np.dtype("float32")):
+        est = MLPClassifier(hidden_layer_sizes=(4,), solver="lbfgs", max_iter=200,
+                            dtype=spelling).fit(X, y)
+        assert est.coefs_[0].dtype == np.float32
     with pytest.raises(ValueError, match="dtype"):
         MLPClassifier(dtype="float16").fit(X, y)
 

@@ -26,6 +26,7 @@ backend is this class with NumPy and the reference kernels; faster backends subc
 and replace what they fuse.
 """
 
+import difflib
 import importlib
 import os
 import warnings
@@ -43,6 +44,52 @@ BACKENDS = {
     "cpu": ("gpubp.backends.cpu", "CpuBackend"),
     "cuda": ("gpubp.backends.cuda", "CudaBackend"),
 }
+WEIGHT_GRADS = ("auto", "fused", "cublas")
+# The options each backend's constructor takes, and their valid values. A backend accepts
+# (after checking their values) the options of the others too, and ignores them, so that
+# one set of options works whatever backend a device resolves to (device="cuda" may fall
+# back to the CPU); an option no backend knows is a TypeError.
+BACKEND_OPTIONS = {
+    "reference": {},
+    "cpu": {},
+    "cuda": {"weight_grad": WEIGHT_GRADS},
+}
+
+
+def check_options(options, backend, caller=None, arguments=()):
+    """Refuse ``options`` no backend takes (TypeError) and invalid values (ValueError).
+
+    Parameters
+    ----------
+    options : dict
+        Keyword arguments meant for the backend ``backend``.
+    backend : str
+        The backend's name (its own options are listed first in the message).
+    caller : str or None
+        Who received them, as Python names a function in its own message
+        (``"Network()"``); None names the backend's class.
+    arguments : sequence of str
+        The caller's own keyword arguments, listed (and suggested for a misspelling).
+    """
+    known = {}
+    for name in (backend, *BACKEND_OPTIONS):
+        for key, values in BACKEND_OPTIONS.get(name, {}).items():
+            known.setdefault(key, (name, values))
+    for key, value in options.items():
+        if key not in known:
+            caller = caller or f"backend {backend!r}"
+            close = difflib.get_close_matches(key, [*arguments, *known], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            own = ", ".join(BACKEND_OPTIONS.get(backend, {})) or "none"
+            others = "; ".join(f"{k} (backend {b!r}: one of {v})" for k, (b, v) in known.items())
+            listed = f"{caller} takes {', '.join(arguments)}, and backend options; " \
+                if arguments else ""
+            raise TypeError(f"{caller} got an unexpected keyword argument {key!r}{hint}. "
+                            f"{listed}backend {backend!r} takes {own} of its own; the "
+                            f"backend options are {others or 'none'}")
+        values = known[key][1]
+        if not isinstance(value, str) or value not in values:
+            raise ValueError(f"{key} must be one of {values}, got {value!r}")
 
 
 class Backend:
@@ -244,10 +291,11 @@ def resolve_device(device=None, fallback=True):
     str
         ``"cpu"`` or ``"cuda"``.
     """
+    name = "device"
     if device is None:
-        device = default_device()
+        device, name = default_device(), "$GPUBP_DEVICE (read as device=None's default)"
     if not isinstance(device, str) or device.lower() not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        raise ValueError(f"{name} must be one of {DEVICES}, got {device!r}")
     device = device.lower()
     if device == "cpu":
         return "cpu"
@@ -277,7 +325,9 @@ def get_backend(device="cpu", backend=None, **options):
         ``"reference"`` or ``"cpu"`` on the CPU (default ``"cpu"``, or ``"reference"`` if
         the fused CPU backend cannot be imported); ``"cuda"`` on the GPU.
     **options
-        Passed to the backend's constructor (e.g. ``weight_grad`` for ``cuda``).
+        Passed to the backend's constructor (e.g. ``weight_grad`` for ``cuda``); see
+        :data:`BACKEND_OPTIONS`. An option no backend takes is a TypeError, an invalid
+        value a ValueError.
     """
     if backend is None:
         backend = "cuda" if device == "cuda" else "cpu"
@@ -285,6 +335,7 @@ def get_backend(device="cpu", backend=None, **options):
         raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
     if (backend == "cuda") != (device == "cuda"):
         raise ValueError(f"backend {backend!r} does not run on device {device!r}")
+    check_options(options, backend)
     module_name, class_name = BACKENDS[backend]
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -296,4 +347,6 @@ def get_backend(device="cpu", backend=None, **options):
         from gpubp.distributed import select_gpu
 
         select_gpu()  # in an MPI job, each rank on GPU local_rank % device_count
+    if cls is Backend:
+        return cls()  # the reference backend takes no options (xp, kernels are internal)
     return cls(**options)
