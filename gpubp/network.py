@@ -447,10 +447,32 @@ class Network:
 
         ``sample_weight`` (P,) makes it the weighted mean ``Σ_p s_p c_p / Σ_p s_p``.
         ``X`` may be a SciPy sparse matrix.
+
+        A loss that is not finite (parameters that overflow, e.g. after a divergence) is
+        returned as is, with one clearly worded ``RuntimeWarning`` (not an error, so that
+        the value can be inspected; NumPy's overflow warnings are silenced).
         """
         X, Y = self._check_XY(X, Y)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        return self._cost_and_gradients(X, Y, False, sample_weight)[0]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            cost = self._cost_and_gradients(X, Y, False, sample_weight)[0]
+        self._warn_non_finite(cost, "loss", X.shape[0])
+        return cost
+
+    def _warn_non_finite(self, cost, method, P):
+        """One clear RuntimeWarning when the cost of :meth:`loss`/:meth:`evaluate` is not
+        finite (NumPy's own overflow warnings on the way are silenced)."""
+        if np.isfinite(cost):
+            return
+        import warnings
+
+        theta = self.backend.to_host(self.theta)
+        warnings.warn(
+            f"Network.{method}: the loss is not finite ({cost}) on these {P} examples: the "
+            f"outputs overflow {self.dtype.name} (the largest |parameter| is "
+            f"{float(np.abs(theta).max()):.3g}). The parameters have probably diverged: "
+            f"retrain with a smaller learning rate, or scale the inputs",
+            RuntimeWarning, stacklevel=3)
 
     def gradients(self, X, Y, sample_weight=None):
         """Exact gradient of :meth:`loss` (with the same ``sample_weight``).
@@ -478,11 +500,16 @@ class Network:
         return metrics.labels(a, self.loss_name)
 
     def evaluate(self, X, Y):
-        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers)."""
+        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers).
+
+        A loss that is not finite comes with a ``RuntimeWarning`` saying so (see :meth:`loss`).
+        """
         X, Yc = self._check_XY(X, Y)
-        result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
-        if self.is_classifier:
-            result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
+            if self.is_classifier:
+                result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name)
+        self._warn_non_finite(result["loss"], "evaluate", X.shape[0])
         return result
 
     def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,

@@ -26,7 +26,22 @@ from gpubp.validation import check_positive
 
 
 class TrainingDiverged(FloatingPointError):
-    """Raised by :meth:`Network.fit` when the loss stops being finite."""
+    """Raised by :meth:`Network.fit` when the loss stops being finite.
+
+    Attributes
+    ----------
+    epoch : int or None
+        The (0-based) epoch that diverged.
+    restored_epoch : int or None
+        The epoch whose starting parameters were restored: the latest of the start of the
+        diverged epoch, of the epoch before and of the run whose full training loss is
+        finite (the parameters at the start of an epoch can be finite yet overflow).
+    restored_loss : float or None
+        The training loss of the restored parameters (finite unless even the run's
+        starting parameters overflow on the data).
+    """
+
+    epoch = restored_epoch = restored_loss = None
 
 
 def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
@@ -123,8 +138,12 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
             split, group, gradient_flow=False):
     """The loop over epochs of :func:`fit`, after its checks; returns the History."""
     P_total = len(order)
-    # the parameters at the start of the epoch, restored if it diverges: one flat copy
+    # the parameters at the start of the epoch, of the epoch before and of the run, one
+    # flat copy each: a diverged epoch restores the latest of them whose loss is finite
     snapshot = net.backend.empty(net.theta.shape, net.theta.dtype)
+    previous = net.backend.empty(net.theta.shape, net.theta.dtype)
+    first = net.backend.empty(net.theta.shape, net.theta.dtype)
+    net.backend.copyto(first, net.theta)
     # the training data where a step reads it: on a GPU, uploaded once for the run
     # a sparse X stays on the host: its batches go up as sparse matrices (Network._load)
     X_train = X if is_sparse(X) else net.backend.resident(X)
@@ -140,6 +159,7 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
         for epoch in bar:
             for cb in callbacks:
                 cb.on_epoch_begin(run, epoch)
+            snapshot, previous = previous, snapshot  # previous: the last epoch's start
             net.backend.copyto(snapshot, net.theta)
             if shuffle:
                 net.rng.shuffle(order)
@@ -150,11 +170,13 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
             finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
             if not group.all(finite):
                 group.restore(net, snapshot)
-                raise TrainingDiverged(
-                    f"training diverged in epoch {epoch}: the loss became {epoch_loss} "
-                    f"(lr={lr_now}); the parameters from the start of that epoch "
-                    f"were restored. Try a smaller learning rate."
-                )
+                candidates = [(epoch, snapshot)]
+                if epoch > first_epoch:
+                    candidates.append((epoch - 1, previous))
+                if epoch - 1 > first_epoch:
+                    candidates.append((first_epoch, first))
+                raise _restore_finite(net, X, Y, rows, group, candidates, epoch,
+                                      epoch_loss, lr_now)
             figures = _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation,
                                      tol, group, gradient_flow)
             figures["lr"] = lr_now
@@ -183,6 +205,31 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
         cb.on_train_end(run)
     group.check_identical(net)
     return history
+
+
+def _restore_finite(net, X, Y, rows, group, candidates, epoch, epoch_loss, lr):
+    """Put back the first of ``candidates`` ((start epoch, flat parameters), latest first)
+    whose full training loss is finite (the last one if none is); return the
+    :class:`TrainingDiverged` to raise. Collective: every rank checks the same ones."""
+    for start, params in candidates:
+        net.backend.copyto(net.theta, params)
+        sums = _sums(net, X, Y, rows, group)
+        loss = float(sums[0] / sums[2])
+        if np.isfinite(loss):
+            break
+    which = "that epoch" if start == epoch else f"epoch {start}"
+    if np.isfinite(loss):
+        restored = (f"the parameters from the start of {which} were restored (training "
+                    f"loss {loss:.6g})")
+    else:
+        restored = (f"the parameters from the start of {which} were restored, but even "
+                    f"their training loss is {loss}: the data or the initial weights "
+                    f"overflow {net.dtype.name}")
+    error = TrainingDiverged(f"training diverged in epoch {epoch}: the loss became "
+                             f"{epoch_loss} (lr={lr}); {restored}. Try a smaller learning "
+                             f"rate.")
+    error.epoch, error.restored_epoch, error.restored_loss = epoch, start, loss
+    return error
 
 
 def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):

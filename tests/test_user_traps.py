@@ -187,7 +187,7 @@ def test_divergence_restores_parameters_with_a_finite_loss():
 def test_non_finite_evaluate_warns_clearly():
     net, X, y = _diverging()
     W, b = net.get_params()
-    net.set_params([w * 1e18 for w in W], b)
+    net.set_params([w * 1e30 for w in W], b)
     with pytest.warns(RuntimeWarning, match=r"the loss is not finite") as record:
         result = net.evaluate(X, y)
     assert not np.isfinite(result["loss"])
@@ -248,7 +248,7 @@ def test_float32_overflow_is_reported_as_overflow():
 
 def test_bogus_environment_device_names_the_variable(monkeypatch):
     monkeypatch.setenv("GPUBP_DEVICE", "bogus")
-    with pytest.raises(ValueError, match=r"GPUBP_DEVICE.*'bogus'"):
+    with pytest.raises(ValueError, match=r"got 'bogus' from \$GPUBP_DEVICE"):
         gpubp.Network([3, 2])
 
 

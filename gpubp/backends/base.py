@@ -291,11 +291,11 @@ def resolve_device(device=None, fallback=True):
     str
         ``"cpu"`` or ``"cuda"``.
     """
-    name = "device"
+    source = ""
     if device is None:
-        device, name = default_device(), "$GPUBP_DEVICE (read as device=None's default)"
+        device, source = default_device(), " from $GPUBP_DEVICE (read when device is None)"
     if not isinstance(device, str) or device.lower() not in DEVICES:
-        raise ValueError(f"{name} must be one of {DEVICES}, got {device!r}")
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}{source}")
     device = device.lower()
     if device == "cpu":
         return "cpu"
