@@ -23,7 +23,7 @@ import numpy as np
 
 from gpubp import activations, losses, mapped, metrics
 from gpubp.backends import get_backend, resolve_device
-from gpubp.backends.base import check_options
+from gpubp.backends.base import BACKEND_OPTIONS, check_options
 from gpubp.inputs import check_sample_weight, check_sparse_X, is_sparse
 from gpubp.validation import check_X, check_Y
 
@@ -197,6 +197,52 @@ class Network:
     @property
     def is_classifier(self):
         return losses.is_classifier(self.loss_name)
+
+    # -- pickling and copying -------------------------------------------------------------
+    # rebuilt by __setstate__: the backend (it holds modules), the parameter buffers and
+    # their views (the values travel as host copies), and the workspaces (grown lazily)
+    _REBUILT = frozenset((
+        "backend", "theta", "nabla_theta", "W", "b", "nabla_w", "nabla_b", "layer_slices",
+        "_capacity", "activations", "deltas", "targets", "_sparse_a0", "_weighted",
+        "_activations_flat", "_deltas_flat", "_row_weights", "_host_x", "_host_y",
+        "_epoch_layout"))
+
+    def __getstate__(self):
+        """What :mod:`pickle` and :mod:`copy` keep: every attribute but the backend object
+        and the buffers, the parameters and gradients as host (NumPy) copies of ``theta``
+        and ``nabla_theta`` (through ``backend.to_host``: a GPU network pickles too), and the
+        backend as its name and options. The generator is copied, so a copy shuffles as the
+        original would, independently of it."""
+        import copy
+
+        be = self.backend
+        state = {k: v for k, v in self.__dict__.items() if k not in self._REBUILT}
+        state["rng"] = copy.deepcopy(self.rng)
+        state["sizes"], state["hidden"] = list(self.sizes), list(self.hidden)
+        state["activation_names"] = list(self.activation_names)
+        state["_backend"] = (be.name, {key: getattr(be, key)
+                                       for key in BACKEND_OPTIONS.get(be.name, {})})
+        state["_theta"] = be.to_host(self.theta)
+        state["_nabla_theta"] = be.to_host(self.nabla_theta)
+        return state
+
+    def __setstate__(self, state):
+        """Rebuild the backend (``device="cuda"`` where no GPU is usable falls back to the
+        CPU with a warning, as the constructor does) and copy the parameters onto it;
+        workspaces are allocated again on first use."""
+        state = dict(state)
+        name, options = state.pop("_backend")
+        theta, nabla_theta = state.pop("_theta"), state.pop("_nabla_theta")
+        self.__dict__.update(state)
+        if self.device == "cuda":
+            self.device = resolve_device("cuda", fallback=True)
+            if self.device != "cuda":
+                name = None
+        self.backend = get_backend(self.device, name, **options)
+        self._allocate_parameters()
+        self.backend.to_device(np.ascontiguousarray(theta, self.dtype), out=self.theta)
+        self.backend.to_device(np.ascontiguousarray(nabla_theta, self.dtype),
+                               out=self.nabla_theta)
 
     def __repr__(self):
         return (f"Network({self.sizes}, hidden={self.hidden}, output={self.output!r}, "
@@ -498,6 +544,30 @@ class Network:
         """
         a = self.forward(X)
         return metrics.labels(a, self.loss_name)
+
+    @property
+    def predict_proba(self):
+        """Class probabilities, for classifiers only (scikit-learn's convention).
+
+        ``predict_proba(X)`` returns ``(P, n_L)`` softmax probabilities (rows sum to 1),
+        ``(P, 2)`` columns ``[1 − p, p]`` for a single sigmoid output (so that
+        ``argmax(axis=1)`` is :meth:`predict`'s label, as in scikit-learn), and ``(P, n_L)``
+        independent probabilities for several sigmoid outputs (multi-label). A regressor
+        has no ``predict_proba``: the attribute raises ``AttributeError`` (so
+        ``hasattr(net, "predict_proba")`` is False); use :meth:`predict` or :meth:`forward`.
+        """
+        if not self.is_classifier:
+            raise AttributeError(
+                f"predict_proba is only available for classifiers (loss 'cross_entropy' "
+                f"or 'binary_cross_entropy'); this network's loss is {self.loss_name!r}: "
+                f"use predict or forward for its outputs")
+        return self._predict_proba
+
+    def _predict_proba(self, X):
+        a = self.forward(X)
+        if self.loss_name == "binary_cross_entropy" and a.shape[1] == 1:
+            return np.hstack([1 - a, a])
+        return a
 
     def evaluate(self, X, Y):
         """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers).
