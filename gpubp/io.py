@@ -42,7 +42,7 @@ def atomic_write(path, write):
     dangling link creates its target). An ``OSError`` on the way names ``path`` as given,
     not the temporary file.
     """
-    given = path = os.fspath(path)
+    given = path = fspath(path)
     if os.path.islink(path):
         path = os.path.realpath(path)
     directory = check_output_path(path, "path")
@@ -94,12 +94,21 @@ def _temp_prefix(path):
     return f".{os.path.basename(path)}.gpubp-"
 
 
+def fspath(path, name="path"):
+    """``os.fspath(path)``, or a TypeError naming the argument ``name``."""
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got "
+                        f"{path!r}") from None
+
+
 def check_output_path(path, name="path"):
     """The directory ``path`` will be written in, or a ``ValueError`` naming ``path``.
 
     Checked before any work starts, so that a long run does not end in "no such directory".
     """
-    path = os.fspath(path)
+    path = fspath(path, name)
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise ValueError(f"{name} must be a file path, got {path!r}, which is a directory")
@@ -204,7 +213,7 @@ def read_npz(path):
     The archive is read by :func:`gpubp.npzfile.read_arrays`: each array is checked
     against the file's size before it is allocated, and corruption is a ``ValueError``.
     """
-    path = os.fspath(path)
+    path = fspath(path)
     arrays = read_arrays(path, "gpubp model file")
     if "header" not in arrays:
         raise ValueError(f"{path} is not a gpubp model file (no header)")

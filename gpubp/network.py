@@ -768,9 +768,13 @@ def _check_sizes(sizes):
 def _check_hidden(hidden, n_hidden):
     if isinstance(hidden, str):
         return [activations.check_activation(hidden, "hidden", activations.HIDDEN)] * n_hidden
+    if not hasattr(hidden, "__iter__"):
+        raise TypeError(f"hidden must be an activation name, one of {activations.HIDDEN}, or "
+                        f"a list of them (one per hidden layer), got {hidden!r}")
     hidden = list(hidden)
     if len(hidden) != n_hidden:
-        raise ValueError(f"hidden must be one name or {n_hidden} names (one per hidden layer), "
-                         f"got {len(hidden)}")
-    return [activations.check_activation(h, f"hidden[{i}]", activations.HIDDEN)
+        names = "name" if n_hidden == 1 else "names"
+        raise ValueError(f"hidden must be one name or a list of {n_hidden} {names} (one per "
+                         f"hidden layer, sizes has {n_hidden}), got a list of {len(hidden)}")
+    return [str(activations.check_activation(h, f"hidden[{i}]", activations.HIDDEN))
             for i, h in enumerate(hidden)]

@@ -87,7 +87,11 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         has_validation = validation is not None or bool(validation_split)
         callbacks = _callbacks(callbacks, early_stopping, has_validation)
 
-        state = ckpt_io.load(resume) if resume is not None else None
+        state = None
+        if resume is not None:
+            from gpubp.io import fspath
+
+            state = ckpt_io.load(fspath(resume, "resume"))
         split = None
         rows = None  # the training rows of X (all of them without a validation split)
         if validation_split:
@@ -433,8 +437,8 @@ def _split_permutation(rng, Y, loss):
 def _checkpoint_path(path):
     """``path`` as a string, checked to sit in an existing, writable directory and to be
     no directory, device, FIFO or socket (see :func:`gpubp.io.check_output_path`)."""
-    from gpubp.io import check_output_path
+    from gpubp.io import check_output_path, fspath
 
-    path = os.fspath(path)
+    path = fspath(path, "checkpoint")
     check_output_path(os.path.realpath(path) if os.path.islink(path) else path, "checkpoint")
     return path

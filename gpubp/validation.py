@@ -21,6 +21,8 @@ from gpubp.tabular import to_numpy as tabular_to_numpy
 
 def to_numpy(data, name):
     """A host NumPy view or copy of ``data`` (CuPy arrays are copied to the host)."""
+    if data is None:
+        raise TypeError(f"{name} must be array-like of numbers, got None")
     if hasattr(data, "__cuda_array_interface__") and hasattr(data, "get"):
         data = data.get()  # CuPy: np.asarray refuses implicit device-to-host copies
     elif is_tabular(data):
@@ -156,7 +158,12 @@ def check_Y(Y, P, n_outputs, loss, dtype, name="Y"):
             expected += f" or integer labels ({P},)"
         elif n_outputs == 1:
             expected += f" or ({P},)"
-        raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}")
+        hint = ""
+        if arr.ndim == 1 and loss == "binary_cross_entropy":
+            hint = (f": {n_outputs} sigmoid outputs are multi-label, one 0/1 column each; "
+                    f"for one label per example use output='softmax' (class labels) or a "
+                    f"single sigmoid output (0/1 labels)")
+        raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}{hint}")
     source, arr = arr, _as_dtype(arr, dtype, name)
     _check_finite(arr, name, source)
     if loss in ("cross_entropy", "binary_cross_entropy"):

@@ -407,3 +407,54 @@ def test_history_key_error_lists_the_figures():
     hist.record(0, loss=1.0)
     with pytest.raises(KeyError, match=r"val_loss.*recorded: \['loss'\]"):
         hist["val_loss"]
+
+
+# -- 9. more bad inputs a new user tries ---------------------------------------------------------
+
+
+def test_none_where_data_belongs_says_none():
+    X, y = _data()
+    with pytest.raises(TypeError, match=r"^Y must be array-like of numbers, got None$"):
+        _net().fit(X, None, verbose=0)
+    with pytest.raises(TypeError, match=r"^X must be array-like of numbers, got None$"):
+        _net().predict(None)
+    with pytest.raises(TypeError, match=r"validation_data\[1\] \(Y_val\) must be array-like"):
+        _net().fit(X, y, verbose=0, validation_data=(X, None))
+
+
+def test_paths_that_are_not_paths_name_the_argument():
+    X, y = _data()
+    with pytest.raises(TypeError, match=r"path must be a file path \(str or os.PathLike\), "
+                                        r"got None"):
+        _net().save(None)
+    with pytest.raises(TypeError, match=r"path must be a file path .*got None"):
+        gpubp.load(None)
+    with pytest.raises(TypeError, match=r"checkpoint must be a file path .*got 123"):
+        _net().fit(X, y, verbose=0, checkpoint=123)
+    with pytest.raises(TypeError, match=r"resume must be a file path .*got 123"):
+        _net().fit(X, y, verbose=0, resume=123)
+
+
+def test_hidden_none_and_wrong_count():
+    with pytest.raises(TypeError, match=r"hidden must be an activation name.*got None"):
+        gpubp.Network([3, 4, 2], hidden=None)
+    with pytest.raises(ValueError, match=r"a list of 1 name \(one per hidden layer.*got a "
+                                         r"list of 2"):
+        gpubp.Network([3, 4, 2], hidden=["relu", "relu"])
+    assert gpubp.Network([3, 4, 2], hidden=np.array(["relu"])).hidden == ["relu"]
+
+
+@pytest.mark.parametrize("argument, value, meant", [
+    ("output", "linear", "identity"), ("hidden", "logistic", "sigmoid"),
+    ("loss", "crossentropy", "cross_entropy"), ("loss", "squared_error", "mse"),
+    ("loss", "log_loss", "cross_entropy")])
+def test_names_from_other_libraries_get_a_hint(argument, value, meant):
+    with pytest.raises(ValueError, match=rf"got '{value}' \(did you mean '{meant}'\?\)"):
+        gpubp.Network([3, 4, 2], **{argument: value})
+
+
+def test_one_label_per_row_for_several_sigmoid_outputs_explains():
+    X, y = _data()
+    with pytest.raises(ValueError, match=r"shape \(40, 2\), got shape \(40,\): 2 sigmoid "
+                                         r"outputs are multi-label.*output='softmax'"):
+        gpubp.Network([3, 4, 2], output="sigmoid").fit(X, y, verbose=0)
