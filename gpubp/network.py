@@ -774,7 +774,7 @@ def _check_hidden(hidden, n_hidden):
     hidden = list(hidden)
     if len(hidden) != n_hidden:
         names = "name" if n_hidden == 1 else "names"
-        raise ValueError(f"hidden must be one name or a list of {n_hidden} {names} (one per "
-                         f"hidden layer, sizes has {n_hidden}), got a list of {len(hidden)}")
+        raise ValueError(f"hidden must be one name or {n_hidden} {names} (a list, one per "
+                         f"hidden layer of sizes), got {len(hidden)}: {hidden}")
     return [str(activations.check_activation(h, f"hidden[{i}]", activations.HIDDEN))
             for i, h in enumerate(hidden)]

@@ -438,8 +438,8 @@ def test_paths_that_are_not_paths_name_the_argument():
 def test_hidden_none_and_wrong_count():
     with pytest.raises(TypeError, match=r"hidden must be an activation name.*got None"):
         gpubp.Network([3, 4, 2], hidden=None)
-    with pytest.raises(ValueError, match=r"a list of 1 name \(one per hidden layer.*got a "
-                                         r"list of 2"):
+    with pytest.raises(ValueError, match=r"one name or 1 name \(a list, one per hidden "
+                                         r"layer of sizes\), got 2: \[.relu., .relu.\]"):
         gpubp.Network([3, 4, 2], hidden=["relu", "relu"])
     assert gpubp.Network([3, 4, 2], hidden=np.array(["relu"])).hidden == ["relu"]
 
@@ -458,3 +458,27 @@ def test_one_label_per_row_for_several_sigmoid_outputs_explains():
     with pytest.raises(ValueError, match=r"shape \(40, 2\), got shape \(40,\): 2 sigmoid "
                                          r"outputs are multi-label.*output='softmax'"):
         gpubp.Network([3, 4, 2], output="sigmoid").fit(X, y, verbose=0)
+
+
+def test_a_used_optimizer_pickles_with_its_views():
+    X, y = _data()
+    opt = gpubp.Adam(lr=0.01)
+    _net().fit(X, y, epochs=1, verbose=0, optimizer=opt)
+    for clone in (pickle.loads(pickle.dumps(opt)), copy.deepcopy(opt)):
+        assert clone.iterations == opt.iterations and clone.get_config() == opt.get_config()
+        for key, bufs in clone.state.items():
+            flat = clone.flat_state[key]
+            np.testing.assert_array_equal(flat, opt.flat_state[key])
+            bufs[0].flat[0] = 123.0  # a view into the flat buffer, as in the original
+            assert flat[0] == 123.0
+
+
+@pytest.mark.parametrize("key, value", [("shuffle", "yes"), ("early_stopping", "no"),
+                                        ("warm_start", 1), ("nesterovs_momentum", None),
+                                        ("verbose", "x")])
+def test_sklearn_flags_must_be_bools(key, value):
+    from gpubp.sklearn import MLPClassifier
+
+    X, y = _data()
+    with pytest.raises(TypeError, match=rf"{key} must be .*got {re.escape(repr(value))}"):
+        MLPClassifier(hidden_layer_sizes=(3,), max_iter=1, **{key: value}).fit(X, y)
