@@ -21,7 +21,8 @@ def check_activation(name, argument, allowed):
         import difflib
 
         alias = {"linear": "identity", "none": "identity", "logistic": "sigmoid"}.get(name.lower())
-        close = [alias] if alias in allowed else difflib.get_close_matches(name.lower(), allowed, n=1)
+        close = [alias] if alias in allowed else \
+            difflib.get_close_matches(name.lower(), allowed, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"{argument} must be one of {allowed}, got {name!r}{hint}")
     return name

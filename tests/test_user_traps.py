@@ -9,9 +9,9 @@ import copy
 import os
 import pickle
 import re
+import stat
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +90,7 @@ def test_save_refuses_a_device_node(tmp_path):
     # a private copy of /dev/null: the bug replaced the real one (as root) with a file
     node = tmp_path / "null.npz"
     try:
-        os.mknod(node, 0o666 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+        os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     except (PermissionError, AttributeError, OSError) as exc:
         pytest.skip(f"cannot make a device node here ({exc})")
     with pytest.raises(ValueError, match=r"path must be a regular file.*null\.npz.*"
