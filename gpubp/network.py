@@ -86,6 +86,13 @@ class Network:
     layer_slices : list of slice
         ``layer_slices[l]`` is the block of layer ``l + 1`` (its ``W`` then its ``b``) in
         ``theta`` and ``nabla_theta``.
+
+    Notes
+    -----
+    A network pickles and copies (:mod:`pickle`, :func:`copy.deepcopy`, joblib,
+    multiprocessing) on every backend: the parameters round-trip bit for bit through the
+    host, with the sizes, activations, loss, dtype, seed, device, backend (and its
+    options) and the generator's state; workspaces are rebuilt on first use.
     """
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
