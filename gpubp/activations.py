@@ -18,7 +18,13 @@ def check_activation(name, argument, allowed):
     if not isinstance(name, str):
         raise TypeError(f"{argument} must be a string, one of {allowed}; got {type(name).__name__}")
     if name not in allowed:
-        raise ValueError(f"{argument} must be one of {allowed}, got {name!r}")
+        import difflib
+
+        alias = {"linear": "identity", "none": "identity", "logistic": "sigmoid"}.get(name.lower())
+        close = [alias] if alias in allowed else \
+            difflib.get_close_matches(name.lower(), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{argument} must be one of {allowed}, got {name!r}{hint}")
     return name
 
 

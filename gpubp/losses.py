@@ -26,7 +26,16 @@ def check_pairing(output, loss):
     if loss is None:
         return DEFAULT_LOSS.get(output, "mse")
     if not isinstance(loss, str) or loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        import difflib
+
+        aliases = {"squared_error": "mse", "mean_squared_error": "mse", "l2": "mse",
+                   "log_loss": "cross_entropy", "categorical_crossentropy": "cross_entropy",
+                   "binary_crossentropy": "binary_cross_entropy", "bce": "binary_cross_entropy"}
+        close = [] if not isinstance(loss, str) else [aliases[loss.lower()]] \
+            if loss.lower() in aliases else difflib.get_close_matches(loss.lower(), LOSSES, n=1,
+                                                                       cutoff=0.75)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"loss must be one of {LOSSES} or None, got {loss!r}{hint}")
     required = CANONICAL_OUTPUT.get(loss)
     if required is not None and output != required:
         raise ValueError(

@@ -216,7 +216,7 @@ def test_bad_names_raise_like_the_reference():
 
 # -- the backend -------------------------------------------------------------------------
 def test_get_backend_gives_the_cpu_backend():
-    be = get_backend("cpu", "cpu", weight_grad="ignored")  # other backends' options ignored
+    be = get_backend("cpu", "cpu", weight_grad="fused")  # other backends' options ignored
     assert isinstance(be, CpuBackend) and be.name == "cpu" and be.device == "cpu"
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     assert be.all_finite([x, x[:, ::2]])

@@ -26,10 +26,60 @@ backend is this class with NumPy and the reference kernels; faster backends subc
 and replace what they fuse.
 """
 
+import difflib
+
 import numpy as np
 
 from gpubp.data import mapped
 from gpubp.kernels import reference as reference_kernels
+
+WEIGHT_GRADS = ("auto", "fused", "cublas")
+# The options each backend's constructor takes, and their valid values. A backend accepts
+# (after checking their values) the options of the others too, and ignores them, so that
+# one set of options works whatever backend a device resolves to (device="cuda" may fall
+# back to the CPU); an option no backend knows is a TypeError.
+BACKEND_OPTIONS = {
+    "reference": {},
+    "cpu": {},
+    "cuda": {"weight_grad": WEIGHT_GRADS},
+}
+
+
+def check_options(options, backend, caller=None, arguments=()):
+    """Refuse ``options`` no backend takes (TypeError) and invalid values (ValueError).
+
+    Parameters
+    ----------
+    options : dict
+        Keyword arguments meant for the backend ``backend``.
+    backend : str
+        The backend's name (its own options are listed first in the message).
+    caller : str or None
+        Who received them, as Python names a function in its own message
+        (``"Network()"``); None names the backend's class.
+    arguments : sequence of str
+        The caller's own keyword arguments, listed (and suggested for a misspelling).
+    """
+    known = {}
+    for name in (backend, *BACKEND_OPTIONS):
+        for key, values in BACKEND_OPTIONS.get(name, {}).items():
+            known.setdefault(key, (name, values))
+    for key, value in options.items():
+        if key not in known:
+            caller = caller or f"backend {backend!r}"
+            close = difflib.get_close_matches(key, [*arguments, *known], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            own = ", ".join(BACKEND_OPTIONS.get(backend, {})) or "none"
+            others = "; ".join(f"{k} (backend {b!r}: one of {v})" for k, (b, v) in known.items())
+            listed = f"{caller} takes {', '.join(arguments)}, and backend options; " \
+                if arguments else ""
+            raise TypeError(f"{caller} got an unexpected keyword argument {key!r}{hint}. "
+                            f"{listed}backend {backend!r} takes {own} of its own; the "
+                            f"backend options are {others or 'none'}")
+        values = known[key][1]
+        if not isinstance(value, str) or value not in values:
+            raise ValueError(f"{key} must be one of {values}, got {value!r}")
+
 
 class Backend:
     """The ``reference`` backend: NumPy arrays and the literal NumPy kernels.

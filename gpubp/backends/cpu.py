@@ -15,7 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
-from gpubp.backends.base import Backend
+from gpubp.backends.base import Backend, check_options
 from gpubp.kernels import cpu as cpu_kernels
 
 
@@ -33,15 +33,18 @@ class CpuBackend(Backend):
 
     Parameters
     ----------
-    **_
-        Backend options meant for other backends (e.g. ``weight_grad``) are accepted and
-        ignored, so that one set of options can be passed whatever backend is resolved.
+    **options
+        Backend options meant for other backends (e.g. ``weight_grad``) are checked and
+        ignored, so that one set of options can be passed whatever backend is resolved;
+        an option no backend takes is a TypeError (see
+        :data:`gpubp.backends.base.BACKEND_OPTIONS`).
     """
 
     name = "cpu"
     device = "cpu"
 
-    def __init__(self, **_):
+    def __init__(self, **options):
+        check_options(options, self.name, caller="CpuBackend()")
         super().__init__(xp=np, kernels=cpu_kernels)
 
     # The base class checks with a temporary (isfinite(x)); this loop allocates nothing,

@@ -27,11 +27,10 @@ import weakref
 import numpy as np
 
 from gpubp.data import mapped
-from gpubp.backends.base import Backend
 from gpubp.backends import cuda_probe
+from gpubp.backends.base import WEIGHT_GRADS, Backend, check_options
 from gpubp.backends.cuda_probe import simulated
 
-WEIGHT_GRADS = ("auto", "fused", "cublas")
 # weight_grad="auto": the fused kernel while a layer's product 2 P (n_in + 1) n_out stays
 # at or below this many flops, cuBLAS and a column sum above (docs/cuda.md, "the size rule").
 FUSED_MAX_FLOP = 2**25
@@ -48,8 +47,9 @@ class CudaBackend(Backend):
         How ``∂W, ∂b`` are computed: ``"fused"`` in one tiled kernel, ``"cublas"`` as
         ``a^{l-1 T} δ`` through cuBLAS plus a CuPy column sum, ``"auto"`` (default) by
         the layer's size (:data:`FUSED_MAX_FLOP`).
-    **_
-        Options meant for other backends are ignored.
+    **options
+        Options meant for other backends are checked and ignored; an option no backend
+        takes is a TypeError (see :data:`gpubp.backends.base.BACKEND_OPTIONS`).
 
     Attributes
     ----------
@@ -61,7 +61,8 @@ class CudaBackend(Backend):
     name = "cuda"
     device = "cuda"
 
-    def __init__(self, weight_grad="auto", **_):
+    def __init__(self, weight_grad="auto", **options):
+        check_options(options, self.name, caller="CudaBackend()")
         if weight_grad not in WEIGHT_GRADS:
             raise ValueError(f"weight_grad must be one of {WEIGHT_GRADS}, got {weight_grad!r}")
         from gpubp.kernels import cuda as kernels

@@ -8,7 +8,7 @@ import importlib
 import os
 import warnings
 
-from gpubp.backends.base import Backend
+from gpubp.backends.base import Backend, check_options
 from gpubp.backends.placement import select_gpu
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -62,10 +62,11 @@ def resolve_device(device=None, fallback=True):
     str
         ``"cpu"`` or ``"cuda"``.
     """
+    source = ""
     if device is None:
-        device = default_device()
+        device, source = default_device(), " from $GPUBP_DEVICE (read when device is None)"
     if not isinstance(device, str) or device.lower() not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}{source}")
     device = device.lower()
     if device == "cpu":
         return "cpu"
@@ -95,7 +96,9 @@ def get_backend(device="cpu", backend=None, **options):
         ``"reference"`` or ``"cpu"`` on the CPU (default ``"cpu"``, or ``"reference"`` if
         the fused CPU backend cannot be imported); ``"cuda"`` on the GPU.
     **options
-        Passed to the backend's constructor (e.g. ``weight_grad`` for ``cuda``).
+        Passed to the backend's constructor (e.g. ``weight_grad`` for ``cuda``); see
+        :data:`gpubp.backends.base.BACKEND_OPTIONS`. An option no backend takes is a
+        TypeError, an invalid value a ValueError.
     """
     if backend is None:
         backend = "cuda" if device == "cuda" else "cpu"
@@ -103,6 +106,7 @@ def get_backend(device="cpu", backend=None, **options):
         raise ValueError(f"backend must be one of {tuple(BACKENDS)}, got {backend!r}")
     if (backend == "cuda") != (device == "cuda"):
         raise ValueError(f"backend {backend!r} does not run on device {device!r}")
+    check_options(options, backend)
     module_name, class_name = BACKENDS[backend]
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -112,4 +116,6 @@ def get_backend(device="cpu", backend=None, **options):
         cls = Backend  # the fused CPU backend is optional; the reference always works
     if backend == "cuda":
         select_gpu()  # in an MPI job, each rank on GPU local_rank % device_count
+    if cls is Backend:
+        return cls()  # the reference backend takes no options (xp, kernels are internal)
     return cls(**options)

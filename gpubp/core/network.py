@@ -28,9 +28,13 @@ from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight, check_sparse_X, is_sparse
 from gpubp.data.validation import check_X, check_Y
 from gpubp.core.layout import layer_views, row_blocks
+from gpubp.backends.base import BACKEND_OPTIONS, check_options
+from gpubp.data.validation import check_dtype
 
 
-DTYPES = ("float32", "float64")
+# the keyword arguments of Network() itself (an unknown one is a TypeError that lists them)
+ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "backend",
+             "fallback")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
@@ -53,7 +57,9 @@ class Network:
     device : {"cpu", "cuda", "auto"} or None
         Where to train. None reads ``$GPUBP_DEVICE`` (default ``"cpu"``). ``"cuda"`` on a
         machine without a usable GPU warns and uses the CPU (``fallback=False`` raises).
-    dtype : {"float32", "float64"}
+    dtype : {"float32", "float64"} or any NumPy spelling of them
+        ``np.float32``, ``np.dtype("float32")``, ``"f4"``, ``"single"``, ``np.float64``,
+        ``float``, ``"f8"``, ``"double"``, ...; anything else is refused.
     seed : int or None
         Seed of the initial weights and of the shuffling in :meth:`fit`.
     backend : {"reference", "cpu", "cuda"} or None
@@ -61,7 +67,10 @@ class Network:
     fallback : bool
         Whether ``device="cuda"`` may fall back to the CPU.
     **backend_options
-        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``).
+        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``; the
+        options of another backend are checked and ignored, so that ``device="cuda"``
+        may fall back). Any other keyword is a TypeError, as Python's own "got an
+        unexpected keyword argument", naming it and listing the valid ones.
 
     Attributes
     ----------
@@ -80,20 +89,31 @@ class Network:
     layer_slices : list of slice
         ``layer_slices[l]`` is the block of layer ``l + 1`` (its ``W`` then its ``b``) in
         ``theta`` and ``nabla_theta``.
+
+    Notes
+    -----
+    A network pickles and copies (:mod:`pickle`, :func:`copy.deepcopy`, joblib,
+    multiprocessing) on every backend: the parameters round-trip bit for bit through the
+    host, with the sizes, activations, loss, dtype, seed, device, backend (and its
+    options) and the generator's state; workspaces are rebuilt on first use.
     """
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
                  dtype="float32", seed=None, backend=None, fallback=True, **backend_options):
+        check_options(backend_options, backend if isinstance(backend, str) else "cpu",
+                      caller="Network()", arguments=ARGUMENTS)
         self.sizes = _check_sizes(sizes)
         self.L = len(self.sizes) - 1
         self.hidden = _check_hidden(hidden, self.L - 1)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss)
-        if str(dtype) not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-        self.dtype = np.dtype(str(dtype))
+        self.dtype = check_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")
+        if seed is not None and seed < 0:
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        if not isinstance(fallback, (bool, np.bool_)):
+            raise TypeError(f"fallback must be True or False, got {fallback!r}")
         self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.device = resolve_device(device, fallback=fallback)
@@ -188,6 +208,52 @@ class Network:
     def is_classifier(self):
         return losses.is_classifier(self.loss_name)
 
+    # -- pickling and copying -------------------------------------------------------------
+    # rebuilt by __setstate__: the backend (it holds modules), the parameter buffers and
+    # their views (the values travel as host copies), and the workspaces (grown lazily)
+    _REBUILT = frozenset((
+        "backend", "theta", "nabla_theta", "W", "b", "nabla_w", "nabla_b", "layer_slices",
+        "_capacity", "activations", "deltas", "targets", "_sparse_a0", "_weighted",
+        "_activations_flat", "_deltas_flat", "_row_weights", "_host_x", "_host_y",
+        "_epoch_layout"))
+
+    def __getstate__(self):
+        """What :mod:`pickle` and :mod:`copy` keep: every attribute but the backend object
+        and the buffers, the parameters and gradients as host (NumPy) copies of ``theta``
+        and ``nabla_theta`` (through ``backend.to_host``: a GPU network pickles too), and the
+        backend as its name and options. The generator is copied, so a copy shuffles as the
+        original would, independently of it."""
+        import copy
+
+        be = self.backend
+        state = {k: v for k, v in self.__dict__.items() if k not in self._REBUILT}
+        state["rng"] = copy.deepcopy(self.rng)
+        state["sizes"], state["hidden"] = list(self.sizes), list(self.hidden)
+        state["activation_names"] = list(self.activation_names)
+        state["_backend"] = (be.name, {key: getattr(be, key)
+                                       for key in BACKEND_OPTIONS.get(be.name, {})})
+        state["_theta"] = be.to_host(self.theta)
+        state["_nabla_theta"] = be.to_host(self.nabla_theta)
+        return state
+
+    def __setstate__(self, state):
+        """Rebuild the backend (``device="cuda"`` where no GPU is usable falls back to the
+        CPU with a warning, as the constructor does) and copy the parameters onto it;
+        workspaces are allocated again on first use."""
+        state = dict(state)
+        name, options = state.pop("_backend")
+        theta, nabla_theta = state.pop("_theta"), state.pop("_nabla_theta")
+        self.__dict__.update(state)
+        if self.device == "cuda":
+            self.device = resolve_device("cuda", fallback=True)
+            if self.device != "cuda":
+                name = None
+        self.backend = get_backend(self.device, name, **options)
+        self._allocate_parameters()
+        self.backend.to_device(np.ascontiguousarray(theta, self.dtype), out=self.theta)
+        self.backend.to_device(np.ascontiguousarray(nabla_theta, self.dtype),
+                               out=self.nabla_theta)
+
     def __repr__(self):
         return (f"Network({self.sizes}, hidden={self.hidden}, output={self.output!r}, "
                 f"loss={self.loss_name!r}, device={self.device!r}, "
@@ -209,6 +275,7 @@ class Network:
 
     def set_params(self, W, b):
         """Validate ``W`` and ``b`` (shapes as :meth:`get_params`) and copy them onto the device."""
+        casts = []  # W then b, in the network's dtype
         for name, given, shapes in (
             ("W", W, list(zip(self.sizes[:-1], self.sizes[1:]))),
             ("b", b, [(n,) for n in self.sizes[1:]]),
@@ -224,8 +291,16 @@ class Network:
                     raise ValueError(f"{name}[{l}] must have shape {shape}, got {arr.shape}")
                 if not np.isfinite(arr).all():
                     raise ValueError(f"{name}[{l}] must be finite, got NaN or infinite values")
-        for dst, src in zip(self.W + self.b, list(W) + list(b)):
-            self.backend.to_device(np.ascontiguousarray(src, dtype=self.dtype), out=dst)
+                with np.errstate(over="ignore"):
+                    cast = np.ascontiguousarray(arr, dtype=self.dtype)
+                if not np.isfinite(cast).all():
+                    raise ValueError(
+                        f"{name}[{l}] holds values that overflow {self.dtype.name} (largest "
+                        f"magnitude {float(np.abs(arr).max()):.3g}, {self.dtype.name} holds up "
+                        f"to {float(np.finfo(self.dtype).max):.3g})")
+                casts.append(cast)
+        for dst, src in zip(self.W + self.b, casts):
+            self.backend.to_device(src, out=dst)
 
     # -- the algorithm ----------------------------------------------------------------
     def _load(self, X, Y=None, index=None, weights=None):
@@ -354,14 +429,14 @@ class Network:
         return cost, P
 
     # -- public API ------------------------------------------------------------------------
-    def _check_X(self, X):
+    def _check_X(self, X, name="X"):
         if is_sparse(X):
-            return check_sparse_X(X, self.sizes[0], self.dtype)
-        return check_X(X, self.sizes[0], self.dtype)
+            return check_sparse_X(X, self.sizes[0], self.dtype, name)
+        return check_X(X, self.sizes[0], self.dtype, name)
 
-    def _check_XY(self, X, Y):
-        X = self._check_X(X)
-        return X, check_Y(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype)
+    def _check_XY(self, X, Y, names=("X", "Y")):
+        X = self._check_X(X, names[0])
+        return X, check_Y(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype, names[1])
 
     def _chunks(self, P, *arrays):
         """Row slices of at most one workspace (or ``CHUNK``) rows covering ``P`` rows.
@@ -428,10 +503,32 @@ class Network:
 
         ``sample_weight`` (P,) makes it the weighted mean ``Σ_p s_p c_p / Σ_p s_p``.
         ``X`` may be a SciPy sparse matrix.
+
+        A loss that is not finite (parameters that overflow, e.g. after a divergence) is
+        returned as is, with one clearly worded ``RuntimeWarning`` (not an error, so that
+        the value can be inspected; NumPy's overflow warnings are silenced).
         """
         X, Y = self._check_XY(X, Y)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        return self._cost_and_gradients(X, Y, False, sample_weight)[0]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            cost = self._cost_and_gradients(X, Y, False, sample_weight)[0]
+        self._warn_non_finite(cost, "loss", X.shape[0])
+        return cost
+
+    def _warn_non_finite(self, cost, method, P):
+        """One clear RuntimeWarning when the cost of :meth:`loss`/:meth:`evaluate` is not
+        finite (NumPy's own overflow warnings on the way are silenced)."""
+        if np.isfinite(cost):
+            return
+        import warnings
+
+        theta = self.backend.to_host(self.theta)
+        warnings.warn(
+            f"Network.{method}: the loss is not finite ({cost}) on these {P} examples: the "
+            f"outputs overflow {self.dtype.name} (the largest |parameter| is "
+            f"{float(np.abs(theta).max()):.3g}). The parameters have probably diverged: "
+            f"retrain with a smaller learning rate, or scale the inputs",
+            RuntimeWarning, stacklevel=3)
 
     def gradients(self, X, Y, sample_weight=None):
         """Exact gradient of :meth:`loss` (with the same ``sample_weight``).
@@ -458,12 +555,41 @@ class Network:
         a = self.forward(X)
         return metrics.labels(a, self.loss_name)
 
+    @property
+    def predict_proba(self):
+        """Class probabilities, for classifiers only (scikit-learn's convention).
+
+        ``predict_proba(X)`` returns ``(P, n_L)`` softmax probabilities (rows sum to 1),
+        ``(P, 2)`` columns ``[1 − p, p]`` for a single sigmoid output (so that
+        ``argmax(axis=1)`` is :meth:`predict`'s label, as in scikit-learn), and ``(P, n_L)``
+        independent probabilities for several sigmoid outputs (multi-label). A regressor
+        has no ``predict_proba``: the attribute raises ``AttributeError`` (so
+        ``hasattr(net, "predict_proba")`` is False); use :meth:`predict` or :meth:`forward`.
+        """
+        if not self.is_classifier:
+            raise AttributeError(
+                f"predict_proba is only available for classifiers (loss 'cross_entropy' "
+                f"or 'binary_cross_entropy'); this network's loss is {self.loss_name!r}: "
+                f"use predict or forward for its outputs")
+        return self._predict_proba
+
+    def _predict_proba(self, X):
+        a = self.forward(X)
+        if self.loss_name == "binary_cross_entropy" and a.shape[1] == 1:
+            return np.hstack([1 - a, a])
+        return a
+
     def evaluate(self, X, Y):
-        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers)."""
+        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers).
+
+        A loss that is not finite comes with a ``RuntimeWarning`` saying so (see :meth:`loss`).
+        """
         X, Yc = self._check_XY(X, Y)
-        result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
-        if self.is_classifier:
-            result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
+            if self.is_classifier:
+                result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name)
+        self._warn_non_finite(result["loss"], "evaluate", X.shape[0])
         return result
 
     def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
@@ -606,9 +732,13 @@ def _check_sizes(sizes):
 def _check_hidden(hidden, n_hidden):
     if isinstance(hidden, str):
         return [activations.check_activation(hidden, "hidden", activations.HIDDEN)] * n_hidden
+    if not hasattr(hidden, "__iter__"):
+        raise TypeError(f"hidden must be an activation name, one of {activations.HIDDEN}, or "
+                        f"a list of them (one per hidden layer), got {hidden!r}")
     hidden = list(hidden)
     if len(hidden) != n_hidden:
-        raise ValueError(f"hidden must be one name or {n_hidden} names (one per hidden layer), "
-                         f"got {len(hidden)}")
-    return [activations.check_activation(h, f"hidden[{i}]", activations.HIDDEN)
+        names = "name" if n_hidden == 1 else "names"
+        raise ValueError(f"hidden must be one name or {n_hidden} {names} (a list, one per "
+                         f"hidden layer of sizes), got {len(hidden)}: {hidden}")
+    return [str(activations.check_activation(h, f"hidden[{i}]", activations.HIDDEN))
             for i, h in enumerate(hidden)]

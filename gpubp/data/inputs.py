@@ -26,8 +26,14 @@ def check_sparse_X(X, n_inputs, dtype, name="X"):
         raise ValueError(f"{name} must have shape (P >= 1, {n_inputs}), got {X.shape}")
     if X.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
-    X = X.tocsr().astype(dtype, copy=False)
+    source = X.tocsr()
+    with np.errstate(over="ignore"):
+        X = source.astype(dtype, copy=False)
     if not np.isfinite(X.data).all():
+        if np.isfinite(source.data).all():
+            raise ValueError(f"{name} holds values that overflow {np.dtype(dtype).name} "
+                             f"(largest magnitude {float(np.abs(source.data).max()):.3g}): "
+                             f"scale the data or build the network with dtype='float64'")
         raise ValueError(f"{name} must be finite, got NaN or infinite stored values")
     return X
 

@@ -18,9 +18,13 @@ from gpubp.data import mapped
 from gpubp.data.frames import is_tabular
 from gpubp.data.frames import to_numpy as tabular_to_numpy
 
+DTYPES = ("float32", "float64")
+
 
 def to_numpy(data, name):
     """A host NumPy view or copy of ``data`` (CuPy arrays are copied to the host)."""
+    if data is None:
+        raise TypeError(f"{name} must be array-like of numbers, got None")
     if hasattr(data, "__cuda_array_interface__") and hasattr(data, "get"):
         data = data.get()  # CuPy: np.asarray refuses implicit device-to-host copies
     elif is_tabular(data):
@@ -63,14 +67,31 @@ def _chunks(arr):
     pages.release()
 
 
-def _check_finite(arr, name):
-    if arr.dtype.kind != "f":
-        return
+def _count_non_finite(arr):
     bad = 0
     for chunk in _chunks(arr):
         bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
-    if bad:
-        raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s)")
+    return bad
+
+
+def _check_finite(arr, name, source=None):
+    """Refuse NaN and infinite values in ``arr``; ``source`` is what ``arr`` was cast from:
+    finite values there that became infinite are reported as overflowing the dtype."""
+    if arr.dtype.kind != "f":
+        return
+    bad = _count_non_finite(arr)
+    if not bad:
+        return
+    if source is not None and source is not arr and source.dtype.kind in "biuf":
+        already = _count_non_finite(source) if source.dtype.kind == "f" else 0
+        if already < bad:
+            largest = max(float(np.abs(chunk).max()) for chunk in _chunks(source))
+            raise ValueError(
+                f"{name} holds {bad - already} value(s) that overflow {arr.dtype.name} "
+                f"(largest magnitude {largest:.3g}; {arr.dtype.name} holds up to "
+                f"{float(np.finfo(arr.dtype).max):.3g}): scale the data or build the "
+                f"network with dtype='float64'")
+    raise ValueError(f"{name} must be finite, got {bad} NaN or infinite value(s)")
 
 
 def _as_dtype(arr, dtype, name):
@@ -80,7 +101,8 @@ def _as_dtype(arr, dtype, name):
     refused above, where the copy would read a file meant to stay on disk whole.
     """
     if not mapped.is_mapped(arr) or (arr.dtype == np.dtype(dtype) and arr.flags.c_contiguous):
-        return np.ascontiguousarray(arr, dtype=dtype)
+        with np.errstate(over="ignore"):  # an overflow is reported by _check_finite
+            return np.ascontiguousarray(arr, dtype=dtype)
     if arr.nbytes > mapped.COPY_LIMIT:
         layout = "" if arr.flags.c_contiguous else " in Fortran order"
         raise TypeError(
@@ -90,7 +112,8 @@ def _as_dtype(arr, dtype, name):
             f"Save it as a C-ordered {np.dtype(dtype).name} .npy or build the network with "
             f"dtype={arr.dtype.name!r}"
         )
-    return np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def check_X(X, n_inputs, dtype, name="X"):
@@ -105,8 +128,8 @@ def check_X(X, n_inputs, dtype, name="X"):
         raise ValueError(
             f"{name} must have {n_inputs} columns (the network's input size), got shape {arr.shape}"
         )
-    arr = _as_dtype(arr, dtype, name)
-    _check_finite(arr, name)
+    source, arr = arr, _as_dtype(arr, dtype, name)
+    _check_finite(arr, name, source)
     return arr
 
 
@@ -120,7 +143,8 @@ def check_Y(Y, P, n_outputs, loss, dtype, name="Y"):
     arr = to_numpy(Y, name)
     _check_numeric(arr, name)
     if arr.ndim == 1 and arr.shape[0] != P:
-        raise ValueError(f"{name} must have {P} rows (one per example in X), got shape {arr.shape}")
+        raise ValueError(f"{name} must have {P} rows (one per example of the inputs), got "
+                         f"shape {arr.shape}")
     if arr.ndim == 1 and loss == "cross_entropy":
         labels = _check_labels(arr, n_outputs, name)
         onehot = np.zeros((P, n_outputs), dtype=dtype)
@@ -136,9 +160,14 @@ def check_Y(Y, P, n_outputs, loss, dtype, name="Y"):
             expected += f" or integer labels ({P},)"
         elif n_outputs == 1:
             expected += f" or ({P},)"
-        raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}")
-    arr = _as_dtype(arr, dtype, name)
-    _check_finite(arr, name)
+        hint = ""
+        if arr.ndim == 1 and loss == "binary_cross_entropy":
+            hint = (f": {n_outputs} sigmoid outputs are multi-label, one 0/1 column each; "
+                    f"for one label per example use output='softmax' (class labels) or a "
+                    f"single sigmoid output (0/1 labels)")
+        raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}{hint}")
+    source, arr = arr, _as_dtype(arr, dtype, name)
+    _check_finite(arr, name, source)
     if loss in ("cross_entropy", "binary_cross_entropy"):
         _check_probabilities(arr, name, loss)
     if loss == "poisson" and (arr < 0).any():
@@ -182,5 +211,27 @@ def check_positive(value, name, kind=numbers.Real, allow_zero=False):
     if isinstance(value, bool) or not isinstance(value, kind):
         raise TypeError(f"{name} must be {'an integer' if kind is numbers.Integral else 'a number'}, got {value!r}")
     if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+        finite = "" if np.isfinite(value) else ", which is not a finite number"
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}"
+                         f"{finite}")
     return value
+
+
+def check_dtype(dtype, name="dtype"):
+    """The native float32 or float64 ``np.dtype`` that ``dtype`` spells, else an error.
+
+    Every spelling NumPy accepts for them works (``np.float32``, ``"f4"``, ``"<f4"``,
+    ``">f4"``, ``"single"``, ``float``, ``"double"``, ...); None (NumPy's float64) is
+    refused, as a likely mistake.
+    """
+    expected = (f"{name} must be one of {DTYPES} (or a NumPy spelling of them: np.float32, "
+                f"'f4', 'single', np.float64, float, 'f8', 'double', ...)")
+    if dtype is None or isinstance(dtype, bool):
+        raise TypeError(f"{expected}, got {dtype!r}")
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{expected}, got {dtype!r}") from None
+    if resolved.kind != "f" or resolved.itemsize not in (4, 8):
+        raise ValueError(f"{expected}, got {dtype!r} ({resolved})")
+    return np.dtype(f"float{8 * resolved.itemsize}")

@@ -7,6 +7,7 @@ removed.
 """
 
 import os
+import stat
 import tempfile
 
 import numpy as np
@@ -28,12 +29,23 @@ def atomic_write(path, write):
     either the old file or the new one, never a half-written file. The temporary file is
     named after the target and the writing process (``.NAME.gpubp-PID-XXXX.tmp``), so the
     next save of the same target removes what a killed save left behind.
+
+    ``path`` must not exist or be a regular file: a directory, device node (``/dev/full``),
+    FIFO or socket is refused with a ValueError (a rename would replace it by a regular
+    file). A symbolic link is followed: its target is replaced and the link kept (a
+    dangling link creates its target). An ``OSError`` on the way names ``path`` as given,
+    not the temporary file.
     """
-    path = os.fspath(path)
+    given = path = fspath(path)
+    if os.path.islink(path):
+        path = os.path.realpath(path)
     directory = check_output_path(path, "path")
     remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path) + f"{os.getpid()}-",
-                               suffix=TEMP_SUFFIX, dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path) + f"{os.getpid()}-",
+                                   suffix=TEMP_SUFFIX, dir=directory)
+    except OSError as exc:
+        raise _naming(exc, given, f"creating a file in {directory!r} failed") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -44,10 +56,19 @@ def atomic_write(path, write):
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
         _fsync_directory(directory)  # so that the rename itself survives a power cut
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (tmp, path):
+            raise _naming(exc, given) from None
         raise
+
+
+def _naming(exc, path, what="writing it failed"):
+    """``exc`` (an OSError about a temporary file) as the same error about ``path``."""
+    renamed = type(exc)(exc.errno, f"{exc.strerror}: cannot save {path!r} ({what})", path)
+    renamed.__traceback__ = exc.__traceback__
+    return renamed
 
 
 def _fsync_directory(directory):
@@ -67,15 +88,37 @@ def _temp_prefix(path):
     return f".{os.path.basename(path)}.gpubp-"
 
 
+def fspath(path, name="path"):
+    """``os.fspath(path)``, or a TypeError naming the argument ``name``."""
+    try:
+        return os.fspath(path)
+    except TypeError:
+        raise TypeError(f"{name} must be a file path (str or os.PathLike), got "
+                        f"{path!r}") from None
+
+
 def check_output_path(path, name="path"):
     """The directory ``path`` will be written in, or a ``ValueError`` naming ``path``.
 
     Checked before any work starts, so that a long run does not end in "no such directory".
     """
-    path = os.fspath(path)
+    path = fspath(path, name)
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise ValueError(f"{name} must be a file path, got {path!r}, which is a directory")
+    try:
+        mode = os.stat(path).st_mode  # follows a symbolic link, as the save does
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        raise ValueError(f"{name} must be a writable file path, got {path!r} ({exc.strerror})") \
+            from None
+    if mode is not None and not stat.S_ISREG(mode):
+        kind = ("a character device" if stat.S_ISCHR(mode) else "a block device"
+                if stat.S_ISBLK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a socket"
+                if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ValueError(f"{name} must be a regular file (or a new one), got {path!r}, which is "
+                         f"{kind}: saving would replace it")
     if not os.path.isdir(directory):
         raise ValueError(f"{name} must be a path in an existing directory, got {path!r} "
                          f"({directory!r} does not exist)")

@@ -7,11 +7,14 @@ Everything is read back with ``allow_pickle=False`` and checked before use.
 """
 
 import json
-import os
 
 import numpy as np
 
-from gpubp.io.atomic import atomic_savez
+from gpubp import activations, losses
+from gpubp.backends.base import check_options
+from gpubp.core.network import ARGUMENTS, Network, _check_hidden
+from gpubp.data.validation import check_dtype
+from gpubp.io.atomic import atomic_savez, fspath
 from gpubp.io.npzfile import read_arrays
 
 FORMAT = "gpubp"
@@ -49,7 +52,7 @@ def read_npz(path):
     The archive is read by :func:`gpubp.io.npzfile.read_arrays`: each array is checked
     against the file's size before it is allocated, and corruption is a ``ValueError``.
     """
-    path = os.fspath(path)
+    path = fspath(path)
     arrays = read_arrays(path, "gpubp model file")
     if "header" not in arrays:
         raise ValueError(f"{path} is not a gpubp model file (no header)")
@@ -109,7 +112,7 @@ def check_parameters(path, header, arrays):
     return sizes, W, b
 
 
-def load(path, device="cpu", **network_options):
+def load(path, device="cpu", dtype=None, **network_options):
     """Load a network saved by :meth:`gpubp.Network.save`.
 
     Parameters
@@ -117,18 +120,37 @@ def load(path, device="cpu", **network_options):
     path : str or os.PathLike
     device : {"cpu", "cuda", "auto"} or None
         Where the loaded network runs (independent of where it was trained).
+    dtype : None, or float32 / float64 in any NumPy spelling
+        The loaded network's dtype; None keeps the file's. Converting float64
+        parameters to float32 rounds them (and refuses values float32 cannot hold).
     **network_options
-        Further :class:`gpubp.Network` options (``backend``, ``fallback``, ...).
-    """
-    from gpubp.core.network import Network
+        Further :class:`gpubp.Network` options (``seed``, ``backend``, ``fallback``,
+        backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``)
+        comes from the file: passing it, or any unknown keyword, is a TypeError.
 
+    Errors in the file are ValueErrors naming the file; errors in the arguments name
+    the argument, as :class:`gpubp.Network` does.
+    """
+    architecture = ("sizes", "hidden", "output", "loss")
+    for key in network_options:
+        if key in architecture:
+            raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
+                            f"architecture ({', '.join(architecture)}) comes from the file")
+    own = [a for a in ARGUMENTS if a not in architecture]
+    backend_options = {k: v for k, v in network_options.items() if k not in own}
+    check_options(backend_options, network_options.get("backend") or "cpu", caller="load()",
+                  arguments=["path", *own])
+    if dtype is not None:
+        dtype = check_dtype(dtype)
     header, arrays = read_npz(path)
     sizes, W, b = check_parameters(path, header, arrays)
-    try:
-        net = Network(sizes, hidden=header["hidden"] if len(sizes) > 2 else "sigmoid",
-                      output=header["output"], loss=header["loss"], device=device,
-                      dtype=header["dtype"], **network_options)
+    try:  # the header's fields, checked as the Network checks them: errors blame the file
+        hidden = _check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
+        output = activations.check_activation(header["output"], "output", activations.OUTPUT)
+        loss = losses.check_pairing(output, header["loss"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
+    net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device,
+                  dtype=header["dtype"] if dtype is None else dtype, **network_options)
     net.set_params(W, b)
     return net

@@ -90,6 +90,18 @@ class Optimizer:
         self._hold({key: backend.zeros((self._size,), params[0].dtype)
                     for key in self.state_names})
 
+    def __getstate__(self):
+        # the per-parameter views would pickle as copies of their own, apart from the flat
+        # buffers the fused step updates: they are rebuilt from those on unpickling
+        state = dict(self.__dict__)
+        state["state"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.flat_state is not None:
+            self._hold(self.flat_state)
+
     def _hold(self, flat_state):
         """``flat_state`` (name -> (N,) buffer) becomes the state, with its views per
         parameter."""

@@ -118,13 +118,25 @@ class _BaseMLP(BaseEstimator):
         for value, name in ((self.beta_1, "beta_1"), (self.beta_2, "beta_2")):
             _check_number(value, name, low=0.0, high=1.0)
         _check_number(self.epsilon, "epsilon", low=0.0, strict=True)
+        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
+            raise TypeError(f"verbose must be a bool or an integer, got {self.verbose!r}")
         if not 0 < _check_number(self.validation_fraction, "validation_fraction") < 1:
             raise ValueError(f"validation_fraction must be in (0, 1), got "
                              f"{self.validation_fraction!r}")
         if self.batch_size != "auto":
             _check_number(self.batch_size, "batch_size", low=1, integral=True)
-        if self.dtype is not None and str(self.dtype) not in ("float32", "float64"):
-            raise ValueError(f"dtype must be None, 'float32' or 'float64', got {self.dtype!r}")
+        if self.dtype is not None:
+            from gpubp.data.validation import check_dtype
+
+            try:
+                check_dtype(self.dtype)
+            except (TypeError, ValueError):
+                raise ValueError(f"dtype must be None, 'float32' or 'float64' (or a NumPy "
+                                 f"spelling of them: np.float32, 'f4', float, 'f8', ...), "
+                                 f"got {self.dtype!r}") from None
         return hidden
 
     def _validate(self, X, y, reset, y_numeric):

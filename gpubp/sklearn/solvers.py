@@ -23,6 +23,7 @@ from gpubp.optim import lbfgs
 from gpubp.core.network import Network
 from gpubp.optim.optimizers import SGD, Adam
 from gpubp.optim.schedules import Schedule, get_schedule
+from gpubp.data.validation import check_dtype
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 OUT_ACTIVATION = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity",
@@ -86,7 +87,7 @@ def _initialize(est, sizes, dtype, rs):
 def fit(est, X, Y, sample_weight, sizes, first_pass, incremental):
     """Train ``est`` on validated ``X`` (dense or sparse) and 2-D float targets ``Y``."""
     rs = check_random_state(est.random_state)
-    dtype = np.dtype(est.dtype or X.dtype)
+    dtype = np.dtype(X.dtype) if est.dtype is None else check_dtype(est.dtype)
     if first_pass:
         _initialize(est, sizes, dtype, rs)
     elif est.coefs_[0].dtype != dtype:

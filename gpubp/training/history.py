@@ -32,13 +32,35 @@ class History:
         for key, value in figures.items():
             self.history.setdefault(key, []).append(float(value))
 
+    # A read-only mapping of figure names to lists, as ``history.history``: ``hist["loss"]``,
+    # ``keys()``, ``values()``, ``items()``, ``get()``, iteration over the names,
+    # ``dict(hist)``. ``len(hist)`` is the number of epochs (not of figures), as it always was.
     def __getitem__(self, key):
-        return self.history[key]
+        try:
+            return self.history[key]
+        except KeyError:
+            raise KeyError(f"{key!r} was not recorded; recorded: {list(self.history)}") from None
 
     def __contains__(self, key):
         return key in self.history
 
+    def __iter__(self):
+        return iter(self.history)
+
+    def keys(self):
+        return self.history.keys()
+
+    def values(self):
+        return self.history.values()
+
+    def items(self):
+        return self.history.items()
+
+    def get(self, key, default=None):
+        return self.history.get(key, default)
+
     def __len__(self):
+        """The number of epochs recorded."""
         return len(self.epoch)
 
     def __repr__(self):

@@ -42,6 +42,10 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         check_positive(batch_size, "batch_size", numbers.Integral)
         if tol is not None:
             check_positive(tol, "tol", allow_zero=True)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
+        if not isinstance(verbose, numbers.Integral):  # True/False are 1/0, as in Keras
+            raise TypeError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
         check_positive(validation_split, "validation_split", allow_zero=True)
@@ -52,9 +56,12 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         validation = None  # (X_val, Y_val, rows of them or None for all)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (X_val, Y_val), got "
-                                 f"{type(validation_data).__name__}")
-            validation = (*net._check_XY(*validation_data), None)
+                got = (f"a {type(validation_data).__name__} of {len(validation_data)}"
+                       if isinstance(validation_data, (tuple, list))
+                       else type(validation_data).__name__)
+                raise ValueError(f"validation_data must be a tuple (X_val, Y_val), got {got}")
+            validation = (*net._check_XY(*validation_data, names=(
+                "validation_data[0] (X_val)", "validation_data[1] (Y_val)")), None)
         check_positive(checkpoint_every, "checkpoint_every", numbers.Integral)
         if not isinstance(gradient_flow, bool):
             raise TypeError(f"gradient_flow must be True or False, got {gradient_flow!r}")
@@ -64,7 +71,11 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         has_validation = validation is not None or bool(validation_split)
         callbacks = _callbacks(callbacks, early_stopping, has_validation)
 
-        state = ckpt_io.load(resume) if resume is not None else None
+        state = None
+        if resume is not None:
+            from gpubp.io.atomic import fspath
+
+            state = ckpt_io.load(fspath(resume, "resume"))
         split = None
         rows = None  # the training rows of X (all of them without a validation split)
         if validation_split:
@@ -115,8 +126,12 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
             split, group, gradient_flow=False):
     """The loop over epochs of :func:`fit`, after its checks; returns the History."""
     P_total = len(order)
-    # the parameters at the start of the epoch, restored if it diverges: one flat copy
+    # the parameters at the start of the epoch, of the epoch before and of the run, one
+    # flat copy each: a diverged epoch restores the latest of them whose loss is finite
     snapshot = net.backend.empty(net.theta.shape, net.theta.dtype)
+    previous = net.backend.empty(net.theta.shape, net.theta.dtype)
+    first = net.backend.empty(net.theta.shape, net.theta.dtype)
+    net.backend.copyto(first, net.theta)
     # the training data where a step reads it: on a GPU, uploaded once for the run
     # a sparse X stays on the host: its batches go up as sparse matrices (Network._load)
     X_train = X if is_sparse(X) else net.backend.resident(X)
@@ -132,6 +147,7 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
         for epoch in bar:
             for cb in callbacks:
                 cb.on_epoch_begin(run, epoch)
+            snapshot, previous = previous, snapshot  # previous: the last epoch's start
             net.backend.copyto(snapshot, net.theta)
             if shuffle:
                 net.rng.shuffle(order)
@@ -142,11 +158,13 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
             finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
             if not group.all(finite):
                 group.restore(net, snapshot)
-                raise TrainingDiverged(
-                    f"training diverged in epoch {epoch}: the loss became {epoch_loss} "
-                    f"(lr={lr_now}); the parameters from the start of that epoch "
-                    f"were restored. Try a smaller learning rate."
-                )
+                candidates = [(epoch, snapshot)]
+                if epoch > first_epoch:
+                    candidates.append((epoch - 1, previous))
+                if epoch - 1 > first_epoch:
+                    candidates.append((first_epoch, first))
+                raise _restore_finite(net, X, Y, rows, group, candidates, epoch,
+                                      epoch_loss, lr_now)
             figures = _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation,
                                      tol, group, gradient_flow)
             figures["lr"] = lr_now
@@ -175,6 +193,31 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
         cb.on_train_end(run)
     group.check_identical(net)
     return history
+
+
+def _restore_finite(net, X, Y, rows, group, candidates, epoch, epoch_loss, lr):
+    """Put back the first of ``candidates`` ((start epoch, flat parameters), latest first)
+    whose full training loss is finite (the last one if none is); return the
+    :class:`TrainingDiverged` to raise. Collective: every rank checks the same ones."""
+    for start, params in candidates:
+        net.backend.copyto(net.theta, params)
+        sums = data_sums(net, X, Y, rows, group)
+        loss = float(sums[0] / sums[2])
+        if np.isfinite(loss):
+            break
+    which = "that epoch" if start == epoch else f"epoch {start}"
+    if np.isfinite(loss):
+        restored = (f"the parameters from the start of {which} were restored (training "
+                    f"loss {loss:.6g})")
+    else:
+        restored = (f"the parameters from the start of {which} were restored, but even "
+                    f"their training loss is {loss}: the data or the initial weights "
+                    f"overflow {net.dtype.name}")
+    error = TrainingDiverged(f"training diverged in epoch {epoch}: the loss became "
+                             f"{epoch_loss} (lr={lr}); {restored}. Try a smaller learning "
+                             f"rate.")
+    error.epoch, error.restored_epoch, error.restored_loss = epoch, start, loss
+    return error
 
 
 def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
@@ -319,10 +362,10 @@ def _split_permutation(rng, Y, loss):
 
 
 def _checkpoint_path(path):
-    """``path`` as a string, checked to sit in an existing directory."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"checkpoint must be a path in an existing directory, got {path!r} "
-                         f"({directory!r} does not exist)")
+    """``path`` as a string, checked to sit in an existing, writable directory and to be
+    no directory, device, FIFO or socket (see :func:`gpubp.io.atomic.check_output_path`)."""
+    from gpubp.io.atomic import check_output_path, fspath
+
+    path = fspath(path, "checkpoint")
+    check_output_path(os.path.realpath(path) if os.path.islink(path) else path, "checkpoint")
     return path
