@@ -211,7 +211,7 @@ class Backend:
         """A host SciPy sparse batch as this backend's CSR matrix (``cupyx`` on CUDA)."""
         if self.xp is np:
             return matrix.tocsr()
-        import cupyx.scipy.sparse as device_sparse
+        import cupyx.scipy.sparse as device_sparse  # optional: CuPy, on the cuda backend only
 
         return device_sparse.csr_matrix(matrix.tocsr())
 

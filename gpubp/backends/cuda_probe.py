@@ -16,7 +16,7 @@ import warnings
 
 def simulated():
     """Whether Numba's CUDA simulator is on (``NUMBA_ENABLE_CUDASIM=1`` before import)."""
-    from numba import config
+    from numba import config  # numba's config: light, but keeps this module free of numba at import
 
     return bool(config.ENABLE_CUDASIM)
 

@@ -45,7 +45,7 @@ def select_gpu():
     if simulated():
         return None  # the simulator has one simulated device
     try:
-        import cupy
+        import cupy  # optional: CuPy (gpubp[cuda12] / [cuda13])
     except ImportError:
         return None
     n = cupy.cuda.runtime.getDeviceCount()

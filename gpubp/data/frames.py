@@ -23,7 +23,7 @@ def is_tabular(data):
 
 def _pyarrow(name):
     try:
-        import pyarrow
+        import pyarrow  # keeps import gpubp light: pyarrow only when a table is given
     except ImportError as exc:
         raise ImportError(f"{name} is a data frame or an Arrow object; reading it needs "
                           f"pyarrow ({exc}): pip install pyarrow") from None
@@ -113,7 +113,7 @@ def column_to_numpy(column, name, pa=None):
 
 def first_null(column, pa):
     """0-based index of the first null of an Arrow column."""
-    import pyarrow.compute as pc
+    import pyarrow.compute as pc  # as above
 
     return int(pc.index(pc.is_null(column), pa.scalar(True)).as_py())
 

@@ -43,7 +43,7 @@ def _from_dlpack(data, name):
         return np.from_dlpack(data)
     except (BufferError, RuntimeError, TypeError, ValueError) as exc:
         try:
-            import cupy
+            import cupy  # optional: CuPy, present when a CuPy array is given
         except ImportError:
             raise TypeError(f"{name} is a DLPack tensor NumPy cannot read ({exc}) and CuPy "
                             f"is not installed to copy it from the GPU") from None

@@ -6,7 +6,7 @@ MPI_HINT = ("distributed training needs mpi4py: pip install 'gpubp[mpi]' (mpi4py
 
 def _mpi():
     try:
-        from mpi4py import MPI
+        from mpi4py import MPI  # optional: mpi4py (gpubp[mpi]); importing it initialises MPI
     except ImportError as exc:
         raise ImportError(MPI_HINT) from exc
     return MPI

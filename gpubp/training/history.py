@@ -104,6 +104,6 @@ class History:
         ImportError
             When matplotlib is not installed (``pip install "gpubp[plot]"``).
         """
-        from gpubp.training.plotting import plot_history
+        from gpubp.training.plotting import plot_history  # matplotlib behind it is optional (gpubp[plot])
 
         return plot_history(self, path, title)

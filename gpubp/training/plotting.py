@@ -9,7 +9,7 @@ import os
 
 def _figure_class():
     try:
-        from matplotlib.figure import Figure
+        from matplotlib.figure import Figure  # optional: matplotlib (gpubp[plot])
     except ImportError as exc:
         raise ImportError(
             f"plotting needs matplotlib, which is not installed ({exc}); "
@@ -94,7 +94,7 @@ def _mark_best(ax, history):
 
 def _plot_gradient_flow(ax, history, epochs, layers):
     """Per layer: ‖∂C/∂W^l‖ solid, mean |δ^l| dashed, same colour; log y axis."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # optional: matplotlib (gpubp[plot])
 
     colours = colormaps["viridis"]
     for l in layers:
