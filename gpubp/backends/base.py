@@ -28,6 +28,7 @@ and replace what they fuse.
 
 import numpy as np
 
+from gpubp import losses
 from gpubp.data import mapped
 from gpubp.kernels import reference as reference_kernels
 
@@ -144,7 +145,7 @@ class Backend:
         CuPy the count stays on the device (no synchronisation per batch).
         """
         xp = self.xp
-        if loss == "cross_entropy":
+        if losses.LOSSES[loss].targets == "labels":  # one class per row
             return (xp.argmax(a, axis=1) == xp.argmax(y, axis=1)).sum()
         return xp.all((a > 0.5) == (y > 0.5), axis=1).sum()
 
