@@ -161,13 +161,10 @@ def build_parser():
 
     grad = commands.add_parser("gradcheck", help="backpropagation vs central differences")
     grad.add_argument("--layers", type=_layers, default=[5, 4], help="hidden widths (default 5,4)")
-    grad.add_argument("--hidden", default="sigmoid",
-                      help=f"hidden activation: {', '.join(activations.HIDDEN)} (default sigmoid)")
-    grad.add_argument("--output", default="softmax",
-                      help=f"output activation: {', '.join(activations.OUTPUT)} (default softmax)")
-    grad.add_argument("--loss", default=None,
-                      help=f"{', '.join(losses.NAMES)} (default the output's canonical loss, "
-                           f"else mse)")
+    grad.add_argument("--hidden", default="sigmoid", help=", ".join(activations.HIDDEN))
+    grad.add_argument("--output", default="softmax", help=", ".join(activations.OUTPUT))
+    grad.add_argument("--loss", default=None, help=", ".join(losses.NAMES) + " (default: the "
+                      "output's canonical loss, else mse)")
     grad.add_argument("--inputs", type=_positive(int), default=6)
     grad.add_argument("--outputs", type=_positive(int), default=3)
     grad.add_argument("--examples", type=_positive(int), default=8)

@@ -105,7 +105,7 @@ def _activation_nodes(activation, z, out, l, dtype, inits):
     """The nodes applying ``activation`` (a row of :data:`gpubp.activations.ACTIVATIONS`) to
     ``z``, named ``out``: its operator and attributes, after ``Min(z, EXP_CAP)`` for a
     capped one, as the kernels compute it (the cap a constant appended to ``inits``)."""
-    from onnx import helper, numpy_helper
+    from onnx import helper, numpy_helper  # optional dependency, checked by _onnx()
 
     nodes = []
     if activation.capped:

@@ -377,18 +377,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             raise ValueError(f"loss must be one of {tuple(REGRESSOR_LOSSES)}, got "
                              f"{self.loss!r}")
         X, y = self._validate(X, y, reset, y_numeric=True)
-        if self._loss.targets == "counts" and np.any(y < 0):
+        if losses.LOSSES[REGRESSOR_LOSSES[self.loss]].targets == "counts" and np.any(y < 0):
             raise ValueError(f"loss={self.loss!r} needs non-negative y, got negative values")
         return X, y
 
     @property
-    def _loss(self):
-        return losses.LOSSES[REGRESSOR_LOSSES[self.loss]]
-
-    @property
-    def _output(self):
-        # the loss's canonical output (exp for poisson), else the identity
-        return self._loss.canonical_output or "identity"
+    def _output(self):  # the loss's canonical output (exp for poisson), else the identity
+        return losses.LOSSES[REGRESSOR_LOSSES[self.loss]].canonical_output or "identity"
 
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):
