@@ -1,16 +1,122 @@
-"""Activation names, where each may be used, and the initialisation that suits it.
+"""The activation table: every activation name once, with all that its consumers need.
 
 The functions themselves are kernels (``gpubp.kernels.reference`` and its fused twins);
-this module is the table the network validates its arguments against.
+this module is the one table that the network validates its arguments against and that
+every consumer derives its names from: the kernels of every target take their integer
+codes from it, ONNX export its operators, the scikit-learn estimators their names, the
+command line its help. ``tests/test_tables.py`` runs every row through every consumer.
+
+=========  ====  ===========  ======  ========  ========  ======  ======
+name       code  derivative   init    onnx      sklearn   hidden  output
+=========  ====  ===========  ======  ========  ========  ======  ======
+sigmoid    0     from_output  glorot  Sigmoid   logistic  yes     yes
+tanh       1     from_output  glorot  Tanh      tanh      yes     yes
+relu       2     from_output  he      Relu      relu      yes     yes
+identity   3     from_output  glorot  Identity  identity  yes     yes
+softmax    4     cancels      glorot  Softmax   softmax   no      yes
+exp        5     cancels      glorot  Exp       exp       no      yes
+=========  ====  ===========  ======  ========  ========  ======  ======
+
+``derivative``: ``"from_output"``, ``g'(z)`` written through the output ``a = g(z)``
+(sigmoid ``a(1−a)``, tanh ``1−a²``, relu ``a>0``, identity ``1``), so ``z`` need not be
+stored; ``"cancels"``, no ``g'`` of its own: the activation is an output paired with its
+canonical loss (``gpubp.losses``), where ``g_o'`` cancels with ``∂c/∂a`` and
+``δ^L = (a − y)/P``. (An activation whose derivative needs ``z``, gelu or silu, would add
+``"from_z"``.)
+
+``init``: Glorot/Xavier keeps the variance of sigmoid, tanh and linear units roughly
+constant through the layers; He doubles it to make up for the half of relu's inputs set
+to zero.
 """
 
-HIDDEN = ("sigmoid", "tanh", "relu", "identity")
-OUTPUT = HIDDEN + ("softmax", "exp")  # exp: the rate of a Poisson output
+from dataclasses import dataclass
 
-# Glorot/Xavier keeps the variance of sigmoid, tanh and linear units roughly constant
-# through the layers; He doubles it to make up for the half of relu's inputs set to zero.
-INIT = {"sigmoid": "glorot", "tanh": "glorot", "identity": "glorot", "softmax": "glorot",
-        "relu": "he", "exp": "glorot"}
+DERIVATIVES = ("from_output", "cancels")
+INITS = ("glorot", "he")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One row of the table.
+
+    Attributes
+    ----------
+    name : str
+    code : int
+        The integer the compiled kernels (CPU and CUDA) dispatch on; unique, >= 0.
+    derivative : str
+        One of :data:`DERIVATIVES` (see the module docstring).
+    init : str
+        One of :data:`INITS`: the initial weights of a layer feeding this activation.
+    onnx : str
+        The ``ai.onnx`` operator applying it to ``z``.
+    sklearn : str or None
+        scikit-learn's name for it (``activation`` / ``out_activation_``), or None.
+    hidden, output : bool
+        Whether a hidden layer, the output layer, may use it.
+    elementwise : bool
+        ``g(z)_j`` depends on ``z_j`` alone (softmax is row-wise).
+    capped : bool
+        The kernels take ``g(min(z, EXP_CAP))`` so it cannot overflow
+        (``gpubp.kernels.reference.EXP_CAP``); the ONNX graph does the same.
+    onnx_attributes : tuple of (str, value) pairs
+        Attributes of the ONNX node.
+    """
+
+    name: str
+    code: int
+    derivative: str
+    init: str
+    onnx: str
+    sklearn: str | None
+    hidden: bool
+    output: bool
+    elementwise: bool = True
+    capped: bool = False
+    onnx_attributes: tuple = ()
+
+
+ACTIVATIONS = {a.name: a for a in (
+    Activation("sigmoid", 0, "from_output", "glorot", "Sigmoid", "logistic", True, True),
+    Activation("tanh", 1, "from_output", "glorot", "Tanh", "tanh", True, True),
+    Activation("relu", 2, "from_output", "he", "Relu", "relu", True, True),
+    Activation("identity", 3, "from_output", "glorot", "Identity", "identity", True, True),
+    Activation("softmax", 4, "cancels", "glorot", "Softmax", "softmax", False, True,
+               elementwise=False, onnx_attributes=(("axis", -1),)),
+    # exp: the rate of a Poisson output
+    Activation("exp", 5, "cancels", "glorot", "Exp", "exp", False, True, capped=True),
+)}
+
+NAMES = tuple(ACTIVATIONS)
+HIDDEN = tuple(a.name for a in ACTIVATIONS.values() if a.hidden)
+OUTPUT = tuple(a.name for a in ACTIVATIONS.values() if a.output)
+# those whose g' the kernels write through a (hidden layers, and mse outputs)
+FROM_OUTPUT = tuple(a.name for a in ACTIVATIONS.values() if a.derivative == "from_output")
+INIT = {a.name: a.init for a in ACTIVATIONS.values()}
+CODES = {a.name: a.code for a in ACTIVATIONS.values()}
+
+
+def _check_table():
+    codes = [a.code for a in ACTIVATIONS.values()]
+    assert len(set(codes)) == len(codes) and min(codes) >= 0, codes
+    for a in ACTIVATIONS.values():
+        assert a.derivative in DERIVATIVES and a.init in INITS, a
+        assert a.hidden <= (a.derivative == "from_output"), a  # backprop needs g' from a
+
+
+_check_table()
+
+
+def code(name):
+    """The kernels' integer code of activation ``name`` (``KeyError`` if unknown)."""
+    return ACTIVATIONS[name].code
+
+
+def sklearn_names(where):
+    """scikit-learn's names of the activations usable in ``where`` (``"hidden"`` or
+    ``"output"``), as a dict scikit-learn name -> gpubp name."""
+    return {a.sklearn: a.name for a in ACTIVATIONS.values()
+            if a.sklearn is not None and getattr(a, where)}
 
 
 def check_activation(name, argument, allowed):

@@ -1,58 +1,143 @@
-"""Loss names and the output activations each may be paired with.
+"""The loss table: every loss name once, its code, the output it pairs with, what it fits.
 
 Per-example costs (the network reports their mean over the batch):
 
-- ``mse``: ``½ Σ_j (a_j − y_j)²``, with any elementwise output activation;
-  ``δ^L = (a − y) ⊙ g_o'(a) / P``.
+- ``mse``: ``½ Σ_j (a_j − y_j)²``, with any elementwise output activation whose ``g'`` is
+  written through ``a``; ``δ^L = (a − y) ⊙ g_o'(a) / P``.
 - ``binary_cross_entropy``: ``−Σ_j [y_j log a_j + (1 − y_j) log(1 − a_j)]``, sigmoid
   output; ``δ^L = (a − y) / P``.
 - ``cross_entropy``: ``−Σ_j y_j log a_j``, softmax output; ``δ^L = (a − y) / P``.
 - ``poisson``: half the Poisson deviance ``Σ_j [y_j log(y_j / a_j) − y_j + a_j]`` for
   counts or rates ``y >= 0``, exponential output ``a = e^z``; ``δ^L = (a − y) / P``.
 
-The kernels are in ``gpubp.kernels``; this module holds the table.
+The kernels are in ``gpubp.kernels`` and take their integer codes from here, as do the
+scikit-learn estimators their loss names; ``tests/test_tables.py`` runs every row through
+every consumer.
+
+=====================  ====  ================  ==========  =============  =======
+name                   code  canonical_output  classifier  sklearn        targets
+=====================  ====  ================  ==========  =============  =======
+mse                    0     (none)            no          squared_error  real
+binary_cross_entropy   1     sigmoid           yes         log_loss       binary
+cross_entropy          2     softmax           yes         log_loss       labels
+poisson                3     exp               no          poisson        counts
+=====================  ====  ================  ==========  =============  =======
 """
 
-LOSSES = ("mse", "binary_cross_entropy", "cross_entropy", "poisson")
-CANONICAL_OUTPUT = {"binary_cross_entropy": "sigmoid", "cross_entropy": "softmax",
-                    "poisson": "exp"}
-DEFAULT_LOSS = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
-                "exp": "poisson"}
-CLASSIFIER_LOSSES = ("binary_cross_entropy", "cross_entropy")
+import difflib
+
+from dataclasses import dataclass
+
+TARGETS = ("real", "binary", "labels", "counts")
 
 
-def check_pairing(output, loss):
-    """Return the loss for ``output`` (inferred when ``loss`` is None) or raise ``ValueError``."""
+@dataclass(frozen=True)
+class Loss:
+    """One row of the table.
+
+    Attributes
+    ----------
+    name : str
+    code : int
+        The integer the compiled kernels dispatch on; unique, >= 0.
+    canonical_output : str or None
+        The output activation it must be paired with, where ``g_o'`` cancels with
+        ``∂c/∂a`` (``δ^L = (a − y) / P``); it is also the loss that output defaults to.
+        None: any output activation with ``g'`` written through ``a``.
+    classifier : bool
+        Classifiers predict labels and report accuracy; regressors predict outputs.
+    sklearn : str or None
+        scikit-learn's name for it (``MLPRegressor(loss=...)``; the classifier's
+        ``loss`` attribute).
+    targets : str
+        One of :data:`TARGETS`: real values, 0/1 labels, one class per row (one-hot), or
+        counts ``>= 0``.
+    """
+
+    name: str
+    code: int
+    canonical_output: str | None
+    classifier: bool
+    sklearn: str | None
+    targets: str
+
+
+LOSSES = {l.name: l for l in (
+    Loss("mse", 0, None, False, "squared_error", "real"),
+    Loss("binary_cross_entropy", 1, "sigmoid", True, "log_loss", "binary"),
+    Loss("cross_entropy", 2, "softmax", True, "log_loss", "labels"),
+    Loss("poisson", 3, "exp", False, "poisson", "counts"),
+)}
+
+NAMES = tuple(LOSSES)
+CODES = {l.name: l.code for l in LOSSES.values()}
+CANONICAL_OUTPUT = {l.name: l.canonical_output for l in LOSSES.values()
+                    if l.canonical_output is not None}
+DEFAULT_LOSS = {output: name for name, output in CANONICAL_OUTPUT.items()}
+CLASSIFIER_LOSSES = tuple(l.name for l in LOSSES.values() if l.classifier)
+
+
+def _check_table():
+    codes = [l.code for l in LOSSES.values()]
+    assert len(set(codes)) == len(codes) and min(codes) >= 0, codes
+    assert len(DEFAULT_LOSS) == len(CANONICAL_OUTPUT), "one canonical loss per output"
+    for l in LOSSES.values():
+        assert l.targets in TARGETS, l
+
+
+_check_table()
+
+
+def code(name):
+    """The kernels' integer code of loss ``name`` (``KeyError`` if unknown)."""
+    return LOSSES[name].code
+
+
+def sklearn_regressor_losses():
+    """scikit-learn's names of the regression losses -> gpubp's names."""
+    return {l.sklearn: l.name for l in LOSSES.values()
+            if l.sklearn is not None and not l.classifier}
+
+
+def check_pairing(output, loss, activations):
+    """Return the loss for ``output`` (inferred when ``loss`` is None) or raise ``ValueError``.
+
+    ``activations`` is the activation table (``gpubp.activations.ACTIVATIONS``, passed in:
+    this module imports nothing of gpubp); ``output`` is one of its names.
+    """
     if loss is None:
         return DEFAULT_LOSS.get(output, "mse")
     if not isinstance(loss, str) or loss not in LOSSES:
-        import difflib
-
         aliases = {"squared_error": "mse", "mean_squared_error": "mse", "l2": "mse",
                    "log_loss": "cross_entropy", "categorical_crossentropy": "cross_entropy",
                    "binary_crossentropy": "binary_cross_entropy", "bce": "binary_cross_entropy"}
         close = [] if not isinstance(loss, str) else [aliases[loss.lower()]] \
-            if loss.lower() in aliases else difflib.get_close_matches(loss.lower(), LOSSES, n=1,
+            if loss.lower() in aliases else difflib.get_close_matches(loss.lower(), NAMES, n=1,
                                                                        cutoff=0.75)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"loss must be one of {LOSSES} or None, got {loss!r}{hint}")
+        raise ValueError(f"loss must be one of {NAMES} or None, got {loss!r}{hint}")
     required = CANONICAL_OUTPUT.get(loss)
     if required is not None and output != required:
         raise ValueError(
             f"loss={loss!r} needs output={required!r} (the pairing whose output error is "
             f"a - y), got output={output!r}"
         )
-    if loss != "poisson" and output == "exp":
-        raise ValueError(f"output='exp' needs loss='poisson' (its canonical pairing), got "
-                         f"loss={loss!r}")
-    if loss == "mse" and output == "softmax":
+    g = activations[output]
+    if required is None and g.derivative != "from_output":
+        # an output without g' of its own: only its canonical loss, where g_o' cancels
+        if g.elementwise:
+            raise ValueError(f"output={output!r} needs loss={DEFAULT_LOSS[output]!r} (its "
+                             f"canonical pairing), got loss={loss!r}")
+        usable = ", ".join(a.name for a in activations.values()
+                           if a.output and a.derivative == "from_output")
         raise ValueError(
-            "loss='mse' needs an elementwise output activation (sigmoid, tanh, relu, "
-            "identity), got output='softmax'; use loss='cross_entropy' with softmax"
+            f"loss={loss!r} needs an elementwise output activation ({usable}), got "
+            f"output={output!r}; use loss={DEFAULT_LOSS[output]!r} with {output}"
         )
     return loss
 
 
 def is_classifier(loss):
     """Classifiers predict labels and report accuracy; regressors predict outputs."""
-    return loss in CLASSIFIER_LOSSES
+    row = LOSSES.get(loss)
+    return row is not None and row.classifier

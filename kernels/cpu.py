@@ -9,7 +9,7 @@ instead of several NumPy temporaries:
 - ``output_delta``: ``δ^L`` and the mean cost in one pass (no per-example cost array);
 - ``hidden_delta``: ``δ ⊙ g'(a)`` on the GEMM output, in place;
 - ``weight_bias_gradients``: ``a^T δ`` by BLAS into ``dW`` and the column sums of ``δ``;
-- ``sgd_update``/``adam_update``: the whole optimizer step in one pass over the parameter.
+- ``sgd_update``/``adam_update``, ``count_correct``: from :mod:`gpubp.kernels.cpu_update`.
 
 The matrix products themselves stay in BLAS (``np.matmul(..., out=...)``): a hand-written
 Numba GEMM cannot compete with OpenBLAS, and the elementwise work is what NumPy does badly.
@@ -26,11 +26,12 @@ Every loop is compiled with ``error_model="numpy"``: Python's error model checks
 float division for a zero divisor, and that branch alone stops LLVM from vectorising a
 loop (the float32 sigmoid below ran 8x slower with it). Divisions by zero give inf/nan as in NumPy.
 
-Activations and losses are dispatched inside the compiled code by small integer codes so
-that each kernel is compiled once per dtype and array layout, not once per activation;
-the public functions take the same strings as the reference kernels. Every kernel is
-compiled with ``cache=True``: a fresh process loads the machine code from ``__pycache__``
-instead of spending seconds in LLVM.
+Activations and losses are dispatched inside the compiled code by the integer codes of
+their tables (:mod:`gpubp.activations`, :mod:`gpubp.losses`), so that each kernel is
+compiled once per dtype and array layout, not once per activation; the public functions
+take the names. Every kernel is compiled with ``cache=True``: a fresh process loads the
+machine code from ``__pycache__`` instead of spending seconds in LLVM (stamped by
+:mod:`gpubp.kernels.jit_cache` with the tables' source too).
 """
 
 import math
@@ -40,36 +41,30 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from gpubp import activations, losses
+from gpubp.kernels.cpu_update import (_adam, _count_correct, _sgd,  # noqa: F401 - re-exported
+                                      adam_update, count_correct, sgd_update)
+from gpubp.kernels.jit_cache import source_digest, stamp  # noqa: F401 - source_digest too
 from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, EXP_CAP, LOSSES
 
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = range(6)
-# internal codes, negative so that the activations' codes above can grow
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
+    activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = map(
+    losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson"))
+# internal codes, negative so that the tables' codes (>= 0) can grow
 _SIGMOID_F32 = -1  # internal: sigmoid of a float32 array by the vectorised exp below
 _TANH_F32 = -2  # internal: tanh of a float32 array by the vectorised rational function below
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = range(4)
 
-_ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
-_LOSS_CODES = {name: code for code, name in enumerate(LOSSES)}
-
-# Clip bounds of the log-losses, as in reference._clipped: the smallest normal number and
-# the largest value below 1 of the dtype, looked up once rather than per call.
+# Clip bounds of the log-losses (reference._clipped), looked up once rather than per call.
 _CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
          for t in (np.float32, np.float64)}
 
-assert ACTIVATIONS[SOFTMAX] == "softmax" and LOSSES[CROSS_ENTROPY] == "cross_entropy"
-assert ACTIVATIONS[EXP] == "exp" and LOSSES[POISSON] == "poisson"
-
 
 def activation_code(activation, elementwise=False):
-    """The integer code of an activation name (what the compiled kernels dispatch on).
-
-    Raises
-    ------
-    ValueError
-        For an unknown name, or ``"softmax"`` where only elementwise activations make
-        sense (``elementwise=True``), with the same messages as the reference kernels.
-    """
-    code = _ACTIVATION_CODES.get(activation)
+    """The integer code of an activation name (what the compiled kernels dispatch on);
+    ``ValueError`` for an unknown name, or one without ``g'`` from ``a`` where only those
+    make sense (``elementwise=True``), with the same messages as the reference kernels."""
+    code = activations.CODES.get(activation)
     if code is None:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     if elementwise and activation not in ELEMENTWISE:
@@ -91,7 +86,7 @@ def forward_code(activation, dtype):
 
 def loss_code(loss):
     """The integer code of a loss name."""
-    code = _LOSS_CODES.get(loss)
+    code = losses.CODES.get(loss)
     if code is None:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     return code
@@ -316,77 +311,6 @@ def _column_sums(delta, db):
             db[j] += row[j]
 
 
-@njit(cache=True, error_model="numpy")
-def _count_correct(a, y, by_argmax):
-    """Rows whose predicted labels match the targets' (``gpubp.core.metrics.accuracy``)."""
-    P, n = a.shape
-    count = 0
-    for p in range(P):
-        if by_argmax:  # first index of the maximum, as np.argmax
-            ia = 0
-            iy = 0
-            for j in range(1, n):
-                if a[p, j] > a[p, ia]:
-                    ia = j
-                if y[p, j] > y[p, iy]:
-                    iy = j
-            count += ia == iy
-        else:  # every 0/1 label at the 0.5 threshold
-            ok = True
-            for j in range(n):
-                if (a[p, j] > 0.5) != (y[p, j] > 0.5):
-                    ok = False
-            count += ok
-    return count
-
-
-@njit(cache=True, error_model="numpy")
-def _sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay, use_velocity):
-    # The scalars arrive as Python floats (NumPy scalars cost 0.7 us more per call to
-    # dispatch) and are rounded to the parameter's dtype here, as NumPy's weak scalars are.
-    t = param.dtype.type
-    lr, momentum, weight_decay = t(lr), t(momentum), t(weight_decay)
-    # Flat views of C-contiguous arrays, so one compiled loop serves 1-D and 2-D params.
-    p_ = param.reshape(param.size)
-    g_ = grad.reshape(grad.size)
-    if not use_velocity:
-        if weight_decay == 0:
-            for i in range(p_.size):
-                p_[i] -= lr * g_[i]
-        else:
-            for i in range(p_.size):
-                p_[i] -= lr * (g_[i] + weight_decay * p_[i])
-        return
-    v_ = velocity.reshape(velocity.size)
-    for i in range(p_.size):
-        g = g_[i] + weight_decay * p_[i]
-        v = momentum * v_[i] + g
-        v_[i] = v
-        if nesterov:
-            p_[i] -= lr * (g + momentum * v)
-        else:
-            p_[i] -= lr * v
-
-
-@njit(cache=True, error_model="numpy")
-def _adam(param, grad, m, v, lr, beta1, one_m_beta1, beta2, one_m_beta2, eps, c1, c2,
-          weight_decay):
-    t = param.dtype.type
-    lr, beta1, one_m_beta1, beta2 = t(lr), t(beta1), t(one_m_beta1), t(beta2)
-    one_m_beta2, eps, c1, c2, weight_decay = t(one_m_beta2), t(eps), t(c1), t(c2), t(weight_decay)
-    p_ = param.reshape(param.size)
-    g_ = grad.reshape(grad.size)
-    m_ = m.reshape(m.size)
-    v_ = v.reshape(v.size)
-    for i in range(p_.size):
-        g = g_[i] + weight_decay * p_[i]
-        mi = beta1 * m_[i] + one_m_beta1 * g
-        vi = beta2 * v_[i] + one_m_beta2 * g * g
-        m_[i] = mi
-        v_[i] = vi
-        p_[i] -= lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
-
-
 # -- public kernels (signatures of gpubp.kernels.reference) -------------------------------
 def bias_activation(z, b, activation):
     """Forward epilogue ``a = g(z + b)``, in place on the GEMM output.
@@ -471,65 +395,6 @@ def weight_bias_gradients(a_prev, delta, dW, db):
     _column_sums(delta, db)
 
 
-def count_correct(a, y, loss):
-    """Correct predictions among the rows of a batch, as :func:`gpubp.core.metrics.accuracy`.
-
-    Parameters
-    ----------
-    a, y : ndarray, shape (P, n_L)
-        Output activations and targets.
-    loss : str
-        ``"cross_entropy"`` compares the arg-max of each row; the other classifier loss
-        compares every output thresholded at 0.5.
-
-    Returns
-    -------
-    int
-    """
-    return int(_count_correct(a, y, loss_code(loss) == CROSS_ENTROPY))
-
-
-def _flat_ok(*arrays):
-    return all(x.flags.c_contiguous for x in arrays)
-
-
-def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-    """Gradient-descent step in place (momentum, Nesterov, L2 decay) in one pass.
-
-    Parameters
-    ----------
-    param, grad : ndarray, same shape, C-contiguous
-    velocity : ndarray or None
-        Momentum buffer like ``param``; unused (may be None) when ``momentum == 0``.
-    lr, momentum, weight_decay : float
-    nesterov : bool
-    """
-    use_velocity = bool(momentum)
-    vel = velocity if use_velocity else param  # any array of the right type; never read
-    if not _flat_ok(param, grad, vel):
-        from gpubp.kernels import reference
-        reference.sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
-        return
-    _sgd(param, grad, vel, float(lr), float(momentum), bool(nesterov), float(weight_decay),
-         use_velocity)
-
-
-def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
-    """Adam step in place in one pass (see the reference for the equations).
-
-    Parameters
-    ----------
-    param, grad, m, v : ndarray, same shape, C-contiguous
-    lr, beta1, beta2, eps, weight_decay : float
-    step : int
-        1 for the first step.
-    """
-    if not _flat_ok(param, grad, m, v):
-        from gpubp.kernels import reference
-        reference.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
-        return
-    # 1 - β, and the bias corrections 1 - β^t, in float64 before rounding to the dtype:
-    # 1 - float32(0.999) is 1.3e-5 away from float32(0.001).
-    beta1, beta2 = float(beta1), float(beta2)
-    _adam(param, grad, m, v, float(lr), beta1, 1 - beta1, beta2, 1 - beta2, float(eps),
-          1 - beta1**step, 1 - beta2**step, float(weight_decay))
+# The codes are frozen into the cached machine code: stamp it with the tables' source too.
+stamp(_sigmoid1, _sigmoid_f32, _tanh_f32, _derivative1, _bias_activation, _output_delta,
+      _bias_exp, _poisson_delta, _hidden_delta, _column_sums)

@@ -31,7 +31,6 @@ Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a
 - ``targets``: ``(cap, n_L)``, the gathered ``y`` rows.
 """
 
-import hashlib
 import math
 
 import numpy as np
@@ -284,22 +283,16 @@ def gemm_epoch(n_steps, P, theta, nabla, acts, deltas, sizes, w_offsets, a_offse
 
 
 def _stamp_with_callees(*dispatchers):
-    """Make the JIT cache of ``dispatchers`` go stale when :mod:`gpubp.kernels.cpu` changes.
+    """Make the JIT cache of ``dispatchers`` go stale when the loops they compile in change.
 
     Numba stamps a cached function with its own source file only, yet the loops of
-    ``kernels/cpu.py`` are compiled into :func:`train_epoch`: after a change there,
-    ``__pycache__`` would keep serving the old loops with the new codes (an edited
-    activation code once turned tanh into the identity). The stamp is extended with a hash
-    of that file; Numba compares stamps for equality, so any change recompiles.
+    ``kernels/cpu.py`` and ``kernels/cpu_update.py`` are compiled into :func:`train_epoch`
+    with the tables' codes: :func:`gpubp.kernels.jit_cache.stamp` extends the stamp with a
+    hash of those sources (an edited activation code once turned tanh into the identity).
     """
-    from gpubp.kernels import cpu
+    from gpubp.kernels import jit_cache
 
-    with open(cpu.__file__, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    for dispatcher in dispatchers:
-        cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
-        if cache_file is not None and hasattr(cache_file, "_source_stamp"):
-            cache_file._source_stamp = (cache_file._source_stamp, digest)
+    jit_cache.stamp(*dispatchers)
 
 
 _stamp_with_callees(train_epoch, gemm_epoch)

@@ -43,14 +43,15 @@ configuration emits). :func:`compile_ptx` compiles all of them ahead of time.
 import numpy as np
 from numba import config, cuda
 
+from gpubp import activations, losses
 from gpubp.kernels import cuda_device as D
 from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P,
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
 from gpubp.kernels.cuda_device import EXP, POISSON
 from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, LOSSES
 
-ACTIVATION_CODES = dict(zip(ACTIVATIONS, range(6)))
-LOSS_CODES = dict(zip(LOSSES, range(4)))
+ACTIVATION_CODES = activations.CODES
+LOSS_CODES = losses.CODES
 DTYPES = (np.float32, np.float64)
 
 # Grid sizes. Every kernel strides over its work, so each cap bounds the grid without

@@ -18,12 +18,16 @@ import math
 import numpy as np
 from numba import cuda, float64
 
+from gpubp import activations, losses
 from gpubp.kernels.reference import EXP_CAP
 
-# Activation and loss codes (see gpubp.kernels.cuda). A branch on a code is uniform across
-# a launch, so it costs no divergence and saves compiling one kernel per activation.
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = range(6)
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = range(4)
+# Activation and loss codes, from their tables (gpubp.activations, gpubp.losses). A branch
+# on a code is uniform across a launch, so it costs no divergence and saves compiling one
+# kernel per activation.
+SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
+    activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = map(
+    losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson"))
 
 # Block shapes compiled into the kernels (shared-memory sizes depend on them). The grid
 # sizes and their caps are host-side choices, in gpubp.kernels.cuda.

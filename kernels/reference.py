@@ -9,9 +9,9 @@ Conventions (row-major batches): ``P`` examples are rows; layer ``l`` maps ``n_{
 inputs to ``n_l`` outputs; every array is written in place into a caller-owned buffer
 so that the same contract serves backends that never allocate during training.
 
-Activations are named by string (``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"identity"``,
-``"softmax"``); their derivatives are taken from the *output* ``a`` so that the
-pre-activation ``z`` never has to be stored:
+Activations and losses are named by string, the names of the tables
+:mod:`gpubp.activations` and :mod:`gpubp.losses`; the activations' derivatives are taken
+from the *output* ``a`` so that the pre-activation ``z`` never has to be stored:
 
 =========  ============================  ===================
 name       g(z)                          g'(z) from a = g(z)
@@ -27,9 +27,11 @@ exp        e^z (z capped, see EXP_CAP)   (output only, with the Poisson loss, wh
 
 import numpy as np
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity", "softmax", "exp")
-ELEMENTWISE = ("sigmoid", "tanh", "relu", "identity")  # those with g' written through a
-LOSSES = ("mse", "binary_cross_entropy", "cross_entropy", "poisson")
+from gpubp import activations, losses
+
+ACTIVATIONS = activations.NAMES
+ELEMENTWISE = activations.FROM_OUTPUT  # those with g' written through a
+LOSSES = losses.NAMES
 
 # exp(z) is taken of min(z, EXP_CAP): the largest whole number whose exp is finite in the
 # dtype, so the exponential output never overflows (a huge rate, not inf).

@@ -209,15 +209,20 @@ def test_one_slow_trial_does_not_decide_the_thread_count(monkeypatch):
 
 
 def test_the_jit_cache_goes_stale_with_the_kernels_it_compiles_in():
-    """train_epoch's cache stamp covers kernels/cpu.py, whose loops it compiles in."""
+    """train_epoch's cache stamp, and that of the loops of kernels/cpu.py, cover the loop
+    modules it compiles in and the tables whose codes they freeze in."""
     import hashlib
 
-    from gpubp.kernels import cpu, cpu_epoch
+    from gpubp import activations, losses
+    from gpubp.kernels import cpu, cpu_epoch, cpu_update
 
-    with open(cpu.__file__, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-    for dispatcher in (cpu_epoch.train_epoch, cpu_epoch.gemm_epoch):
-        assert dispatcher._cache._cache_file._source_stamp[1] == digest
+    digest = hashlib.sha256()
+    for module in (cpu, cpu_update, activations, losses):
+        with open(module.__file__, "rb") as f:
+            digest.update(f.read())
+    for dispatcher in (cpu_epoch.train_epoch, cpu_epoch.gemm_epoch, cpu._bias_activation,
+                       cpu._output_delta, cpu._hidden_delta):
+        assert dispatcher._cache._cache_file._source_stamp[1] == digest.hexdigest()
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])

@@ -30,6 +30,7 @@ import difflib
 
 import numpy as np
 
+from gpubp import losses
 from gpubp.data import mapped
 from gpubp.kernels import reference as reference_kernels
 
@@ -194,7 +195,7 @@ class Backend:
         CuPy the count stays on the device (no synchronisation per batch).
         """
         xp = self.xp
-        if loss == "cross_entropy":
+        if losses.LOSSES[loss].targets == "labels":  # one class per row
             return (xp.argmax(a, axis=1) == xp.argmax(y, axis=1)).sum()
         return xp.all((a > 0.5) == (y > 0.5), axis=1).sum()
 

@@ -26,6 +26,7 @@ import weakref
 
 import numpy as np
 
+from gpubp.activations import ACTIVATIONS
 from gpubp.data import mapped
 from gpubp.backends import cuda_probe
 from gpubp.backends.base import WEIGHT_GRADS, Backend, check_options
@@ -256,7 +257,7 @@ class CudaBackend(Backend):
 
     # -- kernels ----------------------------------------------------------------------
     def bias_activation(self, z, b, activation):
-        self.kernels.bias_activation(self._nb(z, flat=activation != "softmax"), self._nb(b),
+        self.kernels.bias_activation(self._nb(z, flat=ACTIVATIONS[activation].elementwise), self._nb(b),
                                      activation, stream=self._stream())
 
     def output_delta(self, a, y, activation, loss, delta):

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 
+from gpubp import activations, losses
 from gpubp.distributed import ranks as distributed
 from gpubp.cli.files import (CliError, _check_outputs, _examples_for, _load_training_data,
                              _npy_data, _read_model, _scaled, _scaler)
@@ -81,7 +82,8 @@ def build_parser():
     train.add_argument("--layers", type=_layers, default=_layers(DEFAULTS["layers"]),
                        help="hidden layer widths, comma-separated (default 64)")
     train.add_argument("--hidden", default=DEFAULTS["hidden"],
-                       help="hidden activation: sigmoid, tanh, relu, identity (default sigmoid)")
+                       help=f"hidden activation: {', '.join(activations.HIDDEN)} "
+                            f"(default {DEFAULTS['hidden']})")
     train.add_argument("--optimizer", default=DEFAULTS["optimizer"],
                        help="sgd, momentum, nesterov or adam (default sgd)")
     train.add_argument("--lr", type=_positive(float), default=None,
@@ -159,9 +161,10 @@ def build_parser():
 
     grad = commands.add_parser("gradcheck", help="backpropagation vs central differences")
     grad.add_argument("--layers", type=_layers, default=[5, 4], help="hidden widths (default 5,4)")
-    grad.add_argument("--hidden", default="sigmoid")
-    grad.add_argument("--output", default="softmax")
-    grad.add_argument("--loss", default=None)
+    grad.add_argument("--hidden", default="sigmoid", help=", ".join(activations.HIDDEN))
+    grad.add_argument("--output", default="softmax", help=", ".join(activations.OUTPUT))
+    grad.add_argument("--loss", default=None, help=", ".join(losses.NAMES) + " (default: the "
+                      "output's canonical loss, else mse)")
     grad.add_argument("--inputs", type=_positive(int), default=6)
     grad.add_argument("--outputs", type=_positive(int), default=3)
     grad.add_argument("--examples", type=_positive(int), default=8)
@@ -305,17 +308,19 @@ def cmd_bench(args, out):
 
 def cmd_gradcheck(args, out):
     import gpubp
-    from gpubp import losses
 
     sizes = [args.inputs, *args.layers, args.outputs]
     net = gpubp.Network(sizes, hidden=args.hidden, output=args.output, loss=args.loss,
                         device=args.device, dtype="float64", seed=args.seed, backend=args.backend)
     rng = np.random.default_rng(args.seed)
     X = rng.normal(size=(args.examples, args.inputs))
-    if net.loss_name == "cross_entropy":
+    targets = losses.LOSSES[net.loss_name].targets
+    if targets == "labels":
         Y = rng.integers(0, args.outputs, args.examples)
-    elif losses.is_classifier(net.loss_name):
+    elif targets == "binary":
         Y = rng.integers(0, 2, (args.examples, args.outputs)).astype(float)
+    elif targets == "counts":
+        Y = rng.poisson(1.0, (args.examples, args.outputs)).astype(float)
     else:
         Y = rng.normal(size=(args.examples, args.outputs))
     errors = gpubp.gradcheck(net, X, Y, atol=args.atol, rtol=args.rtol)

@@ -46,14 +46,16 @@ class Network:
     sizes : sequence of int
         Layer widths ``[n_0, n_1, ..., n_L]``, at least an input and an output layer.
     hidden : str or sequence of str
-        Activation of the hidden layers (one name, or one per hidden layer):
-        ``"sigmoid"``, ``"tanh"``, ``"relu"`` or ``"identity"``.
+        Activation of the hidden layers (one name, or one per hidden layer), one of
+        ``gpubp.activations.HIDDEN``: ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"identity"``.
     output : str
-        Output activation: one of the hidden ones or ``"softmax"``.
+        Output activation, one of ``gpubp.activations.OUTPUT``: the hidden ones,
+        ``"softmax"`` or ``"exp"``.
     loss : str or None
-        ``"mse"``, ``"binary_cross_entropy"`` (sigmoid output) or ``"cross_entropy"``
-        (softmax output). None picks the canonical loss of ``output`` (``mse`` for the
-        elementwise ones other than sigmoid).
+        One of ``gpubp.losses.NAMES``: ``"mse"``, ``"binary_cross_entropy"`` (sigmoid
+        output), ``"cross_entropy"`` (softmax output) or ``"poisson"`` (exp output). None
+        picks the canonical loss of ``output`` (``mse`` for the elementwise ones other
+        than sigmoid).
     device : {"cpu", "cuda", "auto"} or None
         Where to train. None reads ``$GPUBP_DEVICE`` (default ``"cpu"``). ``"cuda"`` on a
         machine without a usable GPU warns and uses the CPU (``fallback=False`` raises).
@@ -106,7 +108,7 @@ class Network:
         self.L = len(self.sizes) - 1
         self.hidden = _check_hidden(hidden, self.L - 1)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
-        self.loss_name = losses.check_pairing(self.output, loss)
+        self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
         self.dtype = check_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise TypeError(f"seed must be an integer or None, got {seed!r}")

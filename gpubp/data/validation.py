@@ -14,6 +14,7 @@ import numbers
 
 import numpy as np
 
+from gpubp import losses
 from gpubp.data import mapped
 from gpubp.data.frames import is_tabular
 from gpubp.data.frames import to_numpy as tabular_to_numpy
@@ -140,54 +141,56 @@ def check_Y(Y, P, n_outputs, loss, dtype, name="Y"):
     of shape ``(P,)``: class indices in ``[0, n_outputs)`` (one-hot encoded here), or
     0/1 labels for a single sigmoid output. Regressors with one output accept ``(P,)``.
     """
+    # what the loss takes (gpubp.losses): one class per row, 0/1 labels, counts or reals
+    kind = losses.LOSSES[loss].targets if loss in losses.LOSSES else "real"
     arr = to_numpy(Y, name)
     _check_numeric(arr, name)
     if arr.ndim == 1 and arr.shape[0] != P:
         raise ValueError(f"{name} must have {P} rows (one per example of the inputs), got "
                          f"shape {arr.shape}")
-    if arr.ndim == 1 and loss == "cross_entropy":
+    if arr.ndim == 1 and kind == "labels":
         labels = _check_labels(arr, n_outputs, name)
         onehot = np.zeros((P, n_outputs), dtype=dtype)
         onehot[np.arange(P), labels] = 1
         return onehot
     if arr.ndim == 1 and n_outputs == 1:
-        if loss == "binary_cross_entropy":
+        if kind == "binary":
             _check_labels(arr, 2, name)
         arr = arr.reshape(P, 1)
     if arr.ndim != 2 or arr.shape != (P, n_outputs):
         expected = f"({P}, {n_outputs})"
-        if loss == "cross_entropy":
+        if kind == "labels":
             expected += f" or integer labels ({P},)"
         elif n_outputs == 1:
             expected += f" or ({P},)"
         hint = ""
-        if arr.ndim == 1 and loss == "binary_cross_entropy":
+        if arr.ndim == 1 and kind == "binary":
             hint = (f": {n_outputs} sigmoid outputs are multi-label, one 0/1 column each; "
                     f"for one label per example use output='softmax' (class labels) or a "
                     f"single sigmoid output (0/1 labels)")
         raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}{hint}")
     source, arr = arr, _as_dtype(arr, dtype, name)
     _check_finite(arr, name, source)
-    if loss in ("cross_entropy", "binary_cross_entropy"):
-        _check_probabilities(arr, name, loss)
-    if loss == "poisson" and (arr < 0).any():
-        raise ValueError(f"{name} must hold values >= 0 for loss='poisson' (counts or rates), "
+    if kind in ("labels", "binary"):
+        _check_probabilities(arr, name, loss, kind)
+    if kind == "counts" and (arr < 0).any():
+        raise ValueError(f"{name} must hold values >= 0 for loss={loss!r} (counts or rates), "
                          f"got a minimum of {float(arr.min())}")
     return arr
 
 
-def _check_probabilities(arr, name, loss):
+def _check_probabilities(arr, name, loss, kind):
     tol = 1e-3 if arr.dtype == np.float32 else 1e-6
     for chunk in _chunks(arr):
         if (chunk < 0).any() or (chunk > 1).any():
             raise ValueError(f"{name} must hold probabilities in [0, 1] for loss={loss!r}")
-        if loss == "cross_entropy":
+        if kind == "labels":
             # δ^L = a − y is the gradient of cross-entropy only when each target row sums to 1.
             sums = chunk.sum(axis=1, dtype=np.float64)
             if not np.allclose(sums, 1.0, atol=tol, rtol=0):
                 worst = float(sums[np.argmax(np.abs(sums - 1))])
                 raise ValueError(
-                    f"{name} rows must sum to 1 for loss='cross_entropy' (one-hot or class "
+                    f"{name} rows must sum to 1 for loss={loss!r} (one-hot or class "
                     f"probabilities), got a row summing to {worst}"
                 )
 

@@ -4,6 +4,9 @@ The graph is the forward pass of ``DESIGN.md`` section 1, one layer at a time::
 
     X ─(Sub mean, Div std)─ a^0 ─MatMul W^1─Add b^1─g─ a^1 ─ … ─ a^L = "output"
 
+where each ``g`` is the operator of its row of :data:`gpubp.activations.ACTIVATIONS`
+(``exp`` as ``Exp(Min(z, EXP_CAP))``, capped as the kernels cap it).
+
 with input ``"X"`` of shape ``(N, n_0)`` (``N`` a dynamic batch dimension) and output
 ``"output"`` of shape ``(N, n_L)``: the output activations, i.e. :meth:`Network.forward`
 (class probabilities for classifiers). The optional scaling step lets a model trained on
@@ -19,13 +22,13 @@ import os
 
 import numpy as np
 
+from gpubp.activations import ACTIVATIONS
 from gpubp.io.atomic import atomic_write, check_output_path
+from gpubp.kernels.reference import EXP_CAP
 from gpubp.version import __version__
 
 OPSET = 21  # ONNX 1.16 (2024); onnxruntime >= 1.18 runs it
 IR_VERSION = 10  # the IR version of opset 21
-ONNX_ACTIVATIONS = {"sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu",
-                    "identity": "Identity", "softmax": "Softmax"}
 
 
 def _onnx():
@@ -79,8 +82,7 @@ def to_onnx_model(net, scaler=None, metadata=None):
         out = "output" if l == net.L else f"a{l}"
         nodes += [helper.make_node("MatMul", [current, f"W{l}"], [f"xW{l}"]),
                   helper.make_node("Add", [f"xW{l}", f"b{l}"], [f"z{l}"])]
-        attrs = {"axis": -1} if g == "softmax" else {}
-        nodes.append(helper.make_node(ONNX_ACTIVATIONS[g], [f"z{l}"], [out], **attrs))
+        nodes += _activation_nodes(ACTIVATIONS[g], f"z{l}", out, l, dtype, inits)
         current = out
     graph = helper.make_graph(
         nodes, "gpubp_network",
@@ -97,6 +99,23 @@ def to_onnx_model(net, scaler=None, metadata=None):
     helper.set_model_props(model, {str(k): str(v) for k, v in props.items()})
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _activation_nodes(activation, z, out, l, dtype, inits):
+    """The nodes applying ``activation`` (a row of :data:`gpubp.activations.ACTIVATIONS`) to
+    ``z``, named ``out``: its operator and attributes, after ``Min(z, EXP_CAP)`` for a
+    capped one, as the kernels compute it (the cap a constant appended to ``inits``)."""
+    from onnx import helper, numpy_helper  # optional dependency, checked by _onnx()
+
+    nodes = []
+    if activation.capped:
+        inits.append(numpy_helper.from_array(np.array(EXP_CAP[np.dtype(dtype)], dtype),
+                                             f"cap{l}"))
+        nodes.append(helper.make_node("Min", [z, f"cap{l}"], [f"{z}_capped"]))
+        z = f"{z}_capped"
+    nodes.append(helper.make_node(activation.onnx, [z], [out],
+                                  **dict(activation.onnx_attributes)))
+    return nodes
 
 
 def to_onnx(net, path, scaler=None, metadata=None):

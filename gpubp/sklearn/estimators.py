@@ -37,11 +37,13 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
                                       validate_data)
 
+from gpubp import activations, losses
 from gpubp.sklearn import solvers as mlp_solvers
 from gpubp.optim.schedules import SCHEDULES, Schedule
 from gpubp.data.frames import as_frame
 
-ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+ACTIVATIONS = activations.sklearn_names("hidden")  # scikit-learn's names -> gpubp's
+REGRESSOR_LOSSES = losses.sklearn_regressor_losses()  # likewise: squared_error, poisson
 SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive",
                   *(s for s in SCHEDULES if s not in ("constant", "invscaling")))
@@ -383,17 +385,17 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             max_fun=max_fun, device=device, dtype=dtype)
 
     def _validate_input(self, X, y, incremental, reset):
-        if self.loss not in ("squared_error", "poisson"):
-            raise ValueError(f"loss must be one of ('squared_error', 'poisson'), got "
+        if self.loss not in REGRESSOR_LOSSES:
+            raise ValueError(f"loss must be one of {tuple(REGRESSOR_LOSSES)}, got "
                              f"{self.loss!r}")
         X, y = self._validate(X, y, reset, y_numeric=True)
-        if self.loss == "poisson" and np.any(y < 0):
-            raise ValueError("loss='poisson' needs non-negative y, got negative values")
+        if losses.LOSSES[REGRESSOR_LOSSES[self.loss]].targets == "counts" and np.any(y < 0):
+            raise ValueError(f"loss={self.loss!r} needs non-negative y, got negative values")
         return X, y
 
     @property
-    def _output(self):
-        return "exp" if self.loss == "poisson" else "identity"
+    def _output(self):  # the loss's canonical output (exp for poisson), else the identity
+        return losses.LOSSES[REGRESSOR_LOSSES[self.loss]].canonical_output or "identity"
 
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):

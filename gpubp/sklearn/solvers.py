@@ -19,15 +19,17 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, gen_batches
 from sklearn.utils import shuffle as shuffled
 
+from gpubp import activations
 from gpubp.optim import lbfgs
 from gpubp.core.network import Network
 from gpubp.optim.optimizers import SGD, Adam
 from gpubp.optim.schedules import Schedule, get_schedule
 from gpubp.data.validation import check_dtype
 
-ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-OUT_ACTIVATION = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity",
-                  "exp": "exp"}
+# scikit-learn's activation names -> gpubp's (hidden layers); gpubp's -> scikit-learn's
+# (``out_activation_``), from the table
+ACTIVATIONS = activations.sklearn_names("hidden")
+OUT_ACTIVATION = {name: sk for sk, name in activations.sklearn_names("output").items()}
 
 
 # -- the network behind an estimator ------------------------------------------------------------

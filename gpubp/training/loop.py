@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from gpubp.training import checkpoint as ckpt_io
 from gpubp.core import compiled
+from gpubp import losses
 from gpubp.data import mapped
 from gpubp.training.callbacks import Callback, EarlyStopping, Run
 from gpubp.distributed.ranks import LOCAL, start_facts
@@ -351,8 +352,9 @@ def _split_permutation(rng, Y, loss):
     for validation keeps the class proportions; regressors get a plain shuffle.
     """
     P = Y.shape[0]
-    if loss == "cross_entropy" or (loss == "binary_cross_entropy" and Y.shape[1] == 1):
-        labels = Y.argmax(axis=1) if loss == "cross_entropy" else (Y[:, 0] > 0.5).astype(int)
+    targets = losses.LOSSES[loss].targets
+    if targets == "labels" or (targets == "binary" and Y.shape[1] == 1):
+        labels = Y.argmax(axis=1) if targets == "labels" else (Y[:, 0] > 0.5).astype(int)
         position = np.empty(P)
         for label in np.unique(labels):
             members = rng.permutation(np.flatnonzero(labels == label))
