@@ -219,3 +219,16 @@ def test_info_lists_the_optional_packages():
     assert status == 0
     for name in ("pyarrow", "numba-cuda", "onnx", "mpi4py"):
         assert re.search(rf"^{name} (\d\S*|not installed)$", out, re.M), out
+
+
+# -- 7. gpubp.sklearn without scikit-learn ---------------------------------------------------
+def test_gpubp_sklearn_without_scikit_learn_says_what_to_install():
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "try:\n    import gpubp.sklearn\n"
+            "except ImportError as exc:\n    print(type(exc).__name__, exc)\n")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ImportError gpubp.sklearn needs scikit-learn")
+    assert 'pip install "gpubp[sklearn]"' in result.stdout
