@@ -192,16 +192,17 @@ def build_parser():
     bench.add_argument("--repeats", type=_positive(int), default=5,
                        help="timed epochs per runner (the best is reported)")
     bench.add_argument("--samples-per-epoch", type=_positive(int), default=None)
-    bench.add_argument("--processes", type=_positive(int), default=3,
+    bench.add_argument("--processes", type=_positive(int), default=None,
                        help="fresh processes per runner, one after another (default 3)")
     bench.add_argument("--inference", action="store_true", help="also time forward passes")
     bench.add_argument("--scaling", action="store_true",
                        help="data-parallel scaling instead: 784-1024-1024-10 @ 512, 1 rank x "
                             "1 BLAS thread, R ranks x 1, 1 rank x R (needs gpubp[mpi])")
-    bench.add_argument("--ranks", type=_positive(int), default=2, help="R of --scaling")
+    bench.add_argument("--ranks", type=_positive(int), default=None,
+                       help="R of --scaling (default 2)")
     bench.add_argument("--reduction",
                        choices=("shared", "slice-sums", "iallreduce", "allreduce"),
-                       default="shared",
+                       default=None,
                        help="--scaling: how the ranks combine their work (default shared: "
                             "one machine's ranks split each batch over shared memory; "
                             "slice-sums: they sum gradients there; or MPI allreduces)")
@@ -418,18 +419,50 @@ def cmd_export(args, out):
     return 0
 
 
+def _check_bench(args):
+    from gpubp.bench_runners import BACKEND_RUNNERS, parse_case
+
+    for text in args.cases or ():
+        try:
+            parse_case(text)
+        except ValueError as exc:
+            raise CliError(f"--case: {exc}") from None
+    for name in args.backends or ():
+        if name not in BACKEND_RUNNERS:
+            raise CliError(f"--backend must be one of {', '.join(BACKEND_RUNNERS)}, got {name!r}")
+    scaling_only = {"--ranks": args.ranks, "--reduction": args.reduction,
+                    "--fused": args.fused or None}
+    others = {"--case": args.cases, "--backend": args.backends, "--inference": args.inference
+              or None, "--no-peers": None if args.peers else True,
+              "--samples-per-epoch": args.samples_per_epoch, "--processes": args.processes}
+    if args.scaling:
+        given = [k for k, v in others.items() if v is not None]
+        if given:
+            raise CliError(f"{given[0]} does not apply to --scaling (which times "
+                           f"784-1024-1024-10 @ 512 over MPI ranks)")
+        if args.fused and args.reduction not in (None, "allreduce"):
+            raise CliError(f"--fused is an allreduce (one per step), got --reduction "
+                           f"{args.reduction}")
+    else:
+        given = [k for k, v in scaling_only.items() if v is not None]
+        if given:
+            raise CliError(f"{given[0]} applies only with --scaling")
+
+
 def cmd_bench(args, out):
+    _check_bench(args)
     if args.scaling:
         from gpubp.bench_scaling import run_scaling
 
-        run_scaling(ranks=args.ranks, repeats=args.repeats,
-                    reduction="allreduce" if args.fused else args.reduction, file=out)
+        run_scaling(ranks=args.ranks or 2, repeats=args.repeats,
+                    reduction="allreduce" if args.fused else args.reduction or "shared",
+                    file=out)
         return 0
     from gpubp.bench import run_bench
 
     kwargs = {} if args.samples_per_epoch is None else {"samples_per_epoch": args.samples_per_epoch}
     run_bench(args.cases, args.backends, args.peers, args.repeats, file=out,
-              inference=args.inference, processes=args.processes, **kwargs)
+              inference=args.inference, processes=args.processes or 3, **kwargs)
     return 0
 
 
