@@ -95,7 +95,7 @@ def loss_code(loss):
 # -- compiled loops ------------------------------------------------------------------------
 @njit(cache=True, inline="always", error_model="numpy")
 def _sigmoid1(x):
-    # Two branches sharing e = exp(-|x|) <= 1, so exp never overflows (DESIGN.md).
+    # Two branches sharing e = exp(-|x|) <= 1, so exp never overflows (docs/design.md).
     e = math.exp(-abs(x))
     if x >= 0:
         return 1 / (1 + e)
@@ -242,7 +242,7 @@ def _output_delta(a, y, act, loss, delta, tiny, one_minus):
                 delta[p, j] = d * _derivative1(aj, act) * inv_p
                 cost += 0.5 * d * d
             else:
-                # sigmoid + BCE and softmax + CE: g_o' cancels with dc/da (DESIGN.md).
+                # sigmoid + BCE and softmax + CE: g_o' cancels with dc/da (docs/design.md).
                 delta[p, j] = d * inv_p
                 c = min(max(aj, tiny), one_minus)
                 if loss == CROSS_ENTROPY:

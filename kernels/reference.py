@@ -3,7 +3,7 @@
 These are the oracle every other kernel is tested against (the fused Numba CPU kernels in
 ``gpubp.kernels.cpu`` and the Numba CUDA kernels in ``gpubp.kernels.cuda`` have the same
 signatures) and the baseline the benchmarks compare with. They favour readability over
-speed: each is the equation of ``DESIGN.md`` section 1, written out.
+speed: each is the equation of ``docs/design.md`` section 1, written out.
 
 Conventions (row-major batches): ``P`` examples are rows; layer ``l`` maps ``n_{l-1}``
 inputs to ``n_l`` outputs; every array is written in place into a caller-owned buffer

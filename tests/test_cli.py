@@ -82,8 +82,11 @@ def test_gradcheck_and_info(capsys):
     assert main(["gradcheck", "--output", "identity", "--loss", "mse", "--atol", "0",
                  "--rtol", "1e-30"]) == 1
     assert "gradient check failed: worst error" in capsys.readouterr().err
-    assert main(["gradcheck", "--atol", "-1"]) == 1
-    assert "gpubp gradcheck: error: atol must be >= 0, got -1.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["gradcheck", "--atol", "-1"])
+    assert exc.value.code == 2
+    assert "gpubp gradcheck: error: argument --atol: expected a number >= 0, got '-1'" \
+        in capsys.readouterr().err
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("gpubp ") and "cuda usable:" in out and "cpu backend:" in out
@@ -124,9 +127,9 @@ def test_bench_scaling_passes_the_reduction(monkeypatch, argv, reduction):
 
 
 @pytest.mark.parametrize("argv,code,pattern", [
-    (["train", "--data", "nope"], 1, r"^gpubp train: error: name must be one of .*got 'nope'"),
-    (["train", "--hidden", "swish", "--epochs", "1"], 1, r"^gpubp train: error: hidden must be one of"),
-    (["train", "--optimizer", "rmsprop"], 1, r"optimizer must be sgd, momentum, nesterov or adam, got 'rmsprop'"),
+    (["train", "--data", "nope"], 1, r"^gpubp train: error: --data must be one of .*got 'nope'"),
+    (["train", "--hidden", "swish", "--epochs", "1"], 1, r"^gpubp train: error: --hidden must be one of"),
+    (["train", "--optimizer", "rmsprop"], 1, r"--optimizer must be one of sgd, momentum, nesterov, adam, got 'rmsprop'"),
     (["train", "--layers", "3,x"], 2, r"^gpubp train: error: argument --layers: .*got '3,x'"),
     (["train", "--epochs", "0"], 2, r"argument --epochs: expected a positive int, got '0'"),
     (["evaluate", "--model", "missing.npz"], 1, r"^gpubp evaluate: error: .*missing.npz"),

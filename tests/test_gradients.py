@@ -69,7 +69,7 @@ def test_gradcheck_tolerance_arguments(kwargs, exc, pattern):
 
 
 def test_closed_form_one_hidden_sigmoid_layer(backend):
-    """DESIGN.md §1: ∂C/∂W¹_ij = (1/P) Σ_p (h_p − y_p) w²_j a¹_pj (1 − a¹_pj) x_pi."""
+    """docs/design.md §1: ∂C/∂W¹_ij = (1/P) Σ_p (h_p − y_p) w²_j a¹_pj (1 − a¹_pj) x_pi."""
     rng = np.random.default_rng(3)
     P, n_in, n_hid = 11, 4, 5
     X = rng.normal(size=(P, n_in))

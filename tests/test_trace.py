@@ -17,7 +17,7 @@ def _sigmoid(z):
 
 
 def test_closed_form_one_hidden_sigmoid_layer(backend):
-    """DESIGN.md §1: sigmoid hidden and output, binary cross-entropy, mean over P."""
+    """docs/design.md §1: sigmoid hidden and output, binary cross-entropy, mean over P."""
     rng = np.random.default_rng(0)
     P, n0, H = 9, 4, 5
     X, y = rng.normal(size=(P, n0)), rng.integers(0, 2, P).astype(float)

@@ -24,6 +24,7 @@ import time
 
 from gpubp.backends.devices import resolve_device
 from gpubp.bench.runners import (  # noqa: F401 - the benchmark vocabulary, re-exported
+    BACKEND_RUNNERS,
     CASES,
     CUDA_VARIANTS,
     LR,
@@ -99,9 +100,10 @@ class Worker:
         if not answer:
             self._proc.wait()
             self._stderr.seek(0)
-            tail = self._stderr.read()[-3000:]
+            lines = [line for line in self._stderr.read().splitlines() if line.strip()]
+            last = lines[-1].strip() if lines else "no output"  # the exception, not its trace
             raise RuntimeError(f"benchmark worker {self.runner!r} exited with status "
-                               f"{self._proc.returncode}:\n{tail}")
+                               f"{self._proc.returncode}: {last}")
         return json.loads(answer)
 
     def epoch(self):
@@ -142,8 +144,41 @@ def default_backends():
     return ("reference", "cpu") + (CUDA_VARIANTS if resolve_device("auto") == "cuda" else ())
 
 
+# rough costs for the duration stated before a run: starting a worker (Python, NumPy,
+# Numba's compilation, the warm-up epoch) and the speed of the slowest runner, reference
+START_SECONDS = 3.0
+REFERENCE_GFLOPS = 2.0
+
+
+def _runners(backends, peers, train):
+    gemms = ("gemm-only",) + (("gemm-only-cuda",) if any("cuda" in b for b in backends)
+                              else ())
+    return backends + (gemms if train else ()) + (PEERS if peers else ())
+
+
+def expected_seconds(cases, backends, peers, repeats, train, samples_per_epoch, processes):
+    """A rough duration of :func:`measure`: worker starts plus timed epochs, each epoch at
+    the reference runner's speed (the others are faster: an upper estimate for them).
+    Peers that are not installed cost nothing and are not counted."""
+    runners = [r for r in _runners(tuple(backends), peers, train)
+               if r not in _PEER_MODULES or importlib.util.find_spec(_PEER_MODULES[r])]
+    total = 0.0
+    for case in cases:
+        n_batches = max(1, samples_per_epoch // case.batch_size)
+        epoch = case.flops(train) * n_batches / (REFERENCE_GFLOPS * 1e9) + SETTLE
+        total += processes * len(runners) * (START_SECONDS + SETTLE + (repeats + 1) * epoch)
+    return total
+
+
+def _progress(total, desc, file):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", file=file, leave=False,
+                disable=file is None)
+
+
 def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
-            samples_per_epoch=SAMPLES_PER_EPOCH, processes=3):
+            samples_per_epoch=SAMPLES_PER_EPOCH, processes=3, progress=None):
     """Best epoch times of every runner on every case, each runner in its own process.
 
     Every runner is started (and warmed up) in its own :class:`Worker`; then ``repeats``
@@ -162,22 +197,27 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
         epoch, None when unavailable), ``median_seconds``, ``samples_per_s`` and
         ``gflops`` (of the best epoch), ``speedup`` (over ``reference``), ``vs_jax``
         (the best JAX variant's time / this runner's), ``gemm_fraction`` (GEMM-only time /
-        runner time, against the bound of the runner's device) and ``note`` (why a runner
-        was skipped).
+        runner time, against the bound of the runner's device; None where the GEMM-only
+        epoch was the slower: then it timed per-call overhead, and bounds nothing) and
+        ``note`` (why a runner was skipped).
+
+    ``progress``, a file (stderr), gets a progress bar per case: one step per worker
+    started and per epoch timed, the current runner named.
     """
     cases = [parse_case(c) if isinstance(c, str) else c for c in (cases or CASES)]
     backends = tuple(backends or default_backends())
-    gemms = ("gemm-only",) + (("gemm-only-cuda",) if any("cuda" in b for b in backends)
-                              else ())
-    runners = backends + (gemms if train else ()) + (PEERS if peers else ())
+    runners = _runners(backends, peers, train)
     rows = []
     for case in cases:
         n_batches = max(1, samples_per_epoch // case.batch_size)
         samples = n_batches * case.batch_size
         notes, times = {}, {}
-        for _ in range(processes):
-            _rounds(case, n_batches, train, [n for n in runners if n not in notes], repeats,
-                    notes, times)
+        with _progress(processes * len(runners) * (1 + repeats), case.name, progress) as bar:
+            for p in range(processes):
+                todo = [n for n in runners if n not in notes]
+                bar.total -= (len(runners) - len(todo)) * (1 + repeats)  # skipped: no steps
+                _rounds(case, n_batches, train, todo, repeats, notes, times, bar,
+                        f"process {p + 1}/{processes}")
         best = {name: min(ts) for name, ts in times.items() if ts}
         jax = min((best[n] for n in best if n.startswith("jax")), default=None)
         for name in runners:
@@ -191,27 +231,37 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
                 "gflops": case.flops(train) * n_batches / sec / 1e9 if sec else None,
                 "speedup": best["reference"] / sec if sec and "reference" in best else None,
                 "vs_jax": jax / sec if sec and jax else None,
-                "gemm_fraction": (gemm / sec if sec and gemm and not name.startswith("gemm-only")
-                                  else None),
+                # a "bound" slower than the runner it bounds timed overhead, not GEMMs
+                "gemm_fraction": (gemm / sec if sec and gemm and gemm <= sec
+                                  and not name.startswith("gemm-only") else None),
             })
     return rows
 
 
-def _rounds(case, n_batches, train, runners, repeats, notes, times):
+def _rounds(case, n_batches, train, runners, repeats, notes, times, bar=None, where=""):
     """One process per runner, ``repeats`` rotated rounds; epoch times appended to ``times``
     and the reason a runner cannot run to ``notes``."""
+    def step(name, what, n=1):
+        if bar is not None:
+            bar.set_postfix_str(f"{where}: {what} {name}", refresh=False)
+            bar.update(n)
+
     workers = {}
     try:
         for name in runners:
             try:
                 workers[name] = Worker(name, case, n_batches, train)
+                step(name, "started")
             except Unavailable as exc:
                 notes[name] = str(exc)
+                if bar is not None:
+                    bar.total -= 1 + repeats
         names = list(workers)
         for r in range(repeats if names else 0):
             k = r % len(names)
             for name in names[k:] + names[:k]:  # rotated: no runner always goes first
                 times.setdefault(name, []).append(workers[name].epoch())
+                step(name, f"round {r + 1}/{repeats}")
     finally:
         for worker in workers.values():
             worker.close()
@@ -234,8 +284,13 @@ def format_table(rows, title=""):
     return "\n".join(lines)
 
 
+def _duration(seconds):
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
 def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
-              inference=False, samples_per_epoch=SAMPLES_PER_EPOCH, processes=3):
+              inference=False, samples_per_epoch=SAMPLES_PER_EPOCH, processes=3,
+              progress=sys.stderr):
     """Print the comparison table: samples/s per backend and peer, speed-ups, GEMM bound.
 
     Parameters
@@ -257,18 +312,34 @@ def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
         Rows per timed epoch (rounded down to whole batches, at least one batch).
     processes : int
         Fresh processes per runner, one after another (see :func:`measure`).
+    progress : file or None
+        Where the progress bars go (default stderr; None: none). The expected duration
+        is printed to ``file`` first.
 
     Returns
     -------
     list of dict
         The training rows of :func:`measure` (plus the inference rows when asked).
     """
-    rows = measure(cases, backends, peers, repeats, True, samples_per_epoch, processes)
+    cases = [parse_case(c) if isinstance(c, str) else c for c in (cases or CASES)]
+    backends = tuple(backends or default_backends())
+    unknown = [b for b in backends if b not in BACKEND_RUNNERS]
+    if unknown:
+        raise ValueError(f"backends must be among {', '.join(BACKEND_RUNNERS)}, got "
+                         f"{unknown[0]!r}")
+    seconds = sum(expected_seconds(cases, backends, peers, repeats, train, samples_per_epoch,
+                                   processes) for train in ((True, False) if inference else (True,)))
+    print(f"{len(cases)} case(s) x {processes} process(es) per runner x {repeats} rounds: "
+          f"expect roughly {_duration(seconds)} (worker starts ~{START_SECONDS:.0f} s each; "
+          f"progress on stderr)", file=file, flush=True)
+    rows = measure(cases, backends, peers, repeats, True, samples_per_epoch, processes,
+                   progress=progress)
     print(format_table(rows, f"Training (SGD, fit), best of {processes} x {repeats} rounds "
                              f"of ~{samples_per_epoch} samples, each runner in {processes} "
                              f"processes of its own, one after another"), file=file)
     if inference:
-        inf = measure(cases, backends, peers, repeats, False, samples_per_epoch, processes)
+        inf = measure(cases, backends, peers, repeats, False, samples_per_epoch, processes,
+                      progress=progress)
         print("\n" + format_table(inf, "Inference (forward only)"), file=file)
         rows = rows + inf
     return rows

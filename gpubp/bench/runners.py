@@ -70,15 +70,21 @@ SAMPLES_PER_EPOCH = 4096
 LR = 0.05
 CUDA_VARIANTS = ("cuda-fused", "cuda-cublas")  # the weight_grad options of CudaBackend
 PEERS = ("jax-jit", "jax-jit-nodonate", "torch-eager")
+# the gpubp runners `gpubp bench --backend` takes
+BACKEND_RUNNERS = ("reference", "cpu", "cuda") + CUDA_VARIANTS + ("cpu-blas1", "cpu-blas2")
 
 
 def parse_case(text):
     """``"784-128-10@64"`` -> :class:`Case`."""
     try:
         sizes, batch = text.split("@")
-        return Case(tuple(int(s) for s in sizes.split("-")), int(batch))
+        case = Case(tuple(int(s) for s in sizes.split("-")), int(batch))
     except ValueError:
         raise ValueError(f"case must look like '784-128-10@64', got {text!r}") from None
+    if len(case.sizes) < 2 or min(case.sizes) < 1 or case.batch_size < 1:
+        raise ValueError(f"case must look like '784-128-10@64' (at least two layer sizes and a "
+                         f"batch size, all positive), got {text!r}")
+    return case
 
 
 def make_batches(case, n_batches, dtype="float32", seed=0):

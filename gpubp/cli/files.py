@@ -6,6 +6,8 @@ reading a saved model with the class names and feature scaling its header carrie
 checking every output path before any work starts.
 """
 
+from typing import NamedTuple
+
 import numpy as np
 
 
@@ -34,9 +36,27 @@ def _scaler(X):
     return mean, std
 
 
+class Model(NamedTuple):
+    """A saved model as the CLI uses it: the network and what its header says of its inputs."""
+
+    net: object
+    path: str
+    classes: list
+    scaler: tuple  # (mean, std) that standardise raw features, or None
+    inputs: str  # a key of gpubp.io.model.INPUTS
+
+    def describe_inputs(self):
+        if self.inputs == "raw":
+            return ("raw features, standardised with the scaler stored in the model"
+                    if self.scaler is not None else "raw features, used as given")
+        if self.inputs == "standardized":
+            return "standardised features, as gpubp.datasets.load gives them"
+        return "features used as given (the model does not record what its inputs are)"
+
+
 def _read_model(path, device):
     import gpubp
-    from gpubp.io.model import read_npz
+    from gpubp.io.model import INPUTS, read_npz
 
     header, _ = read_npz(path)
     net = gpubp.load(path, device=device)
@@ -45,25 +65,57 @@ def _read_model(path, device):
     scaler = meta.get("scaler")
     if scaler is not None:
         scaler = (np.asarray(scaler["mean"]), np.asarray(scaler["std"]))
-    return net, classes, scaler
+    # files written before the "inputs" field: the CLI's train stored raw features' scaler
+    inputs = header.get("inputs", "raw" if "cli" in header else "unknown")
+    if inputs not in INPUTS:
+        raise CliError(f"{path} has an invalid header: inputs must be one of "
+                       f"{tuple(INPUTS)}, got {inputs!r}")
+    if inputs != "raw" and scaler is not None:
+        raise CliError(f"{path} has an invalid header: it stores a scaler for raw features "
+                       f"but says its inputs are {inputs!r}")
+    return Model(net, str(path), classes, scaler, inputs)
 
 
 def _scaled(X, scaler):
     return X if scaler is None else (X - scaler[0]) / scaler[1]
 
 
-def _examples_for(args, net, classes, need_labels):
-    """Raw features and (optionally) label indices for evaluate/predict."""
+def _bundled_for(args, model):
+    """The held-out split of a bundled set, in the form the model was trained on."""
     from gpubp import datasets
 
+    name = args.data
+    if model.inputs == "unknown":
+        raise CliError(
+            f"--model {model.path} does not record what its inputs are (saved from Python "
+            f"without inputs=...), so the bundled set {name!r} could be fed raw when the model "
+            f"was trained on standardised features, or the reverse: save it again with "
+            f"gpubp.io.save(net, path, inputs='standardized') if it was trained on "
+            f"gpubp.datasets.load({name!r}) (standardised by default), or inputs='raw' if on "
+            f"raw features (scale=False)")
+    standardized = model.inputs == "standardized"
+    d = datasets.load(name, test_size=args.test_size, seed=args.seed, scale=standardized)
+    if model.classes is not None and tuple(model.classes) != d.classes:
+        raise CliError(f"the model's classes {model.classes} are not those of {name} "
+                       f"{list(d.classes)}")
+    return (d.X_test if standardized else _scaled(d.X_test, model.scaler)), d.y_test
+
+
+def _examples_for(args, model, need_labels):
+    """Features as the model takes them, and (optionally) label indices, for evaluate/predict."""
+    from gpubp import datasets
+
+    net, classes = model.net, model.classes
     n_in = net.sizes[0]
     if args.data in datasets.NAMES:
-        d = _load_training_data(args)
-        y = d.y_test
-        if classes is not None and tuple(classes) != d.classes:
-            raise CliError(f"the model's classes {classes} are not those of {args.data} "
-                           f"{list(d.classes)}")
-        return d.X_test, y
+        return _bundled_for(args, model)
+    if model.inputs == "standardized":
+        raise CliError(
+            f"--model {model.path} was trained on standardised features (gpubp.datasets.load's, "
+            f"with the training split's mean and deviation) and stores no scaler to apply to "
+            f"the raw features of --data {args.data}: use the bundled set it was trained on, "
+            f"or standardise the file's features the same way and save the model again with "
+            f"gpubp.io.save(net, path) (inputs then used as given)")
     if str(args.data).lower().endswith(".npz"):
         d = datasets.load_file(args.data, scale=False)
         X = np.concatenate([d.X_train, d.X_test])
@@ -73,6 +125,7 @@ def _examples_for(args, net, classes, need_labels):
     if X.shape[1] != n_in:
         raise CliError(f"--data must have {n_in} feature columns (the model's inputs), got "
                        f"{X.shape[1]}")
+    X = _scaled(X, model.scaler)
     if labels is None:
         return X, None
     if classes is None:
@@ -90,12 +143,20 @@ def _read_csv_for_model(args, n_in, need_labels):
     """Features and labels of a CSV; for predict, a file of features alone is accepted too."""
     from gpubp import datasets
 
-    if need_labels or args.label_column is not None:
-        return datasets.read_csv(args.data, _label_column(args))
     from gpubp.datasets.readers import first_row
 
-    if len(first_row(str(args.data))) == n_in + 1:  # a label column: the last, as in training
+    if args.label_column is not None:
+        return datasets.read_csv(args.data, _label_column(args))
+    width = len(first_row(str(args.data)))
+    if width == n_in + 1:  # a label column: the last, as in training
         return datasets.read_csv(args.data, -1)
+    if need_labels and width == n_in:
+        raise CliError(f"--data {args.data} has no label column: its {width} columns are the "
+                       f"model's {n_in} inputs; evaluate needs {n_in + 1} columns, the features "
+                       f"and a label column (the last, or name it with --label-column)")
+    if need_labels:
+        raise CliError(f"--data {args.data} must have {n_in + 1} columns (the model's {n_in} "
+                       f"inputs and a label column), got {width}")
     return datasets.read_csv(args.data, None)
 
 

@@ -1,6 +1,6 @@
 """A fully connected network trained by explicit backpropagation.
 
-This is the whole algorithm of ``DESIGN.md`` section 1, written once for every backend:
+This is the whole algorithm of ``docs/design.md`` section 1, written once for every backend:
 
     forward    z^l = a^{l-1} W^l + b^l,  a^l = g(z^l)            (l = 1..L, a^0 = X)
     output     δ^L = (1/P) ∂c/∂a^L ⊙ g_o'(z^L)                    (a^L − y)/P when canonical

@@ -1,7 +1,7 @@
 """A look inside backpropagation: the quantities of the derivation, as NumPy arrays.
 
 :func:`trace` runs the network's own forward and backward pass (the backend's kernels,
-not a re-implementation) on one batch and hands back every quantity of ``DESIGN.md``
+not a re-implementation) on one batch and hands back every quantity of ``docs/design.md``
 section 1, named as there::
 
     a[0] = X,   z^l = a^{l-1} W^l + b^l,   a^l = g(z^l)                      (l = 1..L)
@@ -79,7 +79,7 @@ def trace(net, X, Y):
     -----
     The whole batch goes through the backend at once (the workspaces grow to P rows),
     so ``delta`` carries exactly 1/P. ``z`` is not kept by the backends (they apply the
-    activation in place, DESIGN.md §1), so it is recomputed here in NumPy from ``a^{l-1}``
+    activation in place, docs/design.md §1), so it is recomputed here in NumPy from ``a^{l-1}``
     and the parameters.
     """
     X, Y = net._check_XY(X, Y)

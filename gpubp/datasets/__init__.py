@@ -84,10 +84,28 @@ def train_test_split(X, y, test_size=0.25, seed=0):
 
 def standardize(X_train, X_test):
     """Scale both parts by the training mean and standard deviation (constant columns: 1)."""
-    mean = X_train.mean(axis=0)
-    std = X_train.std(axis=0)
+    X_train = np.asarray(X_train)
+    dtype = X_train.dtype if X_train.dtype.kind == "f" else np.float64
+    X_train, X_test = np.array(X_train, dtype=dtype), np.array(X_test, dtype=dtype)
+    _standardize_inplace(X_train, X_test)
+    return X_train, X_test
+
+
+def _standardize_inplace(X_train, X_test):
+    """:func:`standardize` on arrays of our own, without a temporary of their size.
+
+    Four passes over the training part (mean; centre; sum of squares, which ``einsum``
+    reduces without the squared copy ``np.std`` makes; scale) and two over the test part.
+    """
+    mean = X_train.mean(axis=0, dtype=np.float64)  # float64 sums over float32 data too
+    X_train -= mean.astype(X_train.dtype)
+    n = max(len(X_train), 1)
+    std = np.sqrt(np.einsum("ij,ij->j", X_train, X_train, dtype=np.float64) / n)
     std[std == 0] = 1.0
-    return (X_train - mean) / std, (X_test - mean) / std
+    mean, std = mean.astype(X_train.dtype), std.astype(X_train.dtype)
+    X_train /= std
+    X_test -= mean
+    X_test /= std
 
 
 def load(name, test_size=0.25, seed=0, scale=True, label_column=-1):
@@ -120,7 +138,11 @@ def load(name, test_size=0.25, seed=0, scale=True, label_column=-1):
 def _split(X, y, classes, name, test_size, seed, scale, split=None):
     if split is None:
         train, test = train_test_split(X, y, test_size, seed)
-        X_train, X_test, y_train, y_test = X[train], X[test], y[train], y[test]
+        # copies of our own (the gathers): standardised in place
+        X_train, X_test, y_train, y_test = X.take(train, 0), X.take(test, 0), y[train], y[test]
+        if scale and X_train.dtype.kind == "f":
+            _standardize_inplace(X_train, X_test)
+            scale = False
     else:
         X_train, X_test, y_train, y_test = split
     if scale:
@@ -148,19 +170,23 @@ def encode_labels(labels, name="labels"):
     if labels.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {labels.shape}")
     if labels.dtype.kind in "biuf":
-        values = labels
+        values, inverse = labels, None
     else:
-        text = np.char.strip(labels.astype(str))
+        # the distinct strings first: parsing a number per example is the slow part
+        distinct, inverse = np.unique(labels.astype(str, copy=False), return_inverse=True)
+        text = np.char.strip(distinct)
         try:
             values = text.astype(np.float64)
         except ValueError:
             values = None
         if values is None:
             uniques, y = np.unique(text, return_inverse=True)
-            return y.astype(np.int64), tuple(str(u) for u in uniques)
+            return y[inverse].astype(np.int64), tuple(str(u) for u in uniques)
     if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise ValueError(f"{name} must not hold NaN or infinite values")
     uniques, y = np.unique(values, return_inverse=True)
+    if inverse is not None:
+        y = y[inverse]
     names = tuple(str(int(u)) if float(u).is_integer() else str(u) for u in uniques)
     return y.astype(np.int64), names
 

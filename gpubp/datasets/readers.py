@@ -115,13 +115,16 @@ def read_csv(path, label_column=-1):
     if table.num_rows == 0:
         raise ValueError(f"{path} has a header but no data rows")
     X = np.empty((table.num_rows, width - (col < width)), dtype=np.float64)
+    finite = True
     for k, j in enumerate(j for j in range(width) if j != col):
         column = table.column(j)
         if column.null_count:
             _raise_at(path, header, first_null(column, pa), j,
                       "has a missing value (an empty cell)")
-        X[:, k] = column_to_numpy(column, f"{path} column {j}", pa)
-    if not np.isfinite(X).all():
+        values = column_to_numpy(column, f"{path} column {j}", pa)
+        X[:, k] = values
+        finite = finite and bool(np.isfinite(values).all())  # while the column is in cache
+    if not finite:
         row, k = np.argwhere(~np.isfinite(X))[0]
         j = k + (k >= col)
         _raise_at(path, header, int(row), j, f"must be finite, got {X[row, k]}")

@@ -1,6 +1,6 @@
 """Data-parallel training over MPI: every rank holds the whole network and a share of each batch.
 
-The batch gradient is a sum over its P examples (``DESIGN.md`` §1)::
+The batch gradient is a sum over its P examples (``docs/design.md`` §1)::
 
     ∇C = (1/P) Σ_p ∇c_p = Σ_r (1/P) Σ_{p ∈ share of rank r} ∇c_p
 

@@ -2,7 +2,8 @@
 
 File layout (format version 1): ``header`` is a uint8 array holding UTF-8 JSON
 ``{"format": "gpubp", "version": 1, "sizes": [...], "hidden": [...], "output": ...,
-"loss": ..., "dtype": ...}``; ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
+"loss": ..., "dtype": ..., "inputs": ...}`` (``inputs``: what the network's inputs are,
+see :data:`INPUTS`); ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
 Everything is read back with ``allow_pickle=False`` and checked before use.
 """
 
@@ -25,25 +26,47 @@ def header_array(header):
     return np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
 
 
-def model_arrays(net, **extra_header):
+# What a model's inputs are, recorded in its header as "inputs" (the CLI applies exactly that):
+INPUTS = {
+    "raw": "raw features (the header's cli.scaler, if any, standardises them)",
+    "standardized": "standardised features, as gpubp.datasets.load gives them (scale=True: "
+                    "the training split's mean and deviation)",
+    "unknown": "not recorded (used as given)",
+}
+
+
+def model_arrays(net, inputs="unknown", **extra_header):
     """The arrays of a model file: ``header`` (with ``extra_header`` merged in) and the parameters.
+
+    ``inputs`` (a key of :data:`INPUTS`) records what the network was trained on, so that
+    ``gpubp evaluate``/``predict``/``export`` feed it the same: ``"raw"`` features (the CLI's
+    ``train`` stores its scaler beside), features ``"standardized"`` as
+    :func:`gpubp.datasets.load` gives them, or ``"unknown"`` (the default of a model saved
+    from Python: ``gpubp.io.save(net, path, inputs="standardized")`` states it).
 
     Extra header keys (JSON-able) ride along and are ignored by :func:`load`: the CLI keeps
     class names there, checkpoints their training state.
     """
+    if inputs not in INPUTS:
+        raise ValueError(f"inputs must be one of {tuple(INPUTS)}, got {inputs!r}")
     W, b = net.get_params()
     header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
               "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
-              **extra_header}
+              "inputs": inputs, **extra_header}
     arrays = {"header": header_array(header)}
     arrays.update({f"W{l}": w for l, w in enumerate(W)})
     arrays.update({f"b{l}": v for l, v in enumerate(b)})
     return arrays
 
 
-def save(net, path, **extra_header):
-    """Save ``net`` to ``path``; see the module docstring for the format."""
-    atomic_savez(path, model_arrays(net, **extra_header))
+def save(net, path, inputs="unknown", **extra_header):
+    """Save ``net`` to ``path``; see the module docstring for the format.
+
+    ``inputs`` records what the network's inputs are (see :func:`model_arrays`): state
+    ``"standardized"`` for a network trained on ``gpubp.datasets.load(...)``'s (standardised)
+    features, ``"raw"`` for unscaled ones, so that ``gpubp evaluate`` feeds it the same.
+    """
+    atomic_savez(path, model_arrays(net, inputs, **extra_header))
 
 
 def read_npz(path):

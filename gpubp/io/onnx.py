@@ -1,6 +1,6 @@
 """Export a network to ONNX, so that any ONNX runtime can serve it.
 
-The graph is the forward pass of ``DESIGN.md`` section 1, one layer at a time::
+The graph is the forward pass of ``docs/design.md`` section 1, one layer at a time::
 
     X ─(Sub mean, Div std)─ a^0 ─MatMul W^1─Add b^1─g─ a^1 ─ … ─ a^L = "output"
 

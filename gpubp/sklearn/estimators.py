@@ -30,6 +30,12 @@ Requires scikit-learn >= 1.6 (``pip install "gpubp[sklearn]"``).
 import numbers
 
 import numpy as np
+
+try:
+    import sklearn  # noqa: F401 - only to say what to install when it is missing
+except ImportError as exc:
+    raise ImportError(f"gpubp.sklearn needs scikit-learn >= 1.6 ({exc}): pip install "
+                      f"\"gpubp[sklearn]\"") from exc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.metaestimators import available_if
