@@ -10,7 +10,7 @@ their arrays already flattened, which spares a reshape per launch.
 
 This module is *not* a general array library: it holds the kernels' launch arithmetic
 and nothing else. The dense products ``a W`` and ``δ W^T`` are cuBLAS's job; the device
-code is :mod:`gpubp.kernels.cuda_device`.
+code is :mod:`gpubp.kernels.cuda_device` and :mod:`gpubp.kernels.cuda_kernels`.
 
 =====================  ============================================  ===================
 kernel                 what it computes                              launch
@@ -44,7 +44,7 @@ import numpy as np
 from numba import config, cuda
 
 from gpubp import activations, losses
-from gpubp.kernels import cuda_device as D
+from gpubp.kernels import cuda_kernels
 from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P,
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
 from gpubp.kernels.cuda_device import EXP, POISSON
@@ -147,7 +147,7 @@ def kernels_for(dtype):
     if dtype.type not in DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dtype}")
     if dtype not in _KERNELS:
-        built = D.build(dtype)
+        built = cuda_kernels.build(dtype)
         _KERNELS[dtype] = {name: Kernel(name, built[name], types.void(*argtypes))
                            for name, argtypes in signatures(dtype).items()}
     return _KERNELS[dtype]

@@ -1,6 +1,7 @@
 """The device code of the CUDA kernels: one set of Numba CUDA kernels per dtype.
 
-:func:`build` compiles (lazily, on first launch) every kernel for one floating dtype,
+:func:`gpubp.kernels.cuda_kernels.build` compiles (lazily, on first launch) every kernel
+for one floating dtype,
 closed over that dtype's constants so that float32 arithmetic never meets a float64
 ``1.0``. The host side (launch arithmetic, workspaces, the contract's functions) is
 :mod:`gpubp.kernels.cuda`; the launch shapes below are its constants.
@@ -14,6 +15,7 @@ through unchanged on both; ``tests/test_cuda_kernels.py`` checks the PTX for it.
 """
 
 import math
+from collections import namedtuple
 
 import numpy as np
 from numba import cuda, float64
@@ -42,20 +44,25 @@ GRAD_TILE_P = 16  # batch rows staged in shared memory per step
 GRAD_BLOCK = GRAD_THREADS * GRAD_THREADS
 
 
-def build(dtype):
-    """Every kernel for ``dtype``, compiled on first launch.
+Constants = namedtuple("Constants", "T zero one half neg_inf clip_lo clip_hi exp_cap dtype")
+Device = namedtuple("Device", "g g_prime clip delta_and_cost tree_sum")
 
-    Returns
-    -------
-    dict
-        Kernel name -> Numba CUDA dispatcher.
-    """
+
+def constants(dtype):
+    """The dtype's constants, typed, so that float32 arithmetic never meets a float64."""
     T = np.dtype(dtype).type
     zero, one, half, neg_inf = T(0), T(1), T(0.5), T(-np.inf)
     finfo = np.finfo(dtype)
     # Bounds of reference._clipped: logs of the clipped value are finite.
     clip_lo, clip_hi = T(finfo.tiny), T(1 - finfo.epsneg)
     exp_cap = T(EXP_CAP[np.dtype(dtype)])  # exp(min(z, cap)) never overflows
+    return Constants(T, zero, one, half, neg_inf, clip_lo, clip_hi, exp_cap, dtype)
+
+
+def device_functions(c):
+    """The inlined device functions the kernels share: g, g', clipping, δ and cost, sums."""
+    T, zero, one, half = c.T, c.zero, c.one, c.half
+    clip_lo, clip_hi, exp_cap = c.clip_lo, c.clip_hi, c.exp_cap
 
     @cuda.jit(device=True, inline="always")
     def g(z, code):
@@ -126,6 +133,14 @@ def build(dtype):
             cuda.syncthreads()
             s //= 2
 
+    return Device(g, g_prime, clip, delta_and_cost, tree_sum)
+
+
+def forward_kernels(c, dev):
+    """The forward epilogues: ``g(z + b)`` and the row-wise softmax."""
+    T, zero, neg_inf, dtype = c.T, c.zero, c.neg_inf, c.dtype
+    g = dev.g
+
     @cuda.jit
     def bias_act(z, b, code):
         """``z[i] = g(z[i] + b[i mod n])`` over the flattened (P, n) batch ``z``."""
@@ -173,6 +188,17 @@ def build(dtype):
             # Pass 3: normalise. Each thread touches only the columns it wrote.
             for j in range(t, n, ROW_THREADS):
                 z[p, j] = z[p, j] / total
+
+    return {
+        "bias_act": bias_act,
+        "bias_softmax": bias_softmax,
+    }
+
+
+def delta_kernels(c, dev):
+    """The errors: ``δ^L`` with the batch cost, and ``δ^l ⊙= g'(a^l)``."""
+    T, zero, dtype = c.T, c.zero, c.dtype
+    g_prime, delta_and_cost, tree_sum = dev.g_prime, dev.delta_and_cost, dev.tree_sum
 
     @cuda.jit
     def output_delta(a, y, delta, partials, act_code, loss_code):
@@ -247,137 +273,9 @@ def build(dtype):
         for i in range(cuda.grid(1), delta.shape[0], cuda.gridsize(1)):
             delta[i] *= g_prime(a[i], code)
 
-    @cuda.jit
-    def weight_bias_grad(a_prev, delta, dW, db, split, rows_per_split):
-        """``[∂W; ∂b] = [a_prev 1]^T δ`` over the block's share of the P rows.
-
-        The gradient is one ``(n_in + 1, n_out)`` matrix: row ``n_in`` is the bias, the
-        weight of a constant input 1. Block ``(bx, by, bz)`` owns output rows
-        ``by*GRAD_TILE_I ..`` and columns ``bx*GRAD_TILE_J ..`` and batch rows
-        ``bz*rows_per_split ..``. Each step stages ``GRAD_TILE_P`` batch rows of
-        ``a_prev`` and ``δ`` in shared memory (coalesced along the contiguous axis);
-        each thread then accumulates a GRAD_ROWS x GRAD_COLS block of outputs in
-        registers: 6 shared loads per 8 FMAs. Out-of-range entries are staged as 0 so
-        the inner loop has no remainders.
-
-        With one split (``gridDim.z == 1``) the block writes ``dW`` and ``db``; with
-        several it writes its partial product to ``split[bz]`` (``(splits, n_in + 1,
-        n_out)``) and :func:`sum_splits` adds them, in a fixed order.
-        """
-        a_tile = cuda.shared.array((GRAD_TILE_P, GRAD_TILE_I), dtype)  # [p, i]
-        d_tile = cuda.shared.array((GRAD_TILE_P, GRAD_TILE_J), dtype)  # [p, j]
-        acc = cuda.local.array((GRAD_ROWS, GRAD_COLS), dtype)
-        tx = cuda.threadIdx.x
-        ty = cuda.threadIdx.y
-        t = ty * GRAD_THREADS + tx
-        P, n_in = a_prev.shape
-        n_out = delta.shape[1]
-        i0 = cuda.blockIdx.y * GRAD_TILE_I
-        j0 = cuda.blockIdx.x * GRAD_TILE_J
-        p_start = cuda.blockIdx.z * rows_per_split
-        p_stop = min(P, p_start + rows_per_split)
-        for r in range(GRAD_ROWS):
-            for c in range(GRAD_COLS):
-                acc[r, c] = zero
-        for p0 in range(p_start, p_stop, GRAD_TILE_P):
-            # Stage a_prev[p0:p0+TILE_P, i0:i0+TILE_I] (with the bias column of ones) and
-            # δ[p0:p0+TILE_P, j0:j0+TILE_J]: consecutive threads, consecutive columns.
-            for s in range(GRAD_TILE_P * GRAD_TILE_I // GRAD_BLOCK):
-                k = (t + s * GRAD_BLOCK) // GRAD_TILE_I
-                ii = (t + s * GRAD_BLOCK) % GRAD_TILE_I
-                p = p0 + k
-                i = i0 + ii
-                v = zero
-                if p < p_stop:
-                    if i < n_in:
-                        v = a_prev[p, i]
-                    elif i == n_in:
-                        v = one  # the constant input of the bias
-                a_tile[k, ii] = v
-            for s in range(GRAD_TILE_P * GRAD_TILE_J // GRAD_BLOCK):
-                k = (t + s * GRAD_BLOCK) // GRAD_TILE_J
-                jj = (t + s * GRAD_BLOCK) % GRAD_TILE_J
-                p = p0 + k
-                j = j0 + jj
-                v = zero
-                if p < p_stop and j < n_out:
-                    v = delta[p, j]
-                d_tile[k, jj] = v
-            cuda.syncthreads()
-            for k in range(GRAD_TILE_P):
-                for r in range(GRAD_ROWS):
-                    a_k = a_tile[k, ty + r * GRAD_THREADS]
-                    for c in range(GRAD_COLS):
-                        acc[r, c] += a_k * d_tile[k, tx + c * GRAD_THREADS]
-            cuda.syncthreads()  # the tiles are read by all before being overwritten
-        whole = cuda.gridDim.z == 1
-        for r in range(GRAD_ROWS):
-            i = i0 + ty + r * GRAD_THREADS
-            for c in range(GRAD_COLS):
-                j = j0 + tx + c * GRAD_THREADS
-                if j < n_out and i <= n_in:
-                    if not whole:
-                        split[cuda.blockIdx.z, i, j] = acc[r, c]
-                    elif i < n_in:
-                        dW[i, j] = acc[r, c]
-                    else:
-                        db[j] = acc[r, c]
-
-    @cuda.jit
-    def sum_splits(split, dW, db):
-        """``[dW; db] = Σ_z split[z]`` over ``(n_in + 1) * n_out`` entries (grid-stride)."""
-        splits, rows, n_out = split.shape
-        n_in = rows - 1
-        for e in range(cuda.grid(1), rows * n_out, cuda.gridsize(1)):
-            i = e // n_out
-            j = e % n_out
-            s = zero
-            for z in range(splits):
-                s += split[z, i, j]
-            if i < n_in:
-                dW[i, j] = s
-            else:
-                db[j] = s
-
-    @cuda.jit
-    def sgd_step(param, grad, velocity, lr, momentum, nesterov, weight_decay):
-        """Fused SGD step over flattened arrays (PyTorch's momentum convention)."""
-        for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
-            w = param[i]
-            g_i = grad[i] + weight_decay * w
-            if momentum != zero:
-                v = velocity[i] * momentum + g_i
-                velocity[i] = v
-                if nesterov:
-                    g_i = g_i + momentum * v
-                else:
-                    g_i = v
-            param[i] = w - lr * g_i
-
-    @cuda.jit
-    def adam_step(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                  bias1, bias2, eps, weight_decay):
-        """Fused Adam step over flattened arrays; ``bias1 = 1 - β1^t``, ``bias2 = 1 - β2^t``."""
-        for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
-            w = param[i]
-            g_i = grad[i] + weight_decay * w
-            m_i = m[i] * beta1 + one_minus_beta1 * g_i
-            v_i = v[i] * beta2 + one_minus_beta2 * g_i * g_i
-            m[i] = m_i
-            v[i] = v_i
-            m_hat = m_i / bias1
-            v_hat = v_i / bias2
-            param[i] = w - lr * m_hat / (T(math.sqrt(v_hat)) + eps)
-
     return {
-        "bias_act": bias_act,
-        "bias_softmax": bias_softmax,
         "output_delta": output_delta,
         "output_delta_wide": output_delta_wide,
         "finish_cost": finish_cost,
         "hidden_delta": hidden_delta,
-        "weight_bias_grad": weight_bias_grad,
-        "sum_splits": sum_splits,
-        "sgd_step": sgd_step,
-        "adam_step": adam_step,
     }

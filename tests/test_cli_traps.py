@@ -230,5 +230,5 @@ def test_gpubp_sklearn_without_scikit_learn_says_what_to_install():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ImportError gpubp.sklearn.estimators needs scikit-learn")
+    assert result.stdout.startswith("ImportError gpubp.sklearn needs scikit-learn")
     assert 'pip install "gpubp[sklearn]"' in result.stdout

@@ -170,7 +170,7 @@ def load(path, device="cpu", dtype=None, **network_options):
     try:  # the header's fields, checked as the Network checks them: errors blame the file
         hidden = _check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
         output = activations.check_activation(header["output"], "output", activations.OUTPUT)
-        loss = losses.check_pairing(output, header["loss"])
+        loss = losses.check_pairing(output, header["loss"], activations.ACTIVATIONS)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
     net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device,
