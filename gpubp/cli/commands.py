@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from gpubp.distributed import ranks as distributed
+from gpubp.distributed.reductions import HOST_REDUCTIONS, REDUCTIONS
 from gpubp.cli.files import (CliError, _check_outputs, _examples_for, _load_training_data,
                              _npy_data, _read_model, _scaled, _scaler)
 
@@ -149,11 +150,10 @@ def build_parser():
                             "1 BLAS thread, R ranks x 1, 1 rank x R (needs gpubp[mpi])")
     bench.add_argument("--ranks", type=_positive(int), default=2, help="R of --scaling")
     bench.add_argument("--reduction",
-                       choices=("shared", "slice-sums", "iallreduce", "allreduce"),
-                       default="shared",
-                       help="--scaling: how the ranks combine their work (default shared: "
-                            "one machine's ranks split each batch over shared memory; "
-                            "slice-sums: they sum gradients there; or MPI allreduces)")
+                       choices=HOST_REDUCTIONS, default="shared",
+                       help="--scaling: how the ranks combine their work: " + "; ".join(
+                           f"{name}: {REDUCTIONS[name]}" for name in HOST_REDUCTIONS)
+                       + " (default shared)")
     bench.add_argument("--fused", action="store_true",
                        help="--scaling: one Allreduce per step (--reduction allreduce)")
 
