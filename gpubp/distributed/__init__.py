@@ -5,8 +5,9 @@ distributed).
 
 Modules:
     ranks       mpi4py access, the world, rank/size/is_root, the run's process group
-    reductions  gradient sums by strategy: overlapped allreduce, NCCL, shared memory
-    split_step  ranks of one machine splitting each batch over shared parameters
+    reductions  the strategies by name: "shared", "slice-sums", "iallreduce", "allreduce",
+                "nccl" (create_reduction); one process uses gpubp.core.reduction.Identity
+    split_step  the split step of "shared": one machine's ranks split each batch
     watchdog    ends the whole job when one rank dies
 """
 
