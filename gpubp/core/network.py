@@ -333,12 +333,13 @@ class Network:
             ``mean_abs_delta{l}`` (mean ``|δ^l|``) of every layer over the training data
             (one extra forward and backward pass per epoch); :meth:`History.plot` draws
             them. See :func:`gpubp.core.trace.gradient_flow`.
-        distributed : bool or mpi4py communicator
+        distributed : bool, mpi4py communicator or Group
             Data-parallel training over MPI (``True``: ``MPI.COMM_WORLD``; run the script
             under ``mpiexec -n R``). Every rank is given the same ``X, Y`` and arguments;
             ``batch_size`` is the global batch, split among the ranks, and the result is
             the single-process one. Rank 0 alone prints and writes checkpoints. See
-            :mod:`gpubp.distributed.ranks`.
+            :mod:`gpubp.distributed.ranks`; ``Group(comm, reduction=name)`` picks how the
+            ranks combine their gradients (:mod:`gpubp.distributed.reductions`).
 
         Returns
         -------
