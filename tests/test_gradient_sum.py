@@ -54,6 +54,17 @@ def test_nccl_needs_device_arrays():
         create_reduction("nccl", net, FakeComm())
 
 
+@pytest.mark.parametrize("name", ["shared", "slice-sums"])
+def test_shared_memory_needs_host_arrays(name):
+    from types import SimpleNamespace
+
+    on_gpu = SimpleNamespace(backend=SimpleNamespace(xp=SimpleNamespace(__name__="cupy"),
+                                                     name="cuda"))
+    with pytest.raises(ValueError, match=f"reduction '{name}' sums host arrays in shared "
+                                         f"memory, got CuPy device arrays; use 'nccl'"):
+        create_reduction(name, on_gpu, FakeComm())
+
+
 def test_one_process_reduces_with_the_identity():
     net = gpubp.Network([4, 3, 2], dtype="float64", seed=0)
     alone = Local().reduction_for(net, SGD(lr=0.1))

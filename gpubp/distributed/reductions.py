@@ -25,6 +25,9 @@ valid ones (:data:`REDUCTIONS`):
 ``"nccl"``
     :class:`NcclGradientSum`: CuPy device arrays summed through NCCL, in stream order.
 
+``"nccl"`` takes CuPy device arrays only, the first two host arrays only; the MPI ones
+take either (device arrays through a CUDA-aware MPI).
+
 Each reduction's ``name`` is the strategy it actually runs.
 """
 
@@ -101,6 +104,10 @@ def create_reduction(name, net, comm, *, optimizer=None, node=None, split=False,
                              f"{HOST_REDUCTIONS}")
         return NcclGradientSum(net, nccl_comm)
     if name in ("shared", "slice-sums"):
+        if on_device(net):
+            raise ValueError(f"reduction {name!r} sums host arrays in shared memory, got "
+                             f"CuPy device arrays; use 'nccl' (or 'iallreduce' or "
+                             f"'allreduce' through a CUDA-aware MPI)")
         nodes = SharedMemoryGradientSum.nodes(net, comm, node)
         if nodes:
             return SharedMemoryGradientSum(net, comm, *nodes, optimizer,
