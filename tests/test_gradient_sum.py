@@ -10,8 +10,8 @@ import gpubp
 from gpubp.core import backprop
 from gpubp.core.reduction import Identity
 from gpubp.distributed.ranks import Group, Local
-from gpubp.distributed.reductions import (ALIGN, REDUCTIONS, _add_up, _bounds, create_reduction,
-                                          move_flat)
+from gpubp.distributed.reductions import REDUCTIONS, create_reduction
+from gpubp.distributed.shared_memory import ALIGN, _add_up, _bounds, move_flat
 from gpubp.optim.optimizers import SGD, Adam
 
 

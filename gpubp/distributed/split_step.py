@@ -5,7 +5,7 @@ for host arrays), where it applies.
 
 Data parallelism gives every rank a full gradient of ``N`` elements to write, sum and
 read back, although the ranks of a machine share its memory. When every rank of the run
-is on one machine (:class:`~gpubp.distributed.reductions.SharedMemoryGradientSum`, no cross-node
+is on one machine (:class:`~gpubp.distributed.shared_memory.SharedMemoryGradientSum`, no cross-node
 link) and the parameters are shared, a step can split the work so that nothing but the
 batch's activations is shared. Rank ``k`` of ``R``:
 

@@ -103,7 +103,7 @@ class Optimizer:
 
         The values are copied over (unless ``copy`` is False: they are there already) and
         the per-parameter views rebuilt; returns the previous buffers, to move it back
-        with (as :func:`gpubp.distributed.reductions.move_flat` does the parameters).
+        with (as :func:`gpubp.distributed.shared_memory.move_flat` does the parameters).
         """
         previous = self.flat_state
         if copy:
