@@ -82,8 +82,8 @@ class SpreadSGD(SGD):
 
 
 def make_group(spec):
-    """The ``distributed=`` of a case's ``"group"``: ``{"shared_memory": bool, "overlap":
-    bool, "nodes_of": n}``, the last standing in for machines of ``n`` ranks each."""
+    """The ``distributed=`` of a case's ``"group"``: ``{"reduction": name, "nodes_of": n}``,
+    the last standing in for machines of ``n`` ranks each."""
     from gpubp.distributed import ranks as distributed
 
     comm = distributed.world()
@@ -115,20 +115,20 @@ def run(case, distributed=False, rank=0):
 
 
 class RecordSum(Callback):
-    """Note how the run summed its gradients (``history.extras["sum"]``), so the test can
-    check that each scenario took the path it names."""
+    """Note how the run reduced its gradients: the strategy's name (and whether the node
+    shared the parameters, whether machines were joined), so the test can check that each
+    scenario took the path it names."""
 
     def __init__(self, group):
         self.group = group
 
     def on_train_end(self, run):
-        if not hasattr(self.group, "_sums"):  # one rank: the single-process path
-            RecordSum.last = "Local"
+        if not hasattr(self.group, "_reductions"):  # one rank: the single-process path
+            RecordSum.last = "identity"
             return
-        (found,) = self.group._sums.values()
-        RecordSum.last = f"{type(found).__name__} shares_parameters=" \
+        (found,) = self.group._reductions.values()
+        RecordSum.last = f"{found.name} shares_parameters=" \
             f"{getattr(found, 'shares_parameters', None)} " \
-            f"node_step={getattr(found, 'node_step', None) is not None} " \
             f"cross={getattr(found, 'cross', None) is not None}"
 
 

@@ -110,25 +110,25 @@ EQUAL = [
      "fit": {"epochs": 3, "batch_size": 16, "lr": 0.1}},
     # the sums by MPI messages: per-layer Iallreduce, and one Allreduce of the flat vector
     {"name": "momentum-iallreduce", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
-     "group": {"shared_memory": False},
+     "group": {"reduction": "iallreduce"},
      "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1, "optimizer": "momentum"}},
     {"name": "adam-allreduce", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
-     "group": {"shared_memory": False, "overlap": False},
+     "group": {"reduction": "allreduce"},
      "fit": {"epochs": 2, "batch_size": 16, "lr": 0.05, "optimizer": "adam"}},
     # shared memory, a non-elementwise optimizer: every rank gets the whole sum
     {"name": "spread-sgd", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
      "spread_sgd": True, "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1}},
     # shared parameters, gradients summed slice by slice (no split batches)
     {"name": "momentum-slice-sums", "sizes": [5, 7, 6, 3], "P": 101, "dtype": "float32",
-     "group": {"node_steps": False},
+     "group": {"reduction": "slice-sums"},
      "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1, "optimizer": "momentum",
              "weight_decay": 0.01}},
 ]
-# how each scenario must have summed its gradients (the others: split batches, gpubp.distributed.split_step)
-SUM_PATH = {"momentum-iallreduce": "GradientSum", "adam-allreduce": "GradientSum",
-            "spread-sgd": "SharedMemoryGradientSum shares_parameters=False node_step=False",
-            "momentum-slice-sums": "SharedMemoryGradientSum shares_parameters=True "
-                                   "node_step=False"}
+# the reduction each scenario must have run (the others: "shared", the split step of
+# gpubp.distributed.split_step; spread-sgd asks for it too, but its optimizer cannot split)
+SUM_PATH = {"momentum-iallreduce": "iallreduce ", "adam-allreduce": "allreduce ",
+            "spread-sgd": "slice-sums shares_parameters=False",
+            "momentum-slice-sums": "slice-sums shares_parameters=True"}
 # 4 ranks as 2 machines of 2 (nodes stand-in): shared memory within, allreduce between
 NODES = [dict(case, name=case["name"] + "-nodes", group={"nodes_of": 2})
          for case in EQUAL if case["name"] in ("sgd-f64", "adam-decay-split-stop",
@@ -193,8 +193,7 @@ def test_ranks_end_with_the_single_process_result(launches, case, n):
     for r in range(n):
         got = read_result(launches[n] / f"{case['name']}.rank{r}.npz")
         assert_same_run(expected, got, rtol, f"{case['name']} rank {r} of {n}")
-    path = SUM_PATH.get(case["name"],
-                        "SharedMemoryGradientSum shares_parameters=True node_step=True")
+    path = SUM_PATH.get(case["name"], "shared shares_parameters=True")
     for r in range(n):
         assert (launches[n] / f"{case['name']}.rank{r}.sum").read_text().startswith(path)
     if case["name"] == "sgd-f64":

@@ -1,13 +1,85 @@
-"""The pieces of the shared-memory gradient sum that need no MPI launch: its slice
-bounds, its summing kernel against NumPy, the optimizers' update of a span, and moving a
-network's flat buffers (the launched runs are in test_distributed.py)."""
+"""The pieces of the reductions that need no MPI launch: the names and the identity, the
+shared-memory sum's slice bounds, its summing kernel against NumPy, the optimizers' update
+of a span, and moving a network's flat buffers (the launched runs are in
+test_distributed.py)."""
 
 import numpy as np
 import pytest
 
 import gpubp
-from gpubp.distributed.reductions import ALIGN, _add_up, _bounds
+from gpubp.core import backprop
+from gpubp.core.reduction import Identity
+from gpubp.distributed.ranks import Group, Local
+from gpubp.distributed.reductions import REDUCTIONS, create_reduction
+from gpubp.distributed.shared_memory import ALIGN, _add_up, _bounds, move_flat
 from gpubp.optim.optimizers import SGD, Adam
+
+
+class FakeComm:
+    """Enough of an mpi4py communicator for what is checked before any message."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+
+def test_the_strategies_have_one_name_each():
+    assert tuple(REDUCTIONS) == ("shared", "slice-sums", "iallreduce", "allreduce", "nccl")
+
+
+@pytest.mark.parametrize("name", ["mpi", "Shared", "node_steps", None, 3])
+def test_an_unknown_reduction_is_rejected_with_the_valid_names(name):
+    net = gpubp.Network([3, 2], seed=0)
+    message = (r"reduction must be one of \('shared', 'slice-sums', 'iallreduce', "
+               r"'allreduce', 'nccl'\), got ")
+    with pytest.raises(ValueError, match=message):
+        create_reduction(name, net, FakeComm())
+    if name is not None:  # None is the Group's default: picked by the network's arrays
+        with pytest.raises(ValueError, match=message):
+            Group(FakeComm(), reduction=name)
+
+
+@pytest.mark.parametrize("keyword", ["overlap", "shared_memory", "node_steps", "strategy"])
+def test_an_unknown_keyword_of_group_is_a_type_error_naming_it(keyword):
+    with pytest.raises(TypeError, match=f"unexpected keyword argument '{keyword}'"):
+        Group(FakeComm(), **{keyword: False})
+
+
+def test_nccl_needs_device_arrays():
+    net = gpubp.Network([3, 2], seed=0)
+    with pytest.raises(ValueError, match="reduction 'nccl' sums CuPy device arrays, got a "
+                                         "network on the 'cpu' backend"):
+        create_reduction("nccl", net, FakeComm())
+
+
+@pytest.mark.parametrize("name", ["shared", "slice-sums"])
+def test_shared_memory_needs_host_arrays(name):
+    from types import SimpleNamespace
+
+    on_gpu = SimpleNamespace(backend=SimpleNamespace(xp=SimpleNamespace(__name__="cupy"),
+                                                     name="cuda"))
+    with pytest.raises(ValueError, match=f"reduction '{name}' sums host arrays in shared "
+                                         f"memory, got CuPy device arrays; use 'nccl'"):
+        create_reduction(name, on_gpu, FakeComm())
+
+
+def test_one_process_reduces_with_the_identity():
+    net = gpubp.Network([4, 3, 2], dtype="float64", seed=0)
+    alone = Local().reduction_for(net, SGD(lr=0.1))
+    assert type(alone) is Identity and alone.name == "identity" and alone.net is net
+    alone.begin(5, 5)
+    assert alone.delta_scale == 1.0 and alone.seconds == 0.0
+    # a step through the identity is the one-process step, bit for bit
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(6, 4)), np.eye(2)[rng.integers(0, 2, 6)]
+    twin = gpubp.Network([4, 3, 2], dtype="float64", seed=0)
+    cost, P = backprop.train_step(net, SGD(lr=0.1), X, Y, np.arange(6), alone, 6)
+    twin_cost, twin_P = twin._train_step(SGD(lr=0.1), X, Y, np.arange(6))
+    assert (cost, P) == (twin_cost, twin_P) == (cost, 6)
+    np.testing.assert_array_equal(net.theta, twin.theta)
+    alone.close()
 
 
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 100, 1000, 4097])
@@ -81,16 +153,16 @@ def test_moving_the_flat_buffers_keeps_values_and_views():
     net = gpubp.Network([4, 3, 2], dtype="float64", seed=0)
     W, b = net.get_params()
     theta = np.empty_like(net.theta)
-    old = net._move_buffer("theta", theta)
+    old = move_flat(net, "theta", theta)
     assert net.theta is theta and all(np.shares_memory(w, theta) for w in net.W + net.b)
     np.testing.assert_array_equal(theta, old)
     for w, w0 in zip(net.get_params()[0], W):
         np.testing.assert_array_equal(w, w0)
     grads = np.zeros_like(net.nabla_theta)
-    net._move_buffer("nabla_theta", grads, copy=False)
+    move_flat(net, "nabla_theta", grads, copy=False)
     assert all(np.shares_memory(g, grads) for g in net.grads)
     with pytest.raises(ValueError, match=r"flat must have shape \(23,\) and dtype float64"):
-        net._move_buffer("theta", np.empty(22))
+        move_flat(net, "theta", np.empty(22))
     opt = SGD(lr=0.1, momentum=0.9)
     opt.initialize(net.backend, net.params)
     opt.flat_state["velocity"][:] = np.arange(23)

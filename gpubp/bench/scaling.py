@@ -16,12 +16,12 @@ worker also reports the share of its epoch spent summing gradients (``Group.comm
 posting and waiting for the allreduces, or the barriers and slice sums of the
 shared-memory sum). Compare ratios within one run only.
 
-Reductions (``reduction``): ``"shared"`` (the default: the ranks of the machine share one
-copy of the parameters and split each batch's rows and each weight matrix's rows,
-:mod:`gpubp.distributed.split_step`), ``"slice-sums"`` (shared parameters, full gradients summed in
-shared memory slice by slice, :class:`~gpubp.distributed.reductions.SharedMemoryGradientSum`),
-``"iallreduce"`` (one non-blocking allreduce per layer) and ``"allreduce"`` (one
-allreduce of the flat gradient per step).
+Reductions (``reduction``, the names of :mod:`gpubp.distributed.reductions` for host
+arrays): ``"shared"`` (the default: the ranks of the machine share one copy of the
+parameters and split each batch's rows and each weight matrix's rows, the split step of
+:mod:`gpubp.distributed.split_step`), ``"slice-sums"`` (shared parameters, full gradients
+summed in shared memory slice by slice), ``"iallreduce"`` (one non-blocking allreduce per
+layer) and ``"allreduce"`` (one allreduce of the flat gradient per step).
 """
 
 import json
@@ -32,6 +32,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from gpubp.distributed.reductions import HOST_REDUCTIONS
+from gpubp.distributed.reductions import REDUCTIONS as TITLES
 
 SIZES = (784, 1024, 1024, 10)
 BATCH = 512
@@ -49,12 +52,7 @@ def _mpiexec():
     return found
 
 
-REDUCTIONS = {"shared": {}, "slice-sums": {"node_steps": False},
-              "iallreduce": {"shared_memory": False},
-              "allreduce": {"shared_memory": False, "overlap": False}}
-TITLES = {"shared": "shared memory, batches and weight rows split over the ranks",
-          "slice-sums": "shared memory, gradients summed slice by slice",
-          "iallreduce": "per-layer Iallreduce", "allreduce": "one Allreduce per step"}
+REDUCTIONS = HOST_REDUCTIONS  # the benchmark's network is on the CPU
 
 
 def worker(sizes, batch_size, steps, repeats, reduction="shared"):
@@ -65,7 +63,7 @@ def worker(sizes, batch_size, steps, repeats, reduction="shared"):
     from gpubp.training.callbacks import Callback
 
     comm = distributed.world() if distributed.size() > 1 else None
-    group = distributed.Group(comm, **REDUCTIONS[reduction]) if comm is not None else False
+    group = distributed.Group(comm, reduction=reduction) if comm is not None else False
 
     class EpochTimer(Callback):
         def __init__(self):
@@ -127,10 +125,10 @@ def run_scaling(ranks=2, sizes=SIZES, batch_size=BATCH, steps=16, repeats=5,
     repeats : int
         Timed epochs per configuration (the best is kept).
     reduction : str
-        A key of :data:`REDUCTIONS` (see the module docstring).
+        One of :data:`REDUCTIONS` (see the module docstring).
     """
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {tuple(REDUCTIONS)}, got {reduction!r}")
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     configs = [("1 rank x 1 thread", 1, 1), (f"{ranks} ranks x 1 thread", ranks, 1),
                (f"1 rank x {ranks} threads", 1, ranks)]
     results = []

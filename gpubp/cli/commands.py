@@ -21,6 +21,7 @@ import numpy as np
 
 from gpubp import activations, losses
 from gpubp.distributed import ranks as distributed
+from gpubp.distributed.reductions import HOST_REDUCTIONS, REDUCTIONS
 from gpubp.cli.files import (CliError, _check_outputs, _examples_for, _load_training_data,
                              _npy_data, _read_model, _scaled, _scaler)
 
@@ -203,11 +204,10 @@ def build_parser():
     bench.add_argument("--ranks", type=_positive(int), default=None,
                        help="R of --scaling (default 2)")
     bench.add_argument("--reduction",
-                       choices=("shared", "slice-sums", "iallreduce", "allreduce"),
-                       default=None,
-                       help="--scaling: how the ranks combine their work (default shared: "
-                            "one machine's ranks split each batch over shared memory; "
-                            "slice-sums: they sum gradients there; or MPI allreduces)")
+                       choices=HOST_REDUCTIONS, default=None,
+                       help="--scaling: how the ranks combine their work: " + "; ".join(
+                           f"{name}: {REDUCTIONS[name]}" for name in HOST_REDUCTIONS)
+                       + " (default shared)")
     bench.add_argument("--fused", action="store_true",
                        help="--scaling: one Allreduce per step (--reduction allreduce)")
 

@@ -2,8 +2,9 @@
 
 On the ``cpu`` backend, with one of the built-in optimizers, ``fit`` trains an epoch with
 one call of :func:`gpubp.kernels.cpu_epoch.train_epoch` instead of one Python call per
-kernel per step (``Network._train_step``, which every other backend, custom optimizers and
-a data-parallel run with a gradient reduction between backward and update still use). Both
+kernel per step (:func:`gpubp.core.backprop.train_step`, which every other backend and
+custom optimizers use; a data-parallel run takes :func:`reduced_step`, one compiled call
+per step with the reduction between backward and update). Both
 paths take the same steps on the same batches with the same kernels; the tests hold them
 equal for every activation/loss pairing, depth and optimizer.
 
@@ -260,8 +261,8 @@ def _compiled(net, X, Y, rows, batch_size, code, hyper, state_a, state_b, step,
 
 def reduced_step(net, optimizer, X, Y, rows, reduction, P_global):
     """One step of a data-parallel run: this rank's gradient by :func:`gradient_step`,
-    summed over the ranks by ``reduction``, then the update (``Network._train_step``'s
-    reduced step, with one compiled call in place of a Python call per kernel).
+    summed over the ranks by ``reduction``, then the update (:func:`gpubp.core.backprop.train_step`
+    with one compiled call in place of a Python call per kernel).
 
     Returns
     -------

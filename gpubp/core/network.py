@@ -1,20 +1,15 @@
-"""A fully connected network trained by explicit backpropagation.
+"""A fully connected network trained by explicit backpropagation: :class:`Network`.
 
-This is the whole algorithm of ``docs/design.md`` section 1, written once for every backend:
-
-    forward    z^l = a^{l-1} W^l + b^l,  a^l = g(z^l)            (l = 1..L, a^0 = X)
-    output     δ^L = (1/P) ∂c/∂a^L ⊙ g_o'(z^L)                    (a^L − y)/P when canonical
-    hidden     δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(z^l)
-    gradients  ∂C/∂W^l = a^{l-1 T} δ^l,   ∂C/∂b^l = Σ_p δ^l_p
-    update     θ ← θ − η ∂C/∂θ                                    (or momentum / Adam)
-
-Everything array-shaped goes through the :class:`~gpubp.backends.Backend`: this module
-never touches a device array with NumPy. Workspaces (activations ``a^l``, errors ``δ^l``,
-gradients) are allocated once, for the largest batch seen, and smaller batches use
-leading-row views of them, so a training step allocates nothing.
+The network holds the parameters (one flat ``theta``, per-layer views), the workspaces
+and the public API. The algorithm itself (load, forward, backward, one step) is
+:mod:`gpubp.core.backprop`, written once over the Backend contract, and a step reduces
+its gradient through :mod:`gpubp.core.reduction` (the identity for one process). The only
+imports from the layers above: :meth:`Network.fit` (:mod:`gpubp.training.loop`),
+:meth:`Network.save` (:mod:`gpubp.io.model`) and :meth:`Network.to_onnx`
+(:mod:`gpubp.io.onnx`), each inside its method.
 
 What it is not: a general autodiff framework. Layers are dense, the cost is a mean over
-the batch, and the gradient is the derivation above, not a traced graph.
+the batch, and the gradient is the derivation of ``DESIGN.md`` §1, not a traced graph.
 """
 
 import numbers
@@ -23,11 +18,13 @@ import numpy as np
 
 from gpubp import activations, losses
 from gpubp.data import mapped
-from gpubp.core import metrics
+from gpubp.core import backprop, checks, metrics
+from gpubp.core.checks import check_hidden as _check_hidden
+from gpubp.core.checks import check_sizes as _check_sizes
+from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
-from gpubp.data.inputs import check_sample_weight, check_sparse_X, is_sparse
-from gpubp.data.validation import check_X, check_Y
-from gpubp.core.layout import layer_views, row_blocks
+from gpubp.data.inputs import check_sample_weight
+from gpubp.core.layout import layer_views
 from gpubp.backends.base import BACKEND_OPTIONS, check_options
 from gpubp.data.validation import check_dtype
 
@@ -151,51 +148,6 @@ class Network:
         self._sparse_a0 = None  # the loaded batch when X is sparse (a^0 is then unused)
         self._weighted = False  # whether the loaded rows carry weights (_row_weights)
 
-    def _workspace(self, P):
-        """Make sure the workspaces hold ``P`` rows; grow (never shrink) them if needed.
-
-        The activations ``a^0..a^L`` are consecutive blocks of one flat buffer, and so
-        are the errors ``δ^1..δ^L``, each block ``(P, n_l)`` row-major: the leading-row
-        views a smaller batch uses are contiguous, and the compiled CPU epoch
-        (:mod:`gpubp.core.compiled`) reaches every layer through one buffer and its offsets.
-        """
-        if P <= self._capacity:
-            return
-        be, dt = self.backend, self.dtype
-        self._activations_flat = be.empty((P * sum(self.sizes),), dt)
-        self._deltas_flat = be.empty((P * sum(self.sizes[1:]),), dt)
-        self.activations = row_blocks(self._activations_flat, P, self.sizes)
-        self.deltas = [None] + row_blocks(self._deltas_flat, P, self.sizes[1:])
-        self.targets = be.empty((P, self.sizes[-1]), dt)
-        self._row_weights = be.empty((P,), dt)  # w_p of weighted rows (see _load)
-        self._host_x = np.empty((P, self.sizes[0]), dt)  # staging rows for shuffled batches
-        self._host_y = np.empty((P, self.sizes[-1]), dt)
-        self._capacity = P
-
-    def _move_buffer(self, name, flat, copy=True):
-        """Make ``flat`` hold ``theta`` or ``nabla_theta`` (``name``) from now on.
-
-        The values are copied into ``flat`` (shape (N,), the dtype, on the backend; unless
-        ``copy`` is False: it holds them already), which becomes the attribute, with
-        ``W``/``b`` (or ``nabla_w``/``nabla_b``) as its views:
-        a data-parallel run puts them in memory the ranks of a machine share
-        (:class:`gpubp.distributed.reductions.SharedMemoryGradientSum`). Returns the previous
-        buffer, to move them back with.
-        """
-        current = getattr(self, name)
-        if flat.shape != current.shape or flat.dtype != current.dtype:
-            raise ValueError(f"flat must have shape {current.shape} and dtype "
-                             f"{current.dtype}, got {flat.shape} {flat.dtype}")
-        if copy:
-            self.backend.copyto(flat, current)
-        setattr(self, name, flat)
-        views = layer_views(flat, self.sizes)
-        if name == "theta":
-            self.W, self.b = views
-        else:
-            self.nabla_w, self.nabla_b = views
-        return current
-
     @property
     def params(self):
         """Backend arrays ``[W^1, b^1, W^2, b^2, ...]`` (live, not copies)."""
@@ -304,154 +256,30 @@ class Network:
         for dst, src in zip(self.W + self.b, casts):
             self.backend.to_device(src, out=dst)
 
-    # -- the algorithm ----------------------------------------------------------------
-    def _load(self, X, Y=None, index=None, weights=None):
-        """Copy rows of host ``X`` (and ``Y``) into ``a^0`` (and ``y``); return the row count.
+    # -- the algorithm: gpubp.core.backprop, one method each ---------------------------
+    _workspace = backprop.workspace
+    _load = backprop.load
+    _forward = backprop.forward
+    _update = backprop.update
+    _count_correct = backprop.count_correct
+    _cost_and_flat_gradient = backprop.cost_and_flat_gradient
 
-        ``index`` selects rows (a shuffled mini-batch); they are gathered into preallocated
-        host staging buffers first, so that no step allocates and only the batch crosses
-        to the device. A SciPy sparse ``X`` (CSR) stays sparse: its rows go to the device
-        as a sparse matrix that the first layer multiplies (see :meth:`_forward`).
-        ``weights`` (P_total,) are per-example weights ``s_p`` of the rows (see
-        :meth:`_backward`); None weighs every row alike.
-        """
-        P = len(index) if index is not None else X.shape[0]
-        self._workspace(P)
-        self._sparse_a0 = None
-        host_index = index
-        if index is not None and not isinstance(index, np.ndarray):
-            host_index = self.backend.to_host(index)  # a device-resident order (fit on a GPU)
-        if is_sparse(X):
-            rows = X[host_index] if index is not None else X
-            self._sparse_a0 = self.backend.sparse_to_device(rows)
-            X = None
-        for src, buf, dev in ((X, self._host_x, self.activations[0]),
-                              (Y, self._host_y, self.targets)):
-            if src is not None:
-                # host arrays (a memory-mapped file's rows are read, not mapped), or the
-                # device copies of backend.resident (fit on a GPU)
-                self.backend.gather_rows(src, index, dev[:P], buf[:P])
-        self._weighted = weights is not None
-        if self._weighted:
-            s = np.asarray(weights[host_index] if index is not None else weights, np.float64)
-            total = s.sum()
-            # w_p = s_p P / Σs, so that the mean over the rows of w_p c_p is Σ s_p c_p / Σ s_p
-            w = s * (P / total) if total > 0 else np.zeros_like(s)
-            self.backend.to_device(w.astype(self.dtype), out=self._row_weights[:P])
-        return P
+    def _backward(self, P):
+        """:func:`~gpubp.core.backprop.backward` of one process (the identity reduction)."""
+        return backprop.backward(self, P, Identity(self))
 
-    def _forward(self, P):
-        """Feed-forward over the first ``P`` rows of ``a^0``; returns the view ``a^L``."""
-        be, a = self.backend, self.activations
-        for l in range(1, self.L + 1):
-            if l == 1 and self._sparse_a0 is not None:  # sparse a^0: a sparse x dense product
-                be.sparse_matmul(self._sparse_a0, self.W[0], out=a[1][:P])
-            else:
-                be.matmul(a[l - 1][:P], self.W[l - 1], out=a[l][:P])  # z^l = a^{l-1} W^l
-            be.bias_activation(a[l][:P], self.b[l - 1], self.activation_names[l - 1])
-        return a[self.L][:P]
-
-    def _backward(self, P, reduction=None):
-        """Backpropagate from the loaded targets; fills ``nabla_w``/``nabla_b``, returns ``C``.
-
-        ``reduction`` (a :class:`gpubp.distributed.ranks.GradientSum`, data-parallel training)
-        rescales ``δ^L`` from ``1/P`` to ``1/P_global`` and is told as each layer's
-        gradient is final, so that it can start summing it over the ranks.
-
-        With weighted rows the cost is ``C = Σ_p s_p c_p / Σ_p s_p``: each row of the
-        seed ``δ^L`` is scaled by ``w_p = s_p P / Σ s`` (it carries ``1/P`` already), and
-        everything below it follows unchanged.
-        """
-        be, a, delta, L = self.backend, self.activations, self.deltas, self.L
-        cost = be.output_delta(a[L][:P], self.targets[:P], self.output, self.loss_name,
-                               delta[L][:P])
-        if self._weighted:
-            w = self._row_weights[:P]
-            delta[L][:P] *= w[:, None]
-            cost = be.weighted_cost(a[L][:P], self.targets[:P], self.loss_name, w)
-        if reduction is not None and reduction.delta_scale != 1.0:
-            delta[L][:P] *= reduction.delta_scale
-        for l in range(L, 0, -1):
-            if l == 1 and self._sparse_a0 is not None:
-                be.sparse_weight_bias_gradients(self._sparse_a0, delta[1][:P],
-                                                self.nabla_w[0], self.nabla_b[0])
-            else:
-                be.weight_bias_gradients(a[l - 1][:P], delta[l][:P],
-                                         self.nabla_w[l - 1], self.nabla_b[l - 1])
-            if reduction is not None:
-                reduction.layer_done(l - 1)
-            if l > 1:
-                be.matmul(delta[l][:P], self.W[l - 1].T, out=delta[l - 1][:P])
-                be.hidden_delta(delta[l - 1][:P], a[l - 1][:P], self.activation_names[l - 2])
-        return cost
-
-    def _update(self, optimizer):
-        """Apply ``optimizer`` to every parameter from ``nabla_theta``: one fused call."""
-        optimizer.step(self.backend, self.params, self.grads, theta=self.theta,
-                       nabla_theta=self.nabla_theta)
-
-    def _count_correct(self, P):
-        """Correct predictions of the last forward pass over ``P`` loaded rows (a backend
-        scalar: no synchronisation)."""
-        return self.backend.count_correct(self.activations[self.L][:P], self.targets[:P],
-                                          self.loss_name)
-
-    def _train_step(self, optimizer, X, Y, index=None, reduction=None, P_global=None):
-        """One gradient-descent step on a mini-batch; returns the batch's mean cost.
-
-        The step is load, forward, backward, update: a data-parallel run reduces
-        ``nabla_theta`` between the last two. The cost may be a backend scalar (a device
-        array on CUDA): converting it to a float would synchronise, so callers accumulate
-        it and convert once per epoch. The outputs ``a^L`` of the batch stay in the
-        workspace (see :meth:`_count_correct`).
-
-        With ``reduction`` (data-parallel training, see :mod:`gpubp.distributed.ranks`) the rows
-        ``index`` are this rank's share of a global batch of ``P_global`` rows, possibly
-        none; the gradients are summed over the ranks before the update.
-        """
-        if reduction is None:
-            P = self._load(X, Y, index)
-            self._forward(P)
-            cost = self._backward(P)
-            self._update(optimizer)
-        else:
-            P = len(index)
-            reduction.begin(P, P_global)
-            if P:
-                self._load(X, Y, index)
-                self._forward(P)
-                cost = self._backward(P, reduction)
-            else:  # no row of this batch here: add zeros to the sum
-                cost = 0.0
-                for l in range(self.L - 1, -1, -1):
-                    self.nabla_theta[self.layer_slices[l]] = 0
-                    reduction.layer_done(l)
-            reduction.wait()
-            reduction.update(optimizer)
-        return cost, P
+    def _train_step(self, optimizer, X, Y, index=None):
+        """:func:`~gpubp.core.backprop.train_step` of one process: ``(cost, P)``."""
+        return backprop.train_step(self, optimizer, X, Y, index, Identity(self))
 
     # -- public API ------------------------------------------------------------------------
-    def _check_X(self, X, name="X"):
-        if is_sparse(X):
-            return check_sparse_X(X, self.sizes[0], self.dtype, name)
-        return check_X(X, self.sizes[0], self.dtype, name)
-
-    def _check_XY(self, X, Y, names=("X", "Y")):
-        X = self._check_X(X, names[0])
-        return X, check_Y(Y, X.shape[0], self.sizes[-1], self.loss_name, self.dtype, names[1])
+    _check_X = checks.check_inputs
+    _check_XY = checks.check_inputs_and_targets
 
     def _chunks(self, P, *arrays):
-        """Row slices of at most one workspace (or ``CHUNK``) rows covering ``P`` rows.
-
-        The pages of memory-mapped ``arrays`` read through these slices are released as
-        the pass goes, so that a file larger than memory stays out of resident memory.
-        """
-        step = max(self._capacity, CHUNK)
-        pages = mapped.PageBudget(arrays)
-        for start in range(0, P, step):
-            yield slice(start, min(start + step, P))
-            pages.touched(min(step, P - start))
-        pages.release()
+        """Row slices of at most one workspace (or ``CHUNK``) rows covering ``P`` rows; the
+        pages of memory-mapped ``arrays`` read through them are released as the pass goes."""
+        return mapped.chunks(P, max(self._capacity, CHUNK), arrays)
 
     def forward(self, X):
         """Output activations ``a^L``.
@@ -478,27 +306,6 @@ class Network:
         if grad is None:
             return cost, None, None
         return (cost, *layer_views(grad, self.sizes))
-
-    def _cost_and_flat_gradient(self, X, Y, want_gradient, sample_weight=None):
-        """Full-batch cost and its gradient laid out as ``theta`` (a host array), computed
-        chunk by chunk on the backend: each chunk's gradient is that of its own (weighted)
-        mean, so it is reweighted by its share of the rows (or of the total weight)."""
-        P_total = X.shape[0]
-        weight_total = P_total if sample_weight is None else float(sample_weight.sum())
-        total = 0.0
-        grad = np.zeros(self.theta.shape, self.dtype) if want_gradient else None
-        for rows in self._chunks(P_total, X, Y):
-            chunk_weights = None if sample_weight is None else sample_weight[rows]
-            share = ((rows.stop - rows.start) if sample_weight is None
-                     else float(chunk_weights.sum())) / weight_total
-            if share == 0:
-                continue  # rows of weight zero contribute nothing
-            P = self._load(X[rows], Y[rows], weights=chunk_weights)
-            self._forward(P)
-            total += float(self._backward(P)) * share
-            if want_gradient:
-                grad += self.backend.to_host(self.nabla_theta) * share
-        return total, grad
 
     def loss(self, X, Y, sample_weight=None):
         """Mean over the P examples of the per-example cost, as a float.
@@ -654,12 +461,13 @@ class Network:
             ``mean_abs_delta{l}`` (mean ``|δ^l|``) of every layer over the training data
             (one extra forward and backward pass per epoch); :meth:`History.plot` draws
             them. See :func:`gpubp.core.trace.gradient_flow`.
-        distributed : bool or mpi4py communicator
+        distributed : bool, mpi4py communicator or Group
             Data-parallel training over MPI (``True``: ``MPI.COMM_WORLD``; run the script
             under ``mpiexec -n R``). Every rank is given the same ``X, Y`` and arguments;
             ``batch_size`` is the global batch, split among the ranks, and the result is
             the single-process one. Rank 0 alone prints and writes checkpoints. See
-            :mod:`gpubp.distributed.ranks`.
+            :mod:`gpubp.distributed.ranks`; ``Group(comm, reduction=name)`` picks how the
+            ranks combine their gradients (:mod:`gpubp.distributed.reductions`).
 
         Returns
         -------
@@ -716,31 +524,3 @@ class Network:
 
         save(self, path)
 
-
-def _check_sizes(sizes):
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
-        raise TypeError(f"sizes must be a list of layer widths, got {sizes!r}")
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output width, got {sizes}")
-    for n in sizes:
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-            raise TypeError(f"sizes must hold integers, got {n!r} in {sizes}")
-        if n < 1:
-            raise ValueError(f"sizes must hold positive widths, got {n} in {sizes}")
-    return [int(n) for n in sizes]
-
-
-def _check_hidden(hidden, n_hidden):
-    if isinstance(hidden, str):
-        return [activations.check_activation(hidden, "hidden", activations.HIDDEN)] * n_hidden
-    if not hasattr(hidden, "__iter__"):
-        raise TypeError(f"hidden must be an activation name, one of {activations.HIDDEN}, or "
-                        f"a list of them (one per hidden layer), got {hidden!r}")
-    hidden = list(hidden)
-    if len(hidden) != n_hidden:
-        names = "name" if n_hidden == 1 else "names"
-        raise ValueError(f"hidden must be one name or {n_hidden} {names} (a list, one per "
-                         f"hidden layer of sizes), got {len(hidden)}: {hidden}")
-    return [str(activations.check_activation(h, f"hidden[{i}]", activations.HIDDEN))
-            for i, h in enumerate(hidden)]

@@ -79,6 +79,17 @@ def row_chunks(n_rows, row_bytes, chunk_bytes=CHUNK_BYTES):
         yield slice(start, min(start + step, n_rows))
 
 
+def chunks(n_rows, step, arrays):
+    """Slices of ``step`` rows covering ``n_rows`` rows in order, releasing the pages of the
+    mapped ``arrays`` read through them as the pass goes (see :class:`PageBudget`), so
+    that a file larger than memory stays out of resident memory."""
+    pages = PageBudget(arrays)
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+        pages.touched(min(step, n_rows - start))
+    pages.release()
+
+
 class PageBudget:
     """Release the pages of mapped arrays after every ``budget`` bytes of rows read.
 

@@ -4,10 +4,13 @@ Only :mod:`gpubp.training` imports this package (and mpi4py is imported only whe
 distributed).
 
 Modules:
-    ranks       mpi4py access, the world, rank/size/is_root, the run's process group
-    reductions  gradient sums by strategy: overlapped allreduce, NCCL, shared memory
-    split_step  ranks of one machine splitting each batch over shared parameters
-    watchdog    ends the whole job when one rank dies
+    ranks          mpi4py access, the world, rank/size/is_root, the run's process group
+    reductions     the strategies by name: "shared", "slice-sums", "iallreduce",
+                   "allreduce", "nccl" (create_reduction); one process uses
+                   gpubp.core.reduction.Identity
+    shared_memory  the slice sums of "slice-sums" in MPI-3 shared memory
+    split_step     the split step of "shared": one machine's ranks split each batch
+    watchdog       ends the whole job when one rank dies
 """
 
 from gpubp.backends.placement import local_rank, select_gpu

@@ -16,10 +16,11 @@ ever being sent again. What :func:`gpubp.training.loop.fit` does with a :class:`
   the generator state of rank 0 are broadcast (Horovod's ``broadcast_parameters``);
 - **each step**: all ranks draw the same permutation; rank ``r`` of ``R`` takes rows
   ``[r B / R, (r+1) B / R)`` of every global batch of ``B`` rows (possibly none) and gives
-  the network a :class:`~gpubp.distributed.reductions.GradientSum`: each layer's gradient leaves in a non-blocking
-  allreduce as soon as backprop has produced it (the output layer first) and is waited for
-  just before the update, so communication overlaps the rest of the backward pass (DDP's
-  buckets, one per layer);
+  the step a reduction chosen by name (:mod:`gpubp.distributed.reductions`; one process
+  uses the identity of :mod:`gpubp.core.reduction`): by default the ranks of a machine
+  split each batch over shared memory (``"shared"``), and messages (``"iallreduce"``: each
+  layer's gradient leaves in a non-blocking allreduce as soon as backprop has produced it
+  and is waited for just before the update, DDP's buckets) join machines;
 - **each epoch**: the figures (loss, accuracy, validation, gradient norm) are sums over the
   ranks, so History, early stopping, ``tol`` and divergence are decided identically
   everywhere; checkpoints are written by rank 0 alone;
@@ -40,6 +41,7 @@ import zlib
 import numpy as np
 
 from gpubp.core.diagnostics import Alone
+from gpubp.core.reduction import Identity
 from gpubp.errors import TrainingDiverged
 from gpubp.data import mapped
 from gpubp.data.inputs import is_sparse
@@ -53,7 +55,7 @@ def group(distributed):
     ----------
     distributed : bool, mpi4py communicator, Group or None
         False/None: one process. True: ``MPI.COMM_WORLD``. A communicator: its ranks.
-        A :class:`Group` (e.g. ``Group(comm, overlap=False)``): itself.
+        A :class:`Group` (e.g. ``Group(comm, reduction="allreduce")``): itself.
     """
     if distributed is None or distributed is False:
         return LOCAL
@@ -84,12 +86,13 @@ class Local(Alone):
         """Whether ``flag`` holds on every rank."""
         return bool(flag)
 
-    def gradient_sum(self, net, optimizer=None, split=False):
-        """What the training step reduces its gradients with: None, nothing to reduce.
+    def reduction_for(self, net, optimizer=None, split=False):
+        """The reduction (:mod:`gpubp.core.reduction`) the training steps of ``net`` use in
+        this run: the identity, the sum over one process.
 
         ``split``: whether the run's batches could be split over the ranks of a machine
         (:mod:`gpubp.distributed.split_step`; dense in-memory data on the compiled CPU path)."""
-        return None
+        return Identity(net)
 
     @contextlib.contextmanager
     def start(self, net, facts):
@@ -122,34 +125,28 @@ class Group(Local):
     Parameters
     ----------
     comm : mpi4py communicator
-    overlap : bool
-        Where gradients go through MPI messages: per-layer non-blocking allreduces during
-        backprop (default) or one blocking allreduce over the whole flat gradient after
-        it (tensor fusion).
-    shared_memory : bool
-        Host gradients of ranks that share a machine are summed in memory they share
-        (default; :class:`~gpubp.distributed.reductions.SharedMemoryGradientSum`), by messages
-        only between machines. False: MPI messages throughout, as ``overlap`` says.
+    reduction : str or None
+        How the ranks combine their gradients, by name
+        (:data:`~gpubp.distributed.reductions.REDUCTIONS`): ``"shared"``, ``"slice-sums"``,
+        ``"iallreduce"``, ``"allreduce"`` or ``"nccl"`` (see
+        :mod:`gpubp.distributed.reductions`). None (default): ``"nccl"`` for CuPy device
+        arrays, ``"shared"`` for host arrays.
     node : mpi4py communicator, optional
         The ranks sharing memory with this one (default: MPI's ``COMM_TYPE_SHARED``
         split of ``comm``); the tests pass smaller groups to stand in for machines.
-    node_steps : bool
-        With shared memory on one machine, the CPU backend and an elementwise optimizer:
-        split each batch's rows and each weight matrix's rows over the ranks
-        (:mod:`gpubp.distributed.split_step`, default) rather than sum full gradients.
     """
 
-    def __init__(self, comm, overlap=True, shared_memory=True, node=None, node_steps=True):
+    def __init__(self, comm, reduction=None, *, node=None):
+        from gpubp.distributed.reductions import check_name
+
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
         self.is_root = self.rank == 0
-        self.overlap = overlap
-        self.shared_memory = shared_memory
+        self.reduction = None if reduction is None else check_name(reduction)
         self.node = node
-        self.node_steps = node_steps
-        self._sums = {}  # id(net) -> GradientSum, made once per network and run
-        self._seconds_closed = 0.0  # comm_seconds of the sums of runs that have ended
+        self._reductions = {}  # id(net) -> its Reduction, made once per network and run
+        self._seconds_closed = 0.0  # comm_seconds of the reductions of runs that have ended
         self._nccl = None
 
     def __repr__(self):
@@ -167,39 +164,39 @@ class Group(Local):
     def all(self, flag):
         return bool(self.comm.allreduce(bool(flag), op=_mpi().LAND))
 
-    def gradient_sum(self, net, optimizer=None, split=False):
-        found = self._sums.get(id(net))
-        if found is None or found.net is not net:
-            from gpubp.distributed.reductions import (GradientSum, NcclGradientSum,
-                                            SharedMemoryGradientSum)
+    def reduction_for(self, net, optimizer=None, split=False):
+        """The reduction named by ``reduction`` (or the default for ``net``'s arrays), made
+        once per network and run (collectively: every rank asks alike)."""
+        from gpubp.distributed import reductions
 
-            if getattr(net.backend.xp, "__name__", "") == "cupy":
-                found = NcclGradientSum(net, self._nccl_comm())
-            else:
-                found = SharedMemoryGradientSum.create(
-                    net, self.comm, optimizer, self.node, self.node_steps and split) \
-                    if self.shared_memory else None
-                if found is None:
-                    found = GradientSum(net, self.comm, self.overlap)
-            self._sums[id(net)] = found
-        return found
+        known = self._reductions.get(id(net))
+        if getattr(known, "net", None) is net:
+            return known
+        name = self.reduction
+        if name is None:
+            name = "nccl" if reductions.on_device(net) else "shared"
+        made = reductions.create_reduction(
+            name, net, self.comm, optimizer=optimizer, node=self.node, split=split,
+            nccl_comm=self._nccl_comm() if name == "nccl" else None)
+        self._reductions[id(net)] = made
+        return made
 
     def restore(self, net, snapshot):
-        """Put ``snapshot`` back, on every rank together (collective): the run's sums are
-        closed first, so that parameters a node shared are each rank's own again and no
+        """Put ``snapshot`` back, on every rank together (collective): the run's reductions
+        are closed first, so that parameters a node shared are each rank's own again and no
         two ranks write the same memory."""
         self.close()
         net.backend.copyto(net.theta, snapshot)
 
     def close(self):
-        """End the run's gradient sums (collective: their shared memory is freed)."""
-        self._seconds_closed += sum(found.seconds for found in self._sums.values())
-        for found in self._sums.values():
-            found.close()
-        self._sums.clear()
+        """End the run's reductions (collective: their shared memory is freed)."""
+        self._seconds_closed += sum(made.seconds for made in self._reductions.values())
+        for made in self._reductions.values():
+            made.close()
+        self._reductions.clear()
 
     def comm_seconds(self):
-        return self._seconds_closed + sum(s.seconds for s in self._sums.values())
+        return self._seconds_closed + sum(r.seconds for r in self._reductions.values())
 
     def _nccl_comm(self):
         """One NCCL communicator over the same ranks, its unique id sent from rank 0."""

@@ -1,8 +1,11 @@
-"""The ranks of one machine training one batch together, with no gradient to sum.
+"""The split step: the ranks of one machine training one batch together, no gradient summed.
+
+This is the ``"shared"`` reduction of :mod:`gpubp.distributed.reductions` (the default
+for host arrays), where it applies.
 
 Data parallelism gives every rank a full gradient of ``N`` elements to write, sum and
 read back, although the ranks of a machine share its memory. When every rank of the run
-is on one machine (:class:`~gpubp.distributed.reductions.SharedMemoryGradientSum`, no cross-node
+is on one machine (:class:`~gpubp.distributed.shared_memory.SharedMemoryGradientSum`, no cross-node
 link) and the parameters are shared, a step can split the work so that nothing but the
 batch's activations is shared. Rank ``k`` of ``R``:
 
@@ -37,7 +40,7 @@ def _share(n, k, R):
     return slice(k * n // R, (k + 1) * n // R)
 
 
-class NodeStep:
+class SplitStep:
     """Train batches split over the ranks of one machine (see the module docstring).
 
     Parameters

@@ -115,7 +115,7 @@ class Optimizer:
 
         The values are copied over (unless ``copy`` is False: they are there already) and
         the per-parameter views rebuilt; returns the previous buffers, to move it back
-        with (see :meth:`Network._move_buffer`).
+        with (as :func:`gpubp.distributed.shared_memory.move_flat` does the parameters).
         """
         previous = self.flat_state
         if copy:

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpubp.training import checkpoint as ckpt_io
-from gpubp.core import compiled
+from gpubp.core import backprop, compiled
 from gpubp import losses
 from gpubp.data import mapped
 from gpubp.training.callbacks import Callback, EarlyStopping, Run
@@ -244,21 +244,22 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
     # sparse x dense in the per-kernel step)
     compiled_ok = not mapped.is_mapped(X) and not is_sparse(X) \
         and compiled.supported(net, optimizer)
-    reduction = group.gradient_sum(net, optimizer, split=compiled_ok)
-    if compiled_ok and reduction is None:
+    reduction = group.reduction_for(net, optimizer, split=compiled_ok)
+    if compiled_ok and reduction.name == "identity":
+        # nothing to add between the steps: the whole epoch in one compiled call
         total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
     elif compiled_ok:
-        # the ranks of one machine split each batch's rows and each W's rows between them
-        # (gpubp.distributed.split_step), or: one compiled call per step, the sum over the ranks between
-        node = getattr(reduction, "node_step", None)
+        # "shared": the ranks of one machine split each batch's rows and each W's rows
+        # between them (gpubp.distributed.split_step); the others: one compiled call per
+        # step, the reduction between it and the update
         X = np.ascontiguousarray(X, dtype=net.dtype)  # as the compiled step reads them
         Y = np.ascontiguousarray(Y, dtype=net.dtype)
         total, correct = 0.0, 0
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for start in range(0, P_total, batch_size):
                 batch = order[start:start + batch_size]
-                if node is not None:
-                    cost_sum, right = node.step(optimizer, X, Y, batch)
+                if reduction.name == "shared":
+                    cost_sum, right = reduction.split_step.step(optimizer, X, Y, batch)
                 else:
                     cost_sum, right, _ = compiled.reduced_step(
                         net, optimizer, X, Y, batch[group.rows(len(batch))], reduction,
@@ -269,18 +270,15 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
         total, correct = net.backend.cost_sum(), 0.0
         classifier = net.is_classifier
         pages = mapped.PageBudget([X, Y])
-        if reduction is None:
-            order = net.backend.resident(order)  # on a GPU: uploaded once per epoch
+        order = net.backend.resident(order)  # on a GPU: uploaded once per epoch
         # A diverging run overflows on the way to a non-finite loss; that is detected and
         # reported by the caller, so the floating-point warnings it raises are not news.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for start in range(0, P_total, batch_size):
                 batch = order[start:start + batch_size]
-                if reduction is None:
-                    cost, P = net._train_step(optimizer, X, Y, batch)
-                else:
-                    cost, P = net._train_step(optimizer, X, Y, batch[group.rows(len(batch))],
-                                              reduction, len(batch))
+                cost, P = backprop.train_step(net, optimizer, X, Y,
+                                              batch[group.rows(len(batch))], reduction,
+                                              len(batch))
                 # backend scalars (device arrays on CUDA): converted once, after the loop
                 total.add(cost, P)
                 if classifier and P:
