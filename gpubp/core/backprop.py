@@ -23,7 +23,7 @@ strategy of :mod:`gpubp.distributed.reductions` for a data-parallel run.
 
 import numpy as np
 
-from gpubp.core.layout import row_blocks
+from gpubp.core.layout import layer_views, row_blocks
 from gpubp.core.reduction import Identity
 from gpubp.data.inputs import is_sparse
 
@@ -194,3 +194,12 @@ def cost_and_flat_gradient(net, X, Y, want_gradient, sample_weight=None):
         if want_gradient:
             grad += net.backend.to_host(net.nabla_theta) * share
     return total, grad
+
+
+def cost_and_gradients(net, X, Y, want_gradients, sample_weight=None):
+    """Mean (or ``sample_weight``-weighted mean) cost over all rows and, optionally,
+    its exact gradient as host arrays ``dW``, ``db``."""
+    cost, grad = cost_and_flat_gradient(net, X, Y, want_gradients, sample_weight)
+    if grad is None:
+        return cost, None, None
+    return (cost, *layer_views(grad, net.sizes))

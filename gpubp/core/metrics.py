@@ -1,5 +1,7 @@
 """Labels and accuracy from output activations."""
 
+import warnings
+
 import numpy as np
 
 from gpubp import losses
@@ -25,3 +27,26 @@ def accuracy(a, Y, loss):
     if _targets(loss) == "labels":
         return float(np.mean(np.argmax(a, axis=1) == np.argmax(Y, axis=1)))
     return float(np.mean(np.all((a > 0.5) == (Y > 0.5), axis=1)))
+
+
+def probabilities(a, loss):
+    """Class probabilities from the outputs ``a`` (P, n_L), scikit-learn's convention:
+    softmax rows as they are, ``[1 − p, p]`` for a single sigmoid output, independent
+    probabilities for several sigmoid outputs."""
+    if loss == "binary_cross_entropy" and a.shape[1] == 1:
+        return np.hstack([1 - a, a])
+    return a
+
+
+def warn_non_finite(net, cost, method, P):
+    """One clear RuntimeWarning when the cost of ``Network.loss``/``evaluate`` is not
+    finite (NumPy's own overflow warnings on the way are silenced)."""
+    if np.isfinite(cost):
+        return
+    theta = net.backend.to_host(net.theta)
+    warnings.warn(
+        f"Network.{method}: the loss is not finite ({cost}) on these {P} examples: the "
+        f"outputs overflow {net.dtype.name} (the largest |parameter| is "
+        f"{float(np.abs(theta).max()):.3g}). The parameters have probably diverged: "
+        f"retrain with a smaller learning rate, or scale the inputs",
+        RuntimeWarning, stacklevel=3)

@@ -12,20 +12,20 @@ What it is not: a general autodiff framework. Layers are dense, the cost is a me
 the batch, and the gradient is the derivation of ``DESIGN.md`` §1, not a traced graph.
 """
 
-import numbers
 
 import numpy as np
 
 from gpubp import activations, losses
 from gpubp.data import mapped
-from gpubp.core import backprop, checks, metrics
+from gpubp.core import backprop, checks, metrics, state
 from gpubp.core.checks import check_hidden as _check_hidden
 from gpubp.core.checks import check_sizes as _check_sizes
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight
-from gpubp.core.layout import layer_views
-from gpubp.backends.base import BACKEND_OPTIONS, check_options
+from gpubp.core import layout
+from gpubp.core.trace import trace
+from gpubp.backends.base import check_options
 from gpubp.data.validation import check_dtype
 
 
@@ -91,10 +91,7 @@ class Network:
 
     Notes
     -----
-    A network pickles and copies (:mod:`pickle`, :func:`copy.deepcopy`, joblib,
-    multiprocessing) on every backend: the parameters round-trip bit for bit through the
-    host, with the sizes, activations, loss, dtype, seed, device, backend (and its
-    options) and the generator's state; workspaces are rebuilt on first use.
+    A network pickles and copies exactly, on every backend (:mod:`gpubp.core.state`).
     """
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
@@ -107,46 +104,17 @@ class Network:
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
         self.dtype = check_dtype(dtype)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise TypeError(f"seed must be an integer or None, got {seed!r}")
-        if seed is not None and seed < 0:
-            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
-        if not isinstance(fallback, (bool, np.bool_)):
-            raise TypeError(f"fallback must be True or False, got {fallback!r}")
-        self.seed = seed
+        self.seed = checks.check_seed(seed)
+        checks.check_flag(fallback, "fallback")
         self.rng = np.random.default_rng(seed)
         self.device = resolve_device(device, fallback=fallback)
         self.backend = get_backend(self.device, backend, **backend_options)
         self.activation_names = self.hidden + [self.output]  # g of layer l is [l - 1]
-        W0 = [activations.init_weights(self.rng, n_in, n_out, g, self.dtype)
-              for n_in, n_out, g in zip(self.sizes[:-1], self.sizes[1:], self.activation_names)]
-        b0 = [np.zeros(n, dtype=self.dtype) for n in self.sizes[1:]]
         self._allocate_parameters()
-        self.set_params(W0, b0)
+        self.set_params(*layout.initial_parameters(self.rng, self.sizes, self.activation_names,
+                                                   self.dtype))
 
-    # -- construction ---------------------------------------------------------------
-    def _allocate_parameters(self):
-        """One flat buffer for all parameters, one for all gradients; per-layer views.
-
-        ``theta`` holds ``W^1`` (row-major), ``b^1``, ``W^2``, ``b^2``, ... back to back, and
-        ``nabla_theta`` the gradients in the same order, so that an optimizer updates every
-        parameter in one fused call and a data-parallel reduction sends one message; a
-        layer's block ``layer_slices[l]`` can go as soon as backpropagation produces it.
-        """
-        be, dt = self.backend, self.dtype
-        shapes = list(zip(self.sizes[:-1], self.sizes[1:]))
-        ends = np.cumsum([n_in * n_out + n_out for n_in, n_out in shapes]).tolist()
-        self.layer_slices = [slice(start, end) for start, end in zip([0] + ends[:-1], ends)]
-        self.theta = be.empty((ends[-1],), dt)
-        self.nabla_theta = be.zeros((ends[-1],), dt)
-        self.W, self.b = layer_views(self.theta, self.sizes)
-        self.nabla_w, self.nabla_b = layer_views(self.nabla_theta, self.sizes)
-        self._capacity = 0  # rows of the workspaces below
-        self.activations = None  # a^0 .. a^L, each (capacity, n_l)
-        self.deltas = None  # δ^1 .. δ^L at [1..L]; [0] unused
-        self.targets = None  # y, (capacity, n_L)
-        self._sparse_a0 = None  # the loaded batch when X is sparse (a^0 is then unused)
-        self._weighted = False  # whether the loaded rows carry weights (_row_weights)
+    _allocate_parameters = layout.allocate_parameters
 
     @property
     def params(self):
@@ -162,51 +130,9 @@ class Network:
     def is_classifier(self):
         return losses.is_classifier(self.loss_name)
 
-    # -- pickling and copying -------------------------------------------------------------
-    # rebuilt by __setstate__: the backend (it holds modules), the parameter buffers and
-    # their views (the values travel as host copies), and the workspaces (grown lazily)
-    _REBUILT = frozenset((
-        "backend", "theta", "nabla_theta", "W", "b", "nabla_w", "nabla_b", "layer_slices",
-        "_capacity", "activations", "deltas", "targets", "_sparse_a0", "_weighted",
-        "_activations_flat", "_deltas_flat", "_row_weights", "_host_x", "_host_y",
-        "_epoch_layout"))
-
-    def __getstate__(self):
-        """What :mod:`pickle` and :mod:`copy` keep: every attribute but the backend object
-        and the buffers, the parameters and gradients as host (NumPy) copies of ``theta``
-        and ``nabla_theta`` (through ``backend.to_host``: a GPU network pickles too), and the
-        backend as its name and options. The generator is copied, so a copy shuffles as the
-        original would, independently of it."""
-        import copy
-
-        be = self.backend
-        state = {k: v for k, v in self.__dict__.items() if k not in self._REBUILT}
-        state["rng"] = copy.deepcopy(self.rng)
-        state["sizes"], state["hidden"] = list(self.sizes), list(self.hidden)
-        state["activation_names"] = list(self.activation_names)
-        state["_backend"] = (be.name, {key: getattr(be, key)
-                                       for key in BACKEND_OPTIONS.get(be.name, {})})
-        state["_theta"] = be.to_host(self.theta)
-        state["_nabla_theta"] = be.to_host(self.nabla_theta)
-        return state
-
-    def __setstate__(self, state):
-        """Rebuild the backend (``device="cuda"`` where no GPU is usable falls back to the
-        CPU with a warning, as the constructor does) and copy the parameters onto it;
-        workspaces are allocated again on first use."""
-        state = dict(state)
-        name, options = state.pop("_backend")
-        theta, nabla_theta = state.pop("_theta"), state.pop("_nabla_theta")
-        self.__dict__.update(state)
-        if self.device == "cuda":
-            self.device = resolve_device("cuda", fallback=True)
-            if self.device != "cuda":
-                name = None
-        self.backend = get_backend(self.device, name, **options)
-        self._allocate_parameters()
-        self.backend.to_device(np.ascontiguousarray(theta, self.dtype), out=self.theta)
-        self.backend.to_device(np.ascontiguousarray(nabla_theta, self.dtype),
-                               out=self.nabla_theta)
+    # -- pickling and copying: gpubp.core.state ----------------------------------------
+    __getstate__ = state.getstate
+    __setstate__ = state.setstate
 
     def __repr__(self):
         return (f"Network({self.sizes}, hidden={self.hidden}, output={self.output!r}, "
@@ -229,31 +155,7 @@ class Network:
 
     def set_params(self, W, b):
         """Validate ``W`` and ``b`` (shapes as :meth:`get_params`) and copy them onto the device."""
-        casts = []  # W then b, in the network's dtype
-        for name, given, shapes in (
-            ("W", W, list(zip(self.sizes[:-1], self.sizes[1:]))),
-            ("b", b, [(n,) for n in self.sizes[1:]]),
-        ):
-            if not isinstance(given, (list, tuple)) or len(given) != self.L:
-                got = len(given) if isinstance(given, (list, tuple)) else type(given).__name__
-                raise ValueError(f"{name} must be a list of {self.L} arrays, got {got}")
-            for l, (arr, shape) in enumerate(zip(given, shapes)):
-                arr = np.asarray(arr)
-                if arr.dtype.kind not in "biuf":
-                    raise TypeError(f"{name}[{l}] must hold real numbers, got dtype {arr.dtype}")
-                if arr.shape != shape:
-                    raise ValueError(f"{name}[{l}] must have shape {shape}, got {arr.shape}")
-                if not np.isfinite(arr).all():
-                    raise ValueError(f"{name}[{l}] must be finite, got NaN or infinite values")
-                with np.errstate(over="ignore"):
-                    cast = np.ascontiguousarray(arr, dtype=self.dtype)
-                if not np.isfinite(cast).all():
-                    raise ValueError(
-                        f"{name}[{l}] holds values that overflow {self.dtype.name} (largest "
-                        f"magnitude {float(np.abs(arr).max()):.3g}, {self.dtype.name} holds up "
-                        f"to {float(np.finfo(self.dtype).max):.3g})")
-                casts.append(cast)
-        for dst, src in zip(self.W + self.b, casts):
+        for dst, src in zip(self.W + self.b, checks.check_params(W, b, self.sizes, self.dtype)):
             self.backend.to_device(src, out=dst)
 
     # -- the algorithm: gpubp.core.backprop, one method each ---------------------------
@@ -263,6 +165,7 @@ class Network:
     _update = backprop.update
     _count_correct = backprop.count_correct
     _cost_and_flat_gradient = backprop.cost_and_flat_gradient
+    _cost_and_gradients = backprop.cost_and_gradients
 
     def _backward(self, P):
         """:func:`~gpubp.core.backprop.backward` of one process (the identity reduction)."""
@@ -299,14 +202,6 @@ class Network:
             out[rows] = self.backend.to_host(self._forward(P))
         return out
 
-    def _cost_and_gradients(self, X, Y, want_gradients, sample_weight=None):
-        """Mean (or ``sample_weight``-weighted mean) cost over all rows and, optionally,
-        its exact gradient as host arrays ``dW``, ``db``."""
-        cost, grad = self._cost_and_flat_gradient(X, Y, want_gradients, sample_weight)
-        if grad is None:
-            return cost, None, None
-        return (cost, *layer_views(grad, self.sizes))
-
     def loss(self, X, Y, sample_weight=None):
         """Mean over the P examples of the per-example cost, as a float.
 
@@ -321,23 +216,8 @@ class Network:
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             cost = self._cost_and_gradients(X, Y, False, sample_weight)[0]
-        self._warn_non_finite(cost, "loss", X.shape[0])
+        metrics.warn_non_finite(self, cost, "loss", X.shape[0])
         return cost
-
-    def _warn_non_finite(self, cost, method, P):
-        """One clear RuntimeWarning when the cost of :meth:`loss`/:meth:`evaluate` is not
-        finite (NumPy's own overflow warnings on the way are silenced)."""
-        if np.isfinite(cost):
-            return
-        import warnings
-
-        theta = self.backend.to_host(self.theta)
-        warnings.warn(
-            f"Network.{method}: the loss is not finite ({cost}) on these {P} examples: the "
-            f"outputs overflow {self.dtype.name} (the largest |parameter| is "
-            f"{float(np.abs(theta).max()):.3g}). The parameters have probably diverged: "
-            f"retrain with a smaller learning rate, or scale the inputs",
-            RuntimeWarning, stacklevel=3)
 
     def gradients(self, X, Y, sample_weight=None):
         """Exact gradient of :meth:`loss` (with the same ``sample_weight``).
@@ -383,10 +263,7 @@ class Network:
         return self._predict_proba
 
     def _predict_proba(self, X):
-        a = self.forward(X)
-        if self.loss_name == "binary_cross_entropy" and a.shape[1] == 1:
-            return np.hstack([1 - a, a])
-        return a
+        return metrics.probabilities(self.forward(X), self.loss_name)
 
     def evaluate(self, X, Y):
         """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers).
@@ -398,7 +275,7 @@ class Network:
             result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
             if self.is_classifier:
                 result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name)
-        self._warn_non_finite(result["loss"], "evaluate", X.shape[0])
+        metrics.warn_non_finite(self, result["loss"], "evaluate", X.shape[0])
         return result
 
     def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
@@ -465,36 +342,31 @@ class Network:
             Data-parallel training over MPI (``True``: ``MPI.COMM_WORLD``; run the script
             under ``mpiexec -n R``). Every rank is given the same ``X, Y`` and arguments;
             ``batch_size`` is the global batch, split among the ranks, and the result is
-            the single-process one. Rank 0 alone prints and writes checkpoints. See
-            :mod:`gpubp.distributed.ranks`; ``Group(comm, reduction=name)`` picks how the
-            ranks combine their gradients (:mod:`gpubp.distributed.reductions`).
+            the single-process one. Rank 0 alone prints and writes checkpoints.
+            ``Group(comm, reduction=name)`` picks how the ranks combine their gradients
+            (:mod:`gpubp.distributed.reductions`).
 
         Returns
         -------
         History
             Per-epoch ``loss``, ``lr`` and, where they apply, ``accuracy``, ``val_loss``,
-            ``val_accuracy``, ``grad_norm``. ``loss`` and ``accuracy`` come from the
-            epoch's batches, as Keras reports them: each batch's mean cost and fraction
-            predicted right in its own forward pass (before its update), averaged over
-            the epoch weighted by the batch's rows; no extra pass over the training data
-            is made for them. :meth:`evaluate` gives the exact figures of the parameters
-            at the end of the epoch, as ``val_loss``/``val_accuracy`` do for validation
-            data; ``grad_norm`` (with ``tol``) is the full-data ``‖∇C‖``.
+            ``val_accuracy``, ``grad_norm``. ``loss`` and ``accuracy`` are those of the
+            epoch's batches, as Keras reports them (no extra pass over the training data);
+            :meth:`evaluate` gives the exact figures of the parameters at the end.
 
         Raises
         ------
         TrainingDiverged
-            When an epoch's loss is not finite; the parameters are restored to those at
-            the start of that epoch, the last finite ones.
+            When an epoch's loss is not finite; the latest parameters whose training loss
+            is finite are restored (its ``restored_epoch`` says which).
         """
-        from gpubp.training.loop import fit
+        from gpubp.training.loop import fit  # a facade over the layer above (docs/design.md)
 
         return fit(self, X, Y, epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle,
-                   tol=tol, validation_data=validation_data, verbose=verbose,
-                   optimizer=optimizer, validation_split=validation_split, schedule=schedule,
-                   weight_decay=weight_decay, early_stopping=early_stopping,
-                   callbacks=callbacks, checkpoint=checkpoint,
-                   checkpoint_every=checkpoint_every, resume=resume,
+                   tol=tol, validation_data=validation_data, verbose=verbose, optimizer=optimizer,
+                   validation_split=validation_split, schedule=schedule,
+                   weight_decay=weight_decay, early_stopping=early_stopping, callbacks=callbacks,
+                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                    gradient_flow=gradient_flow, distributed=distributed)
 
     def trace(self, X, Y):
@@ -504,8 +376,6 @@ class Network:
         layer ``l`` at index ``l − 1``, ``z``, ``delta`` (``δ^l = ∂C/∂z^l``, with the 1/P
         of the mean cost), ``dW`` and ``db``; see :mod:`gpubp.core.trace`.
         """
-        from gpubp.core.trace import trace
-
         return trace(self, X, Y)
 
     def to_onnx(self, path):
@@ -514,13 +384,13 @@ class Network:
         Input ``"X"`` ``(N, n_0)``, output ``"output"`` ``(N, n_L)`` = :meth:`forward`,
         in the network's dtype; see :mod:`gpubp.io.onnx` (needs ``gpubp[onnx]``).
         """
-        from gpubp.io.onnx import to_onnx
+        from gpubp.io.onnx import to_onnx  # a facade over the layer above
 
         return to_onnx(self, path)
 
     def save(self, path):
         """Write the network to ``path`` (``.npz``), atomically; see :func:`gpubp.io.model.save`."""
-        from gpubp.io.model import save
+        from gpubp.io.model import save  # a facade over the layer above
 
         save(self, path)
 
