@@ -15,21 +15,21 @@ class CliError(Exception):
     """A user error reported as one line."""
 
 
-def _label_column(args):
+def label_column_of(args):
     col = args.label_column
     if col is None:
         return -1
     return int(col) if col.strip().lstrip("-").isdigit() else col
 
 
-def _load_training_data(args):
+def load_training_data(args):
     from gpubp import datasets
 
     return datasets.load(args.data, test_size=args.test_size, seed=args.seed, scale=False,
-                         label_column=_label_column(args))
+                         label_column=label_column_of(args))
 
 
-def _scaler(X):
+def fit_scaler(X):
     mean = X.mean(axis=0)
     std = X.std(axis=0)
     std[std == 0] = 1.0
@@ -54,7 +54,7 @@ class Model(NamedTuple):
         return "features used as given (the model does not record what its inputs are)"
 
 
-def _read_model(path, device):
+def read_model(path, device):
     import gpubp
     from gpubp.io.model import INPUTS, read_npz
 
@@ -76,7 +76,7 @@ def _read_model(path, device):
     return Model(net, str(path), classes, scaler, inputs)
 
 
-def _scaled(X, scaler):
+def scaled(X, scaler):
     return X if scaler is None else (X - scaler[0]) / scaler[1]
 
 
@@ -98,10 +98,10 @@ def _bundled_for(args, model):
     if model.classes is not None and tuple(model.classes) != d.classes:
         raise CliError(f"the model's classes {model.classes} are not those of {name} "
                        f"{list(d.classes)}")
-    return (d.X_test if standardized else _scaled(d.X_test, model.scaler)), d.y_test
+    return (d.X_test if standardized else scaled(d.X_test, model.scaler)), d.y_test
 
 
-def _examples_for(args, model, need_labels):
+def examples_for(args, model, need_labels):
     """Features as the model takes them, and (optionally) label indices, for evaluate/predict."""
     from gpubp import datasets
 
@@ -121,11 +121,11 @@ def _examples_for(args, model, need_labels):
         X = np.concatenate([d.X_train, d.X_test])
         labels = np.array(d.classes)[np.concatenate([d.y_train, d.y_test])]
     else:
-        X, labels = _read_csv_for_model(args, n_in, need_labels)
+        X, labels = read_csv_for_model(args, n_in, need_labels)
     if X.shape[1] != n_in:
         raise CliError(f"--data must have {n_in} feature columns (the model's inputs), got "
                        f"{X.shape[1]}")
-    X = _scaled(X, model.scaler)
+    X = scaled(X, model.scaler)
     if labels is None:
         return X, None
     if classes is None:
@@ -139,14 +139,14 @@ def _examples_for(args, model, need_labels):
     return X, np.array([index[str(v)] for v in labels])
 
 
-def _read_csv_for_model(args, n_in, need_labels):
+def read_csv_for_model(args, n_in, need_labels):
     """Features and labels of a CSV; for predict, a file of features alone is accepted too."""
     from gpubp import datasets
 
     from gpubp.datasets.readers import first_row
 
     if args.label_column is not None:
-        return datasets.read_csv(args.data, _label_column(args))
+        return datasets.read_csv(args.data, label_column_of(args))
     width = len(first_row(str(args.data)))
     if width == n_in + 1:  # a label column: the last, as in training
         return datasets.read_csv(args.data, -1)
@@ -160,7 +160,7 @@ def _read_csv_for_model(args, n_in, need_labels):
     return datasets.read_csv(args.data, None)
 
 
-def _check_outputs(args, *options):
+def check_outputs(args, *options):
     """Check each given output path (``--save`` ...) before any work, naming the option."""
     from gpubp.io.atomic import check_output_path
 
@@ -175,7 +175,7 @@ def _check_outputs(args, *options):
             check_plot_path(path, option)
 
 
-def _npy_data(args, default_data):
+def npy_data(args, default_data):
     """Training data from ``--features``/``--labels``: memory-mapped, never read whole."""
     import os
 

@@ -1,0 +1,98 @@
+"""The command line's checks that need several options or the file system, all made
+before any data are read (a long run never ends in a bad argument)."""
+
+import os
+
+from gpubp.cli.files import CliError, check_outputs
+from gpubp.distributed import ranks as distributed
+
+def one_of(args, option, allowed, lower=False):
+    value = getattr(args, option.lstrip("-").replace("-", "_"))
+    if value is None:
+        return
+    if (value.lower() if lower else value) not in allowed:
+        raise CliError(f"{option} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def check_device(args):
+    from gpubp.backends.devices import DEVICES
+
+    one_of(args, "--device", DEVICES)
+
+
+def check_data(args):
+    """``--data``: a bundled set or an existing file; ``--label-column`` only with a file."""
+    from gpubp import datasets
+
+    if args.data in datasets.NAMES:
+        if args.label_column is not None:
+            raise CliError(f"--label-column applies to a data file, not to the bundled set "
+                           f"{args.data!r} (got --label-column {args.label_column!r})")
+        return
+    if not os.path.exists(args.data):
+        raise CliError(f"--data must be one of {', '.join(datasets.NAMES)} or an existing "
+                       f".csv/.parquet/.feather/.npz file, got {args.data!r} (no such data "
+                       f"set or file)")
+    if os.path.isdir(args.data):
+        raise CliError(f"--data must be a file, got {args.data!r}, which is a directory")
+
+
+def check_input_file(path, option):
+    if path is not None and not os.path.isfile(path):
+        why = "a directory" if os.path.isdir(path) else "no such file"
+        raise CliError(f"{option} must be an existing file, got {path!r} ({why})")
+
+
+def check_train(args):
+    from gpubp.activations import HIDDEN
+    from gpubp.optim.schedules import SCHEDULES
+
+    check_outputs(args, "--save", "--plot", "--checkpoint")
+    one_of(args, "--optimizer", ("sgd", "momentum", "nesterov", "adam"))
+    one_of(args, "--hidden", HIDDEN)
+    one_of(args, "--schedule", tuple(SCHEDULES), lower=True)
+    one_of(args, "--dtype", ("float32", "float64"))
+    check_device(args)
+    check_input_file(args.resume, "--resume")
+    if args.features or args.labels:
+        if args.label_column is not None:
+            raise CliError("--label-column applies to --data files, not to --features/--labels")
+        check_input_file(args.features, "--features")
+        check_input_file(args.labels, "--labels")
+    else:
+        check_data(args)
+    if args.distributed:
+        try:
+            import mpi4py  # noqa: F401 - the package alone: MPI is initialised later
+        except ImportError:
+            raise CliError(f"--distributed: {distributed.MPI_HINT}") from None
+
+
+def check_bench(args):
+    from gpubp.bench.runners import BACKEND_RUNNERS, parse_case
+
+    for text in args.cases or ():
+        try:
+            parse_case(text)
+        except ValueError as exc:
+            raise CliError(f"--case: {exc}") from None
+    for name in args.backends or ():
+        if name not in BACKEND_RUNNERS:
+            raise CliError(f"--backend must be one of {', '.join(BACKEND_RUNNERS)}, got {name!r}")
+    scaling_only = {"--ranks": args.ranks, "--reduction": args.reduction,
+                    "--fused": args.fused or None}
+    others = {"--case": args.cases, "--backend": args.backends, "--inference": args.inference
+              or None, "--no-peers": None if args.peers else True,
+              "--samples-per-epoch": args.samples_per_epoch, "--processes": args.processes}
+    if args.scaling:
+        given = [k for k, v in others.items() if v is not None]
+        if given:
+            raise CliError(f"{given[0]} does not apply to --scaling (which times "
+                           f"784-1024-1024-10 @ 512 over MPI ranks)")
+        if args.fused and args.reduction not in (None, "allreduce"):
+            raise CliError(f"--fused is an allreduce (one per step), got --reduction "
+                           f"{args.reduction}")
+    else:
+        given = [k for k, v in scaling_only.items() if v is not None]
+        if given:
+            raise CliError(f"{given[0]} applies only with --scaling")
