@@ -245,7 +245,8 @@ def descend(W, a_prev, delta, coefficients, first=0):
 @njit(error_model="numpy")
 def _batch(batches, buffers, layout, start, P):
     """``a^0`` and ``y`` of the batch at ``order[start:start + P]``: read in place when
-    its rows are consecutive (``shuffle=False``, a pre-shuffled ``X``), else gathered."""
+    its rows are consecutive (``shuffle=False``, a pre-shuffled ``X``; docs/performance.md),
+    else gathered."""
     first = batches.order[start]
     if _is_run(batches.order, start, P):
         return batches.X[first:first + P], batches.Y[first:first + P]

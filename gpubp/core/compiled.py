@@ -7,23 +7,20 @@ a data-parallel run with a gradient reduction between backward and update still 
 paths take the same steps on the same batches with the same kernels; the tests hold them
 equal for every activation/loss pairing, depth and optimizer.
 
-BLAS threads: the matrix products of a small network are too small to split, and a
-second BLAS thread only adds a hand-off per call, so small steps run on one thread
-(:func:`blas_threads`). For larger steps the answer depends on the machine's load, as
-measured: on the quiet 2-core machine two OpenBLAS threads do the big GEMMs up to twice
-as fast, but with other processes competing for the cores OpenBLAS's threads wait on each
-other (they spin and yield) and the same epoch ran 10-20x *slower* than on one thread. So
-larger steps are measured in place: the first epoch of a step shape times single steps on
-one thread and on all of them, alternating, :data:`PROBE_ROUNDS` of each, each after an
-untimed step on the same count (compilation; waking the threads a one-thread trial let
-sleep: uncounted, that start-up made the all-threads trials of 784-128-10 @ 64 lose and
-the epoch run on one thread at half speed), and the rest of the epoch, and the next
+BLAS threads: the matrix products of a small step are too small to split, and a second
+BLAS thread only adds a hand-off per call, so a step of fewer than
+:data:`ONE_THREAD_BELOW` multiply-adds runs on one thread (:func:`blas_threads`). For a
+larger step the better count depends on the machine's load (under contention OpenBLAS's
+threads wait on each other), so it is measured in place: the first epoch of a step shape
+times single steps on one thread and on all of them, alternating, :data:`PROBE_ROUNDS`
+of each, each after an untimed step on the same count (compilation, and waking the
+threads a one-thread trial let sleep), and the rest of the epoch, and the next
 :data:`REPROBE_EVERY` epochs, use the count whose fastest step was faster. Interference
-only ever adds time, so the fastest of a few alternating trials is what a count can do:
-one noisy moment cannot decide (it did with one timing of two steps each: 784-512-512-10
-@ 128 runs at 57k samples/s on one thread and 91k on two). Splitting an epoch into
-several compiled calls changes nothing in its results. The number of threads is set
-through threadpoolctl and restored afterwards; a lower limit set by the user is kept.
+only ever adds time, so the fastest of a few alternating trials is what a count can do.
+Splitting an epoch into several compiled calls changes nothing in its results. The
+number of threads is set through threadpoolctl and restored afterwards; a lower limit set
+by the user is kept. The measurements behind these rules, and the commands that repeat
+them: docs/performance.md, "BLAS threads".
 """
 
 import functools
@@ -34,8 +31,7 @@ import numpy as np
 
 from gpubp.optim.optimizers import SGD, Adam
 
-# A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread (measured on the
-# 2-core development machine, see blas_threads).
+# A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread (docs/performance.md).
 ONE_THREAD_BELOW = 2_000_000
 PROBE_ROUNDS = 3  # one-step trials of each thread count when a larger step shape is probed
 REPROBE_EVERY = 20  # epochs of a step shape between two probes (the load changes)
