@@ -14,34 +14,11 @@ after ``δ^{l-1}`` has been computed with the old ``W^l``. Keep it so: a separat
 the flat vector also makes the next forward GEMM's BLAS threads fetch every weight back
 from the cache of the core that updated it (docs/performance.md, "The fused SGD step").
 
-Arguments. :func:`train_epoch` takes five named tuples (it hands the compiled epoch their
-fields as plain tuples, which Numba types from a cached fingerprint, and the compiled
-code names them again: a namedtuple of arrays and scalars is a Numba ``NamedTuple``,
-cached like any other type); build them with the class methods below, which fix each field's type, so that every call shares
-one compiled specialisation per dtype:
-
-- :class:`Batches` (:meth:`Batches.of`): ``X``, ``Y``, the epoch's row ``order``, the
-  ``batch_size`` and the ``delta_scale`` on ``δ^L``;
-- :class:`Buffers`: the network's flat ``theta``/``nabla`` and workspaces;
-- :class:`Layout`: the layer widths and where each layer's block starts in the buffers;
-- :class:`Codes` (:meth:`Codes.of`): the activation and loss codes, the log-losses' clip
-  bounds, whether to count correct predictions;
-- :class:`Update` (:meth:`Update.sgd`, :meth:`~Update.adam`,
-  :meth:`~Update.gradient_only`): the optimizer's code, state, hyperparameters and step
-  count.
-
-Any depth, every activation and loss, SGD (momentum, Nesterov, weight decay) and Adam are
-one compiled function per dtype, and every array below is a view made by slicing and
-reshaping a flat buffer: nothing is allocated per step (the tests count NRT allocations).
-
-Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a batch):
-
-- ``theta``/``nabla``: ``W^1`` (row-major), ``b^1``, ``W^2``, ... from ``w_offsets[l-1]``;
-- ``acts``: ``a^l`` for ``l = 0..L``, block ``l`` at ``a_offsets[l]``, its first ``P``
-  rows contiguous, the layout of ``Network.activations`` (a batch of consecutive rows of
-  ``X`` is read in place, not copied into ``a^0``);
-- ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
-- ``targets``: ``(cap, n_L)``, the gathered ``y`` rows.
+Arguments: five named tuples, :mod:`gpubp.kernels.epoch_args` (which also gives the
+buffers' layouts). Any depth, every activation and loss, SGD (momentum, Nesterov, weight
+decay) and Adam are one compiled function per dtype, and every array is a view made by
+slicing and reshaping a flat buffer: nothing is allocated per step (the tests count NRT
+allocations).
 
 Kernels for other modules: :func:`gather_rows` and :func:`descend` (the node step of
 :mod:`gpubp.distributed.split_step` uses both), :func:`gemm_epoch` (benchmarks).
@@ -49,9 +26,10 @@ Kernels for other modules: :func:`gather_rows` and :func:`descend` (the node ste
 JIT cache. Numba stamps a cached function with its own source file only, yet the loops
 of :mod:`gpubp.kernels.cpu` are compiled into :func:`train_epoch`: after a change there a
 stale cache would serve the old loops with the new codes. So the compiled epoch behind
-:func:`train_epoch` is a closure over :data:`KERNELS_DIGEST`, a hash of every ``gpubp`` module this one imports
-(transitively, :func:`kernel_sources`), and Numba keys a cached closure by the values it
-captures as well as by its code: a change to any of those files compiles a new epoch.
+:func:`train_epoch` is a closure over :data:`KERNELS_DIGEST`, a hash of every ``gpubp``
+module this one imports (transitively, :func:`kernel_sources`), and Numba keys a cached
+closure by the values it captures as well as by its code: a change to any of those files
+compiles a new epoch.
 The helpers that call those loops (``_epoch``, ``_forward``, ...) are not cached on
 their own, for the same reason; they are compiled only into a newly compiled epoch.
 """
@@ -61,7 +39,6 @@ import hashlib
 import importlib.util
 import math
 import sys
-from collections import namedtuple
 
 import numpy as np
 from numba import njit, types
@@ -77,98 +54,7 @@ from gpubp.kernels.cpu import (
     _sgd,
     _adam,
 )
-
-SGD, ADAM, NONE = 0, 1, 2  # NONE: gradients only, the caller sums and updates (MPI)
-
-class Batches(namedtuple("Batches", "X Y order batch_size delta_scale")):
-    """The epoch's batches: batch ``k`` is rows ``order[k B : (k + 1) B]``.
-
-    ``X`` (P_total, n_0) and ``Y`` (P_total, n_L) C-contiguous, of ``theta``'s dtype;
-    ``order`` int64 (P_total,); ``batch_size`` ``B`` (the last batch may be shorter);
-    ``delta_scale`` the factor on ``δ^L`` (``P_local / P_global`` on a rank of a
-    data-parallel run, so that the summed gradients carry the global ``1/P``; else 1).
-    """
-
-    __slots__ = ()
-
-    @classmethod
-    def of(cls, X, Y, order, batch_size, delta_scale=1.0):
-        """With the field types the compiled epoch is specialised for."""
-        return cls(X, Y, order, int(batch_size), float(delta_scale))
-
-
-class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets")):
-    """Flat parameters (updated in place) and gradients, shape (N,), and the workspaces,
-    laid out as in the module docstring. On return ``nabla`` holds the gradient of the
-    call's last step (plain SGD folds the others' ``∂W`` straight into ``W``)."""
-
-    __slots__ = ()
-
-
-class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets")):
-    """int64 arrays: ``sizes`` (L + 1,) the layer widths, ``w_offsets`` (L,) where ``W^l``
-    starts in ``theta``, ``a_offsets``/``d_offsets`` (L + 1,) where ``a^l`` and ``δ^l``
-    start in ``acts`` and ``deltas``."""
-
-    __slots__ = ()
-
-
-class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifier")):
-    """What the network computes: the activation codes of layers 1..L (int64, (L,)) as
-    :func:`gpubp.kernels.cpu.bias_activation` dispatches them (``forward``: float32
-    sigmoid and tanh by their vectorised variants) and as the derivative kernels take
-    them (``derivative``); the ``loss`` code; ``tiny`` and ``one_minus``, the log-losses'
-    clip bounds for the dtype; ``classifier``, whether to count correct predictions."""
-
-    __slots__ = ()
-
-    @classmethod
-    def of(cls, forward, derivative, loss, tiny, one_minus, classifier):
-        """With the field types the compiled epoch is specialised for."""
-        return cls(np.asarray(forward, np.int64), np.asarray(derivative, np.int64), int(loss),
-                   float(tiny), float(one_minus), bool(classifier))
-
-
-_HYPER = dict(lr=0.0, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,
-              eps=0.0, step=0)  # Update's scalar fields: their defaults fix their types
-
-
-class Update(namedtuple("Update", "code m v " + " ".join(_HYPER))):
-    """The update after each step: ``code`` ``SGD``, ``ADAM`` or ``NONE`` (no update:
-    ``nabla`` is left holding the gradient of the one batch, for the caller to sum over
-    the ranks of a data-parallel run and apply); the state ``m`` (SGD's velocity, Adam's
-    ``m``) and ``v`` (Adam's ``v``), arrays (N,) never read when unused; the
-    hyperparameters (those of other optimizers are ignored); ``step``, the steps taken
-    before this call (Adam's ``t`` of the first step is ``step + 1``).
-
-    Build it with :meth:`sgd`, :meth:`adam` or :meth:`gradient_only`, which give every
-    field the type the compiled epoch is specialised for.
-    """
-
-    __slots__ = ()
-
-    @classmethod
-    def _typed(cls, code, m, v, **hyper):
-        hyper = {k: type(default)(hyper.get(k, default)) for k, default in _HYPER.items()}
-        return cls(int(code), m, v, **hyper)
-
-    @classmethod
-    def sgd(cls, lr, momentum, nesterov, weight_decay, velocity, step):
-        """SGD; ``velocity`` any array (N,) of the dtype when there is no momentum."""
-        return cls._typed(SGD, velocity, velocity, lr=lr, momentum=momentum,
-                          nesterov=nesterov, weight_decay=weight_decay, step=step)
-
-    @classmethod
-    def adam(cls, lr, betas, eps, weight_decay, m, v, step):
-        """Adam, ``betas`` its ``(beta1, beta2)``."""
-        return cls._typed(ADAM, m, v, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
-                          weight_decay=weight_decay, step=step)
-
-    @classmethod
-    def gradient_only(cls, nabla):
-        """No update: the gradient of one batch, left in ``nabla``."""
-        return cls._typed(NONE, nabla, nabla)
-
+from gpubp.kernels.epoch_args import ADAM, NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
 # and ``beta`` that np.dot fixes at 1 and 0: ``C = alpha op(A) op(B) + beta C`` on
@@ -241,8 +127,10 @@ def descend(W, a_prev, delta, coefficients, first=0):
 
 
 # Not cached on their own (see "JIT cache" above): they compile kernels/cpu.py's loops in.
+# Inlined (Numba IR) into _epoch: as calls, every step would pay reference counting on the
+# arrays of the structures passed (docs/performance.md, "Inlined epoch helpers").
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _batch(batches, buffers, layout, start, P):
     """``a^0`` and ``y`` of the batch at ``order[start:start + P]``: read in place when
     its rows are consecutive (``shuffle=False``, a pre-shuffled ``X``; docs/performance.md),
@@ -257,7 +145,7 @@ def _batch(batches, buffers, layout, start, P):
     return a_0, y
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _forward(a_0, buffers, layout, codes, P):
     """``z^l = a^{l-1} W^l`` by BLAS, then ``a^l = g(z^l + b^l)`` in place, l = 1..L."""
     theta, acts, sizes = buffers.theta, buffers.acts, layout.sizes
@@ -273,7 +161,7 @@ def _forward(a_0, buffers, layout, codes, P):
             _tanh(z)
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _output(y, buffers, layout, codes, P, delta_scale):
     """``δ^L`` (times ``delta_scale``); returns ``P C`` and the correct predictions."""
     L = layout.sizes.size - 1
@@ -290,7 +178,7 @@ def _output(y, buffers, layout, codes, P, delta_scale):
     return cost, correct
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
     """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``,
     l = L..1; ``fused``: SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the
@@ -317,7 +205,7 @@ def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _apply(theta, nabla, update, step):
     """The optimizer's step ``step`` (1-based) in one fused pass over the flat vector."""
     if update.code == ADAM:
@@ -329,7 +217,7 @@ def _apply(theta, nabla, update, step):
              update.weight_decay, update.momentum != 0)
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", inline="always")
 def _epoch(batches, buffers, layout, codes, update):
     order, B = batches.order, batches.batch_size
     # plain SGD: W ← (1 − lr λ) W − lr ∂W by the gradient's own GEMM (see descend)

@@ -298,3 +298,23 @@ def test_rows_in_order_are_read_in_place_with_the_same_result(name, dtype):
     assert not np.isnan(a0[:5]).any()  # the last, shuffled batch of 5 rows was gathered
     np.testing.assert_allclose(fast.theta, ref.theta, **TOL[dtype])
     np.testing.assert_allclose(fast.nabla_theta, ref.nabla_theta, **TOL[dtype])
+
+
+def test_every_update_and_batches_share_one_compiled_type():
+    """Update.sgd/adam/gradient_only and Batches.of fix their fields' types, whatever
+    Python numbers they are given: one specialisation of the compiled epoch per dtype."""
+    from numba import typeof
+
+    from gpubp.kernels.epoch_args import NONE, Batches, Update
+
+    x = np.zeros(4)
+    updates = [Update.sgd(1, 0, 0, 0, x, np.int64(3)), Update.sgd(0.1, 0.9, True, 0.01, x, 0),
+               Update.adam(np.float32(0.1), (0.9, 0.99), 1e-8, 0, x, x, 2),
+               Update.gradient_only(x)]
+    assert len({typeof(tuple(u)) for u in updates}) == 1
+    assert updates[1].momentum == 0.9 and updates[1].nesterov is True
+    assert updates[2].beta2 == 0.99 and updates[3].code == NONE
+    X = np.zeros((3, 2))
+    order = np.arange(3)
+    assert typeof(tuple(Batches.of(X, X, order, 2))) == typeof(
+        tuple(Batches.of(X, X, order, np.int64(2), np.float32(0.5))))

@@ -29,6 +29,7 @@ import time
 
 import numpy as np
 
+from gpubp.kernels.epoch_args import Batches, Buffers, Codes, Layout, Update
 from gpubp.optim.optimizers import SGD, Adam
 
 # A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread (docs/performance.md).
@@ -98,11 +99,10 @@ class _BlasThreads:
 
 
 def layout(net):
-    """The :class:`~gpubp.kernels.cpu_epoch.Layout` and
-    :class:`~gpubp.kernels.cpu_epoch.Codes` of ``net`` for the compiled epoch (cached on
+    """The :class:`~gpubp.kernels.epoch_args.Layout` and
+    :class:`~gpubp.kernels.epoch_args.Codes` of ``net`` for the compiled epoch (cached on
     ``net`` per workspace capacity and dtype)."""
     from gpubp.kernels import cpu as kernels
-    from gpubp.kernels.cpu_epoch import Codes, Layout
 
     key = (net._capacity, net.dtype)
     cached = getattr(net, "_epoch_layout", None)
@@ -126,17 +126,13 @@ def layout(net):
 
 def buffers(net):
     """``net``'s flat parameters, gradients and workspaces as a
-    :class:`~gpubp.kernels.cpu_epoch.Buffers` (views: valid until the workspaces grow)."""
-    from gpubp.kernels.cpu_epoch import Buffers
-
+    :class:`~gpubp.kernels.epoch_args.Buffers` (views: valid until the workspaces grow)."""
     return Buffers(theta=net.theta, nabla=net.nabla_theta, acts=net._activations_flat,
                    deltas=net._deltas_flat, targets=net.targets)
 
 
 def _update(net, optimizer):
-    """The :class:`~gpubp.kernels.cpu_epoch.Update` of ``optimizer`` (SGD or Adam)."""
-    from gpubp.kernels.cpu_epoch import Update
-
+    """The :class:`~gpubp.kernels.epoch_args.Update` of ``optimizer`` (SGD or Adam)."""
     if isinstance(optimizer, Adam):
         state = optimizer.flat_state
         return Update.adam(optimizer.current_lr(), (optimizer.beta1, optimizer.beta2),
@@ -169,8 +165,6 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     correct : int
         Correct predictions on the batches (0 for regressors).
     """
-    from gpubp.kernels.cpu_epoch import Batches
-
     net._workspace(batch_size)
     if optimizer.state is None:
         optimizer.initialize(net.backend, net.params)
@@ -239,8 +233,6 @@ def gradient_step(net, X, Y, rows, delta_scale):
     correct : int
         Correct predictions among them (0 for regressors).
     """
-    from gpubp.kernels.cpu_epoch import Batches, Update
-
     P = len(rows)
     net._workspace(P)
     batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale)
