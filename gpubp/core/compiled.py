@@ -32,7 +32,8 @@ import numpy as np
 from gpubp.kernels.epoch_args import Batches, Buffers, Codes, Layout, Update
 from gpubp.optim.optimizers import SGD, Adam
 
-# A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread (docs/performance.md).
+# A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread
+# (docs/performance.md, "BLAS threads").
 ONE_THREAD_BELOW = 2_000_000
 PROBE_ROUNDS = 3  # one-step trials of each thread count when a larger step shape is probed
 REPROBE_EVERY = 20  # epochs of a step shape between two probes (the load changes)
