@@ -16,15 +16,12 @@ Numba GEMM cannot compete with OpenBLAS, and the elementwise work is what NumPy 
 
 Threads: these loops are serial on purpose; the GEMMs use every core through BLAS.
 OpenBLAS keeps its worker threads spinning for a while after each GEMM, and a
-``parallel=True`` loop started then competes with them for the same cores. On the 2-core
-development machine a parallel ``hidden_delta`` (256 x 1024) saved 0.02 ms when run alone
-but, run right after a 256 x 1024 x 1024 GEMM, often waited out a whole scheduler slice:
-GEMM + kernel took 8.0 ms instead of 2.9 ms (the issue's own probe saw 20x). The serial
-loops cost ~0.05 ms there, under 1% of a step, so there is nothing to win.
+``parallel=True`` loop started then competes with them for the same cores
+(docs/performance.md, "Serial elementwise loops").
 
 Every loop is compiled with ``error_model="numpy"``: Python's error model checks each
 float division for a zero divisor, and that branch alone stops LLVM from vectorising a
-loop (the float32 sigmoid below ran 8x slower with it). Divisions by zero give inf/nan as in NumPy.
+loop (docs/performance.md). Divisions by zero give inf/nan as in NumPy.
 
 Activations and losses are dispatched inside the compiled code by the integer codes of
 their tables (:mod:`gpubp.activations`, :mod:`gpubp.losses`), so that each kernel is
@@ -125,8 +122,8 @@ def _sigmoid_f32(x):
     """Sigmoid of a float32 with only vectorisable operations (no libm call).
 
     LLVM cannot vectorise ``math.exp`` (no vector math library is available to Numba
-    here), which made the libm sigmoid the slowest part of a float32 step (~3.5 ns an
-    element, 8x NumPy's SIMD ``tanh``). This is the Cephes ``expf``: ``e^y = 2^n e^r`` with
+    here), and the libm sigmoid was the slowest part of a float32 step
+    (docs/performance.md). This is the Cephes ``expf``: ``e^y = 2^n e^r`` with
     ``n = round(y log2 e)``, ``|r| <= ln2 / 2`` by a degree-6 polynomial and ``2^n``
     built from its exponent bits. ``x`` is clamped to [-88, 88] first, so ``e^{-x} <=
     e^88 < FLT_MAX`` never overflows and ``1 / (1 + e^{-x})`` needs no second branch;

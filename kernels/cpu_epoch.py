@@ -5,33 +5,40 @@ does with one Python call per kernel: gather the shuffled rows, forward, output 
 and cost, backward, and the optimizer's update over the flat parameter vector. It calls
 the same compiled loops as the per-kernel path (:mod:`gpubp.kernels.cpu`) and BLAS for
 the matrix products (``np.dot(a, b, out)`` inside ``@njit`` is a direct ``?gemm`` call
-through SciPy's BLAS), so Python touches the loop once per epoch, not ~15 times per step.
-That per-call overhead (~1-2 µs each) is most of a step on small networks.
+through SciPy's BLAS), so Python touches the loop once per epoch, not ~15 times per step:
+on small networks the per-call overhead is most of a step.
 
 Plain SGD (no momentum) never writes ``∂W`` to memory: the weight-gradient GEMM adds
-``−lr a^{l-1 T} δ^l`` to ``W^l`` itself (BLAS's ``beta = 1 − lr λ``, see :func:`_descend`),
-after ``δ^{l-1}`` has been computed with the old ``W^l``. On two BLAS threads the separate
-pass over the flat vector cost far more than its own time: the next forward GEMM's threads
-had to fetch every weight back from the cache of the core that updated it (784-512-512-10
-@ 128: a step went from 1.27 to 1.20 ms, against 1.12 ms for the GEMMs alone).
+``−lr a^{l-1 T} δ^l`` to ``W^l`` itself (BLAS's ``beta = 1 − lr λ``, see :func:`descend`),
+after ``δ^{l-1}`` has been computed with the old ``W^l``. Keep it so: a separate pass over
+the flat vector also makes the next forward GEMM's BLAS threads fetch every weight back
+from the cache of the core that updated it (docs/performance.md, "The fused SGD step").
 
-Any depth, every activation and loss, SGD (momentum, Nesterov, weight decay) and Adam are
-one compiled function per dtype: the layer widths and the offsets of each layer's block
-in the flat buffers arrive as small integer arrays, and every array below is a view made
-by slicing and reshaping a flat buffer, so nothing is allocated inside (no NRT allocation;
-the tests count them).
+Arguments: five named tuples, :mod:`gpubp.kernels.epoch_args` (which also gives the
+buffers' layouts). Any depth, every activation and loss, SGD (momentum, Nesterov, weight
+decay) and Adam are one compiled function per dtype, and every array is a view made by
+slicing and reshaping a flat buffer: nothing is allocated per step (the tests count NRT
+allocations).
 
-Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a batch):
+Kernels for other modules: :func:`gather_rows` and :func:`descend` (the node step of
+:mod:`gpubp.distributed.split_step` uses both), :func:`gemm_epoch` (benchmarks).
 
-- ``theta``/``nabla``: ``W^1`` (row-major), ``b^1``, ``W^2``, ... from ``w_offsets[l-1]``;
-- ``acts``: ``a^l`` for ``l = 0..L``, block ``l`` at ``a_offsets[l]``, its first ``P``
-  rows contiguous, the layout of ``Network.activations`` (a batch of consecutive rows of
-  ``X`` is read in place, not copied into ``a^0``);
-- ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
-- ``targets``: ``(cap, n_L)``, the gathered ``y`` rows.
+JIT cache. Numba stamps a cached function with its own source file only, yet the loops
+of :mod:`gpubp.kernels.cpu` are compiled into :func:`train_epoch`: after a change there a
+stale cache would serve the old loops with the new codes. So the compiled epoch behind
+:func:`train_epoch` is a closure over :data:`KERNELS_DIGEST`, a hash of every ``gpubp``
+module this one imports (transitively, :func:`kernel_sources`), and Numba keys a cached
+closure by the values it captures as well as by its code: a change to any of those files
+compiles a new epoch.
+The helpers that call those loops (``_epoch``, ``_forward``, ...) are not cached on
+their own, for the same reason; they are compiled only into a newly compiled epoch.
 """
 
+import ast
+import hashlib
+import importlib.util
 import math
+import sys
 
 import numpy as np
 from numba import njit, types
@@ -47,8 +54,7 @@ from gpubp.kernels.cpu import (
     _sgd,
     _adam,
 )
-
-SGD, ADAM, NONE = 0, 1, 2  # NONE: gradients only, the caller sums and updates (MPI)
+from gpubp.kernels.epoch_args import ADAM, NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
 # and ``beta`` that np.dot fixes at 1 and 0: ``C = alpha op(A) op(B) + beta C`` on
@@ -60,8 +66,8 @@ _xxgemm = types.ExternalFunction("numba_xxgemm", types.intc(
 
 
 @njit(cache=True, error_model="numpy")
-def _gather(src, order, start, dst):
-    """``dst[i] = src[order[start + i]]`` for the rows of ``dst``."""
+def gather_rows(src, order, start, dst):
+    """``dst[i] = src[order[start + i]]`` for the rows of ``dst`` (2-D, C-contiguous)."""
     P, n = dst.shape
     for i in range(P):
         row = src[order[start + i]]
@@ -98,15 +104,16 @@ def _block(flat, offset, rows, cols):
 
 
 @njit(cache=True, error_model="numpy")
-def _descend(W, a_prev, delta, coefficients, first=0):
+def descend(W, a_prev, delta, coefficients, first=0):
     """``W ← beta W + alpha a_prev[:, first:first+m]ᵀ δ`` in one BLAS call: SGD's step
     fused into ``∂W`` (``W`` the ``m`` rows ``first..`` of a weight matrix, or all of it).
 
     ``coefficients`` holds ``(alpha, beta)`` in W's dtype: ``(−lr, 1 − lr λ)`` for the
-    step, ``(1, 0)`` for the gradient alone. The row-major ``W`` (m, n_out) is the
-    column-major ``Wᵀ``, so BLAS computes ``Wᵀ ← beta Wᵀ + alpha δᵀ A`` with ``δ`` as stored
-    (column-major ``δᵀ``) and the columns of the row-major ``a_prev`` (P, n_in) read
-    transposed with leading dimension ``n_in``.
+    step, ``(1, 0)`` for the gradient alone. ``W`` is a C-contiguous block of whole rows.
+    The row-major ``W`` (m, n_out) is the column-major ``Wᵀ``, so BLAS computes
+    ``Wᵀ ← beta Wᵀ + alpha δᵀ A`` with ``δ`` as stored (column-major ``δᵀ``) and the
+    columns of the row-major ``a_prev`` (P, n_in) read transposed with leading dimension
+    ``n_in``. With no rows (``P == 0``) ``W ← beta W``.
     """
     m, n_out = W.shape
     P, n_in = a_prev.shape
@@ -119,152 +126,180 @@ def _descend(W, a_prev, delta, coefficients, first=0):
             n_out, a_prev[0, first:].ctypes, n_in, coefficients[1:].ctypes, W.ctypes, n_out)
 
 
-@njit(cache=True, error_model="numpy")
-def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, sizes,
-                w_offsets, a_offsets, d_offsets, forward_codes, codes, loss, tiny, one_minus,
-                classifier, optimizer, hyper, state_a, state_b, step, delta_scale=1.0):
-    """One epoch of mini-batch steps over ``X[order]``; returns the epoch's running figures.
+# Not cached on their own (see "JIT cache" above): they compile kernels/cpu.py's loops in.
+# Inlined (Numba IR) into _epoch: as calls, every step would pay reference counting on the
+# arrays of the structures passed (docs/performance.md, "Inlined epoch helpers").
+
+@njit(error_model="numpy", inline="always")
+def _batch(batches, buffers, layout, start, P):
+    """``a^0`` and ``y`` of the batch at ``order[start:start + P]``: read in place when
+    its rows are consecutive (``shuffle=False``, a pre-shuffled ``X``; docs/performance.md),
+    else gathered."""
+    first = batches.order[start]
+    if _is_run(batches.order, start, P):
+        return batches.X[first:first + P], batches.Y[first:first + P]
+    a_0 = _block(buffers.acts, layout.a_offsets[0], P, layout.sizes[0])
+    gather_rows(batches.X, batches.order, start, a_0)
+    y = buffers.targets[:P]
+    gather_rows(batches.Y, batches.order, start, y)
+    return a_0, y
+
+
+@njit(error_model="numpy", inline="always")
+def _forward(a_0, buffers, layout, codes, P):
+    """``z^l = a^{l-1} W^l`` by BLAS, then ``a^l = g(z^l + b^l)`` in place, l = 1..L."""
+    theta, acts, sizes = buffers.theta, buffers.acts, layout.sizes
+    for l in range(1, sizes.size):
+        n_in, n_out = sizes[l - 1], sizes[l]
+        w = layout.w_offsets[l - 1]
+        b = w + n_in * n_out
+        z = _block(acts, layout.a_offsets[l], P, n_out)
+        a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
+        np.dot(a_in, _block(theta, w, n_in, n_out), z)
+        _bias_activation(z, theta[b:b + n_out], codes.forward[l - 1])
+        if codes.forward[l - 1] == TANH:
+            _tanh(z)
+
+
+@njit(error_model="numpy", inline="always")
+def _output(y, buffers, layout, codes, P, delta_scale):
+    """``δ^L`` (times ``delta_scale``); returns ``P C`` and the correct predictions."""
+    L = layout.sizes.size - 1
+    n_L = layout.sizes[L]
+    a_L = _block(buffers.acts, layout.a_offsets[L], P, n_L)
+    delta = _block(buffers.deltas, layout.d_offsets[L], P, n_L)
+    cost = _output_delta(a_L, y, codes.derivative[L - 1], codes.loss, delta, codes.tiny,
+                         codes.one_minus) * P
+    correct = 0
+    if codes.classifier:
+        correct = _count_correct(a_L, y, codes.loss == CROSS_ENTROPY)
+    if delta_scale != 1.0:  # rounded to the dtype first, as NumPy's weak scalars are
+        delta[:] *= delta.dtype.type(delta_scale)
+    return cost, correct
+
+
+@njit(error_model="numpy", inline="always")
+def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
+    """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``,
+    l = L..1; ``fused``: SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the
+    ``(alpha, beta)`` of ``descent`` (no pass over a gradient buffer)."""
+    theta, nabla, acts, deltas = buffers.theta, buffers.nabla, buffers.acts, buffers.deltas
+    sizes = layout.sizes
+    for l in range(sizes.size - 1, 0, -1):
+        n_in, n_out = sizes[l - 1], sizes[l]
+        w = layout.w_offsets[l - 1]
+        a_prev = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
+        delta = _block(deltas, layout.d_offsets[l], P, n_out)
+        bias = slice(w + n_in * n_out, w + n_in * n_out + n_out)
+        if l > 1:  # with W^l before its update
+            delta_prev = _block(deltas, layout.d_offsets[l - 1], P, n_in)
+            np.dot(delta, _block(theta, w, n_in, n_out).T, delta_prev)
+        _column_sums(delta, nabla[bias])
+        if fused:
+            descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
+            _sgd(theta[bias], nabla[bias], nabla[bias], update.lr, 0.0, False,
+                 update.weight_decay, False)
+        else:
+            np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
+        if l > 1:
+            _hidden_delta(delta_prev, a_prev, derivative[l - 2])
+
+
+@njit(error_model="numpy", inline="always")
+def _apply(theta, nabla, update, step):
+    """The optimizer's step ``step`` (1-based) in one fused pass over the flat vector."""
+    if update.code == ADAM:
+        b1, b2 = update.beta1, update.beta2
+        _adam(theta, nabla, update.m, update.v, update.lr, b1, 1 - b1, b2, 1 - b2, update.eps,
+              1 - math.pow(b1, step), 1 - math.pow(b2, step), update.weight_decay)
+    else:
+        _sgd(theta, nabla, update.m, update.lr, update.momentum, update.nesterov,
+             update.weight_decay, update.momentum != 0)
+
+
+@njit(error_model="numpy", inline="always")
+def _epoch(batches, buffers, layout, codes, update):
+    order, B = batches.order, batches.batch_size
+    # plain SGD: W ← (1 − lr λ) W − lr ∂W by the gradient's own GEMM (see descend)
+    fused_sgd = update.code == SGD and update.momentum == 0
+    descent = np.empty(2, buffers.theta.dtype)
+    descent[0] = -update.lr
+    descent[1] = 1 - update.lr * update.weight_decay
+    cost_sum, correct, step = 0.0, 0, update.step
+    for start in range(0, order.size, B):
+        P = min(B, order.size - start)
+        # The epoch's last step takes the unfused path, so nabla keeps the gradient of
+        # the last backward pass, as on every other path.
+        fused = fused_sgd and start + P < order.size
+        a_0, y = _batch(batches, buffers, layout, start, P)
+        _forward(a_0, buffers, layout, codes, P)
+        cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale)
+        cost_sum += cost
+        correct += hits
+        _backward(a_0, buffers, layout, codes.derivative, P, update, descent, fused)
+        if update.code != NONE:
+            step += 1
+            if not fused:
+                _apply(buffers.theta, buffers.nabla, update, step)
+    return cost_sum, correct, step
+
+
+def train_epoch(batches, buffers, layout, codes, update):
+    """One epoch of mini-batch steps over ``batches``; returns its running figures.
 
     Parameters
     ----------
-    X : ndarray, shape (P_total, n_0)
-    Y : ndarray, shape (P_total, n_L)
-        C-contiguous, of ``theta``'s dtype.
-    order : int64 ndarray, shape (P_total,)
-        The epoch's row order; batch ``k`` is ``order[k B : (k + 1) B]``.
-    batch_size : int
-        ``B``; the last batch may be shorter.
-    theta, nabla : ndarray, shape (N,)
-        Flat parameters (updated in place) and gradients: on return, the gradient of the
-        call's last step (plain SGD folds the others' ``∂W`` straight into ``W``).
-    acts, deltas, targets : ndarray
-        Workspaces laid out as in the module docstring.
-    sizes : int64 ndarray, shape (L + 1,)
-    w_offsets : int64 ndarray, shape (L,)
-    a_offsets, d_offsets : int64 ndarray, shape (L + 1,)
-    forward_codes, codes : int64 ndarray, shape (L,)
-        Activation codes of layers 1..L, as :func:`gpubp.kernels.cpu.bias_activation`
-        dispatches them (``forward_codes``: float32 sigmoid and tanh by their vectorised
-        variants) and as the derivative kernels take them (``codes``).
-    loss : int
-        Loss code.
-    tiny, one_minus : float
-        Clip bounds of the log-losses for the dtype.
-    classifier : bool
-        Whether to count correct predictions.
-    optimizer : int
-        ``SGD``, ``ADAM``, or ``NONE``: no update, ``nabla`` left holding the gradient
-        of the one batch (``order`` of at most ``batch_size`` rows) for the caller to sum
-        over the ranks of a data-parallel run and apply.
-    hyper : float64 ndarray, shape (7,)
-        ``lr, momentum, weight_decay, beta1, beta2, eps, nesterov`` (``nesterov`` 0 or 1;
-        those the optimizer does not use are ignored).
-    state_a, state_b : ndarray, shape (N,)
-        Optimizer state: the velocity (SGD with momentum; ``state_b`` unused) or Adam's
-        ``m`` and ``v``. Any array of the type when unused; never read then.
-    step : int
-        Steps taken before this epoch (Adam's ``t`` of the first step is ``step + 1``).
-    delta_scale : float
-        Factor on ``δ^L`` (``P_local / P_global`` on a rank of a data-parallel run, so
-        that the summed gradients carry the global ``1/P``).
+    batches : Batches
+    buffers : Buffers
+    layout : Layout
+    codes : Codes
+    update : Update
+        Built as the module docstring says.
 
     Returns
     -------
     cost_sum : float
         ``Σ_batches P_k C_k``: the row-weighted sum of the batches' mean costs.
     correct : int
-        Correct predictions on the batches (0 unless ``classifier``).
+        Correct predictions on the batches (0 unless ``codes.classifier``).
     step : int
-        Steps taken after this epoch.
+        Steps taken after this call (``update.step`` plus one per batch, unless
+        ``update.code`` is ``NONE``).
     """
-    L = sizes.size - 1
-    n_0, n_L = sizes[0], sizes[L]
-    lr, momentum, weight_decay = hyper[0], hyper[1], hyper[2]
-    beta1, beta2, eps = hyper[3], hyper[4], hyper[5]
-    nesterov = hyper[6] != 0
-    cost_sum = 0.0
-    correct = 0
-    # plain SGD: W ← (1 − lr λ) W − lr ∂W by the gradient's own GEMM (see _descend)
-    descent = np.empty(2, theta.dtype)
-    descent[0] = -lr
-    descent[1] = 1 - lr * weight_decay
-    for start in range(0, order.size, batch_size):
-        P = min(batch_size, order.size - start)
-        # The epoch's last step takes the unfused path, so nabla_theta keeps the gradient
-        # of the last backward pass, as on every other path.
-        fused = optimizer == SGD and momentum == 0 and start + P < order.size
-        # Rows in order (shuffle=False, or a pre-shuffled X) are read where they are:
-        # copying them into a^0 cost ~3% of a 784-1024-1024-10 step.
-        first = order[start]
-        if _is_run(order, start, P):
-            a_0 = X[first:first + P]
-            y = Y[first:first + P]
-        else:
-            a_0 = _block(acts, a_offsets[0], P, n_0)
-            _gather(X, order, start, a_0)
-            y = targets[:P]
-            _gather(Y, order, start, y)
-        # forward: z^l = a^{l-1} W^l by BLAS, then a^l = g(z^l + b^l) in place
-        for l in range(1, L + 1):
-            n_in, n_out = sizes[l - 1], sizes[l]
-            w = w_offsets[l - 1]
-            z = _block(acts, a_offsets[l], P, n_out)
-            a_in = a_0 if l == 1 else _block(acts, a_offsets[l - 1], P, n_in)
-            np.dot(a_in, _block(theta, w, n_in, n_out), z)
-            _bias_activation(z, theta[w + n_in * n_out:w + n_in * n_out + n_out],
-                             forward_codes[l - 1])
-            if forward_codes[l - 1] == TANH:
-                _tanh(z)
-        a_L = _block(acts, a_offsets[L], P, n_L)
-        cost_sum += _output_delta(a_L, y, codes[L - 1], loss, _block(deltas, d_offsets[L], P, n_L),
-                                  tiny, one_minus) * P
-        if classifier:
-            correct += _count_correct(a_L, y, loss == CROSS_ENTROPY)
-        if delta_scale != 1.0:  # rounded to the dtype first, as NumPy's weak scalars are
-            _block(deltas, d_offsets[L], P, n_L)[:] *= deltas.dtype.type(delta_scale)
-        # backward: ∂W^l = a^{l-1 T} δ^l, ∂b^l = Σ_p δ^l, δ^{l-1} = (δ^l W^{l T}) ⊙ g'
-        for l in range(L, 0, -1):
-            n_in, n_out = sizes[l - 1], sizes[l]
-            w = w_offsets[l - 1]
-            a_prev = a_0 if l == 1 else _block(acts, a_offsets[l - 1], P, n_in)
-            delta = _block(deltas, d_offsets[l], P, n_out)
-            bias = slice(w + n_in * n_out, w + n_in * n_out + n_out)
-            if l > 1:  # with W^l before its update
-                delta_prev = _block(deltas, d_offsets[l - 1], P, n_in)
-                np.dot(delta, _block(theta, w, n_in, n_out).T, delta_prev)
-            _column_sums(delta, nabla[bias])
-            if fused:
-                # The step lands in W^l as ∂W^l is computed: no pass over a gradient
-                # buffer, and on two BLAS threads no serial pass over W that the next
-                # GEMM's threads must then pull back from this core's cache.
-                _descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
-                _sgd(theta[bias], nabla[bias], nabla[bias], lr, 0.0, False, weight_decay,
-                     False)
-            else:
-                np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
-            if l > 1:
-                _hidden_delta(delta_prev, a_prev, codes[l - 2])
-        # update: one fused pass over the flat vector
-        if optimizer == NONE:
-            continue
-        step += 1
-        if fused:
-            pass
-        elif optimizer == ADAM:
-            _adam(theta, nabla, state_a, state_b, lr, beta1, 1 - beta1, beta2, 1 - beta2, eps,
-                  1 - math.pow(beta1, step), 1 - math.pow(beta2, step), weight_decay)
-        else:
-            _sgd(theta, nabla, state_a, lr, momentum, nesterov, weight_decay, momentum != 0)
-    return cost_sum, correct, step
+    # Plain tuples across the boundary: Numba types them from a cached fingerprint, where
+    # each namedtuple argument is typed by Python code on every call (~0.1 ms in all)
+    return _compiled_epoch(tuple(batches), tuple(buffers), tuple(layout), tuple(codes),
+                           tuple(update))
+
+
+def _make_compiled_epoch(kernels_digest):
+    """The compiled :func:`train_epoch`, a closure over ``kernels_digest`` (see "JIT
+    cache" above); it takes the five structures as plain tuples of their fields."""
+
+    @njit(cache=True, error_model="numpy")
+    def compiled_epoch(batches, buffers, layout, codes, update):
+        if False:  # never runs: the captured digest is only part of the cache key
+            kernels_digest
+        return _epoch(Batches(*batches), Buffers(*buffers), Layout(*layout), Codes(*codes),
+                      Update(*update))
+
+    return compiled_epoch
+
+
+def gemm_epoch(n_steps, P, buffers, layout):
+    """The matrix products of ``n_steps`` steps of :func:`train_epoch` alone (benchmarks).
+
+    The same ``np.dot`` calls on the same :class:`Buffers` of ``P`` rows, shapes and
+    transpositions, and nothing else: the time a training epoch cannot go below with this
+    BLAS.
+    """
+    _gemm_epoch(int(n_steps), int(P), tuple(buffers), tuple(layout))
 
 
 @njit(cache=True, error_model="numpy")
-def gemm_epoch(n_steps, P, theta, nabla, acts, deltas, sizes, w_offsets, a_offsets, d_offsets):
-    """The matrix products of ``n_steps`` steps of :func:`train_epoch` alone (benchmarks).
-
-    The same ``np.dot`` calls on the same buffers, shapes and transpositions, and nothing
-    else: the time a training epoch cannot go below with this BLAS.
-    """
+def _gemm_epoch(n_steps, P, buffers, layout):
+    theta, nabla, acts, deltas, _ = buffers
+    sizes, w_offsets, a_offsets, d_offsets = layout
     L = sizes.size - 1
     for _ in range(n_steps):
         for l in range(1, L + 1):
@@ -282,17 +317,61 @@ def gemm_epoch(n_steps, P, theta, nabla, acts, deltas, sizes, w_offsets, a_offse
                        _block(deltas, d_offsets[l - 1], P, n_in))
 
 
-def _stamp_with_callees(*dispatchers):
-    """Make the JIT cache of ``dispatchers`` go stale when the loops they compile in change.
+def kernel_sources(module=__name__):
+    """The ``gpubp`` modules that ``module`` imports at its top level, transitively, apart
+    from ``module`` itself: ``{name: source path}``.
 
-    Numba stamps a cached function with its own source file only, yet the loops of
-    ``kernels/cpu.py`` and ``kernels/cpu_update.py`` are compiled into :func:`train_epoch`
-    with the tables' codes: :func:`gpubp.kernels.jit_cache.stamp` extends the stamp with a
-    hash of those sources (an edited activation code once turned tanh into the identity).
+    What :func:`train_epoch` compiles in from other files is among them: the loops it
+    calls and the constants (activation and loss codes) that Numba freezes into it.
     """
-    from gpubp.kernels import jit_cache
+    found, todo = {}, [module]
+    while todo:
+        name = todo.pop()
+        spec = importlib.util.find_spec(name)
+        path = getattr(sys.modules.get(name), "__file__", None) or spec.origin
+        if name != module:
+            found[name] = path
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), path)
+        for imported in _top_level_imports(tree, name, spec):
+            if imported not in found and imported != module and imported not in todo:
+                todo.append(imported)
+    return dict(sorted(found.items()))
 
-    jit_cache.stamp(*dispatchers)
+
+def _top_level_imports(tree, name, spec):
+    """Names of the ``gpubp`` modules imported by the module-level statements of ``tree``."""
+    package = name if spec.submodule_search_locations is not None else name.rpartition(".")[0]
+    nodes = list(tree.body)
+    while nodes:
+        node = nodes.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            nodes.extend(ast.iter_child_nodes(node))
+            continue
+        yield from (c for c in candidates if c.split(".")[0] == "gpubp" and _is_module(c))
 
 
-_stamp_with_callees(train_epoch, gemm_epoch)
+def _is_module(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:  # a name imported from a module, not a submodule
+        return False
+
+
+def _digest(sources):
+    h = hashlib.sha256()
+    for name, path in sources.items():
+        with open(path, "rb") as f:
+            h.update(name.encode() + b"\0" + f.read() + b"\0")
+    return h.hexdigest()
+
+
+KERNELS_DIGEST = _digest(kernel_sources())  # what the epoch's cache entries are keyed by
+_compiled_epoch = _make_compiled_epoch(KERNELS_DIGEST)

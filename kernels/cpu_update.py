@@ -11,7 +11,6 @@ compiled loops are also called by :mod:`gpubp.kernels.cpu_epoch`. Compiled as th
 
 import math
 
-import numpy as np
 from numba import njit
 
 from gpubp import losses

@@ -4,7 +4,6 @@ expected duration stated first, progress while it runs, one-line worker errors, 
 
 import io
 import re
-import sys
 
 import pytest
 

@@ -208,21 +208,49 @@ def test_one_slow_trial_does_not_decide_the_thread_count(monkeypatch):
     assert compiled._probes[((6, 5, 3), 8, "float64")][0] == 1
 
 
-def test_the_jit_cache_goes_stale_with_the_kernels_it_compiles_in():
-    """train_epoch's cache stamp, and that of the loops of kernels/cpu.py, cover the loop
-    modules it compiles in and the tables whose codes they freeze in."""
+def test_the_jit_cache_is_keyed_by_the_kernels_it_compiles_in():
+    """The compiled epoch is a closure over a hash of the gpubp modules cpu_epoch imports (the
+    loops and codes of kernels/cpu.py among them), which Numba's cache key includes."""
     import hashlib
 
-    from gpubp import activations, losses
-    from gpubp.kernels import cpu, cpu_epoch, cpu_update
+    from gpubp.kernels import cpu, cpu_epoch
 
-    digest = hashlib.sha256()
-    for module in (cpu, cpu_update, activations, losses):
-        with open(module.__file__, "rb") as f:
-            digest.update(f.read())
-    for dispatcher in (cpu_epoch.train_epoch, cpu_epoch.gemm_epoch, cpu._bias_activation,
-                       cpu._output_delta, cpu._hidden_delta):
-        assert dispatcher._cache._cache_file._source_stamp[1] == digest.hexdigest()
+    sources = cpu_epoch.kernel_sources()
+    assert sources["gpubp.kernels.cpu"] == cpu.__file__
+    assert "gpubp.kernels.cpu_epoch" not in sources  # Numba's own stamp covers it
+    h = hashlib.sha256()
+    for name, path in sources.items():
+        with open(path, "rb") as f:
+            h.update(name.encode() + b"\0" + f.read() + b"\0")
+    assert cpu_epoch.KERNELS_DIGEST == h.hexdigest()
+    cells = [c.cell_contents for c in cpu_epoch._compiled_epoch.py_func.__closure__]
+    assert cells == [cpu_epoch.KERNELS_DIGEST]
+
+
+def test_numba_keys_a_cached_closure_by_its_captured_value(tmp_path, monkeypatch):
+    """What the cache of train_epoch relies on, on a small closure of the same shape: a
+    captured value the code never reads still selects its own cache entry."""
+    import numba
+    from numba import njit
+
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+
+    def make(key):
+        @njit(cache=True)
+        def f(x):
+            if False:
+                key
+            return x + 1
+        return f
+
+    def compile_(key):
+        f = make(key)
+        assert f(1) == 2
+        return sum(f.stats.cache_hits.values()), sum(f.stats.cache_misses.values())
+
+    assert compile_("a") == (0, 1)
+    assert compile_("b") == (0, 1)  # not a's entry
+    assert compile_("a") == (1, 0)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -230,7 +258,7 @@ def test_the_jit_cache_goes_stale_with_the_kernels_it_compiles_in():
 def test_descend_is_beta_w_plus_alpha_a_columns_t_delta(dtype, first, m):
     """The BLAS call behind the fused SGD step and the node step (gpubp.distributed.split_step),
     against its NumPy twin, on the rows first..first+m of a 7 x 5 weight matrix."""
-    from gpubp.kernels.cpu_epoch import _descend
+    from gpubp.kernels.cpu_epoch import descend
 
     rng = np.random.default_rng(first + m)
     a_prev = rng.normal(size=(9, 7)).astype(dtype)
@@ -238,10 +266,10 @@ def test_descend_is_beta_w_plus_alpha_a_columns_t_delta(dtype, first, m):
     W = rng.normal(size=(7, 5)).astype(dtype)
     rows = W[first:first + m]  # a contiguous block of whole rows, as the callers pass
     expected = 0.75 * rows - 0.1 * a_prev[:, first:first + m].T @ delta
-    _descend(rows, a_prev, delta, np.array([-0.1, 0.75], dtype), first)
+    descend(rows, a_prev, delta, np.array([-0.1, 0.75], dtype), first)
     np.testing.assert_allclose(rows, expected, **TOL[dtype])
     before = W.copy()
-    _descend(W[:3], a_prev[:0], delta[:0], np.array([-0.1, 0.5], dtype))  # no rows: beta W
+    descend(W[:3], a_prev[:0], delta[:0], np.array([-0.1, 0.5], dtype))  # no rows: beta W
     np.testing.assert_array_equal(W[:3], before[:3] * np.asarray(0.5, dtype))
     np.testing.assert_array_equal(W[3:], before[3:])
 
@@ -270,3 +298,23 @@ def test_rows_in_order_are_read_in_place_with_the_same_result(name, dtype):
     assert not np.isnan(a0[:5]).any()  # the last, shuffled batch of 5 rows was gathered
     np.testing.assert_allclose(fast.theta, ref.theta, **TOL[dtype])
     np.testing.assert_allclose(fast.nabla_theta, ref.nabla_theta, **TOL[dtype])
+
+
+def test_every_update_and_batches_share_one_compiled_type():
+    """Update.sgd/adam/gradient_only and Batches.of fix their fields' types, whatever
+    Python numbers they are given: one specialisation of the compiled epoch per dtype."""
+    from numba import typeof
+
+    from gpubp.kernels.epoch_args import NONE, Batches, Update
+
+    x = np.zeros(4)
+    updates = [Update.sgd(1, 0, 0, 0, x, np.int64(3)), Update.sgd(0.1, 0.9, True, 0.01, x, 0),
+               Update.adam(np.float32(0.1), (0.9, 0.99), 1e-8, 0, x, x, 2),
+               Update.gradient_only(x)]
+    assert len({typeof(tuple(u)) for u in updates}) == 1
+    assert updates[1].momentum == 0.9 and updates[1].nesterov is True
+    assert updates[2].beta2 == 0.99 and updates[3].code == NONE
+    X = np.zeros((3, 2))
+    order = np.arange(3)
+    assert typeof(tuple(Batches.of(X, X, order, 2))) == typeof(
+        tuple(Batches.of(X, X, order, np.int64(2), np.float32(0.5))))

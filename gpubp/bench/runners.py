@@ -184,13 +184,11 @@ def _gemm_only_cpu(net, case, n_batches):
     from gpubp.core import compiled
     from gpubp.kernels.cpu_epoch import gemm_epoch
 
-    layout = compiled._layout(net)
+    buffers, (layout, _) = compiled.buffers(net), compiled.layout(net)
 
     def run(threads):
         with compiled._BlasThreads(threads):
-            gemm_epoch(n_batches, case.batch_size, net.theta, net.nabla_theta,
-                       net._activations_flat, net._deltas_flat, layout["sizes"],
-                       layout["w_offsets"], layout["a_offsets"], layout["d_offsets"])
+            gemm_epoch(n_batches, case.batch_size, buffers, layout)
 
     threads = compiled.blas_threads(net.sizes, case.batch_size)
     if threads is not None:

@@ -8,23 +8,20 @@ per step with the reduction between backward and update). Both
 paths take the same steps on the same batches with the same kernels; the tests hold them
 equal for every activation/loss pairing, depth and optimizer.
 
-BLAS threads: the matrix products of a small network are too small to split, and a
-second BLAS thread only adds a hand-off per call, so small steps run on one thread
-(:func:`blas_threads`). For larger steps the answer depends on the machine's load, as
-measured: on the quiet 2-core machine two OpenBLAS threads do the big GEMMs up to twice
-as fast, but with other processes competing for the cores OpenBLAS's threads wait on each
-other (they spin and yield) and the same epoch ran 10-20x *slower* than on one thread. So
-larger steps are measured in place: the first epoch of a step shape times single steps on
-one thread and on all of them, alternating, :data:`PROBE_ROUNDS` of each, each after an
-untimed step on the same count (compilation; waking the threads a one-thread trial let
-sleep: uncounted, that start-up made the all-threads trials of 784-128-10 @ 64 lose and
-the epoch run on one thread at half speed), and the rest of the epoch, and the next
+BLAS threads: the matrix products of a small step are too small to split, and a second
+BLAS thread only adds a hand-off per call, so a step of fewer than
+:data:`ONE_THREAD_BELOW` multiply-adds runs on one thread (:func:`blas_threads`). For a
+larger step the better count depends on the machine's load (under contention OpenBLAS's
+threads wait on each other), so it is measured in place: the first epoch of a step shape
+times single steps on one thread and on all of them, alternating, :data:`PROBE_ROUNDS`
+of each, each after an untimed step on the same count (compilation, and waking the
+threads a one-thread trial let sleep), and the rest of the epoch, and the next
 :data:`REPROBE_EVERY` epochs, use the count whose fastest step was faster. Interference
-only ever adds time, so the fastest of a few alternating trials is what a count can do:
-one noisy moment cannot decide (it did with one timing of two steps each: 784-512-512-10
-@ 128 runs at 57k samples/s on one thread and 91k on two). Splitting an epoch into
-several compiled calls changes nothing in its results. The number of threads is set
-through threadpoolctl and restored afterwards; a lower limit set by the user is kept.
+only ever adds time, so the fastest of a few alternating trials is what a count can do.
+Splitting an epoch into several compiled calls changes nothing in its results. The
+number of threads is set through threadpoolctl and restored afterwards; a lower limit set
+by the user is kept. The measurements behind these rules, and the commands that repeat
+them: docs/performance.md, "BLAS threads".
 """
 
 import functools
@@ -33,10 +30,11 @@ import time
 
 import numpy as np
 
+from gpubp.kernels.epoch_args import Batches, Buffers, Codes, Layout, Update
 from gpubp.optim.optimizers import SGD, Adam
 
-# A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread (measured on the
-# 2-core development machine, see blas_threads).
+# A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread
+# (docs/performance.md, "BLAS threads").
 ONE_THREAD_BELOW = 2_000_000
 PROBE_ROUNDS = 3  # one-step trials of each thread count when a larger step shape is probed
 REPROBE_EVERY = 20  # epochs of a step shape between two probes (the load changes)
@@ -102,8 +100,10 @@ class _BlasThreads:
             c.set_num_threads(before)
 
 
-def _layout(net):
-    """Offsets and codes of ``net``'s buffers for the compiled epoch (cached per capacity)."""
+def layout(net):
+    """The :class:`~gpubp.kernels.epoch_args.Layout` and
+    :class:`~gpubp.kernels.epoch_args.Codes` of ``net`` for the compiled epoch (cached on
+    ``net`` per workspace capacity and dtype)."""
     from gpubp.kernels import cpu as kernels
 
     key = (net._capacity, net.dtype)
@@ -112,18 +112,37 @@ def _layout(net):
         return cached[1]
     sizes = np.array(net.sizes, dtype=np.int64)
     cap = net._capacity
-    w_offsets = np.array([s.start for s in net.layer_slices], dtype=np.int64)
-    a_offsets = np.concatenate([[0], np.cumsum(sizes * cap)[:-1]]).astype(np.int64)
-    d_offsets = np.concatenate([[0, 0], np.cumsum(sizes[1:] * cap)[:-1]]).astype(np.int64)
-    codes = np.array([kernels.activation_code(g) for g in net.activation_names], np.int64)
-    forward = np.array([kernels.forward_code(g, net.dtype) for g in net.activation_names],
-                       np.int64)
-    tiny, one_minus = kernels._CLIP[net.dtype]
-    layout = dict(sizes=sizes, w_offsets=w_offsets, a_offsets=a_offsets, d_offsets=d_offsets,
-                  forward_codes=forward, codes=codes, loss=kernels.loss_code(net.loss_name),
-                  tiny=tiny, one_minus=one_minus)
-    net._epoch_layout = (key, layout)
-    return layout
+    offsets = Layout(
+        sizes=sizes,
+        w_offsets=np.array([s.start for s in net.layer_slices], dtype=np.int64),
+        a_offsets=np.concatenate([[0], np.cumsum(sizes * cap)[:-1]]).astype(np.int64),
+        d_offsets=np.concatenate([[0, 0], np.cumsum(sizes[1:] * cap)[:-1]]).astype(np.int64))
+    codes = Codes.of(
+        forward=[kernels.forward_code(g, net.dtype) for g in net.activation_names],
+        derivative=[kernels.activation_code(g) for g in net.activation_names],
+        loss=kernels.loss_code(net.loss_name), tiny=kernels._CLIP[net.dtype][0],
+        one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier)
+    net._epoch_layout = (key, (offsets, codes))
+    return offsets, codes
+
+
+def buffers(net):
+    """``net``'s flat parameters, gradients and workspaces as a
+    :class:`~gpubp.kernels.epoch_args.Buffers` (views: valid until the workspaces grow)."""
+    return Buffers(theta=net.theta, nabla=net.nabla_theta, acts=net._activations_flat,
+                   deltas=net._deltas_flat, targets=net.targets)
+
+
+def _update(net, optimizer):
+    """The :class:`~gpubp.kernels.epoch_args.Update` of ``optimizer`` (SGD or Adam)."""
+    if isinstance(optimizer, Adam):
+        state = optimizer.flat_state
+        return Update.adam(optimizer.current_lr(), (optimizer.beta1, optimizer.beta2),
+                           optimizer.eps, optimizer.weight_decay, state["m"], state["v"],
+                           optimizer.iterations)
+    velocity = optimizer.flat_state.get("velocity", net.nabla_theta)  # unused without
+    return Update.sgd(optimizer.current_lr(), optimizer.momentum, optimizer.nesterov,
+                      optimizer.weight_decay, velocity, optimizer.iterations)
 
 
 def train_epoch(net, optimizer, X, Y, order, batch_size):
@@ -148,33 +167,19 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     correct : int
         Correct predictions on the batches (0 for regressors).
     """
-    from gpubp.kernels.cpu_epoch import ADAM, SGD as SGD_CODE
-
     net._workspace(batch_size)
     if optimizer.state is None:
         optimizer.initialize(net.backend, net.params)
-    if isinstance(optimizer, Adam):
-        code = ADAM
-        hyper = (optimizer.current_lr(), 0.0, optimizer.weight_decay, optimizer.beta1,
-                 optimizer.beta2, optimizer.eps, 0.0)
-        state_a, state_b = optimizer.flat_state["m"], optimizer.flat_state["v"]
-    else:
-        code = SGD_CODE
-        hyper = (optimizer.current_lr(), optimizer.momentum, optimizer.weight_decay, 0.0, 0.0,
-                 0.0, float(optimizer.nesterov))
-        state_a = optimizer.flat_state.get("velocity", net.nabla_theta)  # unused without
-        state_b = state_a
     X = np.ascontiguousarray(X, dtype=net.dtype)
     Y = np.ascontiguousarray(Y, dtype=net.dtype)
     order = np.ascontiguousarray(order, dtype=np.int64)
-    hyper = np.array(hyper, dtype=np.float64)
     totals = [0.0, 0]
 
     def run(rows, threads):
         """The compiled epoch over the batches of ``rows`` (whole batches of ``order``)."""
         with _BlasThreads(threads):
-            cost_sum, correct, step = _compiled(net, X, Y, rows, batch_size, code, hyper,
-                                                state_a, state_b, optimizer.iterations)
+            cost_sum, correct, step = _compiled(net, Batches.of(X, Y, rows, batch_size),
+                                                _update(net, optimizer))
         optimizer.iterations = int(step)
         totals[0] += float(cost_sum)
         totals[1] += int(correct)
@@ -230,33 +235,21 @@ def gradient_step(net, X, Y, rows, delta_scale):
     correct : int
         Correct predictions among them (0 for regressors).
     """
-    from gpubp.kernels.cpu_epoch import NONE
-
     P = len(rows)
     net._workspace(P)
+    batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale)
     with _BlasThreads(blas_threads(net.sizes, P)):
-        cost_sum, correct, _ = _compiled(
-            net, X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, NONE, _NO_HYPER,
-            net.nabla_theta, net.nabla_theta, 0, delta_scale)
+        cost_sum, correct, _ = _compiled(net, batches, Update.gradient_only(net.nabla_theta))
     return float(cost_sum), int(correct)
 
 
-_NO_HYPER = np.zeros(7)  # the update's hyperparameters, unused without an update
-
-
-def _compiled(net, X, Y, rows, batch_size, code, hyper, state_a, state_b, step,
-              delta_scale=1.0):
-    """:func:`gpubp.kernels.cpu_epoch.train_epoch` over ``rows`` with ``net``'s buffers and
-    layout; returns its ``(cost_sum, correct, step)``."""
+def _compiled(net, batches, update):
+    """:func:`gpubp.kernels.cpu_epoch.train_epoch` of ``batches`` and ``update`` with
+    ``net``'s buffers and layout; returns its ``(cost_sum, correct, step)``."""
     from gpubp.kernels.cpu_epoch import train_epoch
 
-    layout = _layout(net)
-    return train_epoch(
-        X, Y, rows, int(batch_size), net.theta, net.nabla_theta, net._activations_flat,
-        net._deltas_flat, net.targets, layout["sizes"], layout["w_offsets"],
-        layout["a_offsets"], layout["d_offsets"], layout["forward_codes"], layout["codes"],
-        layout["loss"], layout["tiny"], layout["one_minus"], net.is_classifier, code, hyper,
-        state_a, state_b, step, float(delta_scale))
+    offsets, codes = layout(net)
+    return train_epoch(batches, buffers(net), offsets, codes, update)
 
 
 def reduced_step(net, optimizer, X, Y, rows, reduction, P_global):

@@ -30,7 +30,7 @@ summing gradients would read ``(R−1)/R`` of ``N`` and then update ``N/R`` from
 
 import numpy as np
 
-from gpubp.kernels.cpu_epoch import _descend, _gather
+from gpubp.kernels.cpu_epoch import descend, gather_rows
 from gpubp.core.layout import row_blocks
 from gpubp.optim.optimizers import SGD
 
@@ -108,9 +108,9 @@ class SplitStep:
         cost_sum, correct = 0.0, 0
         if P_k:
             order = np.ascontiguousarray(batch, dtype=np.int64)
-            _gather(X, order, rows.start, a[0][rows])
+            gather_rows(X, order, rows.start, a[0][rows])
             y = self.targets[:P_k]
-            _gather(Y, order, rows.start, y)
+            gather_rows(Y, order, rows.start, y)
             for l in range(1, L + 1):  # z^l = a^{l-1} W^l, a^l = g(z^l + b^l): own rows
                 np.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])
                 be.bias_activation(a[l][rows], net.b[l - 1], acts[l - 1])
@@ -138,8 +138,8 @@ class SplitStep:
             weights = slice(w + r.start * n_out, w + r.stop * n_out)
             bias = slice(w + n_in * n_out + c.start, w + n_in * n_out + c.stop)
             target = net.theta if fused else gradient
-            _descend(target[weights].reshape(-1, n_out), a[l - 1], d[l], self.coefficients,
-                     r.start)
+            descend(target[weights].reshape(-1, n_out), a[l - 1], d[l], self.coefficients,
+                    r.start)
             sums = self.bias_sums[:c.stop - c.start]
             np.sum(d[l][:, c], axis=0, out=sums)
             if fused:

@@ -1,0 +1,124 @@
+"""The arguments of the compiled CPU epoch, as named structures.
+
+:func:`gpubp.kernels.cpu_epoch.train_epoch` takes five named tuples. It hands the compiled
+epoch their fields as plain tuples, which Numba types from a cached fingerprint, and the
+compiled code names them again (a namedtuple of arrays and scalars is a Numba
+``NamedTuple``, cached like any other type). Build them with the class methods below,
+which fix each field's type, so that every call shares one compiled specialisation per
+dtype:
+
+- :class:`Batches` (:meth:`Batches.of`): ``X``, ``Y``, the epoch's row ``order``, the
+  ``batch_size`` and the ``delta_scale`` on ``δ^L``;
+- :class:`Buffers`: the network's flat ``theta``/``nabla`` and workspaces;
+- :class:`Layout`: the layer widths and where each layer's block starts in the buffers;
+- :class:`Codes` (:meth:`Codes.of`): the activation and loss codes, the log-losses' clip
+  bounds, whether to count correct predictions;
+- :class:`Update` (:meth:`Update.sgd`, :meth:`~Update.adam`,
+  :meth:`~Update.gradient_only`): the optimizer's code, state, hyperparameters and step
+  count.
+
+Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a batch):
+
+- ``theta``/``nabla``: ``W^1`` (row-major), ``b^1``, ``W^2``, ... from ``w_offsets[l-1]``;
+- ``acts``: ``a^l`` for ``l = 0..L``, block ``l`` at ``a_offsets[l]``, its first ``P``
+  rows contiguous, the layout of ``Network.activations`` (a batch of consecutive rows of
+  ``X`` is read in place, not copied into ``a^0``);
+- ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
+- ``targets``: ``(cap, n_L)``, the gathered ``y`` rows.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+
+SGD, ADAM, NONE = 0, 1, 2  # NONE: gradients only, the caller sums and updates (MPI)
+
+
+class Batches(namedtuple("Batches", "X Y order batch_size delta_scale")):
+    """The epoch's batches: batch ``k`` is rows ``order[k B : (k + 1) B]``.
+
+    ``X`` (P_total, n_0) and ``Y`` (P_total, n_L) C-contiguous, of ``theta``'s dtype;
+    ``order`` int64 (P_total,); ``batch_size`` ``B`` (the last batch may be shorter);
+    ``delta_scale`` the factor on ``δ^L`` (``P_local / P_global`` on a rank of a
+    data-parallel run, so that the summed gradients carry the global ``1/P``; else 1).
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, X, Y, order, batch_size, delta_scale=1.0):
+        """With the field types the compiled epoch is specialised for."""
+        return cls(X, Y, order, int(batch_size), float(delta_scale))
+
+
+class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets")):
+    """Flat parameters (updated in place) and gradients, shape (N,), and the workspaces,
+    laid out as in the module docstring. On return ``nabla`` holds the gradient of the
+    call's last step (plain SGD folds the others' ``∂W`` straight into ``W``)."""
+
+    __slots__ = ()
+
+
+class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets")):
+    """int64 arrays: ``sizes`` (L + 1,) the layer widths, ``w_offsets`` (L,) where ``W^l``
+    starts in ``theta``, ``a_offsets``/``d_offsets`` (L + 1,) where ``a^l`` and ``δ^l``
+    start in ``acts`` and ``deltas``."""
+
+    __slots__ = ()
+
+
+class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifier")):
+    """What the network computes: the activation codes of layers 1..L (int64, (L,)) as
+    :func:`gpubp.kernels.cpu.bias_activation` dispatches them (``forward``: float32
+    sigmoid and tanh by their vectorised variants) and as the derivative kernels take
+    them (``derivative``); the ``loss`` code; ``tiny`` and ``one_minus``, the log-losses'
+    clip bounds for the dtype; ``classifier``, whether to count correct predictions."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, forward, derivative, loss, tiny, one_minus, classifier):
+        """With the field types the compiled epoch is specialised for."""
+        return cls(np.asarray(forward, np.int64), np.asarray(derivative, np.int64), int(loss),
+                   float(tiny), float(one_minus), bool(classifier))
+
+
+_HYPER = dict(lr=0.0, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,
+              eps=0.0, step=0)  # Update's scalar fields: their defaults fix their types
+
+
+class Update(namedtuple("Update", "code m v " + " ".join(_HYPER))):
+    """The update after each step: ``code`` ``SGD``, ``ADAM`` or ``NONE`` (no update:
+    ``nabla`` is left holding the gradient of the one batch, for the caller to sum over
+    the ranks of a data-parallel run and apply); the state ``m`` (SGD's velocity, Adam's
+    ``m``) and ``v`` (Adam's ``v``), arrays (N,) never read when unused; the
+    hyperparameters (those of other optimizers are ignored); ``step``, the steps taken
+    before this call (Adam's ``t`` of the first step is ``step + 1``).
+
+    Build it with :meth:`sgd`, :meth:`adam` or :meth:`gradient_only`, which give every
+    field the type the compiled epoch is specialised for.
+    """
+
+    __slots__ = ()
+
+    @classmethod
+    def _typed(cls, code, m, v, **hyper):
+        hyper = {k: type(default)(hyper.get(k, default)) for k, default in _HYPER.items()}
+        return cls(int(code), m, v, **hyper)
+
+    @classmethod
+    def sgd(cls, lr, momentum, nesterov, weight_decay, velocity, step):
+        """SGD; ``velocity`` any array (N,) of the dtype when there is no momentum."""
+        return cls._typed(SGD, velocity, velocity, lr=lr, momentum=momentum,
+                          nesterov=nesterov, weight_decay=weight_decay, step=step)
+
+    @classmethod
+    def adam(cls, lr, betas, eps, weight_decay, m, v, step):
+        """Adam, ``betas`` its ``(beta1, beta2)``."""
+        return cls._typed(ADAM, m, v, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
+                          weight_decay=weight_decay, step=step)
+
+    @classmethod
+    def gradient_only(cls, nabla):
+        """No update: the gradient of one batch, left in ``nabla``."""
+        return cls._typed(NONE, nabla, nabla)
