@@ -30,6 +30,7 @@ to zero.
 """
 
 from dataclasses import dataclass
+import difflib
 
 DERIVATIVES = ("from_output", "cancels")
 INITS = ("glorot", "he")
@@ -124,8 +125,6 @@ def check_activation(name, argument, allowed):
     if not isinstance(name, str):
         raise TypeError(f"{argument} must be a string, one of {allowed}; got {type(name).__name__}")
     if name not in allowed:
-        import difflib
-
         alias = {"linear": "identity", "none": "identity", "logistic": "sigmoid"}.get(name.lower())
         close = [alias] if alias in allowed else \
             difflib.get_close_matches(name.lower(), allowed, n=1)

@@ -14,6 +14,6 @@ def compile_ptx(cc=(9, 0)):
     A thin wrapper so that ``gpubp.kernels.compile_ptx`` exists without importing Numba
     CUDA until it is called; see :func:`gpubp.kernels.cuda.compile_ptx`.
     """
-    from gpubp.kernels import cuda
+    from gpubp.kernels import cuda  # keeps import gpubp light: numba.cuda only when PTX is asked for
 
     return cuda.compile_ptx(cc)

@@ -14,6 +14,7 @@ import math
 from numba import njit
 
 from gpubp import losses
+from gpubp.kernels import reference
 
 
 # -- compiled loops ------------------------------------------------------------------------
@@ -128,7 +129,6 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
     use_velocity = bool(momentum)
     vel = velocity if use_velocity else param  # any array of the right type; never read
     if not _flat_ok(param, grad, vel):
-        from gpubp.kernels import reference
         reference.sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
         return
     _sgd(param, grad, vel, float(lr), float(momentum), bool(nesterov), float(weight_decay),
@@ -146,7 +146,6 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0
         1 for the first step.
     """
     if not _flat_ok(param, grad, m, v):
-        from gpubp.kernels import reference
         reference.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
         return
     # 1 - β, and the bias corrections 1 - β^t, in float64 before rounding to the dtype:

@@ -49,6 +49,7 @@ from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, G
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
 from gpubp.kernels.cuda_device import EXP, POISSON
 from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, LOSSES
+from numba import types
 
 ACTIVATION_CODES = activations.CODES
 LOSS_CODES = losses.CODES
@@ -110,7 +111,6 @@ class Kernel:
 
 def signatures(dtype):
     """Argument types of each kernel (as launched by the functions below), by name."""
-    from numba import types
 
     f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
     vec, mat, cube = (types.Array(f, ndim, "C") for ndim in (1, 2, 3))
@@ -141,7 +141,6 @@ def kernels_for(dtype):
     dict
         Kernel name -> :class:`Kernel`.
     """
-    from numba import types
 
     dtype = np.dtype(dtype)
     if dtype.type not in DTYPES:

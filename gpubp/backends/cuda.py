@@ -66,7 +66,7 @@ class CudaBackend(Backend):
         check_options(options, self.name, caller="CudaBackend()")
         if weight_grad not in WEIGHT_GRADS:
             raise ValueError(f"weight_grad must be one of {WEIGHT_GRADS}, got {weight_grad!r}")
-        from gpubp.kernels import cuda as kernels
+        from gpubp.kernels import cuda as kernels  # keeps import gpubp light: numba.cuda loads with the cuda backend only
 
         self.simulated = simulated()
         if self.simulated:
@@ -110,7 +110,7 @@ class CudaBackend(Backend):
         return view
 
     def _wrap(self, array):
-        from numba import cuda
+        from numba import cuda  # as above: numba.cuda with the cuda backend only
 
         # sync=False: the kernel is queued on the same stream as the work that wrote the
         # array, so stream order already guarantees the data is ready. owner=array keeps
@@ -125,7 +125,7 @@ class CudaBackend(Backend):
         ptr = self.xp.cuda.get_current_stream().ptr
         stream = self._streams.get(ptr)
         if stream is None:
-            from cuda.core import Stream
+            from cuda.core import Stream  # optional: cuda-core, on a real GPU only
 
             # ptr 0 is CuPy's null stream, the legacy default stream.
             stream = self._streams[ptr] = Stream.from_handle(ptr)
@@ -231,7 +231,7 @@ class CudaBackend(Backend):
     def _pinned_empty(self, shape, dtype):
         if self.simulated:
             return np.empty(shape, dtype)
-        import cupyx
+        import cupyx  # optional: CuPy
 
         return cupyx.empty_pinned(shape, dtype=dtype)
 

@@ -76,7 +76,7 @@ def _probe(trial):
     if simulated():
         return True, "Numba CUDA simulator", True
     try:
-        import cupy
+        import cupy  # optional: CuPy; its absence is an answer
     except Exception as exc:  # noqa: BLE001 - ImportError, or a broken CUDA library
         return False, f"CuPy is not installed or cannot be imported ({_describe(exc)})", True
     runtime = cupy.cuda.runtime

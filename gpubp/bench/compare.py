@@ -40,6 +40,7 @@ from gpubp.bench.runners import (  # noqa: F401 - the benchmark vocabulary, re-e
     parse_case,
     time_epochs,
 )
+from tqdm.auto import tqdm
 
 _PEER_MODULES = {"jax-jit": "jax", "jax-jit-nodonate": "jax", "torch-eager": "torch"}
 # seconds between one worker's work and the next's: OpenBLAS's idle threads spin for about
@@ -72,7 +73,7 @@ class Worker:
             raise Unavailable(f"{module} is not installed")
         if "cuda" in runner and resolve_device("auto") != "cuda":
             raise Unavailable("no usable CUDA GPU")
-        import gpubp
+        import gpubp  # the version, in the worker's own process
 
         root = os.path.dirname(os.path.dirname(os.path.abspath(gpubp.__file__)))
         env = dict(os.environ)
@@ -171,8 +172,6 @@ def expected_seconds(cases, backends, peers, repeats, train, samples_per_epoch, 
 
 
 def _progress(total, desc, file):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="step", file=file, leave=False,
                 disable=file is None)
 

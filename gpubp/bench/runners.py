@@ -115,7 +115,7 @@ def make_network(backend, case, dtype="float32", seed=0, **backend_options):
     ``backend`` is a gpubp backend name; its device follows from it (``cuda`` runs on the
     GPU, the others on the CPU).
     """
-    from gpubp.core.network import Network
+    from gpubp.core.network import Network  # a runner process imports only what it runs (JAX's and PyTorch's never load gpubp's JIT)
 
     device = "cuda" if backend == "cuda" else "cpu"
     net = Network(list(case.sizes), hidden="sigmoid", output="softmax", loss="cross_entropy",
@@ -162,7 +162,7 @@ def _timed(run, sync=None):
 
 def _fit_epoch(net, X, Y, batch_size):
     """One epoch of ``net.fit``, timed inside fit from epoch begin to epoch end."""
-    from gpubp.training.callbacks import Callback
+    from gpubp.training.callbacks import Callback  # as above: only in gpubp's own runners
     from gpubp.optim.optimizers import SGD
 
     class EpochTimer(Callback):
@@ -181,7 +181,7 @@ def _fit_epoch(net, X, Y, batch_size):
 
 
 def _gemm_only_cpu(net, case, n_batches):
-    from gpubp.core import compiled
+    from gpubp.core import compiled  # as above: Numba compiles the epoch on import
     from gpubp.kernels.cpu_epoch import gemm_epoch
 
     buffers, (layout, _) = compiled.buffers(net), compiled.layout(net)
@@ -236,7 +236,7 @@ def _backend_runner(name, case, batches, train):
 
 def _jax_runner(case, batches, train, donate=True):
     try:
-        import jax
+        import jax  # optional: JAX (gpubp[bench])
         import jax.numpy as jnp
     except ImportError as exc:
         raise Unavailable(f"JAX is not installed ({exc})") from None
@@ -283,7 +283,7 @@ def _jax_runner(case, batches, train, donate=True):
 
 def _torch_runner(case, batches, train):
     try:
-        import torch
+        import torch  # optional: PyTorch (gpubp[bench])
     except ImportError as exc:
         raise Unavailable(f"PyTorch is not installed ({exc})") from None
     weights, biases = init_params(case.sizes)

@@ -35,6 +35,7 @@ import numpy as np
 
 from gpubp.distributed.reductions import HOST_REDUCTIONS
 from gpubp.distributed.reductions import REDUCTIONS as TITLES
+from shutil import which
 
 SIZES = (784, 1024, 1024, 10)
 BATCH = 512
@@ -44,7 +45,6 @@ def _mpiexec():
     beside = Path(sys.executable).parent / "mpiexec"
     if beside.exists():
         return str(beside)
-    from shutil import which
 
     found = which("mpiexec")
     if found is None:
@@ -58,9 +58,9 @@ REDUCTIONS = HOST_REDUCTIONS  # the benchmark's network is on the CPU
 def worker(sizes, batch_size, steps, repeats, reduction="shared"):
     """Time the epochs of one ``fit`` in this process (one rank of a launch); returns a dict
     (on the root)."""
-    import gpubp
+    import gpubp  # in the rank processes only: the launcher stays light
     from gpubp.distributed import ranks as distributed
-    from gpubp.training.callbacks import Callback
+    from gpubp.training.callbacks import Callback  # as above
 
     comm = distributed.world() if distributed.size() > 1 else None
     group = distributed.Group(comm, reduction=reduction) if comm is not None else False
@@ -156,7 +156,7 @@ def _main(argv):
     spec = json.loads(argv[0])
     result = worker(spec["sizes"], spec["batch_size"], spec["steps"], spec["repeats"],
                     spec.get("reduction", "shared"))
-    from gpubp.distributed import ranks as distributed
+    from gpubp.distributed import ranks as distributed  # as above: mpi4py starts MPI
 
     if distributed.is_root():
         print(json.dumps(result))

@@ -5,6 +5,10 @@ import os
 
 from gpubp.cli.files import CliError, check_outputs
 from gpubp.distributed import ranks as distributed
+from gpubp import datasets
+from gpubp.activations import HIDDEN
+from gpubp.backends.devices import DEVICES
+from gpubp.optim.schedules import SCHEDULES
 
 def one_of(args, option, allowed, lower=False):
     value = getattr(args, option.lstrip("-").replace("-", "_"))
@@ -15,14 +19,11 @@ def one_of(args, option, allowed, lower=False):
 
 
 def check_device(args):
-    from gpubp.backends.devices import DEVICES
-
     one_of(args, "--device", DEVICES)
 
 
 def check_data(args):
     """``--data``: a bundled set or an existing file; ``--label-column`` only with a file."""
-    from gpubp import datasets
 
     if args.data in datasets.NAMES:
         if args.label_column is not None:
@@ -44,9 +45,6 @@ def check_input_file(path, option):
 
 
 def check_train(args):
-    from gpubp.activations import HIDDEN
-    from gpubp.optim.schedules import SCHEDULES
-
     check_outputs(args, "--save", "--plot", "--checkpoint")
     one_of(args, "--optimizer", ("sgd", "momentum", "nesterov", "adam"))
     one_of(args, "--hidden", HIDDEN)
@@ -69,7 +67,7 @@ def check_train(args):
 
 
 def check_bench(args):
-    from gpubp.bench.runners import BACKEND_RUNNERS, parse_case
+    from gpubp.bench.runners import BACKEND_RUNNERS, parse_case  # keeps the command line's start light
 
     for text in args.cases or ():
         try:

@@ -23,10 +23,12 @@ from gpubp.cli import checks, parser
 from gpubp.cli.parser import build_parser
 from gpubp.cli.files import (CliError, check_outputs, examples_for, load_training_data,
                              npy_data, read_model, scaled, fit_scaler)
+from importlib import metadata
+import json
 
 # -- commands ------------------------------------------------------------------------------
 def cmd_train(args, out):
-    import gpubp
+    import gpubp  # keeps the command line's start light
 
     checks.check_train(args)
     lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else parser.DEFAULTS["lr"])
@@ -71,7 +73,7 @@ def cmd_train(args, out):
         print(f"test loss {result['loss']:.4f}", file=out)
         print(f"test accuracy {result['accuracy']:.4f}", file=out)
     if args.save and root:
-        from gpubp.io.model import save
+        from gpubp.io.model import save  # keeps the command line's start light
 
         meta = {"classes": list(data.classes)}
         if scaler is not None:
@@ -117,7 +119,7 @@ def cmd_predict(args, out):
         lines = [",".join(f"{v:.6g}" for v in np.atleast_1d(row)) for row in pred]
     text = "\n".join(lines) + "\n"
     if args.output:
-        from gpubp.io.atomic import atomic_write
+        from gpubp.io.atomic import atomic_write  # keeps the command line's start light
 
         atomic_write(args.output, lambda f: f.write(text.encode()))
         print(f"{len(lines)} predictions written to {args.output}", file=out)
@@ -127,9 +129,7 @@ def cmd_predict(args, out):
 
 
 def cmd_export(args, out):
-    import json
-
-    from gpubp.io.onnx import OPSET, to_onnx
+    from gpubp.io.onnx import OPSET, to_onnx  # keeps the command line's start light
 
     check_outputs(args, "--onnx")
     checks.check_input_file(args.model, "--model")
@@ -153,13 +153,13 @@ def cmd_export(args, out):
 def cmd_bench(args, out):
     checks.check_bench(args)
     if args.scaling:
-        from gpubp.bench.scaling import run_scaling
+        from gpubp.bench.scaling import run_scaling  # keeps the command line's start light
 
         run_scaling(ranks=args.ranks or 2, repeats=args.repeats,
                     reduction="allreduce" if args.fused else args.reduction or "shared",
                     file=out)
         return 0
-    from gpubp.bench.compare import run_bench
+    from gpubp.bench.compare import run_bench  # keeps the command line's start light
 
     kwargs = {} if args.samples_per_epoch is None else {"samples_per_epoch": args.samples_per_epoch}
     run_bench(args.cases, args.backends, args.peers, args.repeats, file=out,
@@ -168,7 +168,7 @@ def cmd_bench(args, out):
 
 
 def cmd_gradcheck(args, out):
-    import gpubp
+    import gpubp  # keeps the command line's start light
 
     sizes = [args.inputs, *args.layers, args.outputs]
     net = gpubp.Network(sizes, hidden=args.hidden, output=args.output, loss=args.loss,
@@ -203,9 +203,9 @@ def cmd_gradcheck(args, out):
 
 
 def cmd_info(args, out):
-    import numba
+    import numba  # keeps the command line's start light
 
-    import gpubp
+    import gpubp  # keeps the command line's start light
     from gpubp.backends.devices import cuda_status
 
     usable, reason = cuda_status()
@@ -217,7 +217,6 @@ def cmd_info(args, out):
             print(f"{module} {mod.__version__}", file=out)
         except Exception as exc:  # noqa: BLE001 - info reports, never fails
             print(f"{module} not importable ({type(exc).__name__})", file=out)
-    from importlib import metadata
 
     # by their installed distributions: importing mpi4py.MPI would start MPI, onnx is slow
     for dist in ("pyarrow", "numba-cuda", "onnx", "mpi4py"):
@@ -227,7 +226,7 @@ def cmd_info(args, out):
             version = "not installed"
         print(f"{dist} {version}", file=out)
     try:
-        from gpubp.backends import get_backend
+        from gpubp.backends import get_backend  # keeps the command line's start light
 
         cpu = get_backend("cpu").name
     except Exception as exc:  # noqa: BLE001

@@ -9,6 +9,7 @@ checking every output path before any work starts.
 from typing import NamedTuple
 
 import numpy as np
+import os
 
 
 class CliError(Exception):
@@ -23,7 +24,7 @@ def label_column_of(args):
 
 
 def load_training_data(args):
-    from gpubp import datasets
+    from gpubp import datasets  # keeps the command line's start light
 
     return datasets.load(args.data, test_size=args.test_size, seed=args.seed, scale=False,
                          label_column=label_column_of(args))
@@ -55,7 +56,7 @@ class Model(NamedTuple):
 
 
 def read_model(path, device):
-    import gpubp
+    import gpubp  # keeps the command line's start light
     from gpubp.io.model import INPUTS, read_npz
 
     header, _ = read_npz(path)
@@ -82,7 +83,7 @@ def scaled(X, scaler):
 
 def _bundled_for(args, model):
     """The held-out split of a bundled set, in the form the model was trained on."""
-    from gpubp import datasets
+    from gpubp import datasets  # keeps the command line's start light
 
     name = args.data
     if model.inputs == "unknown":
@@ -103,7 +104,7 @@ def _bundled_for(args, model):
 
 def examples_for(args, model, need_labels):
     """Features as the model takes them, and (optionally) label indices, for evaluate/predict."""
-    from gpubp import datasets
+    from gpubp import datasets  # keeps the command line's start light
 
     net, classes = model.net, model.classes
     n_in = net.sizes[0]
@@ -141,9 +142,9 @@ def examples_for(args, model, need_labels):
 
 def read_csv_for_model(args, n_in, need_labels):
     """Features and labels of a CSV; for predict, a file of features alone is accepted too."""
-    from gpubp import datasets
+    from gpubp import datasets  # keeps the command line's start light
 
-    from gpubp.datasets.readers import first_row
+    from gpubp.datasets.readers import first_row  # keeps the command line's start light
 
     if args.label_column is not None:
         return datasets.read_csv(args.data, label_column_of(args))
@@ -162,7 +163,7 @@ def read_csv_for_model(args, n_in, need_labels):
 
 def check_outputs(args, *options):
     """Check each given output path (``--save`` ...) before any work, naming the option."""
-    from gpubp.io.atomic import check_output_path
+    from gpubp.io.atomic import check_output_path  # keeps the command line's start light
 
     for option in options:
         path = getattr(args, option.lstrip("-").replace("-", "_"))
@@ -170,16 +171,15 @@ def check_outputs(args, *options):
             continue
         check_output_path(path, option)
         if option == "--plot":
-            from gpubp.training.plotting import check_plot_path
+            from gpubp.training.plotting import check_plot_path  # keeps the command line's start light
 
             check_plot_path(path, option)
 
 
 def npy_data(args, default_data):
     """Training data from ``--features``/``--labels``: memory-mapped, never read whole."""
-    import os
 
-    from gpubp.datasets import Dataset
+    from gpubp.datasets import Dataset  # keeps the command line's start light
 
     if not (args.features and args.labels):
         raise CliError("--features and --labels go together (two .npy files)")

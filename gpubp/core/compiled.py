@@ -72,7 +72,7 @@ def blas_threads(sizes, batch_size):
 
 @functools.lru_cache(maxsize=1)
 def _blas_controllers():
-    from threadpoolctl import ThreadpoolController
+    from threadpoolctl import ThreadpoolController  # keeps import gpubp light: BLAS threads are probed on the first compiled epoch
 
     import scipy.linalg.cython_blas  # noqa: F401 - loads the BLAS Numba's np.dot calls
 
@@ -104,7 +104,7 @@ def layout(net):
     """The :class:`~gpubp.kernels.epoch_args.Layout` and
     :class:`~gpubp.kernels.epoch_args.Codes` of ``net`` for the compiled epoch (cached on
     ``net`` per workspace capacity and dtype)."""
-    from gpubp.kernels import cpu as kernels
+    from gpubp.kernels import cpu as kernels  # keeps import gpubp light: Numba's CPU kernels load with the compiled epoch
 
     key = (net._capacity, net.dtype)
     cached = getattr(net, "_epoch_layout", None)
@@ -246,7 +246,7 @@ def gradient_step(net, X, Y, rows, delta_scale):
 def _compiled(net, batches, update):
     """:func:`gpubp.kernels.cpu_epoch.train_epoch` of ``batches`` and ``update`` with
     ``net``'s buffers and layout; returns its ``(cost_sum, correct, step)``."""
-    from gpubp.kernels.cpu_epoch import train_epoch
+    from gpubp.kernels.cpu_epoch import train_epoch  # as above
 
     offsets, codes = layout(net)
     return train_epoch(batches, buffers(net), offsets, codes, update)

@@ -19,6 +19,8 @@ apart (``kinks``) and left out of the error; every other entry is checked as str
 import numpy as np
 
 from gpubp.data.validation import check_positive
+from gpubp.core.network import Network
+from gpubp.kernels.reference import activate
 
 
 def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
@@ -74,7 +76,6 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
     if atol == 0 and rtol == 0:
         raise ValueError("atol and rtol must not both be 0 (no difference would pass), got "
                          "atol=0, rtol=0")
-    from gpubp.core.network import Network
 
     probe = Network(net.sizes, hidden=net.hidden, output=net.output, loss=net.loss_name,
                     device=net.device, dtype="float64", backend=net.backend.name)
@@ -122,7 +123,6 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
 
 def _relu_inputs(W, b, X, activations, relu_layers):
     """The pre-activations ``z^l`` of the relu layers (float64, NumPy), in order."""
-    from gpubp.kernels.reference import activate
 
     out, a = [], X
     for l, g in enumerate(activations[:relu_layers[-1] + 1] if relu_layers else ()):

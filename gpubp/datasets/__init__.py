@@ -23,6 +23,7 @@ import numpy as np
 
 from gpubp.datasets.readers import (ARROW_SUFFIXES, CSV_SUFFIXES, PARQUET_SUFFIXES, is_number,
                                     read_csv, read_table)
+import zipfile
 
 NAMES = ("digits", "breast_cancer", "iris", "wine")
 _FILES = {"digits": "digits.csv.gz", "breast_cancer": "breast_cancer.csv",
@@ -228,8 +229,6 @@ def load_file(path, label_column=-1, test_size=0.25, seed=0, scale=True):
 
 
 def _load_npz(path, name, test_size, seed, scale):
-    import zipfile
-
     try:
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}

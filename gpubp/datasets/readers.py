@@ -22,7 +22,7 @@ ARROW_SUFFIXES = (".feather", ".arrow", ".ipc")
 
 def _pyarrow():
     try:
-        import pyarrow
+        import pyarrow  # keeps import gpubp light: Arrow loads with the first file read
         import pyarrow.csv
     except ImportError as exc:
         raise ImportError(f"reading data files needs pyarrow ({exc}): pip install pyarrow") \
@@ -139,7 +139,7 @@ def read_csv(path, label_column=-1):
 
 def _labels(column, pa):
     """Label strings, whitespace-trimmed; dictionary-encoded so few strings are built."""
-    import pyarrow.compute as pc
+    import pyarrow.compute as pc  # as above
 
     encoded = pc.dictionary_encode(pc.utf8_trim_whitespace(column)).combine_chunks()
     classes = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
@@ -201,11 +201,11 @@ def read_table(path, label_column=-1):
     lower = path.lower()
     try:
         if lower.endswith(PARQUET_SUFFIXES):
-            import pyarrow.parquet as pq
+            import pyarrow.parquet as pq  # as above
 
             table = pq.read_table(path)
         else:
-            import pyarrow.feather as feather
+            import pyarrow.feather as feather  # as above
 
             table = feather.read_table(path)
     except pa.ArrowException as exc:

@@ -1,7 +1,6 @@
 """Data-parallel training over MPI: every rank holds the whole network and a share of each batch.
 
 The batch gradient is a sum over its P examples (``docs/design.md`` §1)::
-
     ∇C = (1/P) Σ_p ∇c_p = Σ_r (1/P) Σ_{p ∈ share of rank r} ∇c_p
 
 so when every rank backpropagates its share of the global batch with ``δ^L`` carrying
@@ -47,6 +46,8 @@ from gpubp.data import mapped
 from gpubp.data.inputs import is_sparse
 from gpubp.distributed.mpi import MPI_HINT, _mpi, is_root, rank, size, world  # noqa: F401
 from gpubp.distributed.watchdog import Watchdog
+from gpubp.distributed import reductions
+from gpubp.distributed.reductions import check_name
 
 def group(distributed):
     """The :class:`Local` or :class:`Group` that ``fit(distributed=...)`` asks for.
@@ -137,8 +138,6 @@ class Group(Local):
     """
 
     def __init__(self, comm, reduction=None, *, node=None):
-        from gpubp.distributed.reductions import check_name
-
         self.comm = comm
         self.rank = comm.Get_rank()
         self.size = comm.Get_size()
@@ -167,7 +166,6 @@ class Group(Local):
     def reduction_for(self, net, optimizer=None, split=False):
         """The reduction named by ``reduction`` (or the default for ``net``'s arrays), made
         once per network and run (collectively: every rank asks alike)."""
-        from gpubp.distributed import reductions
 
         known = self._reductions.get(id(net))
         if getattr(known, "net", None) is net:
@@ -201,7 +199,7 @@ class Group(Local):
     def _nccl_comm(self):
         """One NCCL communicator over the same ranks, its unique id sent from rank 0."""
         if self._nccl is None:
-            from cupy.cuda import nccl
+            from cupy.cuda import nccl  # optional: CuPy's NCCL, on GPUs only
 
             uid = nccl.get_unique_id() if self.is_root else None
             uid = self.comm.bcast(uid, root=0)

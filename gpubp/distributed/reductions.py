@@ -179,7 +179,7 @@ class NcclGradientSum(GradientSum):
         self.nccl_comm = nccl_comm
 
     def layer_done(self, l):
-        import cupy
+        import cupy  # optional: CuPy, on GPUs only
         from cupy.cuda import nccl
 
         types = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}

@@ -15,6 +15,7 @@ from numba import njit
 from gpubp.core.layout import layer_views
 from gpubp.core.reduction import Reduction
 from gpubp.distributed.mpi import _mpi
+from gpubp.distributed.split_step import SplitStep
 
 ALIGN = 16  # slice boundaries fall on multiples of 16 elements: whole 64-byte cache lines
 BLOCK = 8192  # elements summed at a time: the slots' blocks stay in L1/L2 between the passes
@@ -107,8 +108,6 @@ class SharedMemoryGradientSum(Reduction):
     """
 
     def __init__(self, net, comm, node, cross, optimizer, split=False):
-        from gpubp.distributed.split_step import SplitStep
-
         super().__init__(net)
         self.comm = comm
         n, self.dtype = net.nabla_theta.size, np.dtype(net.nabla_theta.dtype)

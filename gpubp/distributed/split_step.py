@@ -33,6 +33,7 @@ import numpy as np
 from gpubp.kernels.cpu_epoch import descend, gather_rows
 from gpubp.core.layout import row_blocks
 from gpubp.optim.optimizers import SGD
+from gpubp.core import compiled
 
 
 def _share(n, k, R):
@@ -69,7 +70,6 @@ class SplitStep:
         """Whether the run of ``shared`` (a SharedMemoryGradientSum) can split its batches:
         one machine, shared parameters, and what the compiled CPU step supports (the
         ``cpu`` backend, SGD or Adam, a loss of the compiled kernels, SciPy's BLAS)."""
-        from gpubp.core import compiled
 
         return (shared.shares_parameters and shared.cross is None
                 and compiled.supported(net, optimizer))

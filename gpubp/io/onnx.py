@@ -1,7 +1,6 @@
 """Export a network to ONNX, so that any ONNX runtime can serve it.
 
 The graph is the forward pass of ``docs/design.md`` section 1, one layer at a time::
-
     X ─(Sub mean, Div std)─ a^0 ─MatMul W^1─Add b^1─g─ a^1 ─ … ─ a^L = "output"
 
 where each ``g`` is the operator of its row of :data:`gpubp.activations.ACTIVATIONS`
@@ -33,7 +32,7 @@ IR_VERSION = 10  # the IR version of opset 21
 
 def _onnx():
     try:
-        import onnx
+        import onnx  # optional: onnx (gpubp[onnx])
     except ImportError as exc:
         raise ImportError(f"ONNX export needs the onnx package ({exc}); install it with: "
                           f"pip install 'gpubp[onnx]'") from None
@@ -56,7 +55,7 @@ def to_onnx_model(net, scaler=None, metadata=None):
     onnx.ModelProto
     """
     onnx = _onnx()
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # optional: onnx
 
     dtype = net.dtype
     elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
