@@ -210,8 +210,9 @@ def _apply(theta, nabla, update, step):
     """The optimizer's step ``step`` (1-based) in one fused pass over the flat vector."""
     if update.code == ADAM:
         b1, b2 = update.beta1, update.beta2
-        _adam(theta, nabla, update.m, update.v, update.lr, b1, 1 - b1, b2, 1 - b2, update.eps,
-              1 - math.pow(b1, step), 1 - math.pow(b2, step), update.weight_decay)
+        _adam(theta, nabla, update.m, update.v,
+              (update.lr, b1, 1 - b1, b2, 1 - b2, update.eps, 1 - math.pow(b1, step),
+               1 - math.pow(b2, step), update.weight_decay))
     else:
         _sgd(theta, nabla, update.m, update.lr, update.momentum, update.nesterov,
              update.weight_decay, update.momentum != 0)

@@ -70,8 +70,9 @@ def _sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay, use_veloci
 
 
 @njit(cache=True, error_model="numpy")
-def _adam(param, grad, m, v, lr, beta1, one_m_beta1, beta2, one_m_beta2, eps, c1, c2,
-          weight_decay):
+def _adam(param, grad, m, v, coefficients):
+    """``coefficients``: ``(lr, β1, 1 − β1, β2, 1 − β2, ε, 1 − β1^t, 1 − β2^t, λ)``."""
+    lr, beta1, one_m_beta1, beta2, one_m_beta2, eps, c1, c2, weight_decay = coefficients
     t = param.dtype.type
     lr, beta1, one_m_beta1, beta2 = t(lr), t(beta1), t(one_m_beta1), t(beta2)
     one_m_beta2, eps, c1, c2, weight_decay = t(one_m_beta2), t(eps), t(c1), t(c2), t(weight_decay)
@@ -135,21 +136,21 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
          use_velocity)
 
 
-def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+def adam_update(param, grad, m, v, hyper):
     """Adam step in place in one pass (see the reference for the equations).
 
     Parameters
     ----------
     param, grad, m, v : ndarray, same shape, C-contiguous
-    lr, beta1, beta2, eps, weight_decay : float
-    step : int
-        1 for the first step.
+    hyper : gpubp.kernels.reference.AdamStep
+        ``(lr, beta1, beta2, eps, step, weight_decay)``; ``step`` is 1 for the first step.
     """
     if not _flat_ok(param, grad, m, v):
-        reference.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+        reference.adam_update(param, grad, m, v, hyper)
         return
     # 1 - β, and the bias corrections 1 - β^t, in float64 before rounding to the dtype:
     # 1 - float32(0.999) is 1.3e-5 away from float32(0.001).
+    lr, beta1, beta2, eps, step, weight_decay = hyper
     beta1, beta2 = float(beta1), float(beta2)
-    _adam(param, grad, m, v, float(lr), beta1, 1 - beta1, beta2, 1 - beta2, float(eps),
-          1 - beta1**step, 1 - beta2**step, float(weight_decay))
+    _adam(param, grad, m, v, (float(lr), beta1, 1 - beta1, beta2, 1 - beta2, float(eps),
+                              1 - beta1**step, 1 - beta2**step, float(weight_decay)))

@@ -321,9 +321,10 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
                         bool(nesterov), T(weight_decay))
 
 
-def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0, *,
-                stream=0):
-    """Fused in-place Adam step; ``step`` counts from 1. See the twin."""
+def adam_update(param, grad, m, v, hyper, *, stream=0):
+    """Fused in-place Adam step; ``hyper`` an :class:`~gpubp.kernels.reference.AdamStep`
+    (its ``step`` counts from 1). See the twin."""
+    lr, beta1, beta2, eps, step, weight_decay = hyper
     T = np.dtype(param.dtype).type
     # The scalars are formed in Python floats and rounded once, as NumPy does when the
     # reference mixes them with arrays of this dtype.

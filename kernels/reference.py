@@ -25,6 +25,8 @@ exp        e^z (z capped, see EXP_CAP)   (output only, with the Poisson loss, wh
 =========  ============================  ===================
 """
 
+from collections import namedtuple
+
 import numpy as np
 
 from gpubp import activations, losses
@@ -239,13 +241,20 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
     param -= lr * step
 
 
-def adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+AdamStep = namedtuple("AdamStep", "lr beta1 beta2 eps step weight_decay")
+AdamStep.__doc__ = """The hyperparameters of one Adam step: ``step`` counts from 1."""
+
+
+def adam_update(param, grad, m, v, hyper):
     """Adam step in place (Kingma & Ba, 2015), L2 weight decay added to the gradient.
+
+    ``hyper`` is an :class:`AdamStep` ``(lr, beta1, beta2, eps, step, weight_decay)``.
 
     ``g = grad + weight_decay * param``; ``m = β1 m + (1 − β1) g``;
     ``v = β2 v + (1 − β2) g²``; ``param -= lr · m̂ / (√v̂ + ε)`` with the bias corrections
     ``m̂ = m / (1 − β1^t)``, ``v̂ = v / (1 − β2^t)``, ``t = step`` (1 for the first step).
     """
+    lr, beta1, beta2, eps, step, weight_decay = hyper
     g = grad + weight_decay * param
     m *= beta1
     m += (1 - beta1) * g

@@ -309,7 +309,7 @@ def test_adam_update(rng, caps, dtype, weight_decay):
     want = [param.copy(), np.zeros_like(param), np.zeros_like(param)]
     for step in (1, 2, 3):
         grad = rng.normal(size=param.shape).astype(dtype)
-        K.adam_update(*got[:1], grad, *got[1:], 1e-2, 0.9, 0.999, 1e-8, step, weight_decay)
-        R.adam_update(*want[:1], grad, *want[1:], 1e-2, 0.9, 0.999, 1e-8, step, weight_decay)
+        K.adam_update(*got[:1], grad, *got[1:], R.AdamStep(1e-2, 0.9, 0.999, 1e-8, step, weight_decay))
+        R.adam_update(*want[:1], grad, *want[1:], R.AdamStep(1e-2, 0.9, 0.999, 1e-8, step, weight_decay))
     for g, w in zip(got, want):
         assert_close(g, w, dtype)

@@ -51,5 +51,56 @@ def test_in_function_imports_say_why():
     assert not unexplained, sorted(set(unexplained))
 
 
+# Public signatures that mirror scikit-learn's or Keras's (the user's own vocabulary); every
+# other function takes at most 8 parameters.
+MIRRORS = {"gpubp/core/network.py:Network.__init__", "gpubp/core/network.py:Network.fit",
+           "gpubp/sklearn/estimators.py:_BaseMLP.__init__",
+           "gpubp/sklearn/estimators.py:MLPClassifier.__init__",
+           "gpubp/sklearn/estimators.py:MLPRegressor.__init__"}
+
+
+def _code_lines(node, lines):
+    """Lines of ``node``'s own code: no docstring, comments, blanks or nested functions."""
+    nested = set()
+    for child in ast.walk(node):
+        if child is not node and isinstance(child, (ast.FunctionDef, ast.ClassDef)):
+            nested.update(range(child.lineno - len(child.decorator_list), child.end_lineno + 1))
+    body = node.body
+    start = body[0].lineno
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        start = body[1].lineno if len(body) > 1 else node.end_lineno + 1
+    return sum(1 for i in range(start, node.end_lineno + 1) if i not in nested
+               and lines[i - 1].strip() and not lines[i - 1].strip().startswith("#"))
+
+
+def _functions():
+    for path in _library_modules():
+        source = path.read_text()
+        lines = source.splitlines()
+        tree = ast.parse(source)
+        for cls in [None, *[n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]]:
+            for node in (tree.body if cls is None else cls.body):
+                if isinstance(node, ast.FunctionDef):
+                    name = node.name if cls is None else f"{cls.name}.{node.name}"
+                    yield f"{path.relative_to(ROOT)}:{name}", node, lines
+
+
+def test_functions_stay_short():
+    long = [f"{where}: {n} lines" for where, node, lines in _functions()
+            if (n := _code_lines(node, lines)) > 60]
+    assert not long, long
+
+
+def test_functions_take_few_parameters():
+    many = []
+    for where, node, _ in _functions():
+        a = node.args
+        n = len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs)
+        n -= bool(a.args) and a.args[0].arg in ("self", "cls")
+        if n > 8 and where not in MIRRORS:
+            many.append(f"{where}: {n} parameters")
+    assert not many, many
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))

@@ -195,8 +195,10 @@ def test_adam_update(weight_decay, shape, dtype):
     state_cpu = [np.zeros(shape, dtype), np.zeros(shape, dtype)]
     p_ref, p_cpu = param.copy(), param.copy()
     for step in (1, 2, 3):
-        reference.adam_update(p_ref, grad, *state_ref, 1e-2, 0.9, 0.999, 1e-8, step, weight_decay)
-        cpu.adam_update(p_cpu, grad, *state_cpu, 1e-2, 0.9, 0.999, 1e-8, step, weight_decay)
+        reference.adam_update(p_ref, grad, *state_ref,
+                              reference.AdamStep(1e-2, 0.9, 0.999, 1e-8, step, weight_decay))
+        cpu.adam_update(p_cpu, grad, *state_cpu,
+                        reference.AdamStep(1e-2, 0.9, 0.999, 1e-8, step, weight_decay))
     # Parameters of order 1 moved by ~lr per step: compare at the parameters' scale.
     np.testing.assert_allclose(p_cpu, p_ref, rtol=tol(dtype)["rtol"],
                                atol=1e-6 if dtype == np.float32 else 1e-14)

@@ -184,8 +184,8 @@ class Backend:
                    weight_decay=0.0):
         self.kernels.sgd_update(param, grad, velocity, lr, momentum, nesterov, weight_decay)
 
-    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
-        self.kernels.adam_update(param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay)
+    def adam_update(self, param, grad, m, v, hyper):
+        self.kernels.adam_update(param, grad, m, v, hyper)
 
     def count_correct(self, a, y, loss):
         """Rows of ``a`` (P, n_L) whose labels match the targets ``y``, as a backend scalar.

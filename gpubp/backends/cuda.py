@@ -309,10 +309,10 @@ class CudaBackend(Backend):
                                 None if velocity is None else self._nb(velocity, flat=True),
                                 lr, momentum, nesterov, weight_decay, stream=self._stream())
 
-    def adam_update(self, param, grad, m, v, lr, beta1, beta2, eps, step, weight_decay=0.0):
+    def adam_update(self, param, grad, m, v, hyper):
         self.kernels.adam_update(self._nb(param, flat=True), self._nb(grad, flat=True),
-                                 self._nb(m, flat=True), self._nb(v, flat=True), lr, beta1,
-                                 beta2, eps, step, weight_decay, stream=self._stream())
+                                 self._nb(m, flat=True), self._nb(v, flat=True), hyper,
+                                 stream=self._stream())
 
 
 class _DeviceCostSum:

@@ -20,6 +20,7 @@ import numbers
 import numpy as np
 
 from gpubp.data.validation import check_positive
+from gpubp.kernels.reference import AdamStep
 from gpubp.optim.schedules import Constant, get_schedule
 
 
@@ -288,8 +289,9 @@ class Adam(Optimizer):
                 "weight_decay": self.weight_decay}
 
     def _update(self, backend, param, grad, state, lr):
-        backend.adam_update(param, grad, state["m"], state["v"], lr,
-                            self.beta1, self.beta2, self.eps, self.iterations, self.weight_decay)
+        backend.adam_update(param, grad, state["m"], state["v"],
+                            AdamStep(lr, self.beta1, self.beta2, self.eps, self.iterations,
+                                     self.weight_decay))
 
 
 def _views(flat, shapes, sizes):

@@ -25,6 +25,7 @@ from gpubp.core.network import Network
 from gpubp.optim.optimizers import SGD, Adam
 from gpubp.optim.schedules import Schedule, get_schedule
 from gpubp.data.validation import check_dtype
+from gpubp.kernels.reference import AdamStep
 
 # scikit-learn's activation names -> gpubp's (hidden layers); gpubp's -> scikit-learn's
 # (``out_activation_``), from the table
@@ -139,8 +140,9 @@ class SklearnAdam(Adam):
 
     def _update(self, backend, param, grad, state, lr):
         eps = self.eps / math.sqrt(1.0 - self.beta2 ** self.iterations)
-        backend.adam_update(param, grad, state["m"], state["v"], lr, self.beta1, self.beta2,
-                            eps, self.iterations, self.weight_decay)
+        backend.adam_update(param, grad, state["m"], state["v"],
+                            AdamStep(lr, self.beta1, self.beta2, eps, self.iterations,
+                                     self.weight_decay))
 
 
 def _optimizer(est, net, incremental):
