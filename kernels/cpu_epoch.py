@@ -157,9 +157,12 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
         ``SGD``, ``ADAM``, or ``NONE``: no update, ``nabla`` left holding the gradient
         of the one batch (``order`` of at most ``batch_size`` rows) for the caller to sum
         over the ranks of a data-parallel run and apply.
-    hyper : float64 ndarray, shape (7,)
-        ``lr, momentum, weight_decay, beta1, beta2, eps, nesterov`` (``nesterov`` 0 or 1;
-        those the optimizer does not use are ignored).
+    hyper : float64 ndarray, shape (9,)
+        ``lr, momentum, weight_decay, beta1, beta2, eps, nesterov, penalty, eps_hat``
+        (``nesterov``, ``eps_hat`` 0 or 1; those the optimizer does not use are ignored;
+        ``penalty`` is :class:`gpubp.optim.optimizers.Optimizer`'s: ``α W / P`` joins the
+        weights' gradient of a batch of ``P`` rows, ``α ‖W‖² / 2P`` its cost; ``eps_hat``
+        is Adam's).
     state_a, state_b : ndarray, shape (N,)
         Optimizer state: the velocity (SGD with momentum; ``state_b`` unused) or Adam's
         ``m`` and ``v``. Any array of the type when unused; never read then.
@@ -172,25 +175,31 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
     Returns
     -------
     cost_sum : float
-        ``Σ_batches P_k C_k``: the row-weighted sum of the batches' mean costs.
+        ``Σ_batches P_k C_k``: the row-weighted sum of the batches' mean costs (without
+        the penalty).
     correct : int
         Correct predictions on the batches (0 unless ``classifier``).
     step : int
         Steps taken after this epoch.
+    penalty_sum : float
+        ``Σ_batches P_k α ‖W_k‖² / 2P_k``, the penalty's share of the cost (0 without).
     """
     L = sizes.size - 1
     n_0, n_L = sizes[0], sizes[L]
     lr, momentum, weight_decay = hyper[0], hyper[1], hyper[2]
     beta1, beta2, eps = hyper[3], hyper[4], hyper[5]
     nesterov = hyper[6] != 0
+    penalty, eps_hat = hyper[7], hyper[8] != 0
     cost_sum = 0.0
+    penalty_sum = 0.0
     correct = 0
     # plain SGD: W ← (1 − lr λ) W − lr ∂W by the gradient's own GEMM (see _descend)
     descent = np.empty(2, theta.dtype)
     descent[0] = -lr
-    descent[1] = 1 - lr * weight_decay
     for start in range(0, order.size, batch_size):
         P = min(batch_size, order.size - start)
+        decay_w = weight_decay + penalty / P  # the weights' decay; the biases' is weight_decay
+        descent[1] = 1 - lr * decay_w
         # The epoch's last step takes the unfused path, so nabla_theta keeps the gradient
         # of the last backward pass, as on every other path.
         fused = optimizer == SGD and momentum == 0 and start + P < order.size
@@ -216,6 +225,10 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
                              forward_codes[l - 1])
             if forward_codes[l - 1] == TANH:
                 _tanh(z)
+        if penalty != 0:  # with the W of the forward pass (fused SGD changes it below)
+            for l in range(1, L + 1):
+                W = theta[w_offsets[l - 1]:w_offsets[l - 1] + sizes[l - 1] * sizes[l]]
+                penalty_sum += 0.5 * penalty * np.dot(W, W)
         a_L = _block(acts, a_offsets[L], P, n_L)
         cost_sum += _output_delta(a_L, y, codes[L - 1], loss, _block(deltas, d_offsets[L], P, n_L),
                                   tiny, one_minus) * P
@@ -250,13 +263,31 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
             continue
         step += 1
         if fused:
-            pass
-        elif optimizer == ADAM:
-            _adam(theta, nabla, state_a, state_b, lr, beta1, 1 - beta1, beta2, 1 - beta2, eps,
-                  1 - math.pow(beta1, step), 1 - math.pow(beta2, step), weight_decay)
-        else:
-            _sgd(theta, nabla, state_a, lr, momentum, nesterov, weight_decay, momentum != 0)
-    return cost_sum, correct, step
+            continue
+        eps_t = eps / math.sqrt(1 - math.pow(beta2, step)) if eps_hat else eps
+        if penalty == 0:  # one pass over the flat vector
+            _update(optimizer, theta, nabla, state_a, state_b, lr, momentum, nesterov,
+                    weight_decay, beta1, beta2, eps_t, step)
+            continue
+        for l in range(1, L + 1):  # the weights' block with the penalty, the biases' without
+            w = w_offsets[l - 1]
+            b, end = w + sizes[l - 1] * sizes[l], w + sizes[l - 1] * sizes[l] + sizes[l]
+            _update(optimizer, theta[w:b], nabla[w:b], state_a[w:b], state_b[w:b], lr,
+                    momentum, nesterov, decay_w, beta1, beta2, eps_t, step)
+            _update(optimizer, theta[b:end], nabla[b:end], state_a[b:end], state_b[b:end], lr,
+                    momentum, nesterov, weight_decay, beta1, beta2, eps_t, step)
+    return cost_sum, correct, step, penalty_sum
+
+
+@njit(cache=True, error_model="numpy")
+def _update(optimizer, theta, nabla, state_a, state_b, lr, momentum, nesterov, weight_decay,
+            beta1, beta2, eps, step):
+    """The optimizer's step over a span of the flat vector (its state's same span)."""
+    if optimizer == ADAM:
+        _adam(theta, nabla, state_a, state_b, lr, beta1, 1 - beta1, beta2, 1 - beta2, eps,
+              1 - math.pow(beta1, step), 1 - math.pow(beta2, step), weight_decay)
+    else:
+        _sgd(theta, nabla, state_a, lr, momentum, nesterov, weight_decay, momentum != 0)
 
 
 @njit(cache=True, error_model="numpy")

@@ -143,9 +143,11 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     Returns
     -------
     cost_sum : float
-        Row-weighted sum of the batches' mean costs.
+        Row-weighted sum of the batches' mean costs, without the optimizer's penalty.
     correct : int
         Correct predictions on the batches (0 for regressors).
+    penalty_sum : float
+        Row-weighted sum of the batches' penalty terms (0.0 without a penalty).
     """
     from gpubp.kernels.cpu_epoch import ADAM, SGD as SGD_CODE
 
@@ -155,28 +157,31 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     if isinstance(optimizer, Adam):
         code = ADAM
         hyper = (optimizer.current_lr(), 0.0, optimizer.weight_decay, optimizer.beta1,
-                 optimizer.beta2, optimizer.eps, 0.0)
+                 optimizer.beta2, optimizer.eps, 0.0, optimizer.penalty,
+                 float(optimizer.eps_hat))
         state_a, state_b = optimizer.flat_state["m"], optimizer.flat_state["v"]
     else:
         code = SGD_CODE
         hyper = (optimizer.current_lr(), optimizer.momentum, optimizer.weight_decay, 0.0, 0.0,
-                 0.0, float(optimizer.nesterov))
+                 0.0, float(optimizer.nesterov), optimizer.penalty, 0.0)
         state_a = optimizer.flat_state.get("velocity", net.nabla_theta)  # unused without
         state_b = state_a
     X = np.ascontiguousarray(X, dtype=net.dtype)
     Y = np.ascontiguousarray(Y, dtype=net.dtype)
     order = np.ascontiguousarray(order, dtype=np.int64)
     hyper = np.array(hyper, dtype=np.float64)
-    totals = [0.0, 0]
+    totals = [0.0, 0, 0.0]
 
     def run(rows, threads):
         """The compiled epoch over the batches of ``rows`` (whole batches of ``order``)."""
         with _BlasThreads(threads):
-            cost_sum, correct, step = _compiled(net, X, Y, rows, batch_size, code, hyper,
-                                                state_a, state_b, optimizer.iterations)
+            cost_sum, correct, step, penalty_sum = _compiled(
+                net, X, Y, rows, batch_size, code, hyper, state_a, state_b,
+                optimizer.iterations)
         optimizer.iterations = int(step)
         totals[0] += float(cost_sum)
         totals[1] += int(correct)
+        totals[2] += float(penalty_sum)
 
     threads = blas_threads(net.sizes, batch_size)
     start = 0
@@ -200,7 +205,7 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
         entry[1] += 1
         threads = entry[0]
     run(order[start:], threads)
-    return totals[0], totals[1]
+    return tuple(totals)
 
 
 def gradient_step(net, X, Y, rows, delta_scale):
@@ -234,19 +239,19 @@ def gradient_step(net, X, Y, rows, delta_scale):
     P = len(rows)
     net._workspace(P)
     with _BlasThreads(blas_threads(net.sizes, P)):
-        cost_sum, correct, _ = _compiled(
+        cost_sum, correct, _, _ = _compiled(
             net, X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, NONE, _NO_HYPER,
             net.nabla_theta, net.nabla_theta, 0, delta_scale)
     return float(cost_sum), int(correct)
 
 
-_NO_HYPER = np.zeros(7)  # the update's hyperparameters, unused without an update
+_NO_HYPER = np.zeros(9)  # the update's hyperparameters, unused without an update
 
 
 def _compiled(net, X, Y, rows, batch_size, code, hyper, state_a, state_b, step,
               delta_scale=1.0):
     """:func:`gpubp.kernels.cpu_epoch.train_epoch` over ``rows`` with ``net``'s buffers and
-    layout; returns its ``(cost_sum, correct, step)``."""
+    layout; returns its ``(cost_sum, correct, step, penalty_sum)``."""
     from gpubp.kernels.cpu_epoch import train_epoch
 
     layout = _layout(net)

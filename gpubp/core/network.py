@@ -319,7 +319,8 @@ class Network:
         return self.backend.count_correct(self.activations[self.L][:P], self.targets[:P],
                                           self.loss_name)
 
-    def _train_step(self, optimizer, X, Y, index=None, reduction=None, P_global=None):
+    def _train_step(self, optimizer, X, Y, index=None, reduction=None, P_global=None,
+                    weights=None):
         """One gradient-descent step on a mini-batch; returns the batch's mean cost.
 
         The step is load, forward, backward, update: a data-parallel run reduces
@@ -330,10 +331,11 @@ class Network:
 
         With ``reduction`` (data-parallel training, see :mod:`gpubp.distributed.ranks`) the rows
         ``index`` are this rank's share of a global batch of ``P_global`` rows, possibly
-        none; the gradients are summed over the ranks before the update.
+        none; the gradients are summed over the ranks before the update. ``weights``
+        (P_total,): the rows' sample weights (see :meth:`_load`), one process only.
         """
         if reduction is None:
-            P = self._load(X, Y, index)
+            P = self._load(X, Y, index, weights=weights)
             self._forward(P)
             cost = self._backward(P)
             self._update(optimizer)

@@ -45,8 +45,7 @@ ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "r
 SOLVERS = ("lbfgs", "sgd", "adam")
 LEARNING_RATES = ("constant", "invscaling", "adaptive",
                   *(s for s in SCHEDULES if s not in ("constant", "invscaling")))
-NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
-              "large values and need to be preprocessed.")
+NON_FINITE = mlp_solvers.NON_FINITE
 
 
 class _BaseMLP(BaseEstimator):
