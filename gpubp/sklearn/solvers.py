@@ -8,6 +8,13 @@ and ``tol`` on the training loss or the validation score, the ``"invscaling"`` a
 This module does exactly that, with every forward and backward pass, optimizer step and
 full-batch gradient done by the network on its backend (CPU or GPU). The estimator holds
 the state scikit-learn's does, under scikit-learn's attribute names.
+
+``"sgd"`` and ``"adam"`` train through the one fit loop, :func:`gpubp.training.loop.fit`
+(on the CPU backend: the compiled epoch), fed scikit-learn's batches and shuffled by the
+estimator's ``RandomState``; what scikit-learn does between epochs is the callback
+:class:`ScikitLearnEpochs`. The penalty and scikit-learn's Adam are the optimizers' own
+(``penalty``, ``eps_hat``), so the loop's every path takes them. ``"lbfgs"`` minimises
+the full-batch cost with :mod:`gpubp.optim.lbfgs`.
 """
 
 import warnings
@@ -18,14 +25,13 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 
 from gpubp.core.network import Network
-from gpubp.errors import TrainingDiverged
 from gpubp.optim import lbfgs
 from gpubp.optim.optimizers import SGD, Adam
 from gpubp.optim.schedules import Schedule, get_schedule
+from gpubp.sklearn.params import ACTIVATIONS
 from gpubp.training import loop
 from gpubp.training.callbacks import Callback
 
-ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 OUT_ACTIVATION = {"sigmoid": "logistic", "softmax": "softmax", "identity": "identity",
                   "exp": "exp"}
 NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
@@ -193,15 +199,12 @@ def _fit_stochastic(est, net, X, Y, sample_weight, incremental, rs):
                       "to be clipped", stacklevel=4)
     epochs = ScikitLearnEpochs(est, n, Y.shape[1] if net.loss_name == "mse" else 1,
                                validation, incremental)
-    # A diverging run overflows on its way to non-finite weights: the loop raises, and
-    # scikit-learn's error for a non-finite result follows, not a warning.
+    # A diverging run overflows on its way to non-finite weights; scikit-learn's behaviour
+    # (NaN scores, then the ValueError of a non-finite result) follows, not a warning.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        try:
-            loop.fit(net, X, Y, epochs=1 if incremental else est.max_iter, batch_size=batch,
-                     shuffle=est.shuffle, verbose=0, optimizer=opt, callbacks=[epochs],
-                     sample_weight=sample_weight, rng=rs)
-        except TrainingDiverged:
-            raise ValueError(NON_FINITE) from None
+        loop.fit(net, X, Y, epochs=1 if incremental else est.max_iter, batch_size=batch,
+                 shuffle=est.shuffle, verbose=0, optimizer=opt, callbacks=[epochs],
+                 sample_weight=sample_weight, rng=rs, diverged="continue")
 
 
 class ScikitLearnEpochs(Callback):
@@ -235,7 +238,7 @@ class ScikitLearnEpochs(Callback):
         self._count_no_improvement(run.net)
         sgd = est.solver == "sgd"
         if sgd and est.learning_rate == "invscaling":
-            opt.lr = float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t
+            _set_lr(opt, float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t)
         if est._no_improvement_count > est.n_iter_no_change:
             what = "Validation score" if est.early_stopping else "Training loss"
             msg = (f"{what} did not improve more than tol={est.tol:f} for "
@@ -264,7 +267,7 @@ class ScikitLearnEpochs(Callback):
             if est.verbose:
                 print(msg + " Learning rate too small. Stopping.")
             return True
-        opt.lr /= 5.0
+        _set_lr(opt, opt.lr / 5.0)
         if est.verbose:
             print(msg + f" Setting learning rate to {opt.lr:f}")
         return False
@@ -293,3 +296,10 @@ class ScikitLearnEpochs(Callback):
         if score > est.best_validation_score_:
             est.best_validation_score_ = score
             net.backend.copyto(self.best, net.theta)
+
+
+def _set_lr(opt, lr):
+    """Set the (constant-schedule) rate of the next steps, as scikit-learn's optimizers do
+    (``opt.learning_rate`` reads it at once)."""
+    opt.lr = lr
+    opt.start_epoch(0, 1)

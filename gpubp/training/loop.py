@@ -32,14 +32,16 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
         schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
         checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-        distributed=False, sample_weight=None, rng=None):
+        distributed=False, sample_weight=None, rng=None, diverged="raise"):
     """Train ``net`` in place; see :meth:`gpubp.Network.fit` for the parameters.
 
     Two more, for callers that need them (:mod:`gpubp.sklearn`): ``sample_weight``
     (P,), each batch's cost the weighted mean ``Σ s_p c_p / Σ s_p`` (the per-kernel
     step; an optimizer's ``penalty`` then divides by the batch's ``Σ s_p``), and ``rng``,
     the generator or ``RandomState`` the epochs are shuffled with (default ``net.rng``;
-    not recorded in checkpoints).
+    not recorded in checkpoints); ``diverged="continue"`` trains on after a non-finite
+    epoch instead of raising :class:`TrainingDiverged` (scikit-learn's behaviour: its
+    early stopping may restore finite parameters; the caller judges the result).
     """
     group = distributed_group(distributed)
     facts = {}
@@ -72,6 +74,8 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         if (sample_weight is not None or optimizer.penalty) and group.size > 1:
             raise ValueError("sample_weight and an optimizer's penalty need one process, "
                              f"got {group.size} ranks")
+        if diverged not in ("raise", "continue"):
+            raise ValueError(f"diverged must be 'raise' or 'continue', got {diverged!r}")
         if rng is not None and (checkpoint is not None or resume is not None):
             raise ValueError("rng is not recorded in checkpoints: give rng, or checkpoint "
                              "and resume, not both")
@@ -121,13 +125,14 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         history = _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs,
                           batch_size, shuffle, tol, validation, verbose, callbacks,
                           checkpoint, checkpoint_every, split, group, gradient_flow,
-                          weights=sample_weight, rng=net.rng if rng is None else rng)
+                          weights=sample_weight, rng=net.rng if rng is None else rng,
+                          diverged=diverged)
     return history
 
 
 def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, batch_size,
             shuffle, tol, validation, verbose, callbacks, checkpoint, checkpoint_every,
-            split, group, gradient_flow=False, weights=None, rng=None):
+            split, group, gradient_flow=False, weights=None, rng=None, diverged="raise"):
     """The loop over epochs of :func:`fit`, after its checks; returns the History."""
     P_total = len(order)
     # the parameters at the start of the epoch, restored if it diverges: one flat copy
@@ -155,7 +160,7 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
             epoch_loss, epoch_accuracy, penalty = _train_epoch(
                 net, optimizer, X_train, Y_train, epoch_rows, batch_size, group, weights)
             finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
-            if not group.all(finite):
+            if diverged == "raise" and not group.all(finite):
                 group.restore(net, snapshot)
                 raise TrainingDiverged(
                     f"training diverged in epoch {epoch}: the loss became {epoch_loss} "
