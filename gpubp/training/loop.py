@@ -252,6 +252,7 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
         total, correct = net.backend.cost_sum(), 0.0
         classifier = net.is_classifier
         pages = mapped.PageBudget([X, Y])
+        host_order = order
         if reduction is None:
             order = net.backend.resident(order)  # on a GPU: uploaded once per epoch
         # A diverging run overflows on the way to a non-finite loss; that is detected and
@@ -261,7 +262,8 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
                 batch = order[start:start + batch_size]
                 if reduction is None:
                     if optimizer.penalty:  # its term of the cost, with the W of the forward
-                        n = len(batch) if weights is None else float(weights[batch].sum())
+                        n = len(batch) if weights is None else \
+                            float(weights[host_order[start:start + batch_size]].sum())
                         penalty = penalty + optimizer.begin_batch(
                             net.backend, net.params, n) * len(batch)
                     cost, P = net._train_step(optimizer, X, Y, batch, weights=weights)
