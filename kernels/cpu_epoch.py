@@ -226,9 +226,7 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
             if forward_codes[l - 1] == TANH:
                 _tanh(z)
         if penalty != 0:  # with the W of the forward pass (fused SGD changes it below)
-            for l in range(1, L + 1):
-                W = theta[w_offsets[l - 1]:w_offsets[l - 1] + sizes[l - 1] * sizes[l]]
-                penalty_sum += 0.5 * penalty * np.dot(W, W)
+            penalty_sum += 0.5 * penalty * _squared_weights(theta, sizes, w_offsets)
         a_L = _block(acts, a_offsets[L], P, n_L)
         cost_sum += _output_delta(a_L, y, codes[L - 1], loss, _block(deltas, d_offsets[L], P, n_L),
                                   tiny, one_minus) * P
@@ -258,30 +256,49 @@ def train_epoch(X, Y, order, batch_size, theta, nabla, acts, deltas, targets, si
                 np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
             if l > 1:
                 _hidden_delta(delta_prev, a_prev, codes[l - 2])
-        # update: one fused pass over the flat vector
+        # update: one fused pass over the flat vector (per block with a penalty)
         if optimizer == NONE:
             continue
         step += 1
-        if fused:
-            continue
-        eps_t = eps / math.sqrt(1 - math.pow(beta2, step)) if eps_hat else eps
-        if penalty == 0:  # one pass over the flat vector
+        if not fused:
+            eps_t = eps / math.sqrt(1 - math.pow(beta2, step)) if eps_hat else eps
             _update(optimizer, theta, nabla, state_a, state_b, lr, momentum, nesterov,
-                    weight_decay, beta1, beta2, eps_t, step)
-            continue
-        for l in range(1, L + 1):  # the weights' block with the penalty, the biases' without
-            w = w_offsets[l - 1]
-            b, end = w + sizes[l - 1] * sizes[l], w + sizes[l - 1] * sizes[l] + sizes[l]
-            _update(optimizer, theta[w:b], nabla[w:b], state_a[w:b], state_b[w:b], lr,
-                    momentum, nesterov, decay_w, beta1, beta2, eps_t, step)
-            _update(optimizer, theta[b:end], nabla[b:end], state_a[b:end], state_b[b:end], lr,
-                    momentum, nesterov, weight_decay, beta1, beta2, eps_t, step)
+                    weight_decay, decay_w, beta1, beta2, eps_t, step, sizes, w_offsets)
     return cost_sum, correct, step, penalty_sum
 
 
 @njit(cache=True, error_model="numpy")
+def _squared_weights(theta, sizes, w_offsets):
+    """``Σ_l ‖W^l‖²`` over the weight blocks of ``theta`` (not the biases)."""
+    total = 0.0
+    for l in range(1, sizes.size):
+        W = theta[w_offsets[l - 1]:w_offsets[l - 1] + sizes[l - 1] * sizes[l]]
+        total += np.dot(W, W)
+    return total
+
+
+@njit(cache=True, error_model="numpy")
 def _update(optimizer, theta, nabla, state_a, state_b, lr, momentum, nesterov, weight_decay,
-            beta1, beta2, eps, step):
+            decay_w, beta1, beta2, eps, step, sizes, w_offsets):
+    """The optimizer's step: one pass over the flat vector, or with a penalty (the weights'
+    ``decay_w`` is not the biases' ``weight_decay``) one per weight and bias block."""
+    if decay_w == weight_decay:
+        _span_update(optimizer, theta, nabla, state_a, state_b, lr, momentum, nesterov,
+                     weight_decay, beta1, beta2, eps, step)
+        return
+    for l in range(1, sizes.size):
+        w = w_offsets[l - 1]
+        b = w + sizes[l - 1] * sizes[l]
+        end = b + sizes[l]
+        _span_update(optimizer, theta[w:b], nabla[w:b], state_a[w:b], state_b[w:b], lr,
+                     momentum, nesterov, decay_w, beta1, beta2, eps, step)
+        _span_update(optimizer, theta[b:end], nabla[b:end], state_a[b:end], state_b[b:end],
+                     lr, momentum, nesterov, weight_decay, beta1, beta2, eps, step)
+
+
+@njit(cache=True, error_model="numpy")
+def _span_update(optimizer, theta, nabla, state_a, state_b, lr, momentum, nesterov,
+                 weight_decay, beta1, beta2, eps, step):
     """The optimizer's step over a span of the flat vector (its state's same span)."""
     if optimizer == ADAM:
         _adam(theta, nabla, state_a, state_b, lr, beta1, 1 - beta1, beta2, 1 - beta2, eps,

@@ -70,15 +70,8 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         if checkpoint is not None:
             checkpoint = _checkpoint_path(checkpoint)
         optimizer = get_optimizer(optimizer, lr, schedule, weight_decay)
-        sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        if (sample_weight is not None or optimizer.penalty) and group.size > 1:
-            raise ValueError("sample_weight and an optimizer's penalty need one process, "
-                             f"got {group.size} ranks")
-        if diverged not in ("raise", "continue"):
-            raise ValueError(f"diverged must be 'raise' or 'continue', got {diverged!r}")
-        if rng is not None and (checkpoint is not None or resume is not None):
-            raise ValueError("rng is not recorded in checkpoints: give rng, or checkpoint "
-                             "and resume, not both")
+        sample_weight = _check_extras(X, sample_weight, rng, diverged, optimizer, group,
+                                      checkpoint is not None or resume is not None)
         has_validation = validation is not None or bool(validation_split)
         callbacks = _callbacks(callbacks, early_stopping, has_validation)
 
@@ -125,9 +118,22 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         history = _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs,
                           batch_size, shuffle, tol, validation, verbose, callbacks,
                           checkpoint, checkpoint_every, split, group, gradient_flow,
-                          weights=sample_weight, rng=net.rng if rng is None else rng,
-                          diverged=diverged)
+                          weights=sample_weight, rng=rng, diverged=diverged)
     return history
+
+
+def _check_extras(X, sample_weight, rng, diverged, optimizer, group, checkpointed):
+    """Check :func:`fit`'s ``sample_weight``, ``rng`` and ``diverged``; returns the weights."""
+    sample_weight = check_sample_weight(sample_weight, X.shape[0])
+    if (sample_weight is not None or optimizer.penalty) and group.size > 1:
+        raise ValueError("sample_weight and an optimizer's penalty need one process, "
+                         f"got {group.size} ranks")
+    if diverged not in ("raise", "continue"):
+        raise ValueError(f"diverged must be 'raise' or 'continue', got {diverged!r}")
+    if rng is not None and checkpointed:
+        raise ValueError("rng is not recorded in checkpoints: give rng, or checkpoint "
+                         "and resume, not both")
+    return sample_weight
 
 
 def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, batch_size,
@@ -153,7 +159,7 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
             for cb in callbacks:
                 cb.on_epoch_begin(run, epoch)
             net.backend.copyto(snapshot, net.theta)
-            if shuffle:
+            if shuffle:  # the network's generator unless the caller gave one
                 (net.rng if rng is None else rng).shuffle(order)
             lr_now = optimizer.start_epoch(epoch, epochs)
             epoch_rows = order if rows is None else rows[order]
