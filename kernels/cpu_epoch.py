@@ -206,16 +206,43 @@ def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
 
 
 @njit(error_model="numpy", inline="always")
-def _apply(theta, nabla, update, step):
-    """The optimizer's step ``step`` (1-based) in one fused pass over the flat vector."""
+def _apply(buffers, layout, update, step, decay_w):
+    """The optimizer's step ``step`` (1-based): one fused pass over the flat vector, or,
+    with a penalty (the weights' decay ``decay_w`` is not the biases'), one per block."""
+    theta, nabla, m, v, sizes = buffers.theta, buffers.nabla, update.m, update.v, layout.sizes
+    if decay_w == update.weight_decay:
+        _span(theta, nabla, m, v, update, step, update.weight_decay)
+        return
+    for l in range(1, sizes.size):
+        w = layout.w_offsets[l - 1]
+        b = w + sizes[l - 1] * sizes[l]
+        end = b + sizes[l]
+        _span(theta[w:b], nabla[w:b], m[w:b], v[w:b], update, step, decay_w)
+        _span(theta[b:end], nabla[b:end], m[b:end], v[b:end], update, step,
+              update.weight_decay)
+
+
+@njit(error_model="numpy", inline="always")
+def _span(theta, nabla, m, v, update, step, decay):
+    """The optimizer's step over a span of the flat vector (its state's same span)."""
     if update.code == ADAM:
         b1, b2 = update.beta1, update.beta2
-        _adam(theta, nabla, update.m, update.v,
-              (update.lr, b1, 1 - b1, b2, 1 - b2, update.eps, 1 - math.pow(b1, step),
-               1 - math.pow(b2, step), update.weight_decay))
+        eps = update.eps / math.sqrt(1 - math.pow(b2, step)) if update.eps_hat else update.eps
+        _adam(theta, nabla, m, v, (update.lr, b1, 1 - b1, b2, 1 - b2, eps,
+                                   1 - math.pow(b1, step), 1 - math.pow(b2, step), decay))
     else:
-        _sgd(theta, nabla, update.m, update.lr, update.momentum, update.nesterov,
-             update.weight_decay, update.momentum != 0)
+        _sgd(theta, nabla, m, update.lr, update.momentum, update.nesterov, decay,
+             update.momentum != 0)
+
+
+@njit(error_model="numpy", inline="always")
+def _squared_weights(theta, layout):
+    """``Σ_l ‖W^l‖²`` over the weight blocks of ``theta`` (not the biases)."""
+    total, sizes = 0.0, layout.sizes
+    for l in range(1, sizes.size):
+        W = theta[layout.w_offsets[l - 1]:layout.w_offsets[l - 1] + sizes[l - 1] * sizes[l]]
+        total += np.dot(W, W)
+    return total
 
 
 @njit(error_model="numpy", inline="always")
@@ -225,15 +252,18 @@ def _epoch(batches, buffers, layout, codes, update):
     fused_sgd = update.code == SGD and update.momentum == 0
     descent = np.empty(2, buffers.theta.dtype)
     descent[0] = -update.lr
-    descent[1] = 1 - update.lr * update.weight_decay
-    cost_sum, correct, step = 0.0, 0, update.step
+    cost_sum, correct, step, penalty_sum = 0.0, 0, update.step, 0.0
     for start in range(0, order.size, B):
         P = min(B, order.size - start)
+        decay_w = update.weight_decay + update.penalty / P  # the biases' is weight_decay
+        descent[1] = 1 - update.lr * decay_w
         # The epoch's last step takes the unfused path, so nabla keeps the gradient of
         # the last backward pass, as on every other path.
         fused = fused_sgd and start + P < order.size
         a_0, y = _batch(batches, buffers, layout, start, P)
         _forward(a_0, buffers, layout, codes, P)
+        if update.penalty != 0:  # with the W of the forward pass (fused SGD changes it)
+            penalty_sum += 0.5 * update.penalty * _squared_weights(buffers.theta, layout)
         cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale)
         cost_sum += cost
         correct += hits
@@ -241,8 +271,8 @@ def _epoch(batches, buffers, layout, codes, update):
         if update.code != NONE:
             step += 1
             if not fused:
-                _apply(buffers.theta, buffers.nabla, update, step)
-    return cost_sum, correct, step
+                _apply(buffers, layout, update, step, decay_w)
+    return cost_sum, correct, step, penalty_sum
 
 
 def train_epoch(batches, buffers, layout, codes, update):
@@ -260,12 +290,15 @@ def train_epoch(batches, buffers, layout, codes, update):
     Returns
     -------
     cost_sum : float
-        ``Σ_batches P_k C_k``: the row-weighted sum of the batches' mean costs.
+        ``Σ_batches P_k C_k``: the row-weighted sum of the batches' mean costs (without
+        the penalty).
     correct : int
         Correct predictions on the batches (0 unless ``codes.classifier``).
     step : int
         Steps taken after this call (``update.step`` plus one per batch, unless
         ``update.code`` is ``NONE``).
+    penalty_sum : float
+        ``Σ_batches P_k α ‖W_k‖² / 2P_k``, the penalty's share of the cost (0 without).
     """
     # Plain tuples across the boundary: Numba types them from a cached fingerprint, where
     # each namedtuple argument is typed by Python code on every call (~0.1 ms in all)
@@ -352,7 +385,11 @@ def _top_level_imports(tree, name, spec):
             candidates = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
-            candidates = [base] + [f"{base}.{alias.name}" for alias in node.names]
+            # a package's own __init__ is not what the names come from when they are its
+            # submodules (``from gpubp import activations``): follow the package only
+            # when the names are its attributes
+            subs = [f"{base}.{alias.name}" for alias in node.names]
+            candidates = subs if all(_is_module(c) for c in subs) else [base] + subs
         else:
             nodes.extend(ast.iter_child_nodes(node))
             continue

@@ -84,7 +84,7 @@ class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifi
 
 
 _HYPER = dict(lr=0.0, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,
-              eps=0.0, step=0)  # Update's scalar fields: their defaults fix their types
+              eps=0.0, step=0, penalty=0.0, eps_hat=False)  # their defaults fix their types
 
 
 class Update(namedtuple("Update", "code m v " + " ".join(_HYPER))):
@@ -93,7 +93,10 @@ class Update(namedtuple("Update", "code m v " + " ".join(_HYPER))):
     the ranks of a data-parallel run and apply); the state ``m`` (SGD's velocity, Adam's
     ``m``) and ``v`` (Adam's ``v``), arrays (N,) never read when unused; the
     hyperparameters (those of other optimizers are ignored); ``step``, the steps taken
-    before this call (Adam's ``t`` of the first step is ``step + 1``).
+    before this call (Adam's ``t`` of the first step is ``step + 1``); ``penalty``, the
+    optimizer's L2 penalty on the weights alone (``α W / P`` joins the weights' gradient of
+    a batch of ``P`` rows, ``α ‖W‖² / 2P`` its cost; scikit-learn's ``alpha``); ``eps_hat``,
+    Adam's ε added to the uncorrected ``√v`` (scikit-learn's form).
 
     Build it with :meth:`sgd`, :meth:`adam` or :meth:`gradient_only`, which give every
     field the type the compiled epoch is specialised for.
@@ -107,16 +110,19 @@ class Update(namedtuple("Update", "code m v " + " ".join(_HYPER))):
         return cls(int(code), m, v, **hyper)
 
     @classmethod
-    def sgd(cls, lr, momentum, nesterov, weight_decay, velocity, step):
+    def sgd(cls, lr, momentum, nesterov, weight_decay, velocity, step, penalty=0.0):
         """SGD; ``velocity`` any array (N,) of the dtype when there is no momentum."""
         return cls._typed(SGD, velocity, velocity, lr=lr, momentum=momentum,
-                          nesterov=nesterov, weight_decay=weight_decay, step=step)
+                          nesterov=nesterov, weight_decay=weight_decay, step=step,
+                          penalty=penalty)
 
     @classmethod
-    def adam(cls, lr, betas, eps, weight_decay, m, v, step):
-        """Adam, ``betas`` its ``(beta1, beta2)``."""
-        return cls._typed(ADAM, m, v, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps,
-                          weight_decay=weight_decay, step=step)
+    def adam(cls, lr, betas, eps, weight_decay, state, step, penalty=0.0):
+        """Adam, ``betas`` its ``(beta1, beta2)``, ``eps`` its ``(eps, eps_hat)``,
+        ``state`` its ``(m, v)``."""
+        return cls._typed(ADAM, *state, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps[0],
+                          eps_hat=eps[1], weight_decay=weight_decay, step=step,
+                          penalty=penalty)
 
     @classmethod
     def gradient_only(cls, nabla):

@@ -19,6 +19,10 @@ OPTIMIZERS = {
     "momentum": lambda: SGD(lr=0.1, momentum=0.9, weight_decay=0.01),
     "nesterov": lambda: SGD(lr=0.1, momentum=0.8, nesterov=True),
     "adam": lambda: Adam(lr=0.01, weight_decay=1e-3),
+    # scikit-learn's: alpha W / P on the weights only, Adam's eps on the uncorrected sqrt(v)
+    "sgd-penalty": lambda: SGD(lr=0.1, penalty=0.3),  # fused: beta = 1 - lr alpha / P
+    "nesterov-penalty": lambda: SGD(lr=0.1, momentum=0.8, nesterov=True, penalty=0.3),
+    "adam-sklearn": lambda: Adam(lr=0.01, weight_decay=1e-3, penalty=0.2, eps_hat=True),
 }
 DEPTHS = {1: [6, 3], 2: [6, 5, 3], 3: [6, 5, 4, 3]}
 TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-4, atol=2e-5)}
@@ -26,13 +30,15 @@ TOL = {"float64": dict(rtol=1e-12, atol=1e-12), "float32": dict(rtol=2e-4, atol=
 
 def _per_kernel_epoch(net, opt, X, Y, order, B):
     """The loop ``fit`` runs on backends without a compiled epoch."""
-    total, correct = 0.0, 0
+    total, correct, penalty = 0.0, 0, 0.0
     for start in range(0, len(order), B):
-        cost, P = net._train_step(opt, X, Y, order[start:start + B])
+        batch = order[start:start + B]
+        penalty += opt.begin_batch(net.backend, net.params, len(batch)) * len(batch)
+        cost, P = net._train_step(opt, X, Y, batch)
         total += cost * P
         if net.is_classifier:
             correct += int(net._count_correct(P))
-    return total, correct
+    return total, correct, penalty
 
 
 def _pair(sizes, hidden, output, loss, dtype, name):
@@ -59,6 +65,8 @@ def test_compiled_epoch_equals_the_per_kernel_steps(hidden, output, loss, depth,
         got = compiled.train_epoch(fast, opt_fast, X, Y, order, 8)
         np.testing.assert_allclose(got[0], expected[0], **TOL[dtype])
         assert got[1] == expected[1]
+        np.testing.assert_allclose(got[2], expected[2], **TOL[dtype])
+        assert (got[2] > 0) == bool(opt_fast.penalty)
     assert opt_fast.iterations == opt_ref.iterations == 6
     np.testing.assert_allclose(fast.theta, ref.theta, **TOL[dtype])
     np.testing.assert_allclose(fast.nabla_theta, ref.nabla_theta, **TOL[dtype])
@@ -309,11 +317,13 @@ def test_every_update_and_batches_share_one_compiled_type():
 
     x = np.zeros(4)
     updates = [Update.sgd(1, 0, 0, 0, x, np.int64(3)), Update.sgd(0.1, 0.9, True, 0.01, x, 0),
-               Update.adam(np.float32(0.1), (0.9, 0.99), 1e-8, 0, x, x, 2),
+               Update.adam(np.float32(0.1), (0.9, 0.99), (1e-8, False), 0, (x, x), 2),
+               Update.adam(0.1, (0.9, 0.99), (1e-8, True), 0, (x, x), 2, penalty=1e-3),
                Update.gradient_only(x)]
     assert len({typeof(tuple(u)) for u in updates}) == 1
     assert updates[1].momentum == 0.9 and updates[1].nesterov is True
-    assert updates[2].beta2 == 0.99 and updates[3].code == NONE
+    assert updates[2].beta2 == 0.99 and updates[4].code == NONE
+    assert updates[3].eps_hat is True and updates[3].penalty == 1e-3
     X = np.zeros((3, 2))
     order = np.arange(3)
     assert typeof(tuple(Batches.of(X, X, order, 2))) == typeof(

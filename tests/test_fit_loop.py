@@ -200,3 +200,49 @@ def test_diverging_run_keeps_the_epoch_checkpoint_free(tmp_path):
     assert state.epoch == diverged - 1  # the last finished epoch, not the diverged one
     assert all(np.isfinite(w).all() for w in state.W + state.b)
     assert all(np.isfinite(w).all() for w in sum(net.get_params(), []))
+
+
+def test_unit_sample_weights_and_a_penalty_train_alike_on_every_path(iris):
+    """sample_weight takes the per-kernel step, the compiled epoch takes the optimizer's
+    penalty: unit weights change nothing, and both record the penalty's share of the loss."""
+    from gpubp.optim.optimizers import Adam
+    from gpubp.training import loop
+
+    runs = []
+    for weights in (None, np.ones(len(iris.y_train))):
+        net = gpubp.Network([4, 6, 3], seed=0, dtype="float64")
+        hist = loop.fit(net, iris.X_train, iris.y_train, epochs=3, batch_size=16, verbose=0,
+                        optimizer=Adam(lr=0.01, penalty=0.3, eps_hat=True),
+                        sample_weight=weights, rng=np.random.RandomState(0))
+        runs.append((net.theta.copy(), hist.history))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-10, atol=1e-12)
+    for key in ("loss", "penalty"):
+        np.testing.assert_allclose(runs[0][1][key], runs[1][1][key], rtol=1e-10)
+    assert all(0 < p < loss for p, loss in zip(runs[0][1]["penalty"], runs[0][1]["loss"]))
+
+
+def test_rng_shuffles_the_epochs_and_diverged_continue_trains_on():
+    from gpubp.training import loop
+
+    X, Y = make_problem([3, 4, 2], "cross_entropy", 20)
+    orders = []
+
+    class Spy(Callback):
+        def on_epoch_end(self, run, epoch, logs):
+            orders.append(logs["loss"])
+
+    for _ in range(2):
+        net = gpubp.Network([3, 4, 2], seed=1)
+        loop.fit(net, X, Y, epochs=2, batch_size=5, verbose=0, rng=np.random.RandomState(7),
+                 callbacks=[Spy()])
+    assert orders[:2] == orders[2:]
+    with pytest.raises(ValueError, match="rng is not recorded"):
+        loop.fit(net, X, Y, epochs=1, verbose=0, rng=np.random.RandomState(0),
+                 checkpoint="x.ckpt")
+    with pytest.raises(ValueError, match="diverged must be"):
+        loop.fit(net, X, Y, epochs=1, verbose=0, diverged="ignore")
+    net = gpubp.Network([3, 4, 2], hidden="identity", output="identity", seed=1)
+    with np.errstate(all="ignore"):
+        hist = loop.fit(net, X, Y, epochs=30, batch_size=5, verbose=0, lr=50.0,
+                        diverged="continue")
+    assert len(hist.history["loss"]) == 30 and not np.isfinite(hist.history["loss"][-1])

@@ -1,7 +1,9 @@
 """gpubp.sklearn.estimators against scikit-learn itself: the same parameters and ``random_state`` give
 the same fit (same initial weights, batches, penalty, stopping), on the bundled data sets.
 
-L-BFGS, SGD and Adam, with and without sample weights, agree to rounding.
+L-BFGS, SGD and Adam, with and without sample weights, agree to rounding: SGD and Adam on
+both paths of the fit loop, the compiled epoch (unweighted) and the per-kernel step
+(weighted).
 """
 
 import warnings
@@ -28,6 +30,8 @@ def _fit_both(make, X, y, **fit_kwargs):
 
 @pytest.mark.parametrize("solver, weighted, atol", [
     ("lbfgs", False, 1e-8), ("lbfgs", True, 1e-8), ("sgd", True, 1e-8), ("adam", True, 1e-8),
+    # unweighted, sgd and adam take the compiled epoch (weighted: the per-kernel step)
+    ("sgd", False, 1e-8), ("adam", False, 1e-8),
 ])
 def test_classifier_fits_like_scikit_learn(data, solver, weighted, atol):
     sw = np.random.default_rng(0).uniform(0.2, 3.0, len(data.y_train)) if weighted else None
@@ -55,3 +59,20 @@ def test_regressor_with_early_stopping_fits_like_scikit_learn(data):
     assert ours.best_validation_score_ == pytest.approx(theirs.best_validation_score_, rel=1e-8)
     np.testing.assert_allclose(ours.predict(data.X_test), theirs.predict(data.X_test), rtol=1e-7,
                                atol=1e-9)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_stochastic_solvers_take_the_compiled_epoch(data, solver, monkeypatch):
+    from gpubp.core import compiled
+
+    calls = []
+    original = compiled.train_epoch
+    monkeypatch.setattr(compiled, "train_epoch",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = gs.MLPClassifier((8,), solver=solver, max_iter=3, random_state=0)
+        clf.fit(data.X_train, data.y_train)
+        assert len(calls) == clf.n_iter_ == 3
+        clf.partial_fit(data.X_train, data.y_train)  # one more epoch, warm
+    assert len(calls) == 4 and clf.n_iter_ == 1 and len(clf.loss_curve_) == 4

@@ -145,7 +145,7 @@ def count_correct(net, P):
                                      net.loss_name)
 
 
-def train_step(net, optimizer, X, Y, index, reduction, P_global=None):
+def train_step(net, optimizer, X, Y, index, reduction, P_global=None, weights=None):
     """One gradient-descent step on a mini-batch; returns ``(cost, P)``.
 
     The step is load, forward, backward, ``reduction`` (see :mod:`gpubp.core.reduction`),
@@ -156,11 +156,12 @@ def train_step(net, optimizer, X, Y, index, reduction, P_global=None):
     The rows ``index`` of ``X`` (all of them when None) are this process's share, ``P``
     rows, of a global batch of ``P_global`` rows (default ``P``: one process); on the
     ranks of a data-parallel run a share may be empty, and then adds zeros to the sum.
+    ``weights`` (P_total,) are the rows' sample weights (see :func:`load`).
     """
     P = len(index) if index is not None else X.shape[0]
     reduction.begin(P, P if P_global is None else P_global)
     if P:
-        load(net, X, Y, index)
+        load(net, X, Y, index, weights=weights)
         forward(net, P)
         cost = backward(net, P, reduction)
     else:  # no row of this batch here: add zeros to the sum

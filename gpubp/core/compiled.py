@@ -138,11 +138,11 @@ def _update(net, optimizer):
     if isinstance(optimizer, Adam):
         state = optimizer.flat_state
         return Update.adam(optimizer.current_lr(), (optimizer.beta1, optimizer.beta2),
-                           optimizer.eps, optimizer.weight_decay, state["m"], state["v"],
-                           optimizer.iterations)
+                           (optimizer.eps, optimizer.eps_hat), optimizer.weight_decay,
+                           (state["m"], state["v"]), optimizer.iterations, optimizer.penalty)
     velocity = optimizer.flat_state.get("velocity", net.nabla_theta)  # unused without
     return Update.sgd(optimizer.current_lr(), optimizer.momentum, optimizer.nesterov,
-                      optimizer.weight_decay, velocity, optimizer.iterations)
+                      optimizer.weight_decay, velocity, optimizer.iterations, optimizer.penalty)
 
 
 def train_epoch(net, optimizer, X, Y, order, batch_size):
@@ -163,9 +163,11 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     Returns
     -------
     cost_sum : float
-        Row-weighted sum of the batches' mean costs.
+        Row-weighted sum of the batches' mean costs, without the optimizer's penalty.
     correct : int
         Correct predictions on the batches (0 for regressors).
+    penalty_sum : float
+        Row-weighted sum of the batches' penalty terms (0.0 without a penalty).
     """
     net._workspace(batch_size)
     if optimizer.state is None:
@@ -173,16 +175,17 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     X = np.ascontiguousarray(X, dtype=net.dtype)
     Y = np.ascontiguousarray(Y, dtype=net.dtype)
     order = np.ascontiguousarray(order, dtype=np.int64)
-    totals = [0.0, 0]
+    totals = [0.0, 0, 0.0]
 
     def run(rows, threads):
         """The compiled epoch over the batches of ``rows`` (whole batches of ``order``)."""
         with _BlasThreads(threads):
-            cost_sum, correct, step = _compiled(net, Batches.of(X, Y, rows, batch_size),
-                                                _update(net, optimizer))
+            cost_sum, correct, step, penalty_sum = _compiled(
+                net, Batches.of(X, Y, rows, batch_size), _update(net, optimizer))
         optimizer.iterations = int(step)
         totals[0] += float(cost_sum)
         totals[1] += int(correct)
+        totals[2] += float(penalty_sum)
 
     threads = blas_threads(net.sizes, batch_size)
     start = 0
@@ -206,7 +209,7 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
         entry[1] += 1
         threads = entry[0]
     run(order[start:], threads)
-    return totals[0], totals[1]
+    return tuple(totals)
 
 
 def gradient_step(net, X, Y, rows, delta_scale):
@@ -239,13 +242,13 @@ def gradient_step(net, X, Y, rows, delta_scale):
     net._workspace(P)
     batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale)
     with _BlasThreads(blas_threads(net.sizes, P)):
-        cost_sum, correct, _ = _compiled(net, batches, Update.gradient_only(net.nabla_theta))
+        cost_sum, correct, _, _ = _compiled(net, batches, Update.gradient_only(net.nabla_theta))
     return float(cost_sum), int(correct)
 
 
 def _compiled(net, batches, update):
     """:func:`gpubp.kernels.cpu_epoch.train_epoch` of ``batches`` and ``update`` with
-    ``net``'s buffers and layout; returns its ``(cost_sum, correct, step)``."""
+    ``net``'s buffers and layout; returns its ``(cost_sum, correct, step, penalty_sum)``."""
     from gpubp.kernels.cpu_epoch import train_epoch  # as above
 
     offsets, codes = layout(net)

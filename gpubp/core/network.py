@@ -171,9 +171,10 @@ class Network:
         """:func:`~gpubp.core.backprop.backward` of one process (the identity reduction)."""
         return backprop.backward(self, P, Identity(self))
 
-    def _train_step(self, optimizer, X, Y, index=None):
-        """:func:`~gpubp.core.backprop.train_step` of one process: ``(cost, P)``."""
-        return backprop.train_step(self, optimizer, X, Y, index, Identity(self))
+    def _train_step(self, optimizer, X, Y, index=None, weights=None):
+        """:func:`~gpubp.core.backprop.train_step` of one process: ``(cost, P)``;
+        ``weights`` (P_total,) the rows' sample weights (see :meth:`_load`)."""
+        return backprop.train_step(self, optimizer, X, Y, index, Identity(self), weights=weights)
 
     # -- public API ------------------------------------------------------------------------
     _check_X = checks.check_inputs

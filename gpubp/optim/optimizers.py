@@ -36,6 +36,12 @@ class Optimizer:
         for every parameter, as PyTorch's ``weight_decay``.
     schedule : str, Schedule or None
         How the rate changes from epoch to epoch (None: constant).
+    penalty : float
+        L2 penalty ``α`` on the weights only (not the biases), per batch, as
+        scikit-learn's ``alpha``: a batch of ``n`` rows (or of total sample weight ``n``)
+        adds ``α ‖W‖² / (2n)`` to its cost, so ``α W / n`` to ``∂C/∂W``. The loop tells
+        the optimizer each batch's ``n`` (:meth:`begin_batch`), which returns the term of
+        the cost; the update adds the gradient.
 
     Attributes
     ----------
@@ -55,9 +61,11 @@ class Optimizer:
     # must say so themselves
     elementwise = False
 
-    def __init__(self, lr=0.1, weight_decay=0.0, schedule=None):
+    def __init__(self, lr=0.1, weight_decay=0.0, schedule=None, penalty=0.0):
         self.lr = float(check_positive(lr, "lr"))
         self.weight_decay = float(check_positive(weight_decay, "weight_decay", allow_zero=True))
+        self.penalty = float(check_positive(penalty, "penalty", allow_zero=True))
+        self._penalty_scale = 0.0  # α / n of the batch in progress
         self.schedule = get_schedule(schedule)
         self.iterations = 0
         self.state = None
@@ -65,7 +73,10 @@ class Optimizer:
         self._epoch_lr = None
 
     def _hyperparameters(self):
-        return {"lr": self.lr, "weight_decay": self.weight_decay}
+        return {"lr": self.lr, "weight_decay": self.weight_decay, **self._penalty_config()}
+
+    def _penalty_config(self):
+        return {"penalty": self.penalty} if self.penalty else {}
 
     def get_config(self):
         """Hyperparameters as a JSON-able dict that :func:`from_config` rebuilds."""
@@ -139,6 +150,16 @@ class Optimizer:
         """The learning rate for the next step (scikit-learn's optimizers' name for it)."""
         return self.current_lr()
 
+    def begin_batch(self, backend, params, n):
+        """The next step is on a batch of ``n`` rows (or of total sample weight ``n``):
+        with a :attr:`penalty`, set its gradient ``α W / n`` for the update and return its
+        term ``α ‖W‖² / (2n)`` of the batch's cost (0.0 without one)."""
+        if not self.penalty:
+            return 0.0
+        self._penalty_scale = self.penalty / n if n > 0 else 0.0
+        xp = backend.xp
+        return 0.5 * self._penalty_scale * sum(xp.vdot(p, p) for p in params if p.ndim == 2)
+
     def step(self, backend, params, grads, *, theta=None, nabla_theta=None, span=None):
         """Update every parameter in place from its gradient.
 
@@ -164,6 +185,11 @@ class Optimizer:
         lr = self.current_lr()
         if (theta is None) != (nabla_theta is None):
             raise ValueError("theta and nabla_theta must be given together, got only one")
+        if self.penalty:  # the weights' decay differs from the biases': one call each
+            if span is not None:
+                raise ValueError(f"span: {type(self).__name__} with a penalty updates its "
+                                 f"parameters one by one")
+            theta = nabla_theta = None
         if theta is not None:
             n = self._size
             if theta.shape != (n,) or nabla_theta.shape != (n,):
@@ -179,11 +205,16 @@ class Optimizer:
                                  {k: buf[part] for k, buf in self.flat_state.items()}, lr)
             return
         for i, (param, grad) in enumerate(zip(params, grads)):
-            self._update(backend, param, grad, {k: bufs[i] for k, bufs in self.state.items()},
-                         lr)
+            state = {k: bufs[i] for k, bufs in self.state.items()}
+            if self.penalty:
+                decay = self.weight_decay + (self._penalty_scale if param.ndim == 2 else 0.0)
+                self._update(backend, param, grad, state, lr, decay)
+            else:
+                self._update(backend, param, grad, state, lr)
 
-    def _update(self, backend, param, grad, state, lr):
-        """One fused kernel call: ``param`` and ``state``'s buffers are laid out alike."""
+    def _update(self, backend, param, grad, state, lr, weight_decay=None):
+        """One fused kernel call: ``param`` and ``state``'s buffers are laid out alike;
+        ``weight_decay`` (None: :attr:`weight_decay`) is the decay of this span."""
         raise NotImplementedError
 
     # -- checkpoints ------------------------------------------------------------------
@@ -238,8 +269,9 @@ class SGD(Optimizer):
     name = "sgd"
     elementwise = True
 
-    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None):
-        super().__init__(lr, weight_decay, schedule)
+    def __init__(self, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, schedule=None,
+                 penalty=0.0):
+        super().__init__(lr, weight_decay, schedule, penalty)
         self.momentum = float(check_positive(momentum, "momentum", allow_zero=True))
         if self.momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
@@ -250,12 +282,12 @@ class SGD(Optimizer):
 
     def _hyperparameters(self):
         return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, **self._penalty_config()}
 
-    def _update(self, backend, param, grad, state, lr):
+    def _update(self, backend, param, grad, state, lr, weight_decay=None):
         velocity = state["velocity"] if self.momentum else None
         backend.sgd_update(param, grad, velocity, lr, self.momentum, self.nesterov,
-                           self.weight_decay)
+                           self.weight_decay if weight_decay is None else weight_decay)
 
 
 class Adam(Optimizer):
@@ -269,6 +301,11 @@ class Adam(Optimizer):
     eps : float
     weight_decay : float
     schedule : str, Schedule or None
+    penalty : float
+    eps_hat : bool
+        Add ``eps`` to the uncorrected ``√v``: the step ``η_t m / (√v + ε̂)`` with
+        ``η_t = η √(1 − β2^t) / (1 − β1^t)`` of Kingma & Ba's section 2 (scikit-learn's
+        Adam), which is the default step with ``ε / √(1 − β2^t)`` in place of ``ε``.
     """
 
     name = "adam"
@@ -276,8 +313,9 @@ class Adam(Optimizer):
     state_names = ("m", "v")
 
     def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-                 schedule=None):
-        super().__init__(lr, weight_decay, schedule)
+                 schedule=None, penalty=0.0, eps_hat=False):
+        super().__init__(lr, weight_decay, schedule, penalty)
+        self.eps_hat = bool(eps_hat)
         for value, arg in ((beta1, "beta1"), (beta2, "beta2")):
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
                 raise ValueError(f"{arg} must be in [0, 1), got {value!r}")
@@ -286,12 +324,20 @@ class Adam(Optimizer):
 
     def _hyperparameters(self):
         return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
-                "weight_decay": self.weight_decay}
+                "weight_decay": self.weight_decay, **self._penalty_config(),
+                **({"eps_hat": True} if self.eps_hat else {})}
 
-    def _update(self, backend, param, grad, state, lr):
+    def step_eps(self):
+        """The ε of the next step's kernel (see ``eps_hat``)."""
+        if not self.eps_hat:
+            return self.eps
+        return self.eps / math.sqrt(1.0 - self.beta2 ** self.iterations)
+
+    def _update(self, backend, param, grad, state, lr, weight_decay=None):
+        decay = self.weight_decay if weight_decay is None else weight_decay
         backend.adam_update(param, grad, state["m"], state["v"],
-                            AdamStep(lr, self.beta1, self.beta2, self.eps, self.iterations,
-                                     self.weight_decay))
+                            AdamStep(lr, self.beta1, self.beta2, self.step_eps(),
+                                     self.iterations, decay))
 
 
 def _views(flat, shapes, sizes):

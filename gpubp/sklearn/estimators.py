@@ -27,8 +27,6 @@ Two parameters are gpubp's own: ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``) a
 Requires scikit-learn >= 1.6 (``pip install "gpubp[sklearn]"``).
 """
 
-import numbers
-
 import numpy as np
 
 try:
@@ -43,18 +41,13 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, column_or_1d,
                                       validate_data)
 
-from gpubp import activations, losses
+from gpubp import losses
 from gpubp.sklearn import solvers as mlp_solvers
-from gpubp.optim.schedules import SCHEDULES, Schedule
 from gpubp.data.frames import as_frame
+from gpubp.sklearn.params import check_params
 
-ACTIVATIONS = activations.sklearn_names("hidden")  # scikit-learn's names -> gpubp's
-REGRESSOR_LOSSES = losses.sklearn_regressor_losses()  # likewise: squared_error, poisson
-SOLVERS = ("lbfgs", "sgd", "adam")
-LEARNING_RATES = ("constant", "invscaling", "adaptive",
-                  *(s for s in SCHEDULES if s not in ("constant", "invscaling")))
-NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
-              "large values and need to be preprocessed.")
+from gpubp.sklearn.params import ACTIVATIONS, REGRESSOR_LOSSES  # noqa: F401 - re-exported
+NON_FINITE = mlp_solvers.NON_FINITE
 
 
 class _BaseMLP(BaseEstimator):
@@ -95,57 +88,9 @@ class _BaseMLP(BaseEstimator):
 
     # -- checks ---------------------------------------------------------------------------
     def _check_params(self):
-        """Validate the parameters (scikit-learn's rule: at fit, never in ``__init__``)."""
-        hidden = self.hidden_layer_sizes
-        if isinstance(hidden, numbers.Integral) and not isinstance(hidden, bool):
-            hidden = (hidden,)
-        try:
-            hidden = [int(h) for h in hidden]
-        except (TypeError, ValueError):
-            raise TypeError(f"hidden_layer_sizes must be a sequence of positive integers, got "
-                            f"{self.hidden_layer_sizes!r}") from None
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"hidden_layer_sizes must hold positive integers, got "
-                             f"{self.hidden_layer_sizes!r}")
-        for value, name, allowed in ((self.activation, "activation", tuple(ACTIVATIONS)),
-                                     (self.solver, "solver", SOLVERS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if not (isinstance(self.learning_rate, Schedule) or self.learning_rate in LEARNING_RATES):
-            raise ValueError(f"learning_rate must be one of {LEARNING_RATES} or a gpubp "
-                             f"Schedule, got {self.learning_rate!r}")
-        _check_number(self.alpha, "alpha", low=0.0)
-        _check_number(self.learning_rate_init, "learning_rate_init", low=0.0, strict=True)
-        _check_number(self.power_t, "power_t", low=0.0)
-        _check_number(self.max_iter, "max_iter", low=1, integral=True)
-        _check_number(self.max_fun, "max_fun", low=1, integral=True)
-        _check_number(self.tol, "tol", low=0.0)
-        if not (self.n_iter_no_change == np.inf):
-            _check_number(self.n_iter_no_change, "n_iter_no_change", low=1, integral=True)
-        _check_number(self.momentum, "momentum", low=0.0, high=1.0, closed=True)
-        for value, name in ((self.beta_1, "beta_1"), (self.beta_2, "beta_2")):
-            _check_number(value, name, low=0.0, high=1.0)
-        _check_number(self.epsilon, "epsilon", low=0.0, strict=True)
-        for name in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if not isinstance(self.verbose, (bool, np.bool_, numbers.Integral)):
-            raise TypeError(f"verbose must be a bool or an integer, got {self.verbose!r}")
-        if not 0 < _check_number(self.validation_fraction, "validation_fraction") < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got "
-                             f"{self.validation_fraction!r}")
-        if self.batch_size != "auto":
-            _check_number(self.batch_size, "batch_size", low=1, integral=True)
-        if self.dtype is not None:
-            from gpubp.data.validation import check_dtype
-
-            try:
-                check_dtype(self.dtype)
-            except (TypeError, ValueError):
-                raise ValueError(f"dtype must be None, 'float32' or 'float64' (or a NumPy "
-                                 f"spelling of them: np.float32, 'f4', float, 'f8', ...), "
-                                 f"got {self.dtype!r}") from None
-        return hidden
+        """Validate the parameters (scikit-learn's rule: at fit, never in ``__init__``);
+        returns the hidden layer sizes as a list."""
+        return check_params(self)
 
     def _validate(self, X, y, reset, y_numeric):
         X, y = validate_data(self, as_frame(X), y, accept_sparse=["csr", "csc"],
@@ -428,20 +373,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         from sklearn.metrics import r2_score
 
         return self._score_with_function(X, y, sample_weight, r2_score, y_pred)
-
-
-def _check_number(value, name, low=None, high=None, integral=False, strict=False,
-                  closed=False):
-    kind = numbers.Integral if integral else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise TypeError(f"{name} must be {'an integer' if integral else 'a number'}, got {value!r}")
-    above = high is not None and (value > high if closed else value >= high)
-    if not np.isfinite(value) or (low is not None and (value < low or (strict and value == low))) \
-            or above:
-        bounds = (f"{'>' if strict else '>='} {low}" if high is None
-                  else f"in [{low}, {high}{']' if closed else ')'}")
-        raise ValueError(f"{name} must be {bounds}, got {value!r}")
-    return value
 
 
 __all__ = ["MLPClassifier", "MLPRegressor"]

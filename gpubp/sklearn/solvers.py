@@ -8,29 +8,36 @@ and ``tol`` on the training loss or the validation score, the ``"invscaling"`` a
 This module does exactly that, with every forward and backward pass, optimizer step and
 full-batch gradient done by the network on its backend (CPU or GPU). The estimator holds
 the state scikit-learn's does, under scikit-learn's attribute names.
+
+``"sgd"`` and ``"adam"`` train through the one fit loop, :func:`gpubp.training.loop.fit`
+(on the CPU backend: the compiled epoch), fed scikit-learn's batches and shuffled by the
+estimator's ``RandomState``; what scikit-learn does between epochs is the callback
+:class:`ScikitLearnEpochs`. The penalty and scikit-learn's Adam are the optimizers' own
+(``penalty``, ``eps_hat``), so the loop's every path takes them. ``"lbfgs"`` minimises
+the full-batch cost with :mod:`gpubp.optim.lbfgs`.
 """
 
-import math
 import warnings
 
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state, gen_batches
-from sklearn.utils import shuffle as shuffled
+from sklearn.utils import check_random_state
 
 from gpubp import activations
-from gpubp.optim import lbfgs
 from gpubp.core.network import Network
+from gpubp.optim import lbfgs
 from gpubp.optim.optimizers import SGD, Adam
 from gpubp.optim.schedules import Schedule, get_schedule
 from gpubp.data.validation import check_dtype
-from gpubp.kernels.reference import AdamStep
+from gpubp.sklearn.params import ACTIVATIONS
+from gpubp.training import loop
+from gpubp.training.callbacks import Callback
 
-# scikit-learn's activation names -> gpubp's (hidden layers); gpubp's -> scikit-learn's
-# (``out_activation_``), from the table
-ACTIVATIONS = activations.sklearn_names("hidden")
+# gpubp's output activations -> scikit-learn's (``out_activation_``), from the table
 OUT_ACTIVATION = {name: sk for sk, name in activations.sklearn_names("output").items()}
+NON_FINITE = ("Solver produced non-finite parameter weights. The input data may contain "
+              "large values and need to be preprocessed.")
 
 
 # -- the network behind an estimator ------------------------------------------------------------
@@ -129,34 +136,24 @@ def _fit_lbfgs(est, net, X, Y, sample_weight):
     est.loss_ = float(result.fun)
 
 
-# -- SGD and Adam ------------------------------------------------------------------------------
-class SklearnAdam(Adam):
-    """Adam with scikit-learn's placement of ε.
-
-    gpubp's step is ``η m̂ / (√v̂ + ε)``; scikit-learn's is ``η_t m / (√v + ε)`` with
-    ``η_t = η √(1 − β2^t) / (1 − β1^t)``, which is gpubp's with ``ε / √(1 − β2^t)`` in place
-    of ``ε``. Passing that to the same fused kernel reproduces scikit-learn's fits.
-    """
-
-    def _update(self, backend, param, grad, state, lr):
-        eps = self.eps / math.sqrt(1.0 - self.beta2 ** self.iterations)
-        backend.adam_update(param, grad, state["m"], state["v"],
-                            AdamStep(lr, self.beta1, self.beta2, eps, self.iterations,
-                                     self.weight_decay))
-
-
+# -- SGD and Adam: the one fit loop, with scikit-learn's bookkeeping as a callback -------------
 def _optimizer(est, net, incremental):
-    """A new optimizer for ``fit``; the kept one (state included) for ``partial_fit``."""
+    """A new optimizer for ``fit``; the kept one (state included) for ``partial_fit``.
+
+    scikit-learn's Adam is gpubp's with ``eps_hat`` (ε added to the uncorrected ``√v``),
+    and its ``alpha`` is the optimizers' ``penalty`` (``α ‖W‖² / 2n`` per batch, weights
+    only), so both run on the compiled epoch as on the per-kernel step.
+    """
     previous = est.__dict__.get("_optimizer")
     if incremental and previous is not None:
         return previous
     if est.solver == "adam":
-        opt = SklearnAdam(lr=est.learning_rate_init, beta1=est.beta_1, beta2=est.beta_2,
-                          eps=est.epsilon)
+        opt = Adam(lr=est.learning_rate_init, beta1=est.beta_1, beta2=est.beta_2,
+                   eps=est.epsilon, penalty=est.alpha, eps_hat=True)
     else:
         nesterov = bool(est.nesterovs_momentum) and est.momentum > 0
         opt = SGD(lr=est.learning_rate_init, momentum=min(est.momentum, 1 - 1e-16),
-                  nesterov=nesterov)
+                  nesterov=nesterov, penalty=est.alpha)
     saved = est.__dict__.pop("_optimizer_saved", None)
     if incremental and saved is not None:  # an unpickled estimator continues its state
         config, iterations, arrays = saved
@@ -168,128 +165,129 @@ def _optimizer(est, net, incremental):
     return opt
 
 
-def _step(net, opt, X, Y, index, sample_weight, alpha, mse_outputs):
-    """One mini-batch step; returns scikit-learn's batch loss (with the penalty) and P."""
-    P = net._load(X, Y, index, weights=sample_weight)
-    net._forward(P)
-    cost = net._backward(P)
-    if mse_outputs:
-        cost = cost / mse_outputs  # scikit-learn's squared loss averages over the outputs
-    if alpha:
-        # α/2 ‖W‖² / Σs on the weights only: its gradient α W / Σs joins a^T δ / Σs
-        n = P if sample_weight is None else float(sample_weight[index].sum())
-        xp = net.backend.xp
-        for W, dW in zip(net.W, net.nabla_w):
-            dW += (alpha / n) * W
-            cost = cost + (0.5 * alpha / n) * xp.vdot(W, W)
-    net._update(opt)
-    return cost, P
+def _validation_split(est, X, Y, sample_weight, rs):
+    """scikit-learn's early-stopping split: ``(X, Y, sample_weight), (X_val, y_val, sw_val)``."""
+    # scikit-learn stratifies on its boolean label-binarized targets (not multilabel)
+    stratify = Y.astype(bool) if hasattr(est, "classes_") and est.n_outputs_ == 1 else None
+    arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
+    parts = train_test_split(*arrays, random_state=rs, test_size=est.validation_fraction,
+                             stratify=stratify)
+    X, X_val, Y, y_val = parts[:4]
+    sw_val = None
+    if sample_weight is not None:
+        sample_weight, sw_val = parts[4:]
+    if X_val.shape[0] < 2:
+        raise ValueError("The validation set is too small. Increase "
+                         "'validation_fraction' or the size of your dataset.")
+    if hasattr(est, "classes_"):
+        y_val = est._label_binarizer.inverse_transform(y_val)
+    return (X, Y, sample_weight), (X_val, y_val, sw_val)
 
 
 def _fit_stochastic(est, net, X, Y, sample_weight, incremental, rs):
+    """``fit``/``partial_fit`` with ``"sgd"``/``"adam"``: :func:`gpubp.training.loop.fit`
+    over scikit-learn's batches, shuffled by ``rs``, with :class:`ScikitLearnEpochs`."""
     opt = _optimizer(est, net, incremental)
     est._optimizer = opt
     if est.early_stopping and incremental:
         raise ValueError("partial_fit does not support early_stopping=True")
-    X_val = y_val = sw_val = None
+    validation = None
     if est.early_stopping:
-        # scikit-learn stratifies on its boolean label-binarized targets (not multilabel)
-        stratify = Y.astype(bool) if hasattr(est, "classes_") and est.n_outputs_ == 1 else None
-        arrays = (X, Y) if sample_weight is None else (X, Y, sample_weight)
-        parts = train_test_split(*arrays, random_state=rs, test_size=est.validation_fraction,
-                                 stratify=stratify)
-        X, X_val, Y, y_val = parts[:4]
-        if sample_weight is not None:
-            sample_weight, sw_val = parts[4:]
-        if X_val.shape[0] < 2:
-            raise ValueError("The validation set is too small. Increase "
-                             "'validation_fraction' or the size of your dataset.")
-        if hasattr(est, "classes_"):
-            y_val = est._label_binarizer.inverse_transform(y_val)
+        (X, Y, sample_weight), validation = _validation_split(est, X, Y, sample_weight, rs)
     n = X.shape[0]
     batch = min(200, n) if est.batch_size == "auto" else int(np.clip(est.batch_size, 1, n))
     if est.batch_size != "auto" and est.batch_size > n:
         warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
                       "to be clipped", stacklevel=4)
-    mse_outputs = Y.shape[1] if net.loss_name == "mse" else 0
-    sgd = est.solver == "sgd"
-    schedule = isinstance(opt.schedule, Schedule) and opt.schedule.name != "constant"
-    best = [net.backend.empty(p.shape, p.dtype) for p in net.params] if est.early_stopping \
-        else None
-    if best is not None:
-        for dst, src in zip(best, net.params):
-            net.backend.copyto(dst, src)
-    sample_idx = np.arange(n)
-    est.n_iter_ = 0
+    epochs = ScikitLearnEpochs(est, n, Y.shape[1] if net.loss_name == "mse" else 1,
+                               validation, incremental)
     # A diverging run overflows on its way to non-finite weights; scikit-learn's behaviour
     # (NaN scores, then the ValueError of a non-finite result) follows, not a warning.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for it in range(est.max_iter):
-            if est.shuffle:
-                sample_idx = shuffled(sample_idx, random_state=rs)
-            if schedule:
-                opt.start_epoch(it, est.max_iter)
-            else:
-                opt.start_epoch(0, 1)
-            accumulated = 0.0
-            for batch_slice in gen_batches(n, batch):
-                index = sample_idx[batch_slice] if est.shuffle else np.arange(
-                    batch_slice.start, batch_slice.stop)
-                cost, P = _step(net, opt, X, Y, index, sample_weight, est.alpha, mse_outputs)
-                accumulated = accumulated + cost * P
-            est.n_iter_ += 1
-            est.loss_ = float(accumulated) / n
-            est.t_ += n
-            est.loss_curve_.append(est.loss_)
+        loop.fit(net, X, Y, epochs=1 if incremental else est.max_iter, batch_size=batch,
+                 shuffle=est.shuffle, verbose=0, optimizer=opt, callbacks=[epochs],
+                 sample_weight=sample_weight, rng=rs, diverged="continue")
+
+
+class ScikitLearnEpochs(Callback):
+    """What scikit-learn does at the end of each epoch of ``_fit_stochastic``, on the fit
+    loop's figures: ``loss_`` (the squared error averaged over the outputs too) and
+    ``loss_curve_``, ``n_iter_``/``t_``, ``n_iter_no_change``/``tol`` on the training loss
+    or the validation score (the best parameters kept and restored), the ``"invscaling"``
+    and ``"adaptive"`` rates, the messages of ``verbose`` and the ``max_iter`` warning."""
+
+    def __init__(self, est, n, loss_outputs, validation, incremental):
+        self.est, self.n, self.loss_outputs = est, n, loss_outputs
+        self.validation, self.incremental = validation, incremental
+        self.best = None
+        est.n_iter_ = 0
+
+    def on_train_begin(self, run):
+        if self.validation is not None:
+            net = run.net
+            self.best = net.backend.empty(net.theta.shape, net.theta.dtype)
+            net.backend.copyto(self.best, net.theta)
+
+    def on_epoch_end(self, run, epoch, logs):
+        est, opt = self.est, run.optimizer
+        penalty = logs.get("penalty", 0.0)
+        est.n_iter_ += 1
+        est.loss_ = (logs["loss"] - penalty) / self.loss_outputs + penalty
+        est.t_ += self.n
+        est.loss_curve_.append(est.loss_)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
+        self._count_no_improvement(run.net)
+        sgd = est.solver == "sgd"
+        if sgd and est.learning_rate == "invscaling":
+            _set_lr(opt, float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t)
+        if est._no_improvement_count > est.n_iter_no_change:
+            what = "Validation score" if est.early_stopping else "Training loss"
+            msg = (f"{what} did not improve more than tol={est.tol:f} for "
+                   f"{est.n_iter_no_change} consecutive epochs.")
+            if self._stops(opt, msg, sgd):
+                run.stop(msg)
+                return
+            est._no_improvement_count = 0
+        if not self.incremental and est.n_iter_ == est.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) "
+                          f"reached and the optimization hasn't converged yet.",
+                          ConvergenceWarning, stacklevel=2)
+
+    def on_train_end(self, run):
+        if self.best is not None:
+            run.net.backend.copyto(run.net.theta, self.best)
+
+    def _stops(self, opt, msg, sgd):
+        """scikit-learn's ``trigger_stopping``: stop, or (``"adaptive"``) divide the rate by 5."""
+        est = self.est
+        if not (sgd and est.learning_rate == "adaptive"):
             if est.verbose:
-                print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
-            _update_no_improvement_count(est, net, best, X_val, y_val, sw_val)
-            if sgd and est.learning_rate == "invscaling":
-                _set_lr(opt, float(est.learning_rate_init) / (est.t_ + 1) ** est.power_t)
-            if est._no_improvement_count > est.n_iter_no_change:
-                what = "Validation score" if est.early_stopping else "Training loss"
-                msg = (f"{what} did not improve more than tol={est.tol:f} for "
-                       f"{est.n_iter_no_change} consecutive epochs.")
-                if _trigger_stopping(est, opt, msg, sgd):
-                    break
+                print(msg + " Stopping.")
+            return True
+        if opt.lr <= 1e-6:
+            if est.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        _set_lr(opt, opt.lr / 5.0)
+        if est.verbose:
+            print(msg + f" Setting learning rate to {opt.lr:f}")
+        return False
+
+    def _count_no_improvement(self, net):
+        """scikit-learn's ``_update_no_improvement_count``."""
+        est = self.est
+        if self.validation is None:
+            if est.loss_curve_[-1] > est.best_loss_ - est.tol:
+                est._no_improvement_count += 1
+            else:
                 est._no_improvement_count = 0
-            if incremental:
-                break
-            if est.n_iter_ == est.max_iter:
-                warnings.warn(f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) "
-                              f"reached and the optimization hasn't converged yet.",
-                              ConvergenceWarning, stacklevel=4)
-    if best is not None:
-        for dst, src in zip(net.params, best):
-            net.backend.copyto(dst, src)
-
-
-def _set_lr(opt, lr):
-    """Set the (constant-schedule) rate of the next steps, as scikit-learn's optimizers do."""
-    opt.lr = lr
-    opt.start_epoch(0, 1)
-
-
-def _trigger_stopping(est, opt, msg, sgd):
-    """scikit-learn's ``trigger_stopping``: stop, or (``"adaptive"``) divide the rate by 5."""
-    if not (sgd and est.learning_rate == "adaptive"):
-        if est.verbose:
-            print(msg + " Stopping.")
-        return True
-    if opt.lr <= 1e-6:
-        if est.verbose:
-            print(msg + " Learning rate too small. Stopping.")
-        return True
-    _set_lr(opt, opt.lr / 5.0)
-    if est.verbose:
-        print(msg + f" Setting learning rate to {opt.lr:f}")
-    return False
-
-
-def _update_no_improvement_count(est, net, best, X_val, y_val, sw_val):
-    if best is not None:
-        y_pred = est._prediction(net.forward(X_val))
-        score = est._score(X_val, y_val, sample_weight=sw_val, y_pred=y_pred)
+            if est.loss_curve_[-1] < est.best_loss_:
+                est.best_loss_ = est.loss_curve_[-1]
+            return
+        X_val, y_val, sw_val = self.validation
+        score = est._score(X_val, y_val, sample_weight=sw_val,
+                           y_pred=est._prediction(net.forward(X_val)))
         est.validation_scores_.append(score)
         if est.verbose:
             print(f"Validation score: {score:f}")
@@ -299,12 +297,11 @@ def _update_no_improvement_count(est, net, best, X_val, y_val, sw_val):
             est._no_improvement_count = 0
         if score > est.best_validation_score_:
             est.best_validation_score_ = score
-            for dst, src in zip(best, net.params):
-                net.backend.copyto(dst, src)
-    else:
-        if est.loss_curve_[-1] > est.best_loss_ - est.tol:
-            est._no_improvement_count += 1
-        else:
-            est._no_improvement_count = 0
-        if est.loss_curve_[-1] < est.best_loss_:
-            est.best_loss_ = est.loss_curve_[-1]
+            net.backend.copyto(self.best, net.theta)
+
+
+def _set_lr(opt, lr):
+    """Set the (constant-schedule) rate of the next steps, as scikit-learn's optimizers do
+    (``opt.learning_rate`` reads it at once)."""
+    opt.lr = lr
+    opt.start_epoch(0, 1)

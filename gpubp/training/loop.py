@@ -22,7 +22,7 @@ from gpubp.training.callbacks import Callback, EarlyStopping, Run
 from gpubp.distributed.ranks import LOCAL, start_facts
 from gpubp.distributed.ranks import group as distributed_group
 from gpubp.training.history import History
-from gpubp.data.inputs import is_sparse
+from gpubp.data.inputs import check_sample_weight, is_sparse
 from gpubp.optim.optimizers import get_optimizer
 from gpubp.data.validation import check_positive
 from gpubp.errors import TrainingDiverged
@@ -33,8 +33,17 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
         schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
         checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-        distributed=False):
-    """Train ``net`` in place; see :meth:`gpubp.Network.fit` for the parameters."""
+        distributed=False, sample_weight=None, rng=None, diverged="raise"):
+    """Train ``net`` in place; see :meth:`gpubp.Network.fit` for the parameters.
+
+    Two more, for callers that need them (:mod:`gpubp.sklearn`): ``sample_weight``
+    (P,), each batch's cost the weighted mean ``Σ s_p c_p / Σ s_p`` (the per-kernel
+    step; an optimizer's ``penalty`` then divides by the batch's ``Σ s_p``), and ``rng``,
+    the generator or ``RandomState`` the epochs are shuffled with (default ``net.rng``;
+    not recorded in checkpoints); ``diverged="continue"`` trains on after a non-finite
+    epoch instead of raising :class:`TrainingDiverged` (scikit-learn's behaviour: its
+    early stopping may restore finite parameters; the caller judges the result).
+    """
     group = distributed_group(distributed)
     facts = {}
     with group.start(net, facts):  # an error on any rank is raised on every rank
@@ -69,6 +78,8 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
         if checkpoint is not None:
             checkpoint = _checkpoint_path(checkpoint)
         optimizer = get_optimizer(optimizer, lr, schedule, weight_decay)
+        sample_weight = _check_extras(X, sample_weight, rng, diverged, optimizer, group,
+                                      checkpoint is not None or resume is not None)
         has_validation = validation is not None or bool(validation_split)
         callbacks = _callbacks(callbacks, early_stopping, has_validation)
 
@@ -118,13 +129,28 @@ def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
     with group.faults():  # an exception on one rank now ends the whole job
         history = _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs,
                           batch_size, shuffle, tol, validation, verbose, callbacks,
-                          checkpoint, checkpoint_every, split, group, gradient_flow)
+                          checkpoint, checkpoint_every, split, group, gradient_flow,
+                          weights=sample_weight, rng=rng, diverged=diverged)
     return history
+
+
+def _check_extras(X, sample_weight, rng, diverged, optimizer, group, checkpointed):
+    """Check :func:`fit`'s ``sample_weight``, ``rng`` and ``diverged``; returns the weights."""
+    sample_weight = check_sample_weight(sample_weight, X.shape[0])
+    if (sample_weight is not None or optimizer.penalty) and group.size > 1:
+        raise ValueError("sample_weight and an optimizer's penalty need one process, "
+                         f"got {group.size} ranks")
+    if diverged not in ("raise", "continue"):
+        raise ValueError(f"diverged must be 'raise' or 'continue', got {diverged!r}")
+    if rng is not None and checkpointed:
+        raise ValueError("rng is not recorded in checkpoints: give rng, or checkpoint "
+                         "and resume, not both")
+    return sample_weight
 
 
 def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, batch_size,
             shuffle, tol, validation, verbose, callbacks, checkpoint, checkpoint_every,
-            split, group, gradient_flow=False):
+            split, group, gradient_flow=False, weights=None, rng=None, diverged="raise"):
     """The loop over epochs of :func:`fit`, after its checks; returns the History."""
     P_total = len(order)
     # the parameters at the start of the epoch, of the epoch before and of the run, one
@@ -150,14 +176,14 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
                 cb.on_epoch_begin(run, epoch)
             snapshot, previous = previous, snapshot  # previous: the last epoch's start
             net.backend.copyto(snapshot, net.theta)
-            if shuffle:
-                net.rng.shuffle(order)
+            if shuffle:  # the network's generator unless the caller gave one
+                (net.rng if rng is None else rng).shuffle(order)
             lr_now = optimizer.start_epoch(epoch, epochs)
             epoch_rows = order if rows is None else rows[order]
-            epoch_loss, epoch_accuracy = _train_epoch(net, optimizer, X_train, Y_train,
-                                                      epoch_rows, batch_size, group)
+            epoch_loss, epoch_accuracy, penalty = _train_epoch(
+                net, optimizer, X_train, Y_train, epoch_rows, batch_size, group, weights)
             finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
-            if not group.all(finite):
+            if diverged == "raise" and not group.all(finite):
                 group.restore(net, snapshot)
                 candidates = [(epoch, snapshot)]
                 if epoch > first_epoch:
@@ -169,6 +195,8 @@ def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, bat
             figures = _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation,
                                      tol, group, gradient_flow)
             figures["lr"] = lr_now
+            if penalty is not None:
+                figures["penalty"] = penalty
             history.record(epoch, **figures)
             for cb in callbacks:
                 cb.on_epoch_end(run, epoch, dict(figures))
@@ -221,9 +249,11 @@ def _restore_finite(net, X, Y, rows, group, candidates, epoch, epoch_loss, lr):
     return error
 
 
-def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
+def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=None):
     """One pass over the rows ``order`` of ``X``, in that order; returns the epoch's figures
     from its batches.
+
+    ``weights``: the rows' sample weights (the per-kernel step weighs them).
 
     With a :class:`~gpubp.distributed.ranks.Group`, each global batch of ``batch_size`` rows is
     split among the ranks (each takes its :meth:`~gpubp.distributed.ranks.Local.rows`), the
@@ -237,17 +267,20 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
     accuracy : float or None
         Fraction of the epoch's examples predicted right in their batch's forward pass
         (None for regressors).
+    penalty : float or None
+        The optimizer's penalty's share of ``loss`` (None without a penalty).
     """
     P_total = len(order)
     # the compiled code gathers rows through the mapping of a memory-mapped X (which
     # would map the whole file in time), and takes dense X only (a sparse X multiplies
     # sparse x dense in the per-kernel step)
-    compiled_ok = not mapped.is_mapped(X) and not is_sparse(X) \
+    compiled_ok = not mapped.is_mapped(X) and not is_sparse(X) and weights is None \
         and compiled.supported(net, optimizer)
+    penalty = 0.0
     reduction = group.reduction_for(net, optimizer, split=compiled_ok)
     if compiled_ok and reduction.name == "identity":
         # nothing to add between the steps: the whole epoch in one compiled call
-        total, correct = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
+        total, correct, penalty = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
     elif compiled_ok:
         # "shared": the ranks of one machine split each batch's rows and each W's rows
         # between them (gpubp.distributed.split_step); the others: one compiled call per
@@ -270,15 +303,22 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
         total, correct = net.backend.cost_sum(), 0.0
         classifier = net.is_classifier
         pages = mapped.PageBudget([X, Y])
+        host_order = order
         order = net.backend.resident(order)  # on a GPU: uploaded once per epoch
         # A diverging run overflows on the way to a non-finite loss; that is detected and
         # reported by the caller, so the floating-point warnings it raises are not news.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for start in range(0, P_total, batch_size):
                 batch = order[start:start + batch_size]
+                alone = reduction.name == "identity"
+                if alone and optimizer.penalty:  # its term of the cost, with the W of the forward
+                    n = len(batch) if weights is None else \
+                        float(weights[host_order[start:start + batch_size]].sum())
+                    penalty = penalty + optimizer.begin_batch(
+                        net.backend, net.params, n) * len(batch)
                 cost, P = backprop.train_step(net, optimizer, X, Y,
                                               batch[group.rows(len(batch))], reduction,
-                                              len(batch))
+                                              len(batch), weights=weights if alone else None)
                 # backend scalars (device arrays on CUDA): converted once, after the loop
                 total.add(cost, P)
                 if classifier and P:
@@ -287,7 +327,10 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL):
         pages.release()
     total, correct = group.sum([float(total), float(correct)])
     accuracy = float(correct) / P_total if net.is_classifier else None
-    return float(total) / P_total, accuracy
+    if not optimizer.penalty:
+        return float(total) / P_total, accuracy, None
+    penalty = float(penalty) / P_total
+    return float(total) / P_total + penalty, accuracy, penalty
 
 
 def _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation, tol, group=LOCAL,
