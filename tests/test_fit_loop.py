@@ -30,10 +30,10 @@ def test_validation_split_is_held_out_and_stratified(iris):
     assert seen["n"] == len(iris.y_train) - n_val  # one full batch = the training part
     assert {"val_loss", "val_accuracy", "loss", "accuracy", "lr"} <= set(hist.history)
     # stratified: the permutation's leading fraction keeps the class proportions
-    from gpubp.training.loop import _split_permutation
+    from gpubp.training.options import split_permutation
 
     Y = np.eye(3)[iris.y_train]
-    perm = _split_permutation(np.random.default_rng(1), Y, "cross_entropy")
+    perm = split_permutation(np.random.default_rng(1), Y, "cross_entropy")
     counts = np.bincount(iris.y_train[perm[:n_val]], minlength=3)
     expected = np.bincount(iris.y_train) * n_val / len(iris.y_train)
     assert np.all(np.abs(counts - expected) <= 1)

@@ -53,30 +53,26 @@ class Checkpoint:
     callbacks: list = field(default_factory=list)  # [(class name, config, arrays)]
 
 
-def save(path, net, optimizer, epoch, order, history, batch_size, shuffle, n_examples,
-         split=None, callbacks=(), stopped=False):
+def save(path, net, plan, epoch, stopped=False):
     """Write a checkpoint of a run after its 0-based ``epoch``, atomically.
 
     Parameters
     ----------
     path : str or os.PathLike
     net : Network
-    optimizer : Optimizer
+    plan : gpubp.training.loop.Plan
+        The run: its optimizer, the shuffling permutation after ``epoch``, the history,
+        the batch size, shuffling, the training examples (after any validation split),
+        the permutation of the validation split and the callbacks.
     epoch : int
         The last finished epoch.
-    order : ndarray of int, shape (P,)
-        The shuffling permutation after that epoch.
-    history : History
-    batch_size : int
-    shuffle : bool
-    n_examples : int
-        Training examples (after any validation split).
-    split : ndarray of int or None
-        The permutation of the validation split.
-    callbacks : sequence of Callback
     stopped : bool
         Whether a callback or ``tol`` ended the run at this epoch.
     """
+    optimizer, history, callbacks, split = plan.optimizer, plan.history, plan.callbacks, \
+        plan.split
+    order, batch_size, shuffle = plan.order, plan.options.batch_size, plan.options.shuffle
+    n_examples = len(plan.order)
     cb_configs, extra = [], {}
     for k, cb in enumerate(callbacks):
         state = cb.state_dict()

@@ -8,220 +8,230 @@ Resuming is exact: a run interrupted after a checkpoint and resumed from it take
 steps, on the same batches, with the same optimizer state, as one never interrupted.
 """
 
-import numbers
-import os
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from gpubp.training import checkpoint as ckpt_io
 from gpubp.core import backprop, compiled
-from gpubp import losses
 from gpubp.data import mapped
-from gpubp.training.callbacks import Callback, EarlyStopping, Run
+from gpubp.training.callbacks import Run
 from gpubp.distributed.ranks import LOCAL, start_facts
 from gpubp.distributed.ranks import group as distributed_group
 from gpubp.training.history import History
-from gpubp.data.inputs import check_sample_weight, is_sparse
+from gpubp.data.inputs import is_sparse
 from gpubp.optim.optimizers import get_optimizer
-from gpubp.data.validation import check_positive
 from gpubp.errors import TrainingDiverged
+from gpubp.io.atomic import fspath
+from gpubp.training.options import (FitOptions, callbacks_of, check_extras, checkpoint_path,
+                                    check_validation_data, fit_options, split_permutation)
 from gpubp.core.diagnostics import data_sums, flow_figures
 
 
-def fit(net, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
-        validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
-        schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
-        checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-        distributed=False, sample_weight=None, rng=None, diverged="raise"):
-    """Train ``net`` in place; see :meth:`gpubp.Network.fit` for the parameters.
+@dataclass
+class Plan:
+    """What the epochs of :func:`fit` run with, decided before the first one.
 
-    Two more, for callers that need them (:mod:`gpubp.sklearn`): ``sample_weight``
+    ``rows`` are the training rows of ``X`` (None: all), ``order`` their shuffled order,
+    ``validation`` ``(X_val, Y_val, rows or None)`` or None, ``split`` the permutation of
+    a validation split, ``first_epoch`` where a resumed run goes on; the rest are
+    :func:`fit`'s arguments, checked.
+    """
+
+    optimizer: object
+    X: object
+    Y: object
+    rows: object
+    order: np.ndarray
+    history: History
+    first_epoch: int
+    options: FitOptions
+    validation: object
+    callbacks: list
+    checkpoint: object
+    split: object
+    group: object
+    weights: object
+    resumed_from: object = None  # (epoch, steps) of the checkpoint a run resumes
+
+
+def fit(net, X, Y, **options):
+    """Train ``net`` in place; see :meth:`gpubp.Network.fit` for the options.
+
+    Three more, for callers that need them (:mod:`gpubp.sklearn`): ``sample_weight``
     (P,), each batch's cost the weighted mean ``Σ s_p c_p / Σ s_p`` (the per-kernel
     step; an optimizer's ``penalty`` then divides by the batch's ``Σ s_p``), and ``rng``,
     the generator or ``RandomState`` the epochs are shuffled with (default ``net.rng``;
     not recorded in checkpoints); ``diverged="continue"`` trains on after a non-finite
     epoch instead of raising :class:`TrainingDiverged` (scikit-learn's behaviour: its
-    early stopping may restore finite parameters; the caller judges the result).
+    early stopping may restore finite parameters; the caller judges the result). An
+    unknown option is a TypeError naming it.
     """
-    group = distributed_group(distributed)
+    o = fit_options(options)
+    group = distributed_group(o.distributed)
     facts = {}
     with group.start(net, facts):  # an error on any rank is raised on every rank
-        X, Y = net._check_XY(X, Y)
-        check_positive(epochs, "epochs", numbers.Integral)
-        check_positive(batch_size, "batch_size", numbers.Integral)
-        if tol is not None:
-            check_positive(tol, "tol", allow_zero=True)
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be True or False, got {shuffle!r}")
-        if not isinstance(verbose, numbers.Integral):  # True/False are 1/0, as in Keras
-            raise TypeError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
-        check_positive(validation_split, "validation_split", allow_zero=True)
-        if validation_split >= 1:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-        if validation_split and validation_data is not None:
-            raise ValueError("validation_data and validation_split are exclusive, got both")
-        validation = None  # (X_val, Y_val, rows of them or None for all)
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                got = (f"a {type(validation_data).__name__} of {len(validation_data)}"
-                       if isinstance(validation_data, (tuple, list))
-                       else type(validation_data).__name__)
-                raise ValueError(f"validation_data must be a tuple (X_val, Y_val), got {got}")
-            validation = (*net._check_XY(*validation_data, names=(
-                "validation_data[0] (X_val)", "validation_data[1] (Y_val)")), None)
-        check_positive(checkpoint_every, "checkpoint_every", numbers.Integral)
-        if not isinstance(gradient_flow, bool):
-            raise TypeError(f"gradient_flow must be True or False, got {gradient_flow!r}")
-        if checkpoint is not None:
-            checkpoint = _checkpoint_path(checkpoint)
-        optimizer = get_optimizer(optimizer, lr, schedule, weight_decay)
-        sample_weight = _check_extras(X, sample_weight, rng, diverged, optimizer, group,
-                                      checkpoint is not None or resume is not None)
-        has_validation = validation is not None or bool(validation_split)
-        callbacks = _callbacks(callbacks, early_stopping, has_validation)
-
-        state = None
-        if resume is not None:
-            from gpubp.io.atomic import fspath
-
-            state = ckpt_io.load(fspath(resume, "resume"))
-        split = None
-        rows = None  # the training rows of X (all of them without a validation split)
-        if validation_split:
-            split = state.split if state is not None and state.split is not None else \
-                _split_permutation(net.rng, Y, net.loss_name)
-            if len(split) != X.shape[0]:
-                raise ValueError(f"resume: the data must have the checkpoint's {len(split)} "
-                                 f"examples, got {X.shape[0]}")
-            n_val = max(1, round(validation_split * X.shape[0]))
-            if n_val >= X.shape[0]:
-                raise ValueError(f"validation_split={validation_split} leaves no training "
-                                 f"example out of {X.shape[0]}")
-            # rows are indexed, never copied out: X may be a memory-mapped file
-            rows = np.sort(split[n_val:])
-            validation = (X, Y, np.sort(split[:n_val]))
-
-        P_total = X.shape[0] if rows is None else len(rows)
-        batch_size = min(batch_size, P_total)
-        order = np.arange(P_total)
-        history = History()
-        first_epoch = 0
-        if state is not None:
-            ckpt_io.check_compatible(state, net, optimizer, batch_size, shuffle, P_total)
-            ckpt_io.restore(state, net, optimizer, callbacks)
-            order = state.order.copy()
-            history = state.history
-            first_epoch = state.epoch + 1
-            if state.stopped:
-                first_epoch = epochs  # the recorded run had already ended
-        facts.update(start_facts(
-            net, X, Y, epochs=epochs, batch_size=batch_size, shuffle=shuffle, tol=tol,
-            optimizer=optimizer.get_config(), optimizer_class=type(optimizer).__qualname__,
-            validation_split=validation_split,
-            validation=None if validation is None else tuple(validation[0].shape),
-            callbacks=[type(cb).__name__ for cb in callbacks], checkpoint=checkpoint,
-            resumed_from=None if state is None else (state.epoch, state.iterations),
-            gradient_flow=gradient_flow))
-        net._workspace(-(-batch_size // group.size))
+        plan = _plan(net, X, Y, o, group)
+        facts.update(_facts(net, plan))
+        net._workspace(-(-plan.options.batch_size // group.size))
     with group.faults():  # an exception on one rank now ends the whole job
-        history = _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs,
-                          batch_size, shuffle, tol, validation, verbose, callbacks,
-                          checkpoint, checkpoint_every, split, group, gradient_flow,
-                          weights=sample_weight, rng=rng, diverged=diverged)
-    return history
+        return _epochs(net, plan)
 
 
-def _check_extras(X, sample_weight, rng, diverged, optimizer, group, checkpointed):
-    """Check :func:`fit`'s ``sample_weight``, ``rng`` and ``diverged``; returns the weights."""
-    sample_weight = check_sample_weight(sample_weight, X.shape[0])
-    if (sample_weight is not None or optimizer.penalty) and group.size > 1:
-        raise ValueError("sample_weight and an optimizer's penalty need one process, "
-                         f"got {group.size} ranks")
-    if diverged not in ("raise", "continue"):
-        raise ValueError(f"diverged must be 'raise' or 'continue', got {diverged!r}")
-    if rng is not None and checkpointed:
-        raise ValueError("rng is not recorded in checkpoints: give rng, or checkpoint "
-                         "and resume, not both")
-    return sample_weight
+def _plan(net, X, Y, o, group):
+    """The checked arguments of :func:`fit` and the run's starting point, as a Plan."""
+    X, Y = net._check_XY(X, Y)
+    validation = check_validation_data(net, o)
+    checkpoint = None if o.checkpoint is None else checkpoint_path(o.checkpoint)
+    optimizer = get_optimizer(o.optimizer, o.lr, o.schedule, o.weight_decay)
+    weights = check_extras(X, o.sample_weight, o.rng, o.diverged, optimizer, group,
+                            checkpoint is not None or o.resume is not None)
+    callbacks = callbacks_of(o.callbacks, o.early_stopping,
+                           validation is not None or bool(o.validation_split))
+    state = None if o.resume is None else ckpt_io.load(fspath(o.resume, "resume"))
+    split = rows = None  # rows: the training rows of X (all of them without a split)
+    if o.validation_split:
+        split, rows, validation = _validation_split(net, X, Y, o.validation_split, state)
+    P_total = X.shape[0] if rows is None else len(rows)
+    o = replace(o, batch_size=min(o.batch_size, P_total))
+    plan = Plan(optimizer, X, Y, rows, np.arange(P_total), History(), 0, o, validation,
+                callbacks, checkpoint, split, group, weights)
+    if state is not None:
+        ckpt_io.check_compatible(state, net, optimizer, o.batch_size, o.shuffle, P_total)
+        ckpt_io.restore(state, net, optimizer, callbacks)
+        plan.order, plan.history = state.order.copy(), state.history
+        # a recorded run that had already ended stays ended
+        plan.first_epoch = o.epochs if state.stopped else state.epoch + 1
+        plan.resumed_from = (state.epoch, state.iterations)
+    return plan
 
 
-def _epochs(net, optimizer, X, Y, rows, order, history, first_epoch, epochs, batch_size,
-            shuffle, tol, validation, verbose, callbacks, checkpoint, checkpoint_every,
-            split, group, gradient_flow=False, weights=None, rng=None, diverged="raise"):
+def _validation_split(net, X, Y, fraction, state):
+    """``(split, training rows, validation)`` of a ``validation_split`` of ``fraction``
+    (the checkpoint's permutation when resuming); rows are indexed, never copied out:
+    ``X`` may be a memory-mapped file."""
+    split = state.split if state is not None and state.split is not None else \
+        split_permutation(net.rng, Y, net.loss_name)
+    if len(split) != X.shape[0]:
+        raise ValueError(f"resume: the data must have the checkpoint's {len(split)} "
+                         f"examples, got {X.shape[0]}")
+    n_val = max(1, round(fraction * X.shape[0]))
+    if n_val >= X.shape[0]:
+        raise ValueError(f"validation_split={fraction} leaves no training example out of "
+                         f"{X.shape[0]}")
+    return split, np.sort(split[n_val:]), (X, Y, np.sort(split[:n_val]))
+
+
+def _facts(net, plan):
+    """What every rank must agree on before the first epoch (see ``start_facts``)."""
+    o, validation = plan.options, plan.validation
+    return start_facts(
+        net, plan.X, plan.Y, epochs=o.epochs, batch_size=o.batch_size, shuffle=o.shuffle,
+        tol=o.tol, optimizer=plan.optimizer.get_config(),
+        optimizer_class=type(plan.optimizer).__qualname__,
+        validation_split=o.validation_split,
+        validation=None if validation is None else tuple(validation[0].shape),
+        callbacks=[type(cb).__name__ for cb in plan.callbacks], checkpoint=plan.checkpoint,
+        resumed_from=plan.resumed_from, gradient_flow=o.gradient_flow)
+
+
+class _Snapshots:
+    """The parameters at the start of the epoch, of the epoch before and of the run, one
+    flat copy each: a diverged epoch restores the latest of them whose loss is finite."""
+
+    def __init__(self, net, first_epoch):
+        self.net, self.first_epoch = net, first_epoch
+        be, theta = net.backend, net.theta
+        self.now, self.previous, self.first = (be.empty(theta.shape, theta.dtype)
+                                               for _ in range(3))
+        be.copyto(self.first, theta)
+
+    def take(self):
+        self.now, self.previous = self.previous, self.now  # previous: the last epoch's start
+        self.net.backend.copyto(self.now, self.net.theta)
+
+    def candidates(self, epoch):
+        found = [(epoch, self.now)]
+        if epoch > self.first_epoch:
+            found.append((epoch - 1, self.previous))
+        if epoch - 1 > self.first_epoch:
+            found.append((self.first_epoch, self.first))
+        return found
+
+
+def _epochs(net, plan):
     """The loop over epochs of :func:`fit`, after its checks; returns the History."""
-    P_total = len(order)
-    # the parameters at the start of the epoch, of the epoch before and of the run, one
-    # flat copy each: a diverged epoch restores the latest of them whose loss is finite
-    snapshot = net.backend.empty(net.theta.shape, net.theta.dtype)
-    previous = net.backend.empty(net.theta.shape, net.theta.dtype)
-    first = net.backend.empty(net.theta.shape, net.theta.dtype)
-    net.backend.copyto(first, net.theta)
+    o, group = plan.options, plan.group
+    snapshots = _Snapshots(net, plan.first_epoch)
     # the training data where a step reads it: on a GPU, uploaded once for the run
     # a sparse X stays on the host: its batches go up as sparse matrices (Network._load)
-    X_train = X if is_sparse(X) else net.backend.resident(X)
-    Y_train = net.backend.resident(Y)
-    run = Run(net, optimizer, history, epochs)
-    for cb in callbacks:
+    data = (plan.X if is_sparse(plan.X) else net.backend.resident(plan.X),
+            net.backend.resident(plan.Y))
+    run = Run(net, plan.optimizer, plan.history, o.epochs)
+    for cb in plan.callbacks:
         cb.on_train_begin(run)
-    if not group.is_root:
-        verbose = 0  # one rank prints
-    bar = tqdm(range(first_epoch, epochs), desc="epochs", unit="epoch", total=epochs,
-               initial=first_epoch, disable=None if verbose == 1 else True, leave=False)
+    verbose = o.verbose if group.is_root else 0  # one rank prints
+    bar = tqdm(range(plan.first_epoch, o.epochs), desc="epochs", unit="epoch",
+               total=o.epochs, initial=plan.first_epoch,
+               disable=None if verbose == 1 else True, leave=False)
     try:
         for epoch in bar:
-            for cb in callbacks:
-                cb.on_epoch_begin(run, epoch)
-            snapshot, previous = previous, snapshot  # previous: the last epoch's start
-            net.backend.copyto(snapshot, net.theta)
-            if shuffle:  # the network's generator unless the caller gave one
-                (net.rng if rng is None else rng).shuffle(order)
-            lr_now = optimizer.start_epoch(epoch, epochs)
-            epoch_rows = order if rows is None else rows[order]
-            epoch_loss, epoch_accuracy, penalty = _train_epoch(
-                net, optimizer, X_train, Y_train, epoch_rows, batch_size, group, weights)
-            finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
-            if diverged == "raise" and not group.all(finite):
-                group.restore(net, snapshot)
-                candidates = [(epoch, snapshot)]
-                if epoch > first_epoch:
-                    candidates.append((epoch - 1, previous))
-                if epoch - 1 > first_epoch:
-                    candidates.append((first_epoch, first))
-                raise _restore_finite(net, X, Y, rows, group, candidates, epoch,
-                                      epoch_loss, lr_now)
-            figures = _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation,
-                                     tol, group, gradient_flow)
-            figures["lr"] = lr_now
-            if penalty is not None:
-                figures["penalty"] = penalty
-            history.record(epoch, **figures)
-            for cb in callbacks:
-                cb.on_epoch_end(run, epoch, dict(figures))
-            if tol is not None and figures["grad_norm"] <= tol:
-                run.stop(f"gradient norm {figures['grad_norm']:.3g} <= tol {tol}")
+            figures = _epoch(net, plan, run, epoch, data, snapshots)
             bar.set_postfix({k: f"{v:.4g}" for k, v in figures.items() if k != "lr"},
                             refresh=False)
             if verbose == 2:
                 line = " - ".join(f"{k}: {v:.4g}" for k, v in figures.items())
-                tqdm.write(f"epoch {epoch + 1}/{epochs} - {line}")
-            last = epoch == epochs - 1 or run.stop_training
-            if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or last):
-                group.check_identical(net)
-                if group.is_root:  # one rank writes
-                    ckpt_io.save(checkpoint, net, optimizer, epoch, order, history,
-                                 batch_size, shuffle, P_total, split, callbacks,
-                                 stopped=run.stop_training)
+                tqdm.write(f"epoch {epoch + 1}/{o.epochs} - {line}")
+            _checkpoint(net, plan, run, epoch)
             if run.stop_training:
                 break
     finally:
         bar.close()
-    for cb in callbacks:
+    for cb in plan.callbacks:
         cb.on_train_end(run)
     group.check_identical(net)
-    return history
+    return plan.history
+
+
+def _epoch(net, plan, run, epoch, data, snapshots):
+    """One epoch: shuffle, the steps, divergence, the figures and the callbacks."""
+    o, group, optimizer = plan.options, plan.group, plan.optimizer
+    for cb in plan.callbacks:
+        cb.on_epoch_begin(run, epoch)
+    snapshots.take()
+    if o.shuffle:  # the network's generator unless the caller gave one
+        (net.rng if o.rng is None else o.rng).shuffle(plan.order)
+    lr_now = optimizer.start_epoch(epoch, o.epochs)
+    epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
+    epoch_loss, epoch_accuracy, penalty = _train_epoch(
+        net, optimizer, *data, epoch_rows, o.batch_size, group, plan.weights)
+    finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
+    if o.diverged == "raise" and not group.all(finite):
+        group.restore(net, snapshots.now)
+        raise _restore_finite(net, plan.X, plan.Y, plan.rows, group,
+                              snapshots.candidates(epoch), epoch, epoch_loss, lr_now)
+    figures = _epoch_figures(net, plan, epoch_loss, epoch_accuracy)
+    figures["lr"] = lr_now
+    if penalty is not None:
+        figures["penalty"] = penalty
+    plan.history.record(epoch, **figures)
+    for cb in plan.callbacks:
+        cb.on_epoch_end(run, epoch, dict(figures))
+    if o.tol is not None and figures["grad_norm"] <= o.tol:
+        run.stop(f"gradient norm {figures['grad_norm']:.3g} <= tol {o.tol}")
+    return figures
+
+
+def _checkpoint(net, plan, run, epoch):
+    """Write the run's checkpoint after ``epoch`` when it is due (rank 0 writes)."""
+    o = plan.options
+    last = epoch == o.epochs - 1 or run.stop_training
+    if plan.checkpoint is None or not ((epoch + 1) % o.checkpoint_every == 0 or last):
+        return
+    plan.group.check_identical(net)
+    if plan.group.is_root:
+        ckpt_io.save(plan.checkpoint, net, plan, epoch, stopped=run.stop_training)
 
 
 def _restore_finite(net, X, Y, rows, group, candidates, epoch, epoch_loss, lr):
@@ -333,12 +343,13 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
     return float(total) / P_total + penalty, accuracy, penalty
 
 
-def _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation, tol, group=LOCAL,
-                   gradient_flow=False):
+def _epoch_figures(net, plan, epoch_loss, epoch_accuracy):
     """History figures of an epoch: the training ones from its batches (no extra pass over
     the training data unless ``tol`` asks for the full-data gradient norm or
     ``gradient_flow`` for its per-layer figures: one pass for both), each summed over the
     ranks."""
+    X, Y, rows, validation, group = plan.X, plan.Y, plan.rows, plan.validation, plan.group
+    tol, gradient_flow = plan.options.tol, plan.options.gradient_flow
     figures = {"loss": epoch_loss}
     if epoch_accuracy is not None:
         figures["accuracy"] = epoch_accuracy
@@ -356,59 +367,3 @@ def _epoch_figures(net, X, Y, rows, epoch_loss, epoch_accuracy, validation, tol,
         if gradient_flow:
             figures.update(flow_figures(net, grad, sums[3 + N:], P))
     return figures
-
-
-def _callbacks(callbacks, early_stopping, has_validation):
-    """The callback list: the user's, plus early stopping when asked for by argument."""
-    if callbacks is None:
-        callbacks = []
-    elif isinstance(callbacks, Callback):
-        callbacks = [callbacks]
-    else:
-        callbacks = list(callbacks)
-    for i, cb in enumerate(callbacks):
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__} "
-                            f"at position {i}")
-    if early_stopping is None or early_stopping is False:
-        return callbacks
-    monitor = "val_loss" if has_validation else "loss"
-    if early_stopping is True:
-        stopper = EarlyStopping(monitor=monitor)
-    elif isinstance(early_stopping, numbers.Integral):
-        stopper = EarlyStopping(monitor=monitor, patience=early_stopping)
-    elif isinstance(early_stopping, EarlyStopping):
-        stopper = early_stopping
-    else:
-        raise TypeError(f"early_stopping must be None, a bool, a patience (int) or an "
-                        f"EarlyStopping, got {early_stopping!r}")
-    return callbacks + [stopper]
-
-
-def _split_permutation(rng, Y, loss):
-    """A permutation whose first entries, taken in any proportion, are (about) stratified.
-
-    For classifiers the examples of each class are spread evenly along the permutation
-    (each class shuffled, then interleaved by rank), so that the leading fraction used
-    for validation keeps the class proportions; regressors get a plain shuffle.
-    """
-    P = Y.shape[0]
-    targets = losses.LOSSES[loss].targets
-    if targets == "labels" or (targets == "binary" and Y.shape[1] == 1):
-        labels = Y.argmax(axis=1) if targets == "labels" else (Y[:, 0] > 0.5).astype(int)
-        position = np.empty(P)
-        for label in np.unique(labels):
-            members = rng.permutation(np.flatnonzero(labels == label))
-            position[members] = (np.arange(len(members)) + rng.random()) / len(members)
-        return np.argsort(position, kind="stable")
-    return rng.permutation(P)
-
-
-def _checkpoint_path(path):
-    """``path`` as a string, checked to sit in an existing, writable directory and to be
-    no directory, device, FIFO or socket (see :func:`gpubp.io.atomic.check_output_path`)."""
-    from gpubp.io.atomic import check_output_path, fspath
-
-    path = fspath(path, "checkpoint")
-    check_output_path(os.path.realpath(path) if os.path.islink(path) else path, "checkpoint")
-    return path
