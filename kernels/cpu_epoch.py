@@ -27,18 +27,14 @@ JIT cache. Numba stamps a cached function with its own source file only, yet the
 of :mod:`gpubp.kernels.cpu` are compiled into :func:`train_epoch`: after a change there a
 stale cache would serve the old loops with the new codes. So the compiled epoch behind
 :func:`train_epoch` is a closure over :data:`KERNELS_DIGEST`, a hash of every ``gpubp``
-module this one imports (transitively, :func:`kernel_sources`), and Numba keys a cached
+module this one imports (transitively, :func:`gpubp.kernels.jit_cache.kernel_sources`), and Numba keys a cached
 closure by the values it captures as well as by its code: a change to any of those files
 compiles a new epoch.
 The helpers that call those loops (``_epoch``, ``_forward``, ...) are not cached on
 their own, for the same reason; they are compiled only into a newly compiled epoch.
 """
 
-import ast
-import hashlib
-import importlib.util
 import math
-import sys
 
 import numpy as np
 from numba import njit, types
@@ -54,6 +50,7 @@ from gpubp.kernels.cpu import (
     _sgd,
     _adam,
 )
+from gpubp.kernels import jit_cache
 from gpubp.kernels.epoch_args import ADAM, NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
@@ -351,65 +348,6 @@ def _gemm_epoch(n_steps, P, buffers, layout):
                        _block(deltas, d_offsets[l - 1], P, n_in))
 
 
-def kernel_sources(module=__name__):
-    """The ``gpubp`` modules that ``module`` imports at its top level, transitively, apart
-    from ``module`` itself: ``{name: source path}``.
-
-    What :func:`train_epoch` compiles in from other files is among them: the loops it
-    calls and the constants (activation and loss codes) that Numba freezes into it.
-    """
-    found, todo = {}, [module]
-    while todo:
-        name = todo.pop()
-        spec = importlib.util.find_spec(name)
-        path = getattr(sys.modules.get(name), "__file__", None) or spec.origin
-        if name != module:
-            found[name] = path
-        with open(path, "rb") as f:
-            tree = ast.parse(f.read(), path)
-        for imported in _top_level_imports(tree, name, spec):
-            if imported not in found and imported != module and imported not in todo:
-                todo.append(imported)
-    return dict(sorted(found.items()))
-
-
-def _top_level_imports(tree, name, spec):
-    """Names of the ``gpubp`` modules imported by the module-level statements of ``tree``."""
-    package = name if spec.submodule_search_locations is not None else name.rpartition(".")[0]
-    nodes = list(tree.body)
-    while nodes:
-        node = nodes.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            continue
-        if isinstance(node, ast.Import):
-            candidates = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
-            # a package's own __init__ is not what the names come from when they are its
-            # submodules (``from gpubp import activations``): follow the package only
-            # when the names are its attributes
-            subs = [f"{base}.{alias.name}" for alias in node.names]
-            candidates = subs if all(_is_module(c) for c in subs) else [base] + subs
-        else:
-            nodes.extend(ast.iter_child_nodes(node))
-            continue
-        yield from (c for c in candidates if c.split(".")[0] == "gpubp" and _is_module(c))
-
-
-def _is_module(name):
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ImportError:  # a name imported from a module, not a submodule
-        return False
-
-
-def _digest(sources):
-    h = hashlib.sha256()
-    for name, path in sources.items():
-        with open(path, "rb") as f:
-            h.update(name.encode() + b"\0" + f.read() + b"\0")
-    return h.hexdigest()
-
-
-KERNELS_DIGEST = _digest(kernel_sources())  # what the epoch's cache entries are keyed by
+# what the epoch's cache entries are keyed by
+KERNELS_DIGEST = jit_cache.digest(jit_cache.kernel_sources(__name__))
 _compiled_epoch = _make_compiled_epoch(KERNELS_DIGEST)

@@ -40,6 +40,8 @@ signature once and then launches it directly, without Numba's per-call type disp
 configuration emits). :func:`compile_ptx` compiles all of them ahead of time.
 """
 
+from collections import namedtuple
+
 import numpy as np
 from numba import config, cuda
 
@@ -225,25 +227,26 @@ def bias_activation(z, b, activation, *, stream=0):
         _launch_elementwise(k["bias_act"], z.size, stream, _flat(z), b, code)
 
 
-def output_delta(a, y, activation, loss, delta, *, partials=None, cost=None, total=None,
-                 stream=0):
+CostSums = namedtuple("CostSums", "partials cost total")
+CostSums.__doc__ = """The device workspaces of :func:`output_delta`'s cost reduction."""
+
+
+def output_delta(a, y, activation, loss, delta, *, sums=None, stream=0):
     """``δ^L`` and the mean cost in one pass over the rows; see the reference twin.
 
     Parameters
     ----------
     a, y, delta : arrays, shape (P, n_L)
     activation, loss : str
-    partials : array, shape (delta_blocks(P, n_L),)
-        Workspace for the per-block cost sums.
-    cost : array, shape (1,)
-        Receives the mean cost on the device; the function then returns it without
-        waiting for the GPU.
-    total : float64 array, shape (1,)
-        The sum of the example costs is *added* to it (the epoch's running sum).
+    sums : CostSums or None
+        ``partials`` (delta_blocks(P, n_L),), the workspace for the per-block cost sums;
+        ``cost`` (1,), which receives the mean cost on the device (the function then
+        returns it without waiting for the GPU); ``total``, float64 (1,), to which the
+        sum of the example costs is *added* (the epoch's running sum).
     stream : stream, optional
 
-    The three workspaces may be left out for NumPy arrays (the simulator); the function
-    then returns the mean cost as a float.
+    ``sums`` may be left out for NumPy arrays (the simulator); the function then returns
+    the mean cost as a float.
 
     Returns
     -------
@@ -260,6 +263,7 @@ def output_delta(a, y, activation, loss, delta, *, partials=None, cost=None, tot
     k = kernels_for(a.dtype)
     P, n = a.shape
     blocks = delta_blocks(P, n)
+    partials, cost, total = sums if sums is not None else (None, None, None)
     as_float = cost is None
     if partials is None:
         partials = _host_scratch(a, blocks, a.dtype, "partials")

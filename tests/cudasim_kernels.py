@@ -162,8 +162,7 @@ def test_output_delta(rng, caps, dtype, activation, loss, rows, n):
         strides(caps, rows, blocks)
     partials = np.full(blocks, np.nan, dtype)
     cost, total = np.full(1, np.nan, dtype), np.array([0.25])
-    out = K.output_delta(a, y, activation, loss, got, partials=partials, cost=cost,
-                         total=total)
+    out = K.output_delta(a, y, activation, loss, got, sums=K.CostSums(partials, cost, total))
     want_cost = R.output_delta(a, y, activation, loss, want)
     assert out is cost and np.isfinite(cost[0])
     assert_close(got, want, dtype)
@@ -180,12 +179,12 @@ def test_epoch_total_is_float64():
     a, y = _outputs(np.random.default_rng(0), "softmax", "cross_entropy", np.float32)
     delta, partials = np.empty_like(a), np.empty(K.delta_blocks(P, N_OUT), np.float32)
     cost, total = np.empty(1, np.float32), np.zeros(1)
-    K.output_delta(a, y, "softmax", "cross_entropy", delta, partials=partials, cost=cost,
-                   total=total)
+    K.output_delta(a, y, "softmax", "cross_entropy", delta,
+                   sums=K.CostSums(partials, cost, total))
     batch_sum = float(total[0])  # a float32 sum, exactly representable
     total[0] = 1e8
-    K.output_delta(a, y, "softmax", "cross_entropy", delta, partials=partials, cost=cost,
-                   total=total)
+    K.output_delta(a, y, "softmax", "cross_entropy", delta,
+                   sums=K.CostSums(partials, cost, total))
     assert total[0] == 1e8 + batch_sum
     assert float(np.float32(1e8) + np.float32(batch_sum)) != total[0]  # float32 drifts
 

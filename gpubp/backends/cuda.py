@@ -275,8 +275,9 @@ class CudaBackend(Backend):
         if scalar is None or scalar.base is not cost:
             scalar = self._scalars[a.dtype] = cost.reshape(())
         self.kernels.output_delta(self._nb(a), self._nb(y), activation, loss,
-                                  self._nb(delta), partials=self._nb(partials),
-                                  cost=self._nb(cost), total=self._nb(self.cost_total),
+                                  self._nb(delta),
+                                  sums=self.kernels.CostSums(self._nb(partials), self._nb(cost),
+                                                             self._nb(self.cost_total)),
                                   stream=self._stream())
         return scalar
 

@@ -215,8 +215,8 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
             for p in range(processes):
                 todo = [n for n in runners if n not in notes]
                 bar.total -= (len(runners) - len(todo)) * (1 + repeats)  # skipped: no steps
-                _rounds(case, n_batches, train, todo, repeats, notes, times, bar,
-                        f"process {p + 1}/{processes}")
+                _rounds(case, n_batches, train, todo, repeats, (notes, times),
+                        (bar, f"process {p + 1}/{processes}"))
         best = {name: min(ts) for name, ts in times.items() if ts}
         jax = min((best[n] for n in best if n.startswith("jax")), default=None)
         for name in runners:
@@ -237,9 +237,12 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
     return rows
 
 
-def _rounds(case, n_batches, train, runners, repeats, notes, times, bar=None, where=""):
-    """One process per runner, ``repeats`` rotated rounds; epoch times appended to ``times``
-    and the reason a runner cannot run to ``notes``."""
+def _rounds(case, n_batches, train, runners, repeats, found, progress=(None, "")):
+    """One process per runner, ``repeats`` rotated rounds; ``found`` is ``(notes, times)``:
+    the reason a runner cannot run goes to ``notes``, its epoch times to ``times``;
+    ``progress`` is ``(bar, where)``, a tqdm bar (or None) and the label of its steps."""
+    notes, times = found
+    bar, where = progress
     def step(name, what, n=1):
         if bar is not None:
             bar.set_postfix_str(f"{where}: {what} {name}", refresh=False)

@@ -27,6 +27,8 @@ Two parameters are gpubp's own: ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``) a
 Requires scikit-learn >= 1.6 (``pip install "gpubp[sklearn]"``).
 """
 
+import json
+
 import numpy as np
 
 try:
@@ -35,6 +37,7 @@ except ImportError as exc:
     raise ImportError(f"gpubp.sklearn needs scikit-learn >= 1.6 ({exc}): pip install "
                       f"\"gpubp[sklearn]\"") from exc
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
@@ -44,6 +47,7 @@ from sklearn.utils.validation import (_check_sample_weight, check_is_fitted, col
 from gpubp import losses
 from gpubp.sklearn import solvers as mlp_solvers
 from gpubp.data.frames import as_frame
+from gpubp.io.onnx import to_onnx
 from gpubp.sklearn.params import check_params
 
 from gpubp.sklearn.params import ACTIVATIONS, REGRESSOR_LOSSES  # noqa: F401 - re-exported
@@ -165,10 +169,6 @@ class _BaseMLP(BaseEstimator):
         of ``classes_[1]`` (one column) for a binary one, ``predict`` for a regressor.
         ``classes_`` and ``feature_names_in_`` ride along as JSON metadata.
         """
-        import json
-
-        from gpubp.io.onnx import to_onnx
-
         check_is_fitted(self, "coefs_")
         net = mlp_solvers.network(self)
         meta = {key: json.dumps(np.asarray(getattr(self, key)).tolist())
@@ -284,8 +284,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._predict(X)
 
     def _score(self, X, y, sample_weight=None, y_pred=None):
-        from sklearn.metrics import accuracy_score
-
         return self._score_with_function(X, y, sample_weight, accuracy_score, y_pred)
 
     def predict_proba(self, X):
@@ -370,8 +368,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return self._predict(X)
 
     def _score(self, X, y, sample_weight=None, y_pred=None):
-        from sklearn.metrics import r2_score
-
         return self._score_with_function(X, y, sample_weight, r2_score, y_pred)
 
 

@@ -209,8 +209,8 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
     if o.diverged == "raise" and not group.all(finite):
         group.restore(net, snapshots.now)
-        raise _restore_finite(net, plan.X, plan.Y, plan.rows, group,
-                              snapshots.candidates(epoch), epoch, epoch_loss, lr_now)
+        raise _restore_finite(net, plan, snapshots.candidates(epoch), epoch,
+                              (epoch_loss, lr_now))
     figures = _epoch_figures(net, plan, epoch_loss, epoch_accuracy)
     figures["lr"] = lr_now
     if penalty is not None:
@@ -234,10 +234,13 @@ def _checkpoint(net, plan, run, epoch):
         ckpt_io.save(plan.checkpoint, net, plan, epoch, stopped=run.stop_training)
 
 
-def _restore_finite(net, X, Y, rows, group, candidates, epoch, epoch_loss, lr):
+def _restore_finite(net, plan, candidates, epoch, diverged):
     """Put back the first of ``candidates`` ((start epoch, flat parameters), latest first)
     whose full training loss is finite (the last one if none is); return the
-    :class:`TrainingDiverged` to raise. Collective: every rank checks the same ones."""
+    :class:`TrainingDiverged` to raise, ``diverged`` being the epoch's ``(loss, lr)``.
+    Collective: every rank checks the same ones."""
+    X, Y, rows, group = plan.X, plan.Y, plan.rows, plan.group
+    epoch_loss, lr = diverged
     for start, params in candidates:
         net.backend.copyto(net.theta, params)
         sums = data_sums(net, X, Y, rows, group)
