@@ -12,8 +12,8 @@ Two planted bugs went unnoticed by tests/test_distributed.py (issue 24):
   rows and a last one of 5 on 2, 3 and 4 ranks (no share is ever even) and must end
   with the single-process parameters.
 
-The paths are chosen by :class:`gpubp.distributed.ranks.Group`'s ``overlap``,
-``shared_memory``, ``node`` and ``node_steps``, by the optimizer (elementwise ones let a
+The paths are chosen by :class:`gpubp.distributed.ranks.Group`'s ``reduction`` name
+(``"shared"`` by default) and ``node``, by the optimizer (elementwise ones let a
 machine's ranks share the parameters; the built-in SGD and Adam take the compiled step)
 and by the backend (``reference``: the per-kernel step). Each path's name says how its
 gradients must have been summed (checked from every rank). The CUDA paths (NCCL, one
@@ -35,34 +35,35 @@ sys.path.insert(0, str(HERE))
 from distributed_cases import SpreadSGD, make_data, make_network, read_result  # noqa: E402
 from test_distributed import assert_same_run, launch, single  # noqa: E402
 
-GRADIENT_SUM = "GradientSum shares_parameters=None node_step=False cross=False"
-SPREAD = "SharedMemoryGradientSum shares_parameters=False node_step=False"
-SLICES = "SharedMemoryGradientSum shares_parameters=True node_step=False"
-SPLIT = "SharedMemoryGradientSum shares_parameters=True node_step=True"
+def _sum(name, shares=None, cross=False):
+    return f"{name} shares_parameters={shares} cross={cross}"
 
-# name -> (ranks, case settings, the sum it must take, as RecordSum writes it)
+
+# name -> (ranks, case settings, the reduction it must run, as RecordSum writes it)
 PATHS = {
-    "iallreduce": (2, {"group": {"shared_memory": False}, "optimizer": "momentum"},
-                   GRADIENT_SUM),
-    "allreduce": (2, {"group": {"shared_memory": False, "overlap": False},
-                      "optimizer": "adam"}, GRADIENT_SUM),
-    "iallreduce-per-kernel": (2, {"group": {"shared_memory": False}, "spread_sgd": True},
-                              GRADIENT_SUM),
-    "reference-iallreduce": (2, {"group": {"shared_memory": False}, "backend": "reference",
-                                 "optimizer": "adam"}, GRADIENT_SUM),
+    "iallreduce": (2, {"group": {"reduction": "iallreduce"}, "optimizer": "momentum"},
+                   _sum("iallreduce")),
+    "allreduce": (2, {"group": {"reduction": "allreduce"}, "optimizer": "adam"},
+                  _sum("allreduce")),
+    "iallreduce-per-kernel": (2, {"group": {"reduction": "iallreduce"}, "spread_sgd": True},
+                              _sum("iallreduce")),
+    "reference-iallreduce": (2, {"group": {"reduction": "iallreduce"},
+                                 "backend": "reference", "optimizer": "adam"},
+                             _sum("iallreduce")),
     # shared memory asked for, but no two ranks on one "machine": messages
-    "no-shared-node": (2, {"group": {"nodes_of": 1}, "optimizer": "adam"}, GRADIENT_SUM),
-    "spread": (2, {"spread_sgd": True}, SPREAD + " cross=False"),
-    "slice-sums": (2, {"group": {"node_steps": False}, "optimizer": "momentum"},
-                   SLICES + " cross=False"),
+    "no-shared-node": (2, {"group": {"nodes_of": 1}, "optimizer": "adam"}, _sum("iallreduce")),
+    "spread": (2, {"spread_sgd": True}, _sum("slice-sums", False)),
+    "slice-sums": (2, {"group": {"reduction": "slice-sums"}, "optimizer": "momentum"},
+                   _sum("slice-sums", True)),
     "reference-slice-sums": (2, {"backend": "reference", "optimizer": "adam"},
-                             SLICES + " cross=False"),
-    "split-sgd": (2, {"optimizer": "sgd"}, SPLIT + " cross=False"),
-    "split-adam": (2, {"optimizer": "adam"}, SPLIT + " cross=False"),
+                             _sum("slice-sums", True)),
+    "split-sgd": (2, {"optimizer": "sgd"}, _sum("shared", True)),
+    "split-adam": (2, {"optimizer": "adam"}, _sum("shared", True)),
     # 4 ranks as 2 machines of 2: shared memory within, allreduce between
     "nodes-shared": (4, {"group": {"nodes_of": 2}, "optimizer": "adam"},
-                     SLICES + " cross=True"),
-    "nodes-spread": (4, {"group": {"nodes_of": 2}, "spread_sgd": True}, SPREAD + " cross=True"),
+                     _sum("slice-sums", True, True)),
+    "nodes-spread": (4, {"group": {"nodes_of": 2}, "spread_sgd": True},
+                     _sum("slice-sums", False, True)),
 }
 # On "slice-sums", "reference-slice-sums", "split-sgd" and "split-adam" one machine shares
 # one copy of the parameters, which node rank 0 fills: a missing broadcast is hidden there
