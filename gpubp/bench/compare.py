@@ -183,11 +183,9 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
     Every runner is started (and warmed up) in its own :class:`Worker`; then ``repeats``
     rounds each time one epoch of every runner, the order rotated by one from round to
     round. Only one worker runs at a time. All that is done ``processes`` times, with
-    fresh processes: on the 2-core development machine a process's speed on two BLAS
-    threads is bimodal (784-512-512-10 @ 128: the GEMMs alone took 37-38 ms an epoch in
-    some processes and 46-49 ms in others, steady within each, whatever the buffers'
-    alignment or the main thread's core), so one process per runner could hand any runner
-    the slow mode and decide a ratio by chance.
+    fresh processes: a process's speed on two BLAS threads can be bimodal and fixed for
+    its life (docs/performance.md, "Bimodal BLAS processes"), so one process per runner
+    could hand any runner the slow mode and decide a ratio by chance.
 
     Returns
     -------

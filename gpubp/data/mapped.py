@@ -4,9 +4,9 @@ A memory-mapped ``.npy`` larger than memory can be trained on when nothing reads
 
 - batches gather their rows with :func:`take`, which reads a mapped array's rows with
   ``pread`` into the batch buffer instead of through the mapping. Reading a row through
-  the mapping maps far more than the row: Linux maps the page-cache folio around each
-  fault (measured here: about 400 KiB per random 2 KiB row), so an epoch of random rows
-  would map the whole file into the process;
+  the mapping maps far more than the row (Linux maps the page-cache folio around each
+  fault; docs/performance.md, "Memory-mapped rows"), so an epoch of random rows would
+  map the whole file into the process;
 - sequential passes (input checks, evaluation) go over row chunks (:func:`row_chunks`)
   and hand the pages they touched back to the kernel as they go (:class:`PageBudget`).
   The pages are clean copies of the file, so dropping them from the process

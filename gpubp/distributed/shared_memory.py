@@ -80,8 +80,7 @@ class SharedMemoryGradientSum(Reduction):
     straight into shared memory. Summing then needs no message: after a barrier, rank
     ``k`` of the node's ``R`` adds up slice ``k`` of every slot, in rank order. A
     two-rank ``MPI_Allreduce`` through shared memory instead copies the vector into and
-    out of MPI's buffers (784-1024-1024-10 in float32: 1.15 ms against 0.13 ms for the
-    slice sums, on the 2-core development machine).
+    out of MPI's buffers, many times slower (docs/performance.md, "Slice sums").
 
     With an elementwise optimizer (SGD, Adam), the node shares the parameters and the
     optimizer state as well: one copy of ``theta`` (and of each state buffer) per node,
