@@ -26,22 +26,27 @@ loop (docs/performance.md). Divisions by zero give inf/nan as in NumPy.
 Activations and losses are dispatched inside the compiled code by the integer codes of
 their tables (:mod:`gpubp.activations`, :mod:`gpubp.losses`), so that each kernel is
 compiled once per dtype and array layout, not once per activation; the public functions
-take the names. Every kernel is compiled with ``cache=True``: a fresh process loads the
-machine code from ``__pycache__`` instead of spending seconds in LLVM (stamped by
-:mod:`gpubp.kernels.jit_cache` with the tables' source too).
+take the names. JIT cache: a fresh process loads the machine code from ``__pycache__``
+instead of spending seconds in LLVM. Numba stamps a cached function with its own file
+only, yet the codes come from the tables' files, so the loops are not cached on their
+own: the entry points Python calls (``_ENTRY``) are cached closures over
+:data:`KERNELS_DIGEST`, a hash of the modules this one imports
+(:func:`gpubp.kernels.jit_cache.kernel_sources`), which Numba's cache key includes; an
+edited table compiles new entry points. The compiled epoch compiles the loops in the
+same way.
 """
 
 import math
+from collections import namedtuple
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from gpubp import activations, losses
 from gpubp.kernels.cpu_update import (_adam, _count_correct, _sgd,  # noqa: F401 - re-exported
                                       adam_update, count_correct, sgd_update)
-from gpubp.kernels.jit_cache import source_digest, stamp  # noqa: F401 - source_digest too
+from gpubp.kernels import jit_cache
+from gpubp.kernels.cpu_math import _F, _sigmoid_f32, _tanh_f32
 from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, EXP_CAP, LOSSES
 
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
@@ -90,7 +95,7 @@ def loss_code(loss):
 
 
 # -- compiled loops ------------------------------------------------------------------------
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(inline="always", error_model="numpy")
 def _sigmoid1(x):
     # Two branches sharing e = exp(-|x|) <= 1, so exp never overflows (docs/design.md).
     e = math.exp(-abs(x))
@@ -99,81 +104,7 @@ def _sigmoid1(x):
     return e / (1 + e)
 
 
-@intrinsic
-def _float32_from_bits(typingctx, bits):
-    """Reinterpret the low 32 bits of an integer as a float32 (a free bitcast)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value = args[0]
-        if bits.bitwidth > 32:
-            value = builder.trunc(value, ir.IntType(32))
-        return builder.bitcast(value, ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-_F = np.float32
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _sigmoid_f32(x):
-    """Sigmoid of a float32 with only vectorisable operations (no libm call).
-
-    LLVM cannot vectorise ``math.exp`` (no vector math library is available to Numba
-    here), and the libm sigmoid was the slowest part of a float32 step
-    (docs/performance.md). This is the Cephes ``expf``: ``e^y = 2^n e^r`` with
-    ``n = round(y log2 e)``, ``|r| <= ln2 / 2`` by a degree-6 polynomial and ``2^n``
-    built from its exponent bits. ``x`` is clamped to [-88, 88] first, so ``e^{-x} <=
-    e^88 < FLT_MAX`` never overflows and ``1 / (1 + e^{-x})`` needs no second branch;
-    ``x < -88`` gives 0 (the exact value is subnormal there). Elsewhere the result is
-    within 3 ulp of the exact sigmoid; NaN stays NaN.
-    """
-    y = -min(max(x, _F(-88.0)), _F(88.0))
-    n = np.floor(y * _F(1.44269504) + _F(0.5))
-    r = y - n * _F(0.693359375) - n * _F(-2.12194440e-4)  # ln 2 split in two: exact n ln2
-    p = _F(1.9875691500e-4)
-    p = p * r + _F(1.3981999507e-3)
-    p = p * r + _F(8.3334519073e-3)
-    p = p * r + _F(4.1665795894e-2)
-    p = p * r + _F(1.6666665459e-1)
-    p = p * r + _F(5.0000001201e-1)
-    p = p * r * r + r + _F(1.0)
-    e = p * _float32_from_bits((np.int32(n) + 127) << 23)
-    # Below -88 the exact value is under 6e-39 (subnormal): return 0, as the libm sigmoid
-    # does from about -104 on, rather than the clamp's constant 6e-39.
-    return _F(0.0) if x < _F(-88.0) else _F(1.0) / (_F(1.0) + e)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _tanh_f32(x):
-    """Tanh of a float32 with only vectorisable operations (no libm call).
-
-    Eigen's float ``tanh`` (what XLA uses): ``x`` clamped to ±7.9 (where tanh rounds to
-    ±1), then an odd degree-13 over even degree-6 rational function in ``x``; ``|x| <
-    4e-4`` returns ``x``. Within 3.5e-7 relative (6 ulp) of the exact tanh everywhere,
-    checked on a dense grid in the tests; NaN stays NaN (the clamp compares, it does not
-    take a max). NumPy's SIMD tanh needs a second pass over the array; this is fused
-    into the bias addition.
-    """
-    c = _F(7.90531110763549805)
-    xc = c if x > c else x
-    xc = -c if xc < -c else xc
-    x2 = xc * xc
-    p = x2 * _F(-2.76076847742355e-16) + _F(2.00018790482477e-13)
-    p = x2 * p + _F(-8.60467152213735e-11)
-    p = x2 * p + _F(5.12229709037114e-08)
-    p = x2 * p + _F(1.48572235717979e-05)
-    p = x2 * p + _F(6.37261928875436e-04)
-    p = x2 * p + _F(4.89352455891786e-03)
-    q = x2 * _F(1.19825839466702e-06) + _F(1.18534705686654e-04)
-    q = x2 * q + _F(2.26843463243900e-03)
-    q = x2 * q + _F(4.89352518554385e-03)
-    return x if abs(x) < _F(4e-4) else xc * p / q
-
-
-@njit(cache=True, inline="always", error_model="numpy")
+@njit(inline="always", error_model="numpy")
 def _derivative1(a, code):
     """``g'(z)`` from ``a = g(z)`` for an elementwise activation code."""
     if code == SIGMOID:
@@ -185,7 +116,7 @@ def _derivative1(a, code):
     return a * 0 + 1
 
 
-@njit(cache=True, error_model="numpy")
+@njit(error_model="numpy")
 def _bias_activation(z, b, code):
     P, n = z.shape
     if code == SOFTMAX:
@@ -225,7 +156,7 @@ def _bias_activation(z, b, code):
                 row[j] += b[j]
 
 
-@njit(cache=True, error_model="numpy")
+@njit(error_model="numpy")
 def _output_delta(a, y, act, loss, delta, tiny, one_minus):
     P, n = a.shape
     inv_p = 1.0 / max(P, 1)
@@ -250,7 +181,7 @@ def _output_delta(a, y, act, loss, delta, tiny, one_minus):
     return cost / P
 
 
-@njit(cache=True, error_model="numpy")
+@njit(error_model="numpy")
 def _bias_exp(z, b, cap):
     """``a = exp(min(z + b, cap))``: the Poisson rate, never overflowing (reference.EXP_CAP)."""
     P, n = z.shape
@@ -260,7 +191,7 @@ def _bias_exp(z, b, cap):
             row[j] = math.exp(min(row[j] + b[j], cap))
 
 
-@njit(cache=True, error_model="numpy")
+@njit(error_model="numpy")
 def _poisson_delta(a, y, delta, tiny):
     """``δ^L = (a − y) / P`` and the mean of ``Σ_j [y log(y / a) − y + a]`` (0 log 0 = 0)."""
     P, n = a.shape
@@ -277,7 +208,7 @@ def _poisson_delta(a, y, delta, tiny):
     return cost / P
 
 
-@njit(cache=True, error_model="numpy")
+@njit(error_model="numpy")
 def _hidden_delta(delta, a, code):
     P, n = delta.shape
     for p in range(P):
@@ -296,7 +227,7 @@ def _hidden_delta(delta, a, code):
         # identity: g' = 1, nothing to do
 
 
-@njit(cache=True, error_model="numpy")
+@njit(error_model="numpy")
 def _column_sums(delta, db):
     # Row by row so the inner loop runs along contiguous memory and vectorises.
     P, n = delta.shape
@@ -322,9 +253,9 @@ def bias_activation(z, b, activation):
     """
     code = forward_code(activation, z.dtype)
     if code == EXP:
-        _bias_exp(z, b, EXP_CAP[z.dtype])
+        _ENTRY.bias_exp(z, b, EXP_CAP[z.dtype])
         return
-    _bias_activation(z, b, code)
+    _ENTRY.bias_activation(z, b, code)
     if code == TANH:
         # float64: NumPy's SIMD tanh is accurate and ~8x faster than a scalar libm loop;
         # the extra pass over z is cheap next to that.
@@ -358,8 +289,8 @@ def output_delta(a, y, activation, loss, delta):
                          f"pairing), got activation={activation!r}, loss={loss!r}")
     tiny, one_minus = _CLIP[a.dtype]
     if code == POISSON:
-        return float(_poisson_delta(a, y, delta, tiny))
-    return float(_output_delta(a, y, act, code, delta, tiny, one_minus))
+        return float(_ENTRY.poisson_delta(a, y, delta, tiny))
+    return float(_ENTRY.output_delta(a, y, act, code, delta, tiny, one_minus))
 
 
 def hidden_delta(delta, a, activation):
@@ -374,7 +305,7 @@ def hidden_delta(delta, a, activation):
     activation : str
         Elementwise hidden activation.
     """
-    _hidden_delta(delta, a, activation_code(activation, elementwise=True))
+    _ENTRY.hidden_delta(delta, a, activation_code(activation, elementwise=True))
 
 
 def weight_bias_gradients(a_prev, delta, dW, db):
@@ -389,9 +320,55 @@ def weight_bias_gradients(a_prev, delta, dW, db):
     """
     # a_prev.T is an F-ordered view: NumPy hands it to BLAS as a transposed operand, no copy.
     np.matmul(a_prev.T, delta, out=dW)
-    _column_sums(delta, db)
+    _ENTRY.column_sums(delta, db)
 
 
-# The codes are frozen into the cached machine code: stamp it with the tables' source too.
-stamp(_sigmoid1, _sigmoid_f32, _tanh_f32, _derivative1, _bias_activation, _output_delta,
-      _bias_exp, _poisson_delta, _hidden_delta, _column_sums)
+def _entry_points(kernels_digest):
+    """The cached kernels Python calls: closures over ``kernels_digest`` (see "JIT cache"
+    in the module docstring), each calling its uncached loop, which it compiles in."""
+
+    @njit(cache=True, error_model="numpy")
+    def bias_activation(z, b, code):
+        if False:  # never runs: the captured digest is only part of the cache key
+            kernels_digest
+        _bias_activation(z, b, code)
+
+    @njit(cache=True, error_model="numpy")
+    def bias_exp(z, b, cap):
+        if False:
+            kernels_digest
+        _bias_exp(z, b, cap)
+
+    @njit(cache=True, error_model="numpy")
+    def output_delta(a, y, act, loss, delta, tiny, one_minus):
+        if False:
+            kernels_digest
+        return _output_delta(a, y, act, loss, delta, tiny, one_minus)
+
+    @njit(cache=True, error_model="numpy")
+    def poisson_delta(a, y, delta, tiny):
+        if False:
+            kernels_digest
+        return _poisson_delta(a, y, delta, tiny)
+
+    @njit(cache=True, error_model="numpy")
+    def hidden_delta(delta, a, code):
+        if False:
+            kernels_digest
+        _hidden_delta(delta, a, code)
+
+    @njit(cache=True, error_model="numpy")
+    def column_sums(delta, db):
+        if False:
+            kernels_digest
+        _column_sums(delta, db)
+
+    return _Entry(bias_activation, bias_exp, output_delta, poisson_delta, hidden_delta,
+                  column_sums)
+
+
+_Entry = namedtuple("_Entry", "bias_activation bias_exp output_delta poisson_delta "
+                              "hidden_delta column_sums")
+# what the cached entry points are keyed by: this module and what it imports (the tables)
+KERNELS_DIGEST = jit_cache.digest(jit_cache.kernel_sources(__name__))
+_ENTRY = _entry_points(KERNELS_DIGEST)

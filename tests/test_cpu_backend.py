@@ -316,7 +316,7 @@ _FIRST_CALL = textwrap.dedent("""
     from gpubp.kernels import cpu
     z = np.linspace(-5, 5, 12, dtype=np.float32).reshape(3, 4)
     cpu.bias_activation(z, np.zeros(4, np.float32), "sigmoid")
-    stats = cpu._bias_activation.stats
+    stats = cpu._ENTRY.bias_activation.stats
     print(round(float(z.sum()), 4), stats.cache_hits.total(), stats.cache_misses.total())
 """)
 
@@ -336,3 +336,16 @@ def test_first_call_compiles_then_a_fresh_process_loads_the_cache(tmp_path):
     second = run()  # fresh process: loads the machine code, compiles nothing
     assert second[1:] == (1, 0)
     assert first[0] == second[0] == pytest.approx(6.0, abs=1e-4)  # symmetric: 12 * 0.5
+
+
+def test_the_cached_entry_points_are_keyed_by_the_tables_they_compile_in():
+    """The loops freeze in the codes of gpubp.activations and gpubp.losses, files Numba's
+    own stamp does not cover: every cached entry point closes over a digest of them."""
+    from gpubp.kernels import jit_cache
+
+    sources = jit_cache.kernel_sources("gpubp.kernels.cpu")
+    assert {"gpubp.activations", "gpubp.losses"} <= set(sources)
+    assert cpu.KERNELS_DIGEST == jit_cache.digest(sources)
+    for entry in cpu._ENTRY:
+        cells = [c.cell_contents for c in entry.py_func.__closure__]
+        assert cells == [cpu.KERNELS_DIGEST]
