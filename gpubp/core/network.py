@@ -18,8 +18,6 @@ import numpy as np
 from gpubp import activations, losses
 from gpubp.data import mapped
 from gpubp.core import backprop, checks, metrics, state
-from gpubp.core.checks import check_hidden as _check_hidden
-from gpubp.core.checks import check_sizes as _check_sizes
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight
@@ -98,9 +96,9 @@ class Network:
                  dtype="float32", seed=None, backend=None, fallback=True, **backend_options):
         check_options(backend_options, backend if isinstance(backend, str) else "cpu",
                       caller="Network()", arguments=ARGUMENTS)
-        self.sizes = _check_sizes(sizes)
+        self.sizes = checks.check_sizes(sizes)
         self.L = len(self.sizes) - 1
-        self.hidden = _check_hidden(hidden, self.L - 1)
+        self.hidden = checks.check_hidden(hidden, self.L - 1)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
         self.dtype = check_dtype(dtype)

@@ -4,7 +4,8 @@ MPI_HINT = ("distributed training needs mpi4py: pip install 'gpubp[mpi]' (mpi4py
             "mpich wheel, which brings mpiexec)")
 
 
-def _mpi():
+def import_mpi():
+    """mpi4py's ``MPI`` (importing it initialises MPI), or an ImportError saying what to install."""
     try:
         from mpi4py import MPI  # optional: mpi4py (gpubp[mpi]); importing it initialises MPI
     except ImportError as exc:
@@ -14,7 +15,7 @@ def _mpi():
 
 def world():
     """``MPI.COMM_WORLD`` (imports mpi4py, which initialises MPI)."""
-    return _mpi().COMM_WORLD
+    return import_mpi().COMM_WORLD
 
 
 def _comm_or_world(comm):

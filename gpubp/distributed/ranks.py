@@ -44,7 +44,7 @@ from gpubp.core.reduction import Identity
 from gpubp.errors import TrainingDiverged
 from gpubp.data import mapped
 from gpubp.data.inputs import is_sparse
-from gpubp.distributed.mpi import MPI_HINT, _mpi, is_root, rank, size, world  # noqa: F401
+from gpubp.distributed.mpi import MPI_HINT, import_mpi, is_root, rank, size, world  # noqa: F401
 from gpubp.distributed.watchdog import Watchdog
 from gpubp.distributed import reductions
 from gpubp.distributed.reductions import check_name
@@ -155,13 +155,13 @@ class Group(Local):
         return slice(self.rank * n // self.size, (self.rank + 1) * n // self.size)
 
     def sum(self, values):
-        MPI = _mpi()
+        MPI = import_mpi()
         out = np.array(values, dtype=np.float64)
         self.comm.Allreduce(MPI.IN_PLACE, out, op=MPI.SUM)
         return out
 
     def all(self, flag):
-        return bool(self.comm.allreduce(bool(flag), op=_mpi().LAND))
+        return bool(self.comm.allreduce(bool(flag), op=import_mpi().LAND))
 
     def reduction_for(self, net, optimizer=None, split=False):
         """The reduction named by ``reduction`` (or the default for ``net``'s arrays), made

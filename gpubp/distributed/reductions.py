@@ -37,7 +37,7 @@ import time
 import numpy as np
 
 from gpubp.core.reduction import Reduction
-from gpubp.distributed.mpi import _mpi
+from gpubp.distributed.mpi import import_mpi
 from gpubp.distributed.shared_memory import SharedMemoryGradientSum
 
 # name -> what it does (the CLI's help and the benchmark's titles read it)
@@ -144,7 +144,7 @@ class GradientSum(Reduction):
         """Layer ``l``'s (0-based) gradient is final: start summing it."""
         if not self.overlap:
             return
-        MPI = _mpi()
+        MPI = import_mpi()
         t = time.perf_counter()
         for buf in self.buffers[l]:
             self.requests.append(self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM))
@@ -153,7 +153,7 @@ class GradientSum(Reduction):
 
     def wait(self):
         """Return once every gradient holds the sum over the ranks."""
-        MPI = _mpi()
+        MPI = import_mpi()
         t = time.perf_counter()
         if self.overlap:
             MPI.Request.Waitall(self.requests)

@@ -14,7 +14,7 @@ from numba import njit
 
 from gpubp.core.layout import layer_views
 from gpubp.core.reduction import Reduction
-from gpubp.distributed.mpi import _mpi
+from gpubp.distributed.mpi import import_mpi
 from gpubp.distributed.split_step import SplitStep
 
 ALIGN = 16  # slice boundaries fall on multiples of 16 elements: whole 64-byte cache lines
@@ -142,7 +142,7 @@ class SharedMemoryGradientSum(Reduction):
     def allocate(self, n, count):
         """``count`` arrays of ``n`` elements in a new window over the node: one per rank
         (``count`` = the node's size) or all of them held by node rank 0."""
-        MPI = _mpi()
+        MPI = import_mpi()
         mine = n if count > 1 or self.node.Get_rank() == 0 else 0
         window = MPI.Win.Allocate_shared(mine * self.dtype.itemsize, self.dtype.itemsize,
                                          comm=self.node)
@@ -180,7 +180,7 @@ class SharedMemoryGradientSum(Reduction):
         """
         if not isinstance(net.nabla_theta, np.ndarray):
             return ()
-        MPI = _mpi()
+        MPI = import_mpi()
         if node is None:
             node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
         else:
@@ -210,7 +210,7 @@ class SharedMemoryGradientSum(Reduction):
             _add_up(self.slots, lo, hi, True, spread)
         else:  # this node's sum of the slice, then the nodes' sum of it
             _add_up(self.slots, lo, hi, True, False)
-            MPI = _mpi()
+            MPI = import_mpi()
             self.cross.Allreduce(MPI.IN_PLACE, self.slots[0][lo:hi], op=MPI.SUM)
             _add_up(self.slots, lo, hi, False, spread)
         if spread:

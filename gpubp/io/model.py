@@ -13,7 +13,8 @@ import numpy as np
 
 from gpubp import activations, losses
 from gpubp.backends.base import check_options
-from gpubp.core.network import ARGUMENTS, Network, _check_hidden
+from gpubp.core.checks import check_hidden
+from gpubp.core.network import ARGUMENTS, Network
 from gpubp.data.validation import check_dtype
 from gpubp.io.atomic import atomic_savez, fspath
 from gpubp.io.npzfile import read_arrays
@@ -168,7 +169,7 @@ def load(path, device="cpu", dtype=None, **network_options):
     header, arrays = read_npz(path)
     sizes, W, b = check_parameters(path, header, arrays)
     try:  # the header's fields, checked as the Network checks them: errors blame the file
-        hidden = _check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
+        hidden = check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
         output = activations.check_activation(header["output"], "output", activations.OUTPUT)
         loss = losses.check_pairing(output, header["loss"], activations.ACTIVATIONS)
     except (KeyError, TypeError, ValueError) as exc:

@@ -318,12 +318,12 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
         pages = mapped.PageBudget([X, Y])
         host_order = order
         order = net.backend.resident(order)  # on a GPU: uploaded once per epoch
+        alone = reduction.name == "identity"  # weights and a penalty: one process only
         # A diverging run overflows on the way to a non-finite loss; that is detected and
         # reported by the caller, so the floating-point warnings it raises are not news.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for start in range(0, P_total, batch_size):
                 batch = order[start:start + batch_size]
-                alone = reduction.name == "identity"
                 if alone and optimizer.penalty:  # its term of the cost, with the W of the forward
                     n = len(batch) if weights is None else \
                         float(weights[host_order[start:start + batch_size]].sum())
