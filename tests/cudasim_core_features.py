@@ -7,8 +7,6 @@ Run in a subprocess with ``NUMBA_ENABLE_CUDASIM=1`` by
 imported; see ``tests/cudasim_kernels.py``).
 """
 
-import sys
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -17,13 +15,14 @@ from numba import config
 import gpubp
 from gpubp.kernels import cuda as cuda_kernels
 from gpubp.kernels import reference
+from tests.cudasim_support import prepare
 
 if not config.ENABLE_CUDASIM:
     pytest.skip("needs NUMBA_ENABLE_CUDASIM=1 before numba is imported "
                 "(tests/test_weights_sparse_poisson.py runs this file that way)",
                 allow_module_level=True)
 
-sys.setswitchinterval(1e-4)  # faster simulator barriers (see cudasim_network.py)
+prepare()  # a faster GIL switch, and the simulator's shared arrays under a lock
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 

@@ -106,3 +106,22 @@ def test_functions_take_few_parameters():
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_every_simulated_file_takes_the_simulator_fixes():
+    """Each ``tests/cudasim_*.py`` calls ``cudasim_support.prepare()`` at module level.
+
+    Without it the simulator's unlocked shared-array allocation can give two threads of a
+    block different "shared" arrays, and a reduction drops a thread's sum (CI once saw a
+    Poisson cost of 5.11 for 7.77 in ``cudasim_core_features.py``, which lacked the call).
+    """
+    missing = []
+    for path in sorted((ROOT / "tests").glob("cudasim_*.py")):
+        if path.name == "cudasim_support.py":
+            continue
+        calls = [node for node in ast.parse(path.read_text()).body
+                 if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+                 and getattr(node.value.func, "id", None) == "prepare"]
+        if not calls:
+            missing.append(path.name)
+    assert not missing, f"simulated files without a module-level prepare(): {missing}"
