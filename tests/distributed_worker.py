@@ -9,12 +9,18 @@ each rank writes the error it got to ``OUT/<name>.rank<r>.error`` and goes on.
 """
 
 import json
+import os
 import sys
 
 import numpy as np
 from distributed_cases import RecordSum, memory_probe, result_arrays, run
 
 from gpubp.distributed import ranks as distributed
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    from cudasim_support import prepare
+
+    prepare()  # the simulator's shared arrays under a lock (see cudasim_support.py)
 
 
 def main(cases_path, out):

@@ -339,6 +339,7 @@ def test_network_pickles_before_and_after_use():
 def test_network_on_the_simulated_cuda_backend_pickles():
     code = (
         "import pickle, numpy as np, gpubp\n"
+        "from tests.cudasim_support import prepare; prepare()\n"
         "net = gpubp.Network([3, 4, 2], device='cuda', backend='cuda', fallback=False, "
         "seed=0, weight_grad='fused')\n"
         "X = np.random.default_rng(0).normal(size=(20, 3)); y = np.arange(20) % 2\n"
