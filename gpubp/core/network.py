@@ -5,8 +5,8 @@ and the public API. The algorithm itself (load, forward, backward, one step) is
 :mod:`gpubp.core.backprop`, written once over the Backend contract, and a step reduces
 its gradient through :mod:`gpubp.core.reduction` (the identity for one process). The only
 imports from the layers above: :meth:`Network.fit` (:mod:`gpubp.training.loop`),
-:meth:`Network.save` (:mod:`gpubp.io.model`) and :meth:`Network.to_onnx`
-(:mod:`gpubp.io.onnx`), each inside its method.
+:meth:`Network.save` (:mod:`gpubp.io.model`), :meth:`Network.to_onnx` (:mod:`gpubp.io.onnx`)
+and :meth:`Network.to_torch` (:mod:`gpubp.io.torch_weights`), each inside its method.
 
 What it is not: a general autodiff framework. Layers are dense, the cost is a mean over
 the batch, and the gradient is the derivation of ``DESIGN.md`` §1, not a traced graph.
@@ -17,7 +17,7 @@ import numpy as np
 
 from gpubp import activations, losses
 from gpubp.data import mapped
-from gpubp.core import backprop, checks, metrics, state
+from gpubp.core import backprop, checks, describe, metrics, state
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight
@@ -131,6 +131,7 @@ class Network:
     # -- pickling and copying: gpubp.core.state ----------------------------------------
     __getstate__ = state.getstate
     __setstate__ = state.setstate
+    summary = describe.summary  # the Keras-style table: gpubp.core.describe
 
     def __repr__(self):
         return (f"Network({self.sizes}, hidden={self.hidden}, output={self.output!r}, "
@@ -387,9 +388,13 @@ class Network:
 
         return to_onnx(self, path)
 
-    def save(self, path):
-        """Write the network to ``path`` (``.npz``), atomically; see :func:`gpubp.io.model.save`."""
-        from gpubp.io.model import save  # a facade over the layer above
+    def to_torch(self):
+        """The network as a ``torch.nn.Sequential``; see :func:`gpubp.io.torch_weights.to_torch`."""
+        from gpubp.io.torch_weights import to_torch  # a facade over the layer above
+        return to_torch(self)
 
+    def save(self, path):
+        """Write to ``path`` (``.npz``, ``.safetensors``) atomically: :func:`gpubp.io.model.save`."""
+        from gpubp.io.model import save  # a facade over the layer above
         save(self, path)
 

@@ -42,13 +42,29 @@ class Run:
 
 
 class Callback:
-    """Base class; every hook does nothing by default."""
+    """Base class; every hook does nothing by default.
+
+    ``batch_every`` (int, default 1): how many batches between two calls of
+    :meth:`on_batch_end`, for subclasses that override it (:mod:`gpubp.training.batches`).
+    """
+
+    batch_every = 1
 
     def on_train_begin(self, run):
         """Before the first epoch (also when resuming)."""
 
     def on_epoch_begin(self, run, epoch):
         """Before 0-based ``epoch``."""
+
+    def on_batch_end(self, run, batch, logs):
+        """After 0-based ``batch`` of the epoch, every ``batch_every`` batches (and only for
+        callbacks that override it: the compiled epoch then runs in chunks between calls).
+
+        ``logs``: ``loss`` (mean cost of the batches since the last call, without an
+        optimizer's penalty), ``accuracy`` (classifiers), ``size`` (their rows), ``step``
+        (optimizer steps so far). ``run.stop(reason)`` ends the run after this batch; the
+        epoch's figures then cover the rows trained. Not available in distributed runs.
+        """
 
     def on_epoch_end(self, run, epoch, logs):
         """After ``epoch``; ``logs`` holds the figures just recorded (``loss``, ``val_loss``...)."""
@@ -68,9 +84,11 @@ class LambdaCallback(Callback):
     """A callback from plain functions, e.g. ``LambdaCallback(on_epoch_end=lambda run, e, logs: ...)``."""
 
     def __init__(self, on_train_begin=None, on_epoch_begin=None, on_epoch_end=None,
-                 on_train_end=None):
+                 on_train_end=None, on_batch_end=None, batch_every=1):
+        self.batch_every = batch_every  # checked with the run's callbacks (training.batches)
         for name, fn in (("on_train_begin", on_train_begin), ("on_epoch_begin", on_epoch_begin),
-                         ("on_epoch_end", on_epoch_end), ("on_train_end", on_train_end)):
+                         ("on_epoch_end", on_epoch_end), ("on_train_end", on_train_end),
+                         ("on_batch_end", on_batch_end)):
             if fn is not None:
                 if not callable(fn):
                     raise TypeError(f"{name} must be callable or None, got {fn!r}")

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from gpubp.training import checkpoint as ckpt_io
 from gpubp.core import backprop, compiled
 from gpubp.data import mapped
+from gpubp.training.batches import BatchCalls
 from gpubp.training.callbacks import Run
 from gpubp.distributed.ranks import LOCAL, start_facts
 from gpubp.distributed.ranks import group as distributed_group
@@ -54,6 +55,7 @@ class Plan:
     group: object
     weights: object
     resumed_from: object = None  # (epoch, steps) of the checkpoint a run resumes
+    batches: object = None  # the per-batch callbacks (training.batches.BatchCalls)
 
 
 def fit(net, X, Y, **options):
@@ -96,7 +98,10 @@ def _plan(net, X, Y, o, group):
     P_total = X.shape[0] if rows is None else len(rows)
     o = replace(o, batch_size=min(o.batch_size, P_total))
     plan = Plan(optimizer, X, Y, rows, np.arange(P_total), History(), 0, o, validation,
-                callbacks, checkpoint, split, group, weights)
+                callbacks, checkpoint, split, group, weights, batches=BatchCalls(callbacks))
+    if plan.batches and group.size > 1:
+        raise ValueError(f"callbacks: on_batch_end is not supported in distributed runs, got "
+                         f"{[type(cb).__name__ for cb in plan.batches.callbacks]}")
     if state is not None:
         ckpt_io.check_compatible(state, net, optimizer, o.batch_size, o.shuffle, P_total)
         ckpt_io.restore(state, net, optimizer, callbacks)
@@ -204,8 +209,10 @@ def _epoch(net, plan, run, epoch, data, snapshots):
         (net.rng if o.rng is None else o.rng).shuffle(plan.order)
     lr_now = optimizer.start_epoch(epoch, o.epochs)
     epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
+    plan.batches.begin(run)
     epoch_loss, epoch_accuracy, penalty = _train_epoch(
-        net, optimizer, *data, epoch_rows, o.batch_size, group, plan.weights)
+        net, optimizer, data, epoch_rows, o.batch_size, group, plan.weights,
+        plan.batches or None)
     finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
     if o.diverged == "raise" and not group.all(finite):
         group.restore(net, snapshots.now)
@@ -262,11 +269,14 @@ def _restore_finite(net, plan, candidates, epoch, diverged):
     return error
 
 
-def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=None):
+def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=None,
+                 batches=None):
     """One pass over the rows ``order`` of ``X``, in that order; returns the epoch's figures
     from its batches.
 
-    ``weights``: the rows' sample weights (the per-kernel step weighs them).
+    ``data``: ``(X, Y)``. ``weights``: the rows' sample weights (the per-kernel step weighs
+    them). ``batches``: the per-batch callbacks (:class:`~gpubp.training.batches.BatchCalls`),
+    or None: then the compiled epoch is one call.
 
     With a :class:`~gpubp.distributed.ranks.Group`, each global batch of ``batch_size`` rows is
     split among the ranks (each takes its :meth:`~gpubp.distributed.ranks.Local.rows`), the
@@ -283,6 +293,7 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
     penalty : float or None
         The optimizer's penalty's share of ``loss`` (None without a penalty).
     """
+    X, Y = data
     P_total = len(order)
     # the compiled code gathers rows through the mapping of a memory-mapped X (which
     # would map the whole file in time), and takes dense X only (a sparse X multiplies
@@ -291,7 +302,10 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
         and compiled.supported(net, optimizer)
     penalty = 0.0
     reduction = group.reduction_for(net, optimizer, split=compiled_ok)
-    if compiled_ok and reduction.name == "identity":
+    if compiled_ok and reduction.name == "identity" and batches is not None:
+        # per-batch callbacks: one compiled call per chunk of batches between their calls
+        total, correct, penalty = batches.compiled_epoch(net, optimizer, X, Y, order, batch_size)
+    elif compiled_ok and reduction.name == "identity":
         # nothing to add between the steps: the whole epoch in one compiled call
         total, correct, penalty = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
     elif compiled_ok:
@@ -337,7 +351,12 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
                 if classifier and P:
                     correct = correct + net._count_correct(P)
                 pages.touched(P)
+                if batches is not None and batches.after(start // batch_size, len(batch),
+                                                         lambda: (total, correct)):
+                    break
         pages.release()
+    if batches is not None and batches.stopped:  # the figures of the rows trained
+        P_total = batches.rows_done
     total, correct = group.sum([float(total), float(correct)])
     accuracy = float(correct) / P_total if net.is_classifier else None
     if not optimizer.penalty:
