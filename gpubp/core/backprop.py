@@ -88,14 +88,76 @@ def load(net, X, Y=None, index=None, weights=None):
 
 def forward(net, P):
     """Feed-forward over the first ``P`` rows of ``a^0``; returns the view ``a^L``."""
-    be, a = net.backend, net.activations
+    propagate(net, net.activations, slice(0, P), sparse_a0=net._sparse_a0)
+    return net.activations[net.L][:P]
+
+
+def propagate(net, a, rows, sparse_a0=None):
+    """``z^l = a^{l-1} W^l + b^l``, ``a^l = g(z^l)`` for ``l = 1..L`` over ``rows``.
+
+    Parameters
+    ----------
+    net : Network
+    a : list of L + 1 arrays, shapes (P, n_l)
+        The activation blocks, ``a[0]`` holding the inputs; ``a[1:]`` are written. The
+        network's own workspace, or another one laid out the same way (the split step's
+        blocks shared by the ranks of a machine).
+    rows : slice
+        The rows to propagate (all of a batch, or a rank's share of it).
+    sparse_a0 : sparse matrix or None
+        The inputs of ``rows`` as a device sparse matrix, used in place of ``a[0]``.
+    """
+    be = net.backend
     for l in range(1, net.L + 1):
-        if l == 1 and net._sparse_a0 is not None:  # sparse a^0: a sparse x dense product
-            be.sparse_matmul(net._sparse_a0, net.W[0], out=a[1][:P])
+        if l == 1 and sparse_a0 is not None:  # sparse a^0: a sparse x dense product
+            be.sparse_matmul(sparse_a0, net.W[0], out=a[1][rows])
         else:
-            be.matmul(a[l - 1][:P], net.W[l - 1], out=a[l][:P])  # z^l = a^{l-1} W^l
-        be.bias_activation(a[l][:P], net.b[l - 1], net.activation_names[l - 1])
-    return a[net.L][:P]
+            be.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])  # z^l = a^{l-1} W^l
+        be.bias_activation(a[l][rows], net.b[l - 1], net.activation_names[l - 1])
+
+
+def output_error(net, a_L, y, delta_L, scale=1.0):
+    """``δ^L = scale · (1/P) ∂c/∂a^L ⊙ g_o'(z^L)`` in ``delta_L``; returns the mean cost.
+
+    ``a_L``, ``y``, ``delta_L`` are (P, n_L) rows of one batch (or of a rank's share);
+    ``scale`` turns the share's ``1/P`` into the ``1/P_global`` of the whole batch
+    (exactly 1.0 skips the product).
+    """
+    cost = net.backend.output_delta(a_L, y, net.output, net.loss_name, delta_L)
+    if scale != 1.0:
+        delta_L *= scale
+    return cost
+
+
+def backpropagate(net, a, delta, rows, layer_gradient, *, errors_first=False):
+    """From ``δ^L`` down: ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'(z^{l-1})`` over ``rows``.
+
+    Parameters
+    ----------
+    net : Network
+    a, delta : lists of arrays, shapes (P, n_l)
+        Activation and error blocks laid out like the network's workspace (``delta[0]``
+        unused); ``delta[L]`` holds ``δ^L``.
+    rows : slice
+        The rows whose errors are computed.
+    layer_gradient : callable
+        ``layer_gradient(l)`` for ``l = L..1``, once ``δ^l`` is complete: layer ``l``'s
+        gradient is due.
+    errors_first : bool
+        Compute ``δ^{l-1}`` (which reads ``W^l``) before calling ``layer_gradient(l)``,
+        so that the call may change ``W^l`` (the split step updates it in place). By
+        default the gradient comes first, so that a reduction can start summing it
+        while ``δ^{l-1}`` is computed. Both read only ``δ^l``: the order changes no digit.
+    """
+    be = net.backend
+    for l in range(net.L, 0, -1):
+        if not errors_first:
+            layer_gradient(l)
+        if l > 1:
+            be.matmul(delta[l][rows], net.W[l - 1].T, out=delta[l - 1][rows])
+            be.hidden_delta(delta[l - 1][rows], a[l - 1][rows], net.activation_names[l - 2])
+        if errors_first:
+            layer_gradient(l)
 
 
 def backward(net, P, reduction):
@@ -111,24 +173,25 @@ def backward(net, P, reduction):
     everything below it follows unchanged.
     """
     be, a, delta, L = net.backend, net.activations, net.deltas, net.L
-    cost = be.output_delta(a[L][:P], net.targets[:P], net.output, net.loss_name, delta[L][:P])
+    rows = slice(0, P)
+    cost = output_error(net, a[L][rows], net.targets[rows], delta[L][rows])
     if net._weighted:
-        w = net._row_weights[:P]
-        delta[L][:P] *= w[:, None]
-        cost = be.weighted_cost(a[L][:P], net.targets[:P], net.loss_name, w)
+        w = net._row_weights[rows]
+        delta[L][rows] *= w[:, None]
+        cost = be.weighted_cost(a[L][rows], net.targets[rows], net.loss_name, w)
     if reduction.delta_scale != 1.0:
-        delta[L][:P] *= reduction.delta_scale
-    for l in range(L, 0, -1):
+        delta[L][rows] *= reduction.delta_scale
+
+    def layer_gradient(l):
         if l == 1 and net._sparse_a0 is not None:
-            be.sparse_weight_bias_gradients(net._sparse_a0, delta[1][:P],
+            be.sparse_weight_bias_gradients(net._sparse_a0, delta[1][rows],
                                             net.nabla_w[0], net.nabla_b[0])
         else:
-            be.weight_bias_gradients(a[l - 1][:P], delta[l][:P],
+            be.weight_bias_gradients(a[l - 1][rows], delta[l][rows],
                                      net.nabla_w[l - 1], net.nabla_b[l - 1])
         reduction.layer_done(l - 1)
-        if l > 1:
-            be.matmul(delta[l][:P], net.W[l - 1].T, out=delta[l - 1][:P])
-            be.hidden_delta(delta[l - 1][:P], a[l - 1][:P], net.activation_names[l - 2])
+
+    backpropagate(net, a, delta, rows, layer_gradient)
     return cost
 
 
