@@ -231,4 +231,4 @@ def test_gpubp_sklearn_without_scikit_learn_says_what_to_install():
                             env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ImportError gpubp.sklearn needs scikit-learn")
-    assert 'pip install "gpubp[sklearn]"' in result.stdout
+    assert "pip install 'gpubp[sklearn]'" in result.stdout
