@@ -235,3 +235,20 @@ def test_estimators_round_trip_with_scikit_learn(kind):
     with pytest.raises(ValueError, match="fitted"):
         to_sklearn(MLPClassifier())
     assert isinstance(to_sklearn(back), (sk_nn.MLPClassifier, sk_nn.MLPRegressor))
+
+
+def test_command_line_saves_and_reads_safetensors(tmp_path, capsys):
+    from gpubp.cli import main
+
+    path = tmp_path / "m.safetensors"
+    assert main(["train", "--data", "iris", "--epochs", "2", "--verbose", "0",
+                 "--save", str(path)]) == 0
+    trained = capsys.readouterr().out
+    assert main(["evaluate", "--model", str(path), "--data", "iris"]) == 0
+    evaluated = capsys.readouterr().out
+    # the same test figures from the file as at the end of training (class names and the
+    # scaler rode along in the metadata)
+    loss = [line.split()[-1] for line in trained.splitlines() if line.startswith("test loss")]
+    assert loss and f"loss {loss[0]}" in evaluated
+    with safetensors.safe_open(path, framework="numpy") as f:
+        assert "cli" in json.loads(f.metadata()["gpubp"])

@@ -116,3 +116,20 @@ def test_mlflow_logger_params_metrics_and_model(tmp_path, data, monkeypatch):
     local = client.download_artifacts(logger.run_id, "model/model.safetensors", str(tmp_path))
     X = data[0][:5]
     np.testing.assert_array_equal(gpubp.load(local).forward(X), net.forward(X))
+
+
+def test_mlflow_logger_resumed_run_logs_to_the_same_mlflow_run(tmp_path, data, monkeypatch):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri, ckpt = (tmp_path / "mlruns").as_uri(), tmp_path / "run.ckpt.npz"
+    first = gpubp.MLflowLogger(tracking_uri=uri, log_model=False)
+    _fit(_net(), data, [first], epochs=2, checkpoint=ckpt)
+    second = gpubp.MLflowLogger(tracking_uri=uri, log_model=False)
+    _fit(_net(), data, [second], epochs=4, resume=ckpt)
+    assert second.run_id == first.run_id
+    client = MlflowClient(tracking_uri=uri)
+    assert [m.step for m in client.get_metric_history(first.run_id, "loss")] == [0, 1, 2, 3]
+    assert client.get_run(first.run_id).info.status == "FINISHED"
+    assert client.list_artifacts(first.run_id) == []  # log_model=False
