@@ -117,3 +117,21 @@ def test_lambda_callback_on_batch_end_and_bad_batch_every(data):
         _fit(_net(), data, [Recorder(batch_every=0)])
     with pytest.raises(TypeError, match="on_batch_end must be callable"):
         LambdaCallback(on_batch_end=3)
+
+
+def test_per_batch_callbacks_on_the_simulated_device():
+    import os
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    tests = pathlib.Path(__file__).resolve().parent
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(tests / "cudasim_batch_callbacks.py")],
+        cwd=tests.parent, env=env, capture_output=True, text=True, timeout=900, check=False)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"simulated cases failed:\n{tail}"
+    assert re.search(r"\d+ passed", proc.stdout) and "skipped" not in proc.stdout, tail
