@@ -252,3 +252,26 @@ def test_command_line_saves_and_reads_safetensors(tmp_path, capsys):
     assert loss and f"loss {loss[0]}" in evaluated
     with safetensors.safe_open(path, framework="numpy") as f:
         assert "cli" in json.loads(f.metadata()["gpubp"])
+
+
+def test_mutated_safetensors_files_load_or_raise_value_error(tmp_path, net):
+    """Every byte of the index flipped in turn, and random bytes anywhere: a clean
+    ValueError or a network, never another exception."""
+    path = tmp_path / "m.safetensors"
+    net.save(path)
+    data = bytearray(path.read_bytes())
+    header_end = 8 + struct.unpack("<Q", bytes(data[:8]))[0]
+    rng = np.random.default_rng(0)
+    positions = list(range(0, header_end, 3)) + list(rng.integers(0, len(data), 40))
+    outcomes = {"loaded": 0, "refused": 0}
+    for i in positions:
+        mutated = bytearray(data)
+        mutated[i] = (mutated[i] + 1 + int(rng.integers(0, 255))) % 256
+        path.write_bytes(bytes(mutated))
+        try:
+            gpubp.load(path)
+            outcomes["loaded"] += 1
+        except ValueError as exc:
+            assert "m.safetensors" in str(exc)
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > len(positions) // 2, outcomes

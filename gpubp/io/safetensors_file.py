@@ -34,7 +34,7 @@ def write(path, header, arrays):
     """Write ``arrays`` (name -> ndarray) to ``path`` with ``header`` (a JSON-able dict) in
     the metadata, atomically (:func:`gpubp.io.atomic.atomic_write`)."""
     st = _safetensors()
-    data = st.numpy.save({k: v for k, v in arrays.items()},
+    data = st.numpy.save(dict(arrays),
                          metadata={"format": "gpubp", "gpubp": json.dumps(header)})
     atomic_write(path, lambda f: f.write(data))
 
