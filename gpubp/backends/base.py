@@ -139,6 +139,39 @@ class Backend:
         backend uploads it once (see :meth:`gather_rows`)."""
         return array
 
+    def in_place(self, given, checked):
+        """The array a run trains on: ``checked`` (the host copy the input checks made),
+        or ``given`` itself where the backend can read it as it is (CUDA: a CuPy array)."""
+        return checked
+
+    def batch_order(self, order, sources):
+        """The epoch's row order where :meth:`gather_rows` reads it best, given the
+        ``sources`` (arrays or None) it gathers from: the host order itself here."""
+        return order
+
+    def row_weights(self, weights, index, out):
+        """``out[:] = w_p = s_p P / Σ s`` (0 where ``Σ s = 0``) for ``s = weights[index]``.
+
+        ``weights`` (P_total,) and ``index`` (P,) are both host arrays or both the
+        backend's (then nothing is read back); ``out`` (P,) is the backend's.
+        """
+        P = out.shape[0]
+        s = weights if index is None else weights[index]
+        if isinstance(s, np.ndarray):
+            s = s.astype(np.float64)
+            total = s.sum()
+            # w_p = s_p P / Σs, so that the mean over the rows of w_p c_p is Σ s_p c_p / Σ s_p
+            w = s * (P / total) if total > 0 else np.zeros_like(s)
+            self.to_device(w.astype(out.dtype), out=out)
+            return out
+        xp = self.xp  # device weights: the sign of the total is not read on the host
+        s = s.astype(np.float64)
+        total = s.sum()
+        positive = total > 0
+        out[...] = (s * xp.where(positive, P / xp.where(positive, total, 1.0), 0.0)).astype(
+            out.dtype)
+        return out
+
     def gather_rows(self, src, index, out, staging):
         """``out[:] = src[index]`` (all rows of ``src`` when ``index`` is None).
 

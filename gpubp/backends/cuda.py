@@ -79,7 +79,6 @@ class CudaBackend(Backend):
         self._views = {}  # (pointer, shape, strides, dtype, flat) -> Numba view
         self._scratch = {}  # (name, shape, dtype) -> workspace of the kernels
         self._scalars = {}  # dtype -> 0-d view of the "cost" workspace
-        self._streams = {}  # CuPy stream pointer -> cuda.core stream
         self._resident = weakref.WeakValueDictionary()  # id -> array uploaded by resident()
         self._staging = {}  # (shape, dtype) -> [two pinned buffers, their upload events, next]
         self.cost_total = xp.zeros(1, dtype=np.float64)  # Σ example costs since reset
@@ -122,14 +121,8 @@ class CudaBackend(Backend):
         """CuPy's current stream as the ``cuda.core`` stream a Kernel launches on."""
         if self.simulated:
             return 0
-        ptr = self.xp.cuda.get_current_stream().ptr
-        stream = self._streams.get(ptr)
-        if stream is None:
-            from cuda.core import Stream  # optional: cuda-core, on a real GPU only
-
-            # ptr 0 is CuPy's null stream, the legacy default stream.
-            stream = self._streams[ptr] = Stream.from_handle(ptr)
-        return stream
+        # ptr 0 is CuPy's null stream, the legacy default stream.
+        return self.kernels.stream_of_handle(self.xp.cuda.get_current_stream().ptr)
 
     def _workspace(self, name, shape, dtype):
         key = (name, shape, np.dtype(dtype))
@@ -167,9 +160,28 @@ class CudaBackend(Backend):
     # -- resident data ----------------------------------------------------------------
     def _is_resident(self, array):
         if self.simulated:  # NumPy stands for device memory: track what was uploaded
-            owner = array if array.base is None else array.base
+            base = getattr(array, "base", None)  # None for a SciPy matrix
+            owner = array if base is None else base
             return self._resident.get(id(owner)) is owner
         return isinstance(array, self.xp.ndarray)
+
+    def in_place(self, given, checked):
+        """``given`` itself when it is a CuPy array of the checked dtype and shape,
+        C-contiguous (trained on in place: no host round trip); else ``checked``."""
+        if (not self.simulated and isinstance(given, self.xp.ndarray)
+                and given.dtype == checked.dtype and given.shape == checked.shape
+                and given.flags.c_contiguous):
+            return given
+        return checked
+
+    def batch_order(self, order, sources):
+        """The order on the device (uploaded here, once per epoch) when every source is
+        resident, so that a step gathers its rows with no transfer; else the host order
+        itself: host rows are gathered on the host, and a device index there would be
+        read back at every step."""
+        if all(src is None or self._is_resident(src) for src in sources):
+            return self.resident(order)
+        return order
 
     def _free_bytes(self):
         if self.simulated:
@@ -206,6 +218,8 @@ class CudaBackend(Backend):
                     index = self.to_device(np.asarray(index))
                 self.xp.take(src, index, axis=0, out=out)
             return out
+        if index is not None and not isinstance(index, np.ndarray):
+            index = self.to_host(index)  # not from fit (see batch_order): one read, counted
         pinned = self._pinned(out.shape, out.dtype)
         if index is None:
             np.copyto(pinned, src)
