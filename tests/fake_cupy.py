@@ -35,6 +35,8 @@ class Ledger:
     def __init__(self):
         self.d2h, self.h2d, self.syncs = [], [], []
         self.launches = 0
+        self.events = []  # ("record" | "wait_event", stream pointer, event id), in order
+        self.compute_types = {}  # dtype -> CuPy compute type (cupy._core), as set
 
     def _where(self):
         """The first frame in gpubp (not this file), as ``module:line``."""
@@ -273,11 +275,18 @@ def _asnumpy(a, stream=None, order="C", out=None, blocking=True):
 
 
 class _Stream:
-    def __init__(self, ptr=0):
-        self.ptr = ptr
+    made = 0
+
+    def __init__(self, ptr=None, non_blocking=False):
+        _Stream.made += 1
+        self.ptr = 1000 + _Stream.made if ptr is None else ptr
+        self.non_blocking = non_blocking
 
     def synchronize(self):
         LEDGER.sync("stream.synchronize")
+
+    def wait_event(self, event):
+        LEDGER.events.append(("wait_event", self.ptr, id(event)))
 
     def __enter__(self):
         _STATE["stream"] = self
@@ -292,7 +301,8 @@ class _Event:
         pass
 
     def record(self, stream=None):
-        pass
+        stream = _STATE["stream"] if stream is None else stream
+        LEDGER.events.append(("record", stream.ptr, id(self)))
 
     def synchronize(self):
         LEDGER.sync("event.synchronize")
@@ -361,6 +371,10 @@ def module():
     xp.get_array_module = lambda *a: xp
     xp.is_available = lambda: True
     xp.from_dlpack = lambda a: _array(np.from_dlpack(a))
+    xp._core = types.SimpleNamespace(
+        get_compute_type=lambda dtype: LEDGER.compute_types.get(np.dtype(dtype), 0),
+        set_compute_type=lambda dtype, kind: LEDGER.compute_types.__setitem__(
+            np.dtype(dtype), kind))
     xp.cuda = types.SimpleNamespace(
         get_current_stream=lambda: _STATE["stream"], Stream=_Stream, Event=_Event,
         Device=_Device,

@@ -35,6 +35,7 @@ from gpubp.data import mapped
 from gpubp.kernels import reference as reference_kernels
 
 WEIGHT_GRADS = ("auto", "fused", "cublas")
+PRECISIONS = ("float32", "tf32")  # of float32 GEMMs on CUDA (docs/cuda.md, "precision")
 # The options each backend's constructor takes, and their valid values. A backend accepts
 # (after checking their values) the options of the others too, and ignores them, so that
 # one set of options works whatever backend a device resolves to (device="cuda" may fall
@@ -42,7 +43,7 @@ WEIGHT_GRADS = ("auto", "fused", "cublas")
 BACKEND_OPTIONS = {
     "reference": {},
     "cpu": {},
-    "cuda": {"weight_grad": WEIGHT_GRADS},
+    "cuda": {"weight_grad": WEIGHT_GRADS, "precision": PRECISIONS},
 }
 
 
