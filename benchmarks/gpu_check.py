@@ -128,6 +128,8 @@ def markdown(report):
     if kernels is not None:
         lines += [f"kernels vs NumPy twins: {kernels['checked']} checked, "
                   f"{len(kernels['failed'])} failed, {len(kernels['errors'])} errors", ""]
+        lines += [f"float32 GEMM error vs float64, by precision: {kernels.get('gemm_error')}",
+                  ""]
         lines += [f"- FAILED {k}" for k in kernels["failed"]] + \
                  [f"- ERROR {e}" for e in kernels["errors"]]
     for case, us in (report.get("host") or {}).items():

@@ -145,7 +145,25 @@ def kernels():
         stream.synchronize()
     bad = [r for r in results if not r["ok"]]
     return {"checked": len(results), "failed": bad, "errors": errors,
-            "ok": not bad and not errors}
+            "ok": not bad and not errors, "gemm_error": _gemm_errors(cupy)}
+
+
+def _gemm_errors(cupy):
+    """Max relative error of a float32 GEMM (256 x 784 x 1024) against float64, for each
+    ``precision``, through the backend's own ``matmul`` (docs/cuda.md, "precision")."""
+    from gpubp.backends.cuda import CudaBackend
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(256, 784)), rng.normal(size=(784, 1024))
+    want = a @ b
+    errors = {}
+    for precision in ("float32", "tf32"):
+        be = CudaBackend(precision=precision)
+        out = cupy.empty((256, 1024), np.float32)
+        be.matmul(cupy.asarray(a, np.float32), cupy.asarray(b, np.float32), out)
+        got = cupy.asnumpy(out).astype(np.float64)
+        errors[precision] = float(np.abs(got - want).max() / np.abs(want).max())
+    return errors
 
 
 def _gpubp_net(sizes, device, **options):
