@@ -17,7 +17,8 @@ import numpy as np
 
 LR = 0.05
 PACKAGES = ("numpy", "cupy", "numba", "numba_cuda", "cuda.core", "torch", "jax", "jaxlib",
-            "mpi4py", "pytest", "hypothesis")
+            "mpi4py", "pytest", "hypothesis",
+            "scipy", "threadpoolctl", "tqdm", "pyarrow")  # the last four: gpubp's own needs
 
 
 def _case(text):
@@ -41,8 +42,11 @@ def env():
             found[name] = str(getattr(module, "__version__", "present"))
         except Exception as exc:  # noqa: BLE001 - absent or broken: say which
             found[name] = f"absent ({type(exc).__name__})"
-    from gpubp.backends.devices import cuda_status
-
+    try:
+        from gpubp.backends.devices import cuda_status  # gpubp itself may lack a dependency
+    except ImportError as exc:
+        return {"python": sys.version.split()[0], "packages": found, "cuda_usable": False,
+                "probe": f"gpubp cannot be imported ({exc}): install its dependencies"}
     usable, reason = cuda_status()
     out = {"python": sys.version.split()[0], "packages": found, "cuda_usable": usable,
            "probe": reason, "NUMBA_ENABLE_CUDASIM": os.environ.get("NUMBA_ENABLE_CUDASIM", "")}

@@ -14,6 +14,8 @@ Every backend offers the same small set of operations on its own arrays:
 ``adam_update``           fused Adam step
 ``count_correct``         correct predictions of a batch (the epoch's accuracy)
 ``resident/gather_rows``  training data on the backend once; a batch's rows gathered
+``in_place/batch_order``  a device X used as given; the epoch's order where rows are read
+``row_weights``           a batch's normalised sample weights, where they live
 ``cost_sum``              the epoch's sum of the example costs, synchronised once
 ``weighted_cost``         ``Σ_p w_p c_p / P`` for per-row weights ``w``
 ``sparse_*``              first layer of a sparse ``a^0``: copy, product, gradients
