@@ -100,13 +100,15 @@ def test_no_device_to_host_read_per_step(fake_gpu, monkeypatch, tmp_path, case):
     assert many["d2h"] <= 3 * 2 + 2, "\n".join(many_log[-many["d2h"]:])
 
 
-def test_training_matches_the_reference_backend(fake_gpu):
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "sample-weights"])
+def test_training_matches_the_reference_backend(fake_gpu, weighted):
     X, Y = _data()
     got = _net()
     want = gpubp.Network([6, 8, 3], hidden="tanh", output="softmax", loss="cross_entropy",
                          backend="reference", seed=0)
-    h = [n.fit(X, Y, epochs=2, batch_size=32, verbose=0, lr=0.1, shuffle=False).history
-         for n in (got, want)]
+    fit = {"sample_weight": np.linspace(0.0, 2.0, len(X))} if weighted else {}
+    h = [fit_loop(n, X, Y, epochs=2, batch_size=32, verbose=0, lr=0.1, shuffle=False,
+                  **fit).history for n in (got, want)]
     np.testing.assert_allclose(h[0]["loss"], h[1]["loss"], rtol=1e-5)
     np.testing.assert_allclose(h[0]["accuracy"], h[1]["accuracy"])
     for a, b in zip(*(n.get_params()[0] for n in (got, want))):

@@ -321,6 +321,14 @@ class CudaBackend(Backend):
                                   stream=self._stream())
         return scalar
 
+    def weighted_cost(self, a, y, loss, w):
+        """The weighted mean cost (see the base class), which also replaces this batch's
+        unweighted cost sum, added to :attr:`cost_total` by :meth:`output_delta`'s
+        kernel just before, by the weighted one (on the device: no synchronisation)."""
+        cost = super().weighted_cost(a, y, loss, w)
+        self.cost_total += (cost - self._scalars[a.dtype]) * a.shape[0]
+        return cost
+
     def hidden_delta(self, delta, a, activation):
         self.kernels.hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
                                   activation, stream=self._stream())
