@@ -96,6 +96,7 @@ def check(out_dir, budget_s=450, quick=False):
             result, report["notes"][f"host {case}"] = _run(["host", case, steps[case]],
                                                            budget.left(60))
             report["host"][case] = result and result["host_us_per_step"]
+            report.setdefault("host_profile", {})[case] = result and result.get("profile")
     report["fit"] = {}
     runners = (*GPU_RUNNERS, "gpubp-cpu") if gpu else ("gpubp-cpu",)
     for case in CASES if gpu else list(CASES)[:1]:

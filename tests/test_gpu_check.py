@@ -74,3 +74,14 @@ def test_the_kernel_check_itself_under_the_simulator():
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     tail = (proc.stdout + proc.stderr)[-4000:]
     assert proc.returncode == 0 and re.search(r"2 passed", proc.stdout), tail
+
+
+def test_the_host_profile_names_where_a_step_goes():
+    spec = importlib.util.spec_from_file_location(
+        "gpu_check_runners", Path(gpu_check.RUNNERS))
+    runners = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runners)
+    net = runners._gpubp_net((20, 8, 3), "cpu", backend="reference")
+    X, Y = runners._data((20, 8, 3), 64)
+    rows = runners._profile(net, X, Y, 16, 4, top=5)
+    assert len(rows) == 5 and all(" us " in row and "calls" in row for row in rows)
