@@ -14,6 +14,8 @@ Every backend offers the same small set of operations on its own arrays:
 ``adam_update``           fused Adam step
 ``count_correct``         correct predictions of a batch (the epoch's accuracy)
 ``resident/gather_rows``  training data on the backend once; a batch's rows gathered
+``in_place/batch_order``  a device X used as given; the epoch's order where rows are read
+``row_weights``           a batch's normalised sample weights, where they live
 ``cost_sum``              the epoch's sum of the example costs, synchronised once
 ``weighted_cost``         ``Σ_p w_p c_p / P`` for per-row weights ``w``
 ``sparse_*``              first layer of a sparse ``a^0``: copy, product, gradients
@@ -35,6 +37,7 @@ from gpubp.data import mapped
 from gpubp.kernels import reference as reference_kernels
 
 WEIGHT_GRADS = ("auto", "fused", "cublas")
+PRECISIONS = ("float32", "tf32")  # of float32 GEMMs on CUDA (docs/cuda.md, "precision")
 # The options each backend's constructor takes, and their valid values. A backend accepts
 # (after checking their values) the options of the others too, and ignores them, so that
 # one set of options works whatever backend a device resolves to (device="cuda" may fall
@@ -42,7 +45,7 @@ WEIGHT_GRADS = ("auto", "fused", "cublas")
 BACKEND_OPTIONS = {
     "reference": {},
     "cpu": {},
-    "cuda": {"weight_grad": WEIGHT_GRADS},
+    "cuda": {"weight_grad": WEIGHT_GRADS, "precision": PRECISIONS},
 }
 
 
@@ -138,6 +141,39 @@ class Backend:
         """``array`` where a step reads it best: itself on the host backends; the CUDA
         backend uploads it once (see :meth:`gather_rows`)."""
         return array
+
+    def in_place(self, given, checked):
+        """The array a run trains on: ``checked`` (the host copy the input checks made),
+        or ``given`` itself where the backend can read it as it is (CUDA: a CuPy array)."""
+        return checked
+
+    def batch_order(self, order, sources):
+        """The epoch's row order where :meth:`gather_rows` reads it best, given the
+        ``sources`` (arrays or None) it gathers from: the host order itself here."""
+        return order
+
+    def row_weights(self, weights, index, out):
+        """``out[:] = w_p = s_p P / Σ s`` (0 where ``Σ s = 0``) for ``s = weights[index]``.
+
+        ``weights`` (P_total,) and ``index`` (P,) are both host arrays or both the
+        backend's (then nothing is read back); ``out`` (P,) is the backend's.
+        """
+        P = out.shape[0]
+        s = weights if index is None else weights[index]
+        if isinstance(s, np.ndarray):
+            s = s.astype(np.float64)
+            total = s.sum()
+            # w_p = s_p P / Σs, so that the mean over the rows of w_p c_p is Σ s_p c_p / Σ s_p
+            w = s * (P / total) if total > 0 else np.zeros_like(s)
+            self.to_device(w.astype(out.dtype), out=out)
+            return out
+        xp = self.xp  # device weights: the sign of the total is not read on the host
+        s = s.astype(np.float64)
+        total = s.sum()
+        positive = total > 0
+        out[...] = (s * xp.where(positive, P / xp.where(positive, total, 1.0), 0.0)).astype(
+            out.dtype)
+        return out
 
     def gather_rows(self, src, index, out, staging):
         """``out[:] = src[index]`` (all rows of ``src`` when ``index`` is None).

@@ -63,10 +63,9 @@ def load(net, X, Y=None, index=None, weights=None):
     P = len(index) if index is not None else X.shape[0]
     workspace(net, P)
     net._sparse_a0 = None
-    host_index = index
-    if index is not None and not isinstance(index, np.ndarray):
-        host_index = net.backend.to_host(index)  # a device-resident order (fit on a GPU)
-    if is_sparse(X):
+    if is_sparse(X):  # fit keeps the order on the host for a sparse X
+        host_index = index if index is None or isinstance(index, np.ndarray) else \
+            net.backend.to_host(index)
         rows = X[host_index] if index is not None else X
         net._sparse_a0 = net.backend.sparse_to_device(rows)
         X = None
@@ -77,12 +76,8 @@ def load(net, X, Y=None, index=None, weights=None):
             # device copies of backend.resident (fit on a GPU)
             net.backend.gather_rows(src, index, dev[:P], buf[:P])
     net._weighted = weights is not None
-    if net._weighted:
-        s = np.asarray(weights[host_index] if index is not None else weights, np.float64)
-        total = s.sum()
-        # w_p = s_p P / Σs, so that the mean over the rows of w_p c_p is Σ s_p c_p / Σ s_p
-        w = s * (P / total) if total > 0 else np.zeros_like(s)
-        net.backend.to_device(w.astype(net.dtype), out=net._row_weights[:P])
+    if net._weighted:  # host weights and index, or both the backend's (fit on a GPU)
+        net.backend.row_weights(weights, index, net._row_weights[:P])
     return P
 
 

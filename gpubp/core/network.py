@@ -64,9 +64,9 @@ class Network:
     fallback : bool
         Whether ``device="cuda"`` may fall back to the CPU.
     **backend_options
-        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``; the
-        options of another backend are checked and ignored, so that ``device="cuda"``
-        may fall back). Any other keyword is a TypeError, as Python's own "got an
+        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` and
+        ``precision="tf32"`` (TF32 float32 GEMMs) on ``cuda``; the options of another
+        backend are checked and ignored, so that ``device="cuda"`` may fall back). Any other keyword is a TypeError, as Python's own "got an
         unexpected keyword argument", naming it and listing the valid ones.
 
     Attributes

@@ -55,6 +55,7 @@ class Plan:
     group: object
     weights: object
     resumed_from: object = None  # (epoch, steps) of the checkpoint a run resumes
+    device_X: object = None  # the X steps read: X, or X as given if trained on in place
     batches: object = None  # the per-batch callbacks (training.batches.BatchCalls)
 
 
@@ -83,7 +84,7 @@ def fit(net, X, Y, **options):
 
 def _plan(net, X, Y, o, group):
     """The checked arguments of :func:`fit` and the run's starting point, as a Plan."""
-    X, Y = net._check_XY(X, Y)
+    given_X, (X, Y) = X, net._check_XY(X, Y)
     validation = check_validation_data(net, o)
     checkpoint = None if o.checkpoint is None else checkpoint_path(o.checkpoint)
     optimizer = get_optimizer(o.optimizer, o.lr, o.schedule, o.weight_decay)
@@ -109,6 +110,8 @@ def _plan(net, X, Y, o, group):
         # a recorded run that had already ended stays ended
         plan.first_epoch = o.epochs if state.stopped else state.epoch + 1
         plan.resumed_from = (state.epoch, state.iterations)
+    if rows is None:  # checked on a host copy; trained on as given (a CuPy array on CUDA)
+        plan.device_X = net.backend.in_place(given_X, X)
     return plan
 
 
@@ -171,8 +174,8 @@ def _epochs(net, plan):
     snapshots = _Snapshots(net, plan.first_epoch)
     # the training data where a step reads it: on a GPU, uploaded once for the run
     # a sparse X stays on the host: its batches go up as sparse matrices (Network._load)
-    data = (plan.X if is_sparse(plan.X) else net.backend.resident(plan.X),
-            net.backend.resident(plan.Y))
+    X = plan.X if plan.device_X is None else plan.device_X
+    data = (X if is_sparse(X) else net.backend.resident(X), net.backend.resident(plan.Y))
     run = Run(net, plan.optimizer, plan.history, o.epochs)
     for cb in plan.callbacks:
         cb.on_train_begin(run)
@@ -331,8 +334,12 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
         classifier = net.is_classifier
         pages = mapped.PageBudget([X, Y])
         host_order = order
-        order = net.backend.resident(order)  # on a GPU: uploaded once per epoch
         alone = reduction.name == "identity"  # weights and a penalty: one process only
+        step_weights = net.backend.resident(weights) if alone and weights is not None \
+            else None
+        # on a GPU: uploaded once per epoch when every batch is gathered on the device,
+        # else kept on the host, where the rows are gathered (never read back per step)
+        order = net.backend.batch_order(order, (X, Y, step_weights))
         # A diverging run overflows on the way to a non-finite loss; that is detected and
         # reported by the caller, so the floating-point warnings it raises are not news.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -345,7 +352,7 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
                         net.backend, net.params, n) * len(batch)
                 cost, P = backprop.train_step(net, optimizer, X, Y,
                                               batch[group.rows(len(batch))], reduction,
-                                              len(batch), weights=weights if alone else None)
+                                              len(batch), weights=step_weights)
                 # backend scalars (device arrays on CUDA): converted once, after the loop
                 total.add(cost, P)
                 if classifier and P:
