@@ -305,12 +305,11 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
         and compiled.supported(net, optimizer)
     penalty = 0.0
     reduction = group.reduction_for(net, optimizer, split=compiled_ok)
-    if compiled_ok and reduction.name == "identity" and batches is not None:
-        # per-batch callbacks: one compiled call per chunk of batches between their calls
-        total, correct, penalty = batches.compiled_epoch(net, optimizer, X, Y, order, batch_size)
-    elif compiled_ok and reduction.name == "identity":
-        # nothing to add between the steps: the whole epoch in one compiled call
-        total, correct, penalty = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
+    if compiled_ok and reduction.name == "identity":
+        # nothing to add between the steps: the whole epoch in one compiled call (with
+        # per-batch callbacks, one per chunk of batches between their calls)
+        epoch = compiled.train_epoch if batches is None else batches.compiled_epoch
+        total, correct, penalty = epoch(net, optimizer, X, Y, order, batch_size)
     elif compiled_ok:
         # "shared": the ranks of one machine split each batch's rows and each W's rows
         # between them (gpubp.distributed.split_step); the others: one compiled call per
