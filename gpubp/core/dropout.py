@@ -26,6 +26,9 @@ from gpubp.kernels import dropout as masks
 def check_rates(dropout, n_hidden):
     """The dropout rate of each hidden layer, ``0 <= p < 1`` (one number is repeated)."""
     if isinstance(dropout, (numbers.Real, np.floating)) and not isinstance(dropout, bool):
+        if dropout and not n_hidden:
+            raise ValueError(f"dropout applies to hidden layers, and sizes has none, got "
+                             f"dropout={dropout!r}")
         rates = [dropout] * n_hidden
         name = "dropout"
     elif isinstance(dropout, (list, tuple, np.ndarray)):
