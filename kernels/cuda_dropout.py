@@ -17,7 +17,7 @@ entries. A fixed mask (gradient checks) takes the array-module twin on the backe
 """
 
 import numpy as np
-from numba import cuda, types
+from numba import config, cuda, types
 
 from gpubp.kernels.cuda import DTYPES, Kernel, _activation_code, _flat, _launch_elementwise
 from gpubp.kernels.cuda_device import constants, device_functions
@@ -28,14 +28,24 @@ _S30, _S27, _S31, _TOP = (np.uint64(s) for s in (30, 27, 31, 64 - KEEP_BITS))
 _ONE = np.uint64(1)
 
 
-@cuda.jit(device=True, inline="always")
-def kept(key, i, threshold):
+def _kept(key, i, threshold):
     """Whether entry ``i`` of the layer of ``key`` is kept (SplitMix64, uint64 throughout)."""
-    x = key + (np.uint64(i) + _ONE) * _GOLDEN
+    x = key + (np.uint64(i) + _ONE) * _GOLDEN  # wraps modulo 2^64, as intended
     x = (x ^ (x >> _S30)) * _MIX1
     x = (x ^ (x >> _S27)) * _MIX2
     x = x ^ (x >> _S31)
     return (x >> _TOP) >= threshold
+
+
+def _kept_simulated(key, i, threshold):
+    # the simulator runs the device code on NumPy scalars, which warn on the wrap-around
+    # that uint64 arithmetic is here (a GPU wraps silently): the same body, warnings off
+    with np.errstate(over="ignore"):
+        return _kept(key, i, threshold)
+
+
+kept = (cuda.jit(device=True)(_kept_simulated) if config.ENABLE_CUDASIM
+        else cuda.jit(device=True, inline="always")(_kept))
 
 
 def _build(dtype):
