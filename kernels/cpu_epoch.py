@@ -14,6 +14,12 @@ after ``δ^{l-1}`` has been computed with the old ``W^l``. Keep it so: a separat
 the flat vector also makes the next forward GEMM's BLAS threads fetch every weight back
 from the cache of the core that updated it (docs/performance.md, "The fused SGD step").
 
+Dropout: the masks are drawn inside, per batch, from ``Batches.dropout_key`` and the
+batch's place in the epoch (``first_batch + k``), by the counter-based generator every
+target shares (:mod:`gpubp.kernels.cpu_dropout`), so a step drops exactly the units the
+per-kernel step, the reference and the CUDA kernels drop for the same seed; the mask of
+hidden layer ``l`` is fused into its δ kernel.
+
 Arguments: five named tuples, :mod:`gpubp.kernels.epoch_args` (which also gives the
 buffers' layouts). Any depth, every activation and loss, SGD (momentum, Nesterov, weight
 decay) and Adam are one compiled function per dtype, and every array is a view made by
