@@ -14,6 +14,12 @@ after ``δ^{l-1}`` has been computed with the old ``W^l``. Keep it so: a separat
 the flat vector also makes the next forward GEMM's BLAS threads fetch every weight back
 from the cache of the core that updated it (docs/performance.md, "The fused SGD step").
 
+Dropout: the masks are drawn inside, per batch, from ``Batches.dropout_key`` and the
+batch's place in the epoch (``first_batch + k``), by the counter-based generator every
+target shares (:mod:`gpubp.kernels.cpu_dropout`), so a step drops exactly the units the
+per-kernel step, the reference and the CUDA kernels drop for the same seed; the mask of
+hidden layer ``l`` is fused into its δ kernel.
+
 Arguments: five named tuples, :mod:`gpubp.kernels.epoch_args` (which also gives the
 buffers' layouts). Any depth, every activation and loss, SGD (momentum, Nesterov, weight
 decay) and Adam are one compiled function per dtype, and every array is a view made by
@@ -51,6 +57,7 @@ from gpubp.kernels.cpu import (
     _adam,
 )
 from gpubp.kernels import jit_cache
+from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop
 from gpubp.kernels.epoch_args import ADAM, NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
@@ -143,8 +150,9 @@ def _batch(batches, buffers, layout, start, P):
 
 
 @njit(error_model="numpy", inline="always")
-def _forward(a_0, buffers, layout, codes, P):
-    """``z^l = a^{l-1} W^l`` by BLAS, then ``a^l = g(z^l + b^l)`` in place, l = 1..L."""
+def _forward(a_0, buffers, layout, codes, P, step_key):
+    """``z^l = a^{l-1} W^l`` by BLAS, then ``a^l = g(z^l + b^l)`` in place, l = 1..L (times
+    the mask of ``step_key`` over ``1 − p_l`` on a hidden layer with dropout)."""
     theta, acts, sizes = buffers.theta, buffers.acts, layout.sizes
     for l in range(1, sizes.size):
         n_in, n_out = sizes[l - 1], sizes[l]
@@ -156,6 +164,9 @@ def _forward(a_0, buffers, layout, codes, P):
         _bias_activation(z, theta[b:b + n_out], codes.forward[l - 1])
         if codes.forward[l - 1] == TANH:
             _tanh(z)
+        if codes.drop_threshold[l - 1] > 0:
+            _drop_forward(z, _bits(step_key, l), codes.drop_threshold[l - 1],
+                          codes.drop_scale[l - 1])
 
 
 @njit(error_model="numpy", inline="always")
@@ -176,12 +187,13 @@ def _output(y, buffers, layout, codes, P, delta_scale):
 
 
 @njit(error_model="numpy", inline="always")
-def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
-    """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``,
-    l = L..1; ``fused``: SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the
-    ``(alpha, beta)`` of ``descent`` (no pass over a gradient buffer)."""
+def _backward(a_0, buffers, layout, codes, update, descent, fused, step_key):
+    """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``
+    (``⊙ m^{l-1} / (1 − p)`` with dropout, the masks of ``step_key``), l = L..1; ``fused``:
+    SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the ``(alpha, beta)`` of
+    ``descent`` (no pass over a gradient buffer)."""
     theta, nabla, acts, deltas = buffers.theta, buffers.nabla, buffers.acts, buffers.deltas
-    sizes = layout.sizes
+    sizes, derivative, P = layout.sizes, codes.derivative, a_0.shape[0]
     for l in range(sizes.size - 1, 0, -1):
         n_in, n_out = sizes[l - 1], sizes[l]
         w = layout.w_offsets[l - 1]
@@ -198,7 +210,11 @@ def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
                  update.weight_decay, False)
         else:
             np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
-        if l > 1:
+        if l > 1 and codes.drop_threshold[l - 2] > 0:  # the mask fused into the δ kernel
+            _hidden_delta_drop(delta_prev, a_prev, derivative[l - 2], _bits(step_key, l - 1),
+                               codes.drop_threshold[l - 2], codes.drop_keep[l - 2],
+                               codes.drop_scale[l - 2])
+        elif l > 1:
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
 
 
@@ -258,13 +274,14 @@ def _epoch(batches, buffers, layout, codes, update):
         # the last backward pass, as on every other path.
         fused = fused_sgd and start + P < order.size
         a_0, y = _batch(batches, buffers, layout, start, P)
-        _forward(a_0, buffers, layout, codes, P)
+        step_key = _bits(batches.dropout_key, batches.first_batch + start // B)
+        _forward(a_0, buffers, layout, codes, P, step_key)
         if update.penalty != 0:  # with the W of the forward pass (fused SGD changes it)
             penalty_sum += 0.5 * update.penalty * _squared_weights(buffers.theta, layout)
         cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale)
         cost_sum += cost
         correct += hits
-        _backward(a_0, buffers, layout, codes.derivative, P, update, descent, fused)
+        _backward(a_0, buffers, layout, codes, update, descent, fused, step_key)
         if update.code != NONE:
             step += 1
             if not fused:

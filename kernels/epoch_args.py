@@ -31,24 +31,31 @@ from collections import namedtuple
 
 import numpy as np
 
+from gpubp.kernels.dropout import threshold
+
 SGD, ADAM, NONE = 0, 1, 2  # NONE: gradients only, the caller sums and updates (MPI)
 
 
-class Batches(namedtuple("Batches", "X Y order batch_size delta_scale")):
+class Batches(namedtuple("Batches", "X Y order batch_size delta_scale dropout_key "
+                                    "first_batch")):
     """The epoch's batches: batch ``k`` is rows ``order[k B : (k + 1) B]``.
 
     ``X`` (P_total, n_0) and ``Y`` (P_total, n_L) C-contiguous, of ``theta``'s dtype;
     ``order`` int64 (P_total,); ``batch_size`` ``B`` (the last batch may be shorter);
     ``delta_scale`` the factor on ``δ^L`` (``P_local / P_global`` on a rank of a
-    data-parallel run, so that the summed gradients carry the global ``1/P``; else 1).
+    data-parallel run, so that the summed gradients carry the global ``1/P``; else 1);
+    ``dropout_key`` (uint64) the epoch's dropout key and ``first_batch`` the epoch's index
+    of batch 0 here: batch ``k`` draws the masks of ``bits(dropout_key, first_batch + k)``
+    (:mod:`gpubp.kernels.dropout`; unused where ``Codes.drop_threshold`` is 0).
     """
 
     __slots__ = ()
 
     @classmethod
-    def of(cls, X, Y, order, batch_size, delta_scale=1.0):
+    def of(cls, X, Y, order, batch_size, delta_scale=1.0, dropout_key=0, first_batch=0):
         """With the field types the compiled epoch is specialised for."""
-        return cls(X, Y, order, int(batch_size), float(delta_scale))
+        return cls(X, Y, order, int(batch_size), float(delta_scale), np.uint64(dropout_key),
+                   int(first_batch))
 
 
 class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets")):
@@ -67,20 +74,30 @@ class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets")):
     __slots__ = ()
 
 
-class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifier")):
+class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifier "
+                                "drop_threshold drop_keep drop_scale")):
     """What the network computes: the activation codes of layers 1..L (int64, (L,)) as
     :func:`gpubp.kernels.cpu.bias_activation` dispatches them (``forward``: float32
     sigmoid and tanh by their vectorised variants) and as the derivative kernels take
     them (``derivative``); the ``loss`` code; ``tiny`` and ``one_minus``, the log-losses'
-    clip bounds for the dtype; ``classifier``, whether to count correct predictions."""
+    clip bounds for the dtype; ``classifier``, whether to count correct predictions;
+    the dropout of layers 1..L (``(L,)``, the output layer's 0): ``drop_threshold``
+    (uint64, 0 without dropout), ``drop_keep`` ``1 − p`` and ``drop_scale`` ``1/(1 − p)``
+    (in ``theta``'s dtype)."""
 
     __slots__ = ()
 
     @classmethod
-    def of(cls, forward, derivative, loss, tiny, one_minus, classifier):
-        """With the field types the compiled epoch is specialised for."""
+    def of(cls, forward, derivative, loss, tiny, one_minus, classifier, dropout):
+        """With the field types the compiled epoch is specialised for; ``dropout`` the
+        ``(rates of the hidden layers, dtype)``."""
+        rates, dtype = dropout
+        p = np.array(list(rates) + [0.0])
+        thresholds = [threshold(r) for r in p]
         return cls(np.asarray(forward, np.int64), np.asarray(derivative, np.int64), int(loss),
-                   float(tiny), float(one_minus), bool(classifier))
+                   float(tiny), float(one_minus), bool(classifier),
+                   np.array(thresholds, np.uint64), (1 - p).astype(dtype),
+                   (1 / (1 - p)).astype(dtype))
 
 
 _HYPER = dict(lr=0.0, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,

@@ -30,6 +30,7 @@ from collections import namedtuple
 import numpy as np
 
 from gpubp import activations, losses
+from gpubp.kernels import dropout as masks
 
 ACTIVATIONS = activations.NAMES
 ELEMENTWISE = activations.FROM_OUTPUT  # those with g' written through a
@@ -94,7 +95,7 @@ def activation_derivative(a, activation):
     )
 
 
-def bias_activation(z, b, activation):
+def bias_activation(z, b, activation, dropout=None):
     """Forward epilogue ``a = g(z + b)``, in place on the GEMM output.
 
     Parameters
@@ -105,9 +106,13 @@ def bias_activation(z, b, activation):
         Bias ``b^l``, broadcast over the P rows.
     activation : str
         One of ``ACTIVATIONS``.
+    dropout : gpubp.kernels.dropout.Drop or None
+        Training with dropout: ``a = g(z + b) ⊙ m / (1 − p)`` (:mod:`gpubp.kernels.dropout`).
     """
     z += b
     activate(z, activation)
+    if dropout is not None:
+        masks.forward(z, dropout)
 
 
 def _clipped(a):
@@ -181,7 +186,7 @@ def output_delta(a, y, activation, loss, delta):
     return float(example_costs(a, y, loss).sum() / P)
 
 
-def hidden_delta(delta, a, activation):
+def hidden_delta(delta, a, activation, dropout=None):
     """Hidden error ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(z^l)``, in place on the GEMM output.
 
     Parameters
@@ -192,7 +197,12 @@ def hidden_delta(delta, a, activation):
         Stored activations ``a^l``; ``g'(z^l)`` is computed from them.
     activation : str
         Hidden activation of layer ``l``.
+    dropout : gpubp.kernels.dropout.Drop or None
+        The layer's dropout in this step: ``δ^l ⊙= g'(a (1 − p)) m / (1 − p)``.
     """
+    if dropout is not None:
+        masks.backward(delta, a, dropout, lambda u: activation_derivative(u, activation))
+        return
     delta *= activation_derivative(a, activation)
 
 

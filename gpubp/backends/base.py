@@ -9,6 +9,7 @@ Every backend offers the same small set of operations on its own arrays:
 ``bias_activation``       forward epilogue ``a = g(z + b)`` in place
 ``output_delta``          ``δ^L`` and the mean cost in one pass
 ``hidden_delta``          ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)`` in place
+                          (both: with the layer's dropout mask when given one)
 ``weight_bias_gradients`` ``∂W = a^{l-1 T} δ^l`` and ``∂b = Σ_p δ^l``
 ``sgd_update``            fused SGD / momentum / Nesterov / weight-decay step
 ``adam_update``           fused Adam step
@@ -204,14 +205,23 @@ class Backend:
     def matmul(self, a, b, out):
         return self.xp.matmul(a, b, out=out)
 
-    def bias_activation(self, z, b, activation):
-        self.kernels.bias_activation(z, b, activation)
+    def bias_activation(self, z, b, activation, dropout=None):
+        """``a = g(z + b)``; with ``dropout`` (a :class:`~gpubp.kernels.dropout.Drop`),
+        ``g(z + b) ⊙ m / (1 − p)``."""
+        if dropout is None:
+            self.kernels.bias_activation(z, b, activation)
+        else:
+            self.kernels.bias_activation(z, b, activation, dropout=dropout)
 
     def output_delta(self, a, y, activation, loss, delta):
         return self.kernels.output_delta(a, y, activation, loss, delta)
 
-    def hidden_delta(self, delta, a, activation):
-        self.kernels.hidden_delta(delta, a, activation)
+    def hidden_delta(self, delta, a, activation, dropout=None):
+        """``δ ⊙= g'(a)``; with ``dropout``, ``δ ⊙= g'(a (1 − p)) ⊙ m / (1 − p)``."""
+        if dropout is None:
+            self.kernels.hidden_delta(delta, a, activation)
+        else:
+            self.kernels.hidden_delta(delta, a, activation, dropout=dropout)
 
     def weight_bias_gradients(self, a_prev, delta, dW, db):
         self.kernels.weight_bias_gradients(a_prev, delta, dW, db)

@@ -296,7 +296,10 @@ class CudaBackend(Backend):
         self._gemm_precision(out.dtype)
         return self.xp.matmul(a, b, out=out)
 
-    def bias_activation(self, z, b, activation):
+    def bias_activation(self, z, b, activation, dropout=None):
+        if dropout is not None:
+            self._dropout_forward(z, b, activation, dropout)
+            return
         self.kernels.bias_activation(self._nb(z, flat=ACTIVATIONS[activation].elementwise), self._nb(b),
                                      activation, stream=self._stream())
 
@@ -329,9 +332,39 @@ class CudaBackend(Backend):
         self.cost_total += (cost - self._scalars[a.dtype]) * a.shape[0]
         return cost
 
-    def hidden_delta(self, delta, a, activation):
+    def hidden_delta(self, delta, a, activation, dropout=None):
+        if dropout is not None:
+            self._dropout_delta(delta, a, activation, dropout)
+            return
         self.kernels.hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
                                   activation, stream=self._stream())
+
+    def _dropout_forward(self, z, b, activation, drop):
+        """The epilogue with the mask drawn in the kernel (a fixed mask: array code)."""
+        if drop.mask is None:
+            self._drop_kernels().bias_activation(self._nb(z, flat=True), self._nb(b),
+                                                 activation, drop, stream=self._stream())
+            return
+        self.bias_activation(z, b, activation)
+        m = self.xp.asarray(drop.mask) != 0
+        z *= self.xp.where(m, z.dtype.type(drop.scale), z.dtype.type(0))
+
+    def _dropout_delta(self, delta, a, activation, drop):
+        """The hidden δ with the mask drawn in the kernel (a fixed mask: array code)."""
+        if drop.mask is None:
+            self._drop_kernels().hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
+                                              activation, drop, stream=self._stream())
+            return
+        unscaled = a * a.dtype.type(drop.keep)
+        self.hidden_delta(delta, unscaled, activation)
+        m = self.xp.asarray(drop.mask) != 0
+        delta *= self.xp.where(m, delta.dtype.type(drop.scale), delta.dtype.type(0))
+
+    @staticmethod
+    def _drop_kernels():
+        from gpubp.kernels import cuda_dropout  # keeps import gpubp light: numba.cuda loads with the cuda backend only
+
+        return cuda_dropout
 
     def uses_fused_grad(self, P, n_in, n_out):
         """Whether ``weight_bias_gradients`` of this size runs the fused kernel."""

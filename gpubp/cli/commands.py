@@ -44,12 +44,14 @@ def cmd_train(args, out):
     X_train, X_test = scaled(data.X_train, scaler), scaled(data.X_test, scaler)
     sizes = [data.n_features, *args.layers, data.n_classes]
     net = gpubp.Network(sizes, hidden=args.hidden, output="softmax", device=args.device,
-                        dtype=args.dtype, seed=args.seed)
+                        dtype=args.dtype, seed=args.seed,
+                        dropout=args.dropout)
     n_params = sum(w.size + b.size for w, b in zip(net.W, net.b))
     print(f"data: {data.name}, {len(data.X_train)} train / {len(data.X_test)} test examples, "
           f"{data.n_features} features, {data.n_classes} classes", file=out)
     print(f"network: {'-'.join(map(str, sizes))} ({n_params} parameters), "
           f"{parser.hidden_label(args.layers, args.hidden)}, "
+          f"{f'dropout {args.dropout:g}, ' if args.dropout else ''}"
           f"device={net.device} (backend {net.backend.name}), {net.dtype.name}", file=out)
     split = args.validation_split or (0.1 if args.early_stopping else 0.0)
     validation = None if split or len(X_test) == 0 else (X_test, data.y_test)

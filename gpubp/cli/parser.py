@@ -125,6 +125,9 @@ def _add_train(commands):
     train.add_argument("--hidden", default=DEFAULTS["hidden"],
                        help=f"hidden activation: {', '.join(activations.HIDDEN)} "
                             f"(default {DEFAULTS['hidden']})")
+    train.add_argument("--dropout", type=_number(0, 1, high_open=True), default=0.0,
+                       help="dropout rate of every hidden layer in training, in [0, 1) "
+                            "(default 0)")
     train.add_argument("--optimizer", default=DEFAULTS["optimizer"],
                        help="sgd, momentum, nesterov or adam (default sgd)")
     train.add_argument("--lr", type=_positive(float), default=None,

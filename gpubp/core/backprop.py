@@ -23,6 +23,7 @@ strategy of :mod:`gpubp.distributed.reductions` for a data-parallel run.
 
 import numpy as np
 
+from gpubp.core import dropout
 from gpubp.core.layout import layer_views, row_blocks
 from gpubp.core.reduction import Identity
 from gpubp.data.inputs import is_sparse
@@ -81,13 +82,16 @@ def load(net, X, Y=None, index=None, weights=None):
     return P
 
 
-def forward(net, P):
-    """Feed-forward over the first ``P`` rows of ``a^0``; returns the view ``a^L``."""
-    propagate(net, net.activations, slice(0, P), sparse_a0=net._sparse_a0)
+def forward(net, P, drops=None):
+    """Feed-forward over the first ``P`` rows of ``a^0``; returns the view ``a^L``.
+
+    ``drops``: a training step's dropout, one :class:`~gpubp.kernels.dropout.Drop` (or
+    None) per hidden layer (:mod:`gpubp.core.dropout`); None: the whole network."""
+    propagate(net, net.activations, slice(0, P), sparse_a0=net._sparse_a0, drops=drops)
     return net.activations[net.L][:P]
 
 
-def propagate(net, a, rows, sparse_a0=None):
+def propagate(net, a, rows, sparse_a0=None, drops=None):
     """``z^l = a^{l-1} W^l + b^l``, ``a^l = g(z^l)`` for ``l = 1..L`` over ``rows``.
 
     Parameters
@@ -101,6 +105,8 @@ def propagate(net, a, rows, sparse_a0=None):
         The rows to propagate (all of a batch, or a rank's share of it).
     sparse_a0 : sparse matrix or None
         The inputs of ``rows`` as a device sparse matrix, used in place of ``a[0]``.
+    drops : list or None
+        See :func:`forward`.
     """
     be = net.backend
     for l in range(1, net.L + 1):
@@ -108,7 +114,8 @@ def propagate(net, a, rows, sparse_a0=None):
             be.sparse_matmul(sparse_a0, net.W[0], out=a[1][rows])
         else:
             be.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])  # z^l = a^{l-1} W^l
-        be.bias_activation(a[l][rows], net.b[l - 1], net.activation_names[l - 1])
+        drop = drops[l - 1] if drops is not None and l < net.L else None
+        be.bias_activation(a[l][rows], net.b[l - 1], net.activation_names[l - 1], drop)
 
 
 def output_error(net, a_L, y, delta_L, scale=1.0):
@@ -124,7 +131,7 @@ def output_error(net, a_L, y, delta_L, scale=1.0):
     return cost
 
 
-def backpropagate(net, a, delta, rows, layer_gradient, *, errors_first=False):
+def backpropagate(net, a, delta, rows, layer_gradient, *, errors_first=False, drops=None):
     """From ``δ^L`` down: ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'(z^{l-1})`` over ``rows``.
 
     Parameters
@@ -143,6 +150,8 @@ def backpropagate(net, a, delta, rows, layer_gradient, *, errors_first=False):
         so that the call may change ``W^l`` (the split step updates it in place). By
         default the gradient comes first, so that a reduction can start summing it
         while ``δ^{l-1}`` is computed. Both read only ``δ^l``: the order changes no digit.
+    drops : list or None
+        Those of :func:`forward`, whose masks enter each hidden δ.
     """
     be = net.backend
     for l in range(net.L, 0, -1):
@@ -150,12 +159,13 @@ def backpropagate(net, a, delta, rows, layer_gradient, *, errors_first=False):
             layer_gradient(l)
         if l > 1:
             be.matmul(delta[l][rows], net.W[l - 1].T, out=delta[l - 1][rows])
-            be.hidden_delta(delta[l - 1][rows], a[l - 1][rows], net.activation_names[l - 2])
+            be.hidden_delta(delta[l - 1][rows], a[l - 1][rows], net.activation_names[l - 2],
+                            None if drops is None else drops[l - 2])
         if errors_first:
             layer_gradient(l)
 
 
-def backward(net, P, reduction):
+def backward(net, P, reduction, drops=None):
     """Backpropagate from the loaded targets; fills ``nabla_w``/``nabla_b``, returns ``C``.
 
     ``reduction`` (:mod:`gpubp.core.reduction`) rescales ``δ^L`` by its ``delta_scale``
@@ -165,7 +175,8 @@ def backward(net, P, reduction):
 
     With weighted rows the cost is ``C = Σ_p s_p c_p / Σ_p s_p``: each row of the
     seed ``δ^L`` is scaled by ``w_p = s_p P / Σ s`` (it carries ``1/P`` already), and
-    everything below it follows unchanged.
+    everything below it follows unchanged. ``drops``: those of :func:`forward`, whose
+    masks enter each hidden δ.
     """
     be, a, delta, L = net.backend, net.activations, net.deltas, net.L
     rows = slice(0, P)
@@ -186,7 +197,7 @@ def backward(net, P, reduction):
                                      net.nabla_w[l - 1], net.nabla_b[l - 1])
         reduction.layer_done(l - 1)
 
-    backpropagate(net, a, delta, rows, layer_gradient)
+    backpropagate(net, a, delta, rows, layer_gradient, drops=drops)
     return cost
 
 
@@ -220,8 +231,9 @@ def train_step(net, optimizer, X, Y, index, reduction, P_global=None, weights=No
     reduction.begin(P, P if P_global is None else P_global)
     if P:
         load(net, X, Y, index, weights=weights)
-        forward(net, P)
-        cost = backward(net, P, reduction)
+        drops = dropout.step_drops(net)  # this step's masks (None without dropout)
+        forward(net, P, drops)
+        cost = backward(net, P, reduction, drops)
     else:  # no row of this batch here: add zeros to the sum
         cost = 0.0
         for l in range(net.L - 1, -1, -1):
@@ -232,10 +244,11 @@ def train_step(net, optimizer, X, Y, index, reduction, P_global=None, weights=No
     return cost, P
 
 
-def cost_and_flat_gradient(net, X, Y, want_gradient, sample_weight=None):
+def cost_and_flat_gradient(net, X, Y, want_gradient, sample_weight=None, masks=None):
     """Full-batch cost and its gradient laid out as ``theta`` (a host array), computed
     chunk by chunk on the backend: each chunk's gradient is that of its own (weighted)
-    mean, so it is reweighted by its share of the rows (or of the total weight)."""
+    mean, so it is reweighted by its share of the rows (or of the total weight).
+    ``masks``: fixed dropout masks (:func:`gpubp.core.dropout.check_masks`), or None."""
     alone = Identity(net)
     P_total = X.shape[0]
     weight_total = P_total if sample_weight is None else float(sample_weight.sum())
@@ -248,17 +261,18 @@ def cost_and_flat_gradient(net, X, Y, want_gradient, sample_weight=None):
         if share == 0:
             continue  # rows of weight zero contribute nothing
         P = load(net, X[rows], Y[rows], weights=chunk_weights)
-        forward(net, P)
-        total += float(backward(net, P, alone)) * share
+        drops = dropout.fixed_drops(net, masks, rows)
+        forward(net, P, drops)
+        total += float(backward(net, P, alone, drops)) * share
         if want_gradient:
             grad += net.backend.to_host(net.nabla_theta) * share
     return total, grad
 
 
-def cost_and_gradients(net, X, Y, want_gradients, sample_weight=None):
+def cost_and_gradients(net, X, Y, want_gradients, sample_weight=None, masks=None):
     """Mean (or ``sample_weight``-weighted mean) cost over all rows and, optionally,
-    its exact gradient as host arrays ``dW``, ``db``."""
-    cost, grad = cost_and_flat_gradient(net, X, Y, want_gradients, sample_weight)
+    its exact gradient as host arrays ``dW``, ``db`` (with fixed dropout ``masks``)."""
+    cost, grad = cost_and_flat_gradient(net, X, Y, want_gradients, sample_weight, masks)
     if grad is None:
         return cost, None, None
     return (cost, *layer_views(grad, net.sizes))

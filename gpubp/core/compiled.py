@@ -121,7 +121,8 @@ def layout(net):
         forward=[kernels.forward_code(g, net.dtype) for g in net.activation_names],
         derivative=[kernels.activation_code(g) for g in net.activation_names],
         loss=kernels.loss_code(net.loss_name), tiny=kernels._CLIP[net.dtype][0],
-        one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier)
+        one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier,
+        dropout=(net.dropout, net.dtype))
     net._epoch_layout = (key, (offsets, codes))
     return offsets, codes
 
@@ -176,12 +177,17 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     Y = np.ascontiguousarray(Y, dtype=net.dtype)
     order = np.ascontiguousarray(order, dtype=np.int64)
     totals = [0.0, 0, 0.0]
+    # dropout: the epoch's key and its next batch (gpubp.core.dropout); the masks are drawn
+    # inside the compiled code from them, the same bits as every other target draws
+    stream = getattr(net, "_dropout_stream", None) or [0, 0]
 
-    def run(rows, threads):
-        """The compiled epoch over the batches of ``rows`` (whole batches of ``order``)."""
+    def run(begin, end, threads):
+        """The compiled epoch over the batches of ``order[begin:end]`` (whole batches)."""
+        batches = Batches.of(X, Y, order[begin:end], batch_size, dropout_key=stream[0],
+                             first_batch=stream[1] + begin // batch_size)
         with _BlasThreads(threads):
-            cost_sum, correct, step, penalty_sum = _compiled(
-                net, Batches.of(X, Y, rows, batch_size), _update(net, optimizer))
+            cost_sum, correct, step, penalty_sum = _compiled(net, batches,
+                                                             _update(net, optimizer))
         optimizer.iterations = int(step)
         totals[0] += float(cost_sum)
         totals[1] += int(correct)
@@ -199,16 +205,17 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
                     # an untimed step first: it compiles (if need be) and wakes the BLAS
                     # threads after a one-thread trial let them sleep, a start-up that
                     # would otherwise be charged to every all-threads trial
-                    run(order[start:start + batch_size], candidate)
+                    run(start, start + batch_size, candidate)
                     start += batch_size
                     t0 = time.perf_counter()
-                    run(order[start:start + batch_size], candidate)
+                    run(start, start + batch_size, candidate)
                     fastest[candidate] = min(fastest[candidate], time.perf_counter() - t0)
                     start += batch_size
             entry = _probes[key] = [min(fastest, key=fastest.get), 0]
         entry[1] += 1
         threads = entry[0]
-    run(order[start:], threads)
+    run(start, len(order), threads)
+    stream[1] += -(-len(order) // batch_size)
     return tuple(totals)
 
 
@@ -239,6 +246,7 @@ def gradient_step(net, X, Y, rows, delta_scale):
         Correct predictions among them (0 for regressors).
     """
     P = len(rows)
+    assert not any(net.dropout), "dropout is refused in data-parallel runs (training.loop)"
     net._workspace(P)
     batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale)
     with _BlasThreads(blas_threads(net.sizes, P)):

@@ -12,24 +12,23 @@ What it is not: a general autodiff framework. Layers are dense, the cost is a me
 the batch, and the gradient is the derivation of ``DESIGN.md`` §1, not a traced graph.
 """
 
-
 import numpy as np
 
 from gpubp import activations, losses
 from gpubp.data import mapped
-from gpubp.core import backprop, checks, describe, metrics, state
+from gpubp.core import backprop, checks, describe, layout, metrics, state
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight
-from gpubp.core import layout
-from gpubp.core.trace import trace
+from gpubp.core import trace as tracing
+from gpubp.core.dropout import check_masks, check_rates
 from gpubp.backends.base import check_options
 from gpubp.data.validation import check_dtype
 
 
 # the keyword arguments of Network() itself (an unknown one is a TypeError that lists them)
 ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "backend",
-             "fallback")
+             "fallback", "dropout")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
@@ -63,6 +62,9 @@ class Network:
         Force a backend; None picks the fastest one for the device.
     fallback : bool
         Whether ``device="cuda"`` may fall back to the CPU.
+    dropout : float or sequence of float
+        Inverted dropout in :meth:`fit`: rate ``0 <= p < 1`` of every hidden layer (one
+        number) or of each; :mod:`gpubp.core.dropout`. Nothing else ever drops.
     **backend_options
         Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` and
         ``precision="tf32"`` (TF32 float32 GEMMs) on ``cuda``; the options of another
@@ -93,12 +95,14 @@ class Network:
     """
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
-                 dtype="float32", seed=None, backend=None, fallback=True, **backend_options):
+                 dtype="float32", seed=None, backend=None, fallback=True, dropout=0.0,
+                 **backend_options):
         check_options(backend_options, backend if isinstance(backend, str) else "cpu",
                       caller="Network()", arguments=ARGUMENTS)
         self.sizes = checks.check_sizes(sizes)
         self.L = len(self.sizes) - 1
         self.hidden = checks.check_hidden(hidden, self.L - 1)
+        self.dropout = check_rates(dropout, self.L - 1)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
         self.dtype = check_dtype(dtype)
@@ -202,11 +206,11 @@ class Network:
             out[rows] = self.backend.to_host(self._forward(P))
         return out
 
-    def loss(self, X, Y, sample_weight=None):
+    def loss(self, X, Y, sample_weight=None, dropout_mask=None):
         """Mean over the P examples of the per-example cost, as a float.
 
         ``sample_weight`` (P,) makes it the weighted mean ``Σ_p s_p c_p / Σ_p s_p``.
-        ``X`` may be a SciPy sparse matrix.
+        ``X`` may be a SciPy sparse matrix. ``dropout_mask``: see :meth:`gradients`.
 
         A loss that is not finite (parameters that overflow, e.g. after a divergence) is
         returned as is, with one clearly worded ``RuntimeWarning`` (not an error, so that
@@ -214,13 +218,17 @@ class Network:
         """
         X, Y = self._check_XY(X, Y)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        masks = check_masks(self, dropout_mask, X.shape[0])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            cost = self._cost_and_gradients(X, Y, False, sample_weight)[0]
+            cost = self._cost_and_gradients(X, Y, False, sample_weight, masks)[0]
         metrics.warn_non_finite(self, cost, "loss", X.shape[0])
         return cost
 
-    def gradients(self, X, Y, sample_weight=None):
-        """Exact gradient of :meth:`loss` (with the same ``sample_weight``).
+    def gradients(self, X, Y, sample_weight=None, dropout_mask=None):
+        """Exact gradient of :meth:`loss` (with the same ``sample_weight`` and mask).
+
+        ``dropout_mask``: fixed masks, a 0/1 array ``(P, n_l)`` (or None) per hidden layer
+        (:meth:`trace`'s ``masks``), kept units scaled by ``1/(1 − p_l)``; None: no dropout.
 
         Returns
         -------
@@ -229,7 +237,8 @@ class Network:
         """
         X, Y = self._check_XY(X, Y)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        return self._cost_and_gradients(X, Y, True, sample_weight)[1:]
+        return self._cost_and_gradients(X, Y, True, sample_weight,
+                                        check_masks(self, dropout_mask, X.shape[0]))[1:]
 
     def predict(self, X):
         """Class labels for classifiers, output activations for regressors.
@@ -369,14 +378,8 @@ class Network:
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                    gradient_flow=gradient_flow, distributed=distributed)
 
-    def trace(self, X, Y):
-        """Every quantity of backpropagation on the batch ``(X, Y)``, as NumPy arrays.
-
-        Returns a :class:`gpubp.core.trace.Trace` with ``a`` (``a^0 = X`` … ``a^L``) and, for
-        layer ``l`` at index ``l − 1``, ``z``, ``delta`` (``δ^l = ∂C/∂z^l``, with the 1/P
-        of the mean cost), ``dW`` and ``db``; see :mod:`gpubp.core.trace`.
-        """
-        return trace(self, X, Y)
+    # every quantity of backpropagation on a batch: a Trace (a, z, delta, dW, db, masks)
+    trace = tracing.trace
 
     def to_onnx(self, path):
         """Write the forward pass to ``path`` as an ONNX model (atomically); returns ``path``.

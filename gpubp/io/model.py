@@ -4,8 +4,9 @@ written atomically.
 
 File layout (format version 1): ``header`` is a uint8 array holding UTF-8 JSON
 ``{"format": "gpubp", "version": 1, "sizes": [...], "hidden": [...], "output": ...,
-"loss": ..., "dtype": ..., "inputs": ...}`` (``inputs``: what the network's inputs are,
-see :data:`INPUTS`); ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
+"loss": ..., "dtype": ..., "inputs": ..., "dropout": [...]}`` (``inputs``: what the
+network's inputs are, see :data:`INPUTS`; ``dropout``: the hidden layers' rates, 0 when
+absent); ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
 Everything is read back with ``allow_pickle=False`` and checked before use.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 from gpubp import activations, losses
 from gpubp.backends.base import check_options
 from gpubp.core.checks import check_hidden
+from gpubp.core.dropout import check_rates
 from gpubp.core.network import ARGUMENTS, Network
 from gpubp.data.validation import check_dtype
 from gpubp.io.atomic import atomic_savez, fspath
@@ -62,7 +64,7 @@ def header_of(net, inputs="unknown", **extra_header):
         raise ValueError(f"inputs must be one of {tuple(INPUTS)}, got {inputs!r}")
     return {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
             "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
-            "inputs": inputs, **extra_header}
+            "inputs": inputs, "dropout": net.dropout, **extra_header}
 
 
 def parameter_arrays(net):
@@ -183,13 +185,13 @@ def load(path, device="cpu", dtype=None, **network_options):
         parameters to float32 rounds them (and refuses values float32 cannot hold).
     **network_options
         Further :class:`gpubp.Network` options (``seed``, ``backend``, ``fallback``,
-        backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``)
-        comes from the file: passing it, or any unknown keyword, is a TypeError.
+        backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``,
+        ``dropout``) comes from the file: passing it, or any unknown keyword, is a TypeError.
 
     Errors in the file are ValueErrors naming the file; errors in the arguments name
     the argument, as :class:`gpubp.Network` does.
     """
-    architecture = ("sizes", "hidden", "output", "loss")
+    architecture = ("sizes", "hidden", "output", "loss", "dropout")
     for key in network_options:
         if key in architecture:
             raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
@@ -206,9 +208,10 @@ def load(path, device="cpu", dtype=None, **network_options):
         hidden = check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
         output = activations.check_activation(header["output"], "output", activations.OUTPUT)
         loss = losses.check_pairing(output, header["loss"], activations.ACTIVATIONS)
+        dropout = check_rates(header.get("dropout", 0.0), len(sizes) - 2)  # 0: older files
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
-    net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device,
+    net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device, dropout=dropout,
                   dtype=header["dtype"] if dtype is None else dtype, **network_options)
     net.set_params(W, b)
     return net

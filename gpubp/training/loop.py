@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpubp.training import checkpoint as ckpt_io
-from gpubp.core import backprop, compiled
+from gpubp.core import backprop, compiled, dropout
 from gpubp.data import mapped
 from gpubp.training.batches import BatchCalls
 from gpubp.training.callbacks import Run
@@ -85,6 +85,10 @@ def fit(net, X, Y, **options):
 def _plan(net, X, Y, o, group):
     """The checked arguments of :func:`fit` and the run's starting point, as a Plan."""
     given_X, (X, Y) = X, net._check_XY(X, Y)
+    if dropout.active(net) and group.size > 1:
+        raise ValueError(f"dropout={net.dropout} with distributed training is not supported "
+                         f"(the masks are drawn per batch, not per rank's share), got "
+                         f"distributed={o.distributed!r} on {group.size} ranks")
     validation = check_validation_data(net, o)
     checkpoint = None if o.checkpoint is None else checkpoint_path(o.checkpoint)
     optimizer = get_optimizer(o.optimizer, o.lr, o.schedule, o.weight_decay)
@@ -208,8 +212,10 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     for cb in plan.callbacks:
         cb.on_epoch_begin(run, epoch)
     snapshots.take()
-    if o.shuffle:  # the network's generator unless the caller gave one
-        (net.rng if o.rng is None else o.rng).shuffle(plan.order)
+    rng = net.rng if o.rng is None else o.rng  # the network's generator unless given one
+    if o.shuffle:
+        rng.shuffle(plan.order)
+    dropout.begin_epoch(net, rng)  # the epoch's mask key, after the shuffle
     lr_now = optimizer.start_epoch(epoch, o.epochs)
     epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
     plan.batches.begin(run)
