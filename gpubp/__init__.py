@@ -18,11 +18,13 @@ from gpubp.core.gradcheck import gradcheck
 from gpubp.core.network import Network
 from gpubp.errors import TrainingDiverged
 from gpubp.io.model import load
-from gpubp.optim import SGD, Adam, CosineDecay, Optimizer, StepDecay
-from gpubp.training.callbacks import Callback, EarlyStopping, LambdaCallback
+from gpubp.optim import (SGD, Adam, AdamW, CosineDecay, LinearWarmup, OneCycle, Optimizer, RMSprop,
+                         StepDecay, WarmupCosine)
+from gpubp.training.callbacks import Callback, EarlyStopping, LambdaCallback, ReduceLROnPlateau
 from gpubp.training.history import History
 from gpubp.version import __version__
 
 __all__ = ["Network", "History", "TrainingDiverged", "gradcheck", "load", "SGD", "Adam",
-           "Optimizer", "StepDecay", "CosineDecay", "Callback", "EarlyStopping",
-           "LambdaCallback", "__version__"]
+           "AdamW", "RMSprop", "Optimizer", "StepDecay", "CosineDecay", "LinearWarmup",
+           "WarmupCosine", "OneCycle", "Callback", "EarlyStopping", "LambdaCallback",
+           "ReduceLROnPlateau", "__version__"]

@@ -2,7 +2,7 @@
 
 Modules:
     loop        fit: epochs, validation, stopping, progress, divergence
-    callbacks   Callback, LambdaCallback, EarlyStopping
+    callbacks   Callback, LambdaCallback, EarlyStopping, ReduceLROnPlateau
     history     History: the per-epoch figures
     checkpoint  resumable checkpoints (parameters, optimizer state, RNG, history)
     plotting    learning curves and gradient-flow figures (matplotlib)
