@@ -134,8 +134,11 @@ def _clip(grad, max_norm, max_value):
     total = 0.0  # float64: the norm of a float32 vector without overflow or drift
     for i in range(grad.size):
         g = grad[i]
-        if max_value > 0:
-            g = min(max(g, -bound), bound)
+        if max_value > 0:  # comparisons: a NaN stays NaN, as in np.clip
+            if g > bound:
+                g = bound
+            elif g < -bound:
+                g = -bound
             grad[i] = g
         total += float(g) * float(g)
     norm = math.sqrt(total)

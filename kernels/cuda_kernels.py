@@ -212,8 +212,12 @@ def update_kernels(c, dev):
         partial = 0.0
         for i in range(cuda.grid(1), grad.shape[0], cuda.gridsize(1)):
             g_i = grad[i]
-            if max_value > zero:
-                g_i = min(max(g_i, -max_value), max_value)
+            if max_value > zero:  # comparisons, not min/max: a NaN stays NaN (PTX's min
+                # and max would return the other operand)
+                if g_i > max_value:
+                    g_i = max_value
+                elif g_i < -max_value:
+                    g_i = -max_value
                 grad[i] = g_i
             partial += float(g_i) * float(g_i)
         cuda.atomic.add(norm_sq, 0, partial)
