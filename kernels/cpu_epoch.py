@@ -180,7 +180,7 @@ def _output(y, buffers, layout, codes, P, delta_scale):
 
 
 @njit(error_model="numpy", inline="always")
-def _backward(a_0, buffers, layout, derivative, P, update, descent, fused, lr):
+def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
     """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``,
     l = L..1; ``fused``: SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the
     ``(alpha, beta)`` of ``descent`` (no pass over a gradient buffer)."""
@@ -198,7 +198,8 @@ def _backward(a_0, buffers, layout, derivative, P, update, descent, fused, lr):
         _column_sums(delta, nabla[bias])
         if fused:
             descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
-            _sgd(theta[bias], nabla[bias], nabla[bias], lr, 0.0, False,
+            # the step's rate is −descent[0]: lr in W's dtype, as _sgd rounds it anyway
+            _sgd(theta[bias], nabla[bias], nabla[bias], -descent[0], 0.0, False,
                  update.weight_decay, False)
         else:
             np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
@@ -279,7 +280,7 @@ def _epoch(batches, buffers, layout, codes, update):
         cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale)
         cost_sum += cost
         correct += hits
-        _backward(a_0, buffers, layout, codes.derivative, P, update, descent, fused, lr)
+        _backward(a_0, buffers, layout, codes.derivative, P, update, descent, fused)
         if update.code != NONE:
             step += 1
             if not fused:

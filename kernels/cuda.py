@@ -32,8 +32,7 @@ kernel                 what it computes                              launch
 ``sgd_step``           fused parameter updates, in place             1-D grid-stride
 ``adam_step``          (Adam, AdamW)
 ``rmsprop_step``
-``clip_sum``           clamp by value; ``Σ g²`` into a float64       1-D grid-stride,
-                       scalar (an atomic add per thread)             one atomic a thread
+``clip_sum``           clamp by value; ``Σ g²`` into a float64 sum   1-D grid-stride
 ``clip_scale``         ``g *= min(1, c / (‖g‖ + 1e-6))``             1-D grid-stride
 =====================  ============================================  ===================
 
@@ -346,9 +345,8 @@ def adam_update(param, grad, m, v, hyper, *, stream=0):
 
 
 def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper, *, stream=0):
-    """Fused in-place RMSprop step; ``hyper`` a
-    :class:`~gpubp.kernels.reference.RMSpropStep`. See the twin. An unused buffer (None)
-    is replaced by ``grad``, never read (not ``param``: see :func:`sgd_update`)."""
+    """Fused in-place RMSprop step (see the twin); an unused buffer (None) is replaced by
+    ``grad``, never read (not ``param``: see :func:`sgd_update`)."""
     lr, alpha, eps, weight_decay, momentum, centered = hyper
     T = np.dtype(param.dtype).type
     buf = grad if momentum_buffer is None else momentum_buffer
@@ -360,12 +358,8 @@ def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper, *,
 
 
 def clip_gradient(grad, max_norm=0.0, max_value=0.0, *, norm_sq=None, stream=0):
-    """Clip the flat gradient in place, on the device, with no synchronisation; see the twin.
-
-    ``norm_sq``: a zeroed float64 (1,) workspace that receives ``‖g‖²`` (after the clamp by
-    value); None is for NumPy inputs (the simulator) only. Returns nothing: the norm
-    stays on the device, in ``norm_sq``.
-    """
+    """Clip the flat gradient in place, with no synchronisation (see the twin); ``norm_sq``,
+    a zeroed float64 (1,) workspace, receives ``‖g‖²`` (None: NumPy inputs only)."""
     if norm_sq is None:
         norm_sq = _host_scratch(grad, (1,), np.float64, "norm_sq")
         norm_sq[0] = 0.0
