@@ -132,6 +132,8 @@ EQUAL = [
     {"name": "rmsprop-clip-value", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
      "fit": {"epochs": 2, "batch_size": 16, "lr": 0.01, "optimizer": "rmsprop",
              "clip_value": 0.01, "schedule": "one_cycle"}},
+    {"name": "sgd-clip-value", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.5, "clip_value": 0.002}},
     {"name": "sgd-clip-norm-allreduce", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
      "group": {"reduction": "allreduce"},
      "fit": {"epochs": 2, "batch_size": 16, "lr": 0.5, "clip_norm": 0.05}},
