@@ -193,7 +193,7 @@ class Backend:
         self.kernels.rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper)
 
     def clip_gradient(self, grad, max_norm=0.0, max_value=0.0):
-        """Clip the flat gradient ``grad`` in place (:func:`gpubp.kernels.reference.clip_gradient`)."""
+        """Clip the flat ``grad`` in place (:func:`gpubp.kernels.reference.clip_gradient`)."""
         self.kernels.clip_gradient(grad, max_norm, max_value)
 
     def count_correct(self, a, y, loss):
