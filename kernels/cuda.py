@@ -30,7 +30,10 @@ kernel                 what it computes                              launch
                                                                      split over P
 ``sum_splits``         the sum of the P-splits' partial products     1-D grid-stride
 ``sgd_step``           fused parameter updates, in place             1-D grid-stride
-``adam_step``
+``adam_step``          (Adam, AdamW)
+``rmsprop_step``
+``clip_sum``           clamp by value; ``Σ g²`` into a float64 sum   1-D grid-stride
+``clip_scale``         ``g *= min(1, c / (‖g‖ + 1e-6))``             1-D grid-stride
 =====================  ============================================  ===================
 
 Every kernel is built once per dtype (float32, float64) by :func:`kernels_for` and
@@ -162,7 +165,10 @@ def signatures(dtype):
         "weight_bias_grad": (mat, mat, mat, vec, cube, code),
         "sum_splits": (cube, mat, vec),
         "sgd_step": (vec, vec, vec, f, f, types.boolean, f),
-        "adam_step": (vec, vec, vec, vec) + (f,) * 9,
+        "adam_step": (vec, vec, vec, vec) + (f,) * 10,
+        "rmsprop_step": (vec,) * 5 + (f,) * 6 + (types.boolean,),
+        "clip_sum": (vec, f, types.Array(types.float64, 1, "C")),
+        "clip_scale": (vec, types.float64, types.Array(types.float64, 1, "C")),
     }
 
 
@@ -362,14 +368,41 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
 def adam_update(param, grad, m, v, hyper, *, stream=0):
     """Fused in-place Adam step; ``hyper`` an :class:`~gpubp.kernels.reference.AdamStep`
     (its ``step`` counts from 1). See the twin."""
-    lr, beta1, beta2, eps, step, weight_decay = hyper
+    lr, beta1, beta2, eps, step, weight_decay, decoupled = hyper
     T = np.dtype(param.dtype).type
     # The scalars are formed in Python floats and rounded once, as NumPy does when the
     # reference mixes them with arrays of this dtype.
     _launch_elementwise(kernels_for(param.dtype)["adam_step"], param.size, stream,
                         _flat(param), _flat(grad), _flat(m), _flat(v), T(lr), T(beta1),
                         T(1 - beta1), T(beta2), T(1 - beta2), T(1 - beta1**step),
-                        T(1 - beta2**step), T(eps), T(weight_decay))
+                        T(1 - beta2**step), T(eps), T(weight_decay), T(1 - lr * decoupled))
+
+
+def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper, *, stream=0):
+    """Fused in-place RMSprop step (see the twin); an unused buffer (None) is replaced by
+    ``grad``, never read (not ``param``: see :func:`sgd_update`)."""
+    lr, alpha, eps, weight_decay, momentum, centered = hyper
+    T = np.dtype(param.dtype).type
+    buf = grad if momentum_buffer is None else momentum_buffer
+    avg = grad if grad_avg is None else grad_avg
+    _launch_elementwise(kernels_for(param.dtype)["rmsprop_step"], param.size, stream,
+                        _flat(param), _flat(grad), _flat(square_avg), _flat(buf), _flat(avg),
+                        T(lr), T(alpha), T(1 - alpha), T(eps), T(weight_decay), T(momentum),
+                        bool(centered))
+
+
+def clip_gradient(grad, max_norm=0.0, max_value=0.0, *, norm_sq=None, stream=0):
+    """Clip the flat gradient in place, with no synchronisation (see the twin); ``norm_sq``,
+    a zeroed float64 (1,) workspace, receives ``‖g‖²`` (None: NumPy inputs only)."""
+    if norm_sq is None:
+        norm_sq = _host_scratch(grad, (1,), np.float64, "norm_sq")
+        norm_sq[0] = 0.0
+    k = kernels_for(grad.dtype)
+    T = np.dtype(grad.dtype).type
+    _launch_elementwise(k["clip_sum"], grad.size, stream, _flat(grad), T(max_value), norm_sq)
+    if max_norm > 0:
+        _launch_elementwise(k["clip_scale"], grad.size, stream, _flat(grad),
+                            float(max_norm), norm_sq)
 
 
 # -- ahead-of-time compilation -------------------------------------------------------

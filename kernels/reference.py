@@ -31,6 +31,8 @@ import numpy as np
 
 from gpubp import activations, losses
 from gpubp.kernels import dropout as masks
+from gpubp.kernels.reference_optim import (RMSpropStep, clip_gradient,  # noqa: F401 - re-exported
+                                           rmsprop_update)
 
 ACTIVATIONS = activations.NAMES
 ELEMENTWISE = activations.FROM_OUTPUT  # those with g' written through a
@@ -251,20 +253,27 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
     param -= lr * step
 
 
-AdamStep = namedtuple("AdamStep", "lr beta1 beta2 eps step weight_decay")
-AdamStep.__doc__ = """The hyperparameters of one Adam step: ``step`` counts from 1."""
+AdamStep = namedtuple("AdamStep", "lr beta1 beta2 eps step weight_decay decoupled_decay",
+                      defaults=(0.0,))
+AdamStep.__doc__ = """The hyperparameters of one Adam step: ``step`` counts from 1;
+``decoupled_decay`` is AdamW's ``λ`` (0 for Adam)."""
 
 
 def adam_update(param, grad, m, v, hyper):
     """Adam step in place (Kingma & Ba, 2015), L2 weight decay added to the gradient.
 
-    ``hyper`` is an :class:`AdamStep` ``(lr, beta1, beta2, eps, step, weight_decay)``.
+    ``hyper`` is an :class:`AdamStep` ``(lr, beta1, beta2, eps, step, weight_decay,
+    decoupled_decay)``.
 
-    ``g = grad + weight_decay * param``; ``m = β1 m + (1 − β1) g``;
+    AdamW (Loshchilov & Hutter, 2019; PyTorch's ``AdamW``) first shrinks the parameter,
+    ``param *= 1 − lr · decoupled_decay``, then takes the Adam step below (whose
+    ``weight_decay`` is then 0). ``g = grad + weight_decay * param``; ``m = β1 m + (1 − β1) g``;
     ``v = β2 v + (1 − β2) g²``; ``param -= lr · m̂ / (√v̂ + ε)`` with the bias corrections
     ``m̂ = m / (1 − β1^t)``, ``v̂ = v / (1 − β2^t)``, ``t = step`` (1 for the first step).
     """
-    lr, beta1, beta2, eps, step, weight_decay = hyper
+    lr, beta1, beta2, eps, step, weight_decay, decoupled_decay = hyper
+    if decoupled_decay:
+        param *= 1 - lr * decoupled_decay
     g = grad + weight_decay * param
     m *= beta1
     m += (1 - beta1) * g

@@ -12,7 +12,9 @@ Every backend offers the same small set of operations on its own arrays:
                           (both: with the layer's dropout mask when given one)
 ``weight_bias_gradients`` ``∂W = a^{l-1 T} δ^l`` and ``∂b = Σ_p δ^l``
 ``sgd_update``            fused SGD / momentum / Nesterov / weight-decay step
-``adam_update``           fused Adam step
+``adam_update``           fused Adam / AdamW step
+``rmsprop_update``        fused RMSprop step (momentum, centered)
+``clip_gradient``         the flat gradient clipped by its global norm or by value
 ``count_correct``         correct predictions of a batch (the epoch's accuracy)
 ``resident/gather_rows``  training data on the backend once; a batch's rows gathered
 ``in_place/batch_order``  a device X used as given; the epoch's order where rows are read
@@ -232,6 +234,13 @@ class Backend:
 
     def adam_update(self, param, grad, m, v, hyper):
         self.kernels.adam_update(param, grad, m, v, hyper)
+
+    def rmsprop_update(self, param, grad, square_avg, momentum_buffer, grad_avg, hyper):
+        self.kernels.rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper)
+
+    def clip_gradient(self, grad, max_norm=0.0, max_value=0.0):
+        """Clip the flat ``grad`` in place (:func:`gpubp.kernels.reference.clip_gradient`)."""
+        self.kernels.clip_gradient(grad, max_norm, max_value)
 
     def count_correct(self, a, y, loss):
         """Rows of ``a`` (P, n_L) whose labels match the targets ``y``, as a backend scalar.

@@ -396,6 +396,19 @@ class CudaBackend(Backend):
                                  self._nb(m, flat=True), self._nb(v, flat=True), hyper,
                                  stream=self._stream())
 
+    def rmsprop_update(self, param, grad, square_avg, momentum_buffer, grad_avg, hyper):
+        def nb(x):
+            return None if x is None else self._nb(x, flat=True)
+
+        self.kernels.rmsprop_update(nb(param), nb(grad), nb(square_avg), nb(momentum_buffer),
+                                    nb(grad_avg), hyper, stream=self._stream())
+
+    def clip_gradient(self, grad, max_norm=0.0, max_value=0.0):
+        norm_sq = self._workspace("norm_sq", (1,), np.float64)
+        norm_sq.fill(0)  # on CuPy an asynchronous memset on the current stream
+        self.kernels.clip_gradient(self._nb(grad, flat=True), max_norm, max_value,
+                                   norm_sq=self._nb(norm_sq), stream=self._stream())
+
 
 class _DeviceCostSum:
     """The epoch's cost sum kept by the cost kernel in a float64 device scalar."""

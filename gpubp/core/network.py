@@ -291,7 +291,7 @@ class Network:
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
             checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-            distributed=False):
+            distributed=False, clip_norm=None, clip_value=None):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.loop.fit`).
 
         Parameters
@@ -318,13 +318,14 @@ class Network:
             0 silent, 1 a progress bar (hidden when output is not a terminal), 2 one line
             per epoch.
         optimizer : str or Optimizer
-            ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"`` or an
-            :class:`~gpubp.optim.optimizers.Optimizer` (e.g. ``SGD(lr=0.1, momentum=0.9)``).
+            ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``
+            or an :class:`~gpubp.optim.optimizers.Optimizer` (``SGD(lr=0.1, momentum=0.9)``).
         validation_split : float
             Fraction of ``(X, Y)`` held out for validation (stratified for classifiers,
             drawn with the network's generator) instead of ``validation_data``.
-        schedule : {"constant", "step", "cosine"}, Schedule or None
-            Learning-rate schedule, replacing the optimizer's own when given.
+        schedule : str, Schedule or None
+            Replaces the optimizer's own when given: per epoch ``"constant"``, ``"step"``,
+            ``"cosine"``; per step ``"warmup"``, ``"warmup_cosine"``, ``"one_cycle"``.
         weight_decay : float or None
             L2 penalty ``λ`` (``∇C + λθ``), replacing the optimizer's own when given.
         early_stopping : bool, int, EarlyStopping or None
@@ -354,6 +355,9 @@ class Network:
             the single-process one. Rank 0 alone prints and writes checkpoints.
             ``Group(comm, reduction=name)`` picks how the ranks combine their gradients
             (:mod:`gpubp.distributed.reductions`).
+        clip_norm, clip_value : float or None
+            Clip each step's (summed) ``∇θ`` by its global norm or by value, one of the two
+            (:meth:`~gpubp.optim.base.Optimizer.set_clipping`).
 
         Returns
         -------
@@ -376,7 +380,8 @@ class Network:
                    validation_split=validation_split, schedule=schedule,
                    weight_decay=weight_decay, early_stopping=early_stopping, callbacks=callbacks,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                   gradient_flow=gradient_flow, distributed=distributed)
+                   gradient_flow=gradient_flow, distributed=distributed, clip_norm=clip_norm,
+                   clip_value=clip_value)
 
     # every quantity of backpropagation on a batch: a Trace (a, z, delta, dW, db, masks)
     trace = tracing.trace

@@ -62,8 +62,9 @@ class SplitStep:
 
     @staticmethod
     def fuses(optimizer):
-        """Whether the step lands in W from the gradient's GEMM (plain SGD)."""
-        return type(optimizer) is SGD and optimizer.momentum == 0
+        """Whether the step lands in W from the gradient's GEMM (plain SGD, no clipping,
+        which needs the whole gradient first)."""
+        return type(optimizer) is SGD and optimizer.momentum == 0 and not optimizer.clips
 
     @staticmethod
     def applies(shared, net, optimizer):

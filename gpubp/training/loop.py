@@ -91,7 +91,9 @@ def _plan(net, X, Y, o, group):
                          f"distributed={o.distributed!r} on {group.size} ranks")
     validation = check_validation_data(net, o)
     checkpoint = None if o.checkpoint is None else checkpoint_path(o.checkpoint)
-    optimizer = get_optimizer(o.optimizer, o.lr, o.schedule, o.weight_decay)
+    optimizer = get_optimizer(o.optimizer, o.lr, o.schedule, o.weight_decay,
+                              None if o.clip_norm is None and o.clip_value is None else
+                              (o.clip_norm, o.clip_value))
     weights = check_extras(X, o.sample_weight, o.rng, o.diverged, optimizer, group,
                             checkpoint is not None or o.resume is not None)
     callbacks = callbacks_of(o.callbacks, o.early_stopping,
@@ -216,8 +218,8 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     if o.shuffle:
         rng.shuffle(plan.order)
     dropout.begin_epoch(net, rng)  # the epoch's mask key, after the shuffle
-    lr_now = optimizer.start_epoch(epoch, o.epochs)
     epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
+    lr_now = optimizer.start_epoch(epoch, o.epochs, -(-len(epoch_rows) // o.batch_size))
     plan.batches.begin(run)
     epoch_loss, epoch_accuracy, penalty = _train_epoch(
         net, optimizer, data, epoch_rows, o.batch_size, group, plan.weights,
