@@ -79,7 +79,8 @@ def check_bench(args):
             raise CliError(f"--backend must be one of {', '.join(BACKEND_RUNNERS)}, got {name!r}")
     scaling_only = {"--ranks": args.ranks, "--reduction": args.reduction,
                     "--fused": args.fused or None}
-    others = {"--case": args.cases, "--backend": args.backends, "--inference": args.inference
+    others = {"--case": args.cases, "--matrix": args.matrix, "--backend": args.backends,
+              "--inference": args.inference
               or None, "--no-peers": None if args.peers else True,
               "--samples-per-epoch": args.samples_per_epoch, "--processes": args.processes}
     if args.scaling:

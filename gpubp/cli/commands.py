@@ -162,6 +162,10 @@ def cmd_bench(args, out):
     from gpubp.bench.compare import run_bench  # keeps the command line's start light
 
     kwargs = {} if args.samples_per_epoch is None else {"samples_per_epoch": args.samples_per_epoch}
+    if args.matrix:
+        from gpubp.bench.runners import FULL, QUICK  # as above
+
+        args.cases = list(args.cases or ()) + list(FULL if args.matrix == "full" else QUICK)
     run_bench(args.cases, args.backends, args.peers, args.repeats, file=out,
               inference=args.inference, processes=args.processes or 3, **kwargs)
     return 0
