@@ -153,7 +153,9 @@ REFERENCE_GFLOPS = 2.0
 def _runners(backends, peers, train):
     gemms = ("gemm-only",) + (("gemm-only-cuda",) if any("cuda" in b for b in backends)
                               else ())
-    return backends + (gemms if train else ()) + (PEERS if peers else ())
+    # peers: True (all of PEERS), False, or the names of some
+    chosen = PEERS if peers is True else tuple(peers or ())
+    return backends + (gemms if train else ()) + chosen
 
 
 def expected_seconds(cases, backends, peers, repeats, train, samples_per_epoch, processes):
@@ -302,9 +304,9 @@ def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
         Default :data:`CASES` (``"784-128-10@64"`` style strings are accepted).
     backends : sequence of str, optional
         gpubp backends to time; default those usable here (``cuda`` only with a GPU).
-    peers : bool
-        Also time JAX (``jit``, with and without donation) and PyTorch (eager) where
-        installed.
+    peers : bool or sequence of str
+        Also time the peers where installed (True: every name of ``PEERS``: JAX's
+        whole-epoch scan and jitted step, PyTorch eager and compiled), or those named.
     repeats : int
         Rounds: timed epochs per runner (the best is reported), after one warm-up epoch.
     file : file-like
@@ -330,6 +332,9 @@ def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
     if unknown:
         raise ValueError(f"backends must be among {', '.join(BACKEND_RUNNERS)}, got "
                          f"{unknown[0]!r}")
+    if peers not in (True, False) and any(p not in PEERS for p in peers):
+        raise ValueError(f"peers must be among {', '.join(PEERS)}, got "
+                         f"{next(p for p in peers if p not in PEERS)!r}")
     seconds = sum(expected_seconds(cases, backends, peers, repeats, train, samples_per_epoch,
                                    processes) for train in ((True, False) if inference else (True,)))
     print(f"{len(cases)} case(s) x {processes} process(es) per runner x {repeats} rounds: "

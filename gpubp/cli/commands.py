@@ -166,7 +166,8 @@ def cmd_bench(args, out):
         from gpubp.bench.runners import FULL, QUICK  # as above
 
         args.cases = list(args.cases or ()) + list(FULL if args.matrix == "full" else QUICK)
-    run_bench(args.cases, args.backends, args.peers, args.repeats, file=out,
+    peers = args.peer_names if args.peers and args.peer_names else args.peers
+    run_bench(args.cases, args.backends, peers, args.repeats, file=out,
               inference=args.inference, processes=args.processes or 3, **kwargs)
     return 0
 
