@@ -1,8 +1,8 @@
 """What the benchmarks time, in one process: the cases, their data, and one epoch per runner.
 
-Every *runner* does the same work on the same data: SGD on an MLP (sigmoid hidden layers,
-softmax + cross-entropy, float32) over the same rows in the same order, or forward-only
-inference over them. Runners:
+Every *runner* does the same work on the same data: a case's training of an MLP (its
+hidden activation, softmax + cross-entropy, its optimizer and dtype; :class:`Case`) over
+the same rows, shuffled, or forward-only inference over them. Runners:
 
 - ``reference``, ``cpu``, ``cuda`` (``cuda-fused``, ``cuda-cublas``: its ``weight_grad``
   variants; ``cpu-blas1``, ``cpu-blas2``: the compiled epoch on that many BLAS threads
@@ -10,16 +10,16 @@ inference over them. Runners:
   shuffle=False, verbose=0``), timed from the start to the end of its epoch by a callback,
   so that the one-time input checks a multi-epoch run pays once are not charged to each
   epoch; the epoch's own bookkeeping (parameter snapshot, figures, history) is. Inference
-  is ``forward`` over each batch.
+  is ``forward`` over each batch. ``fit`` shuffles (no in-place reading of rows).
 - ``gemm-only``: the matrix products of the same steps alone, into the same buffers, on
   the CPU through the same BLAS as the compiled epoch, in one compiled call per epoch, on
   one BLAS thread for small steps and otherwise the faster of one and all threads, timed
   each round, as ``fit`` chooses between them (``gemm-only-cuda``: the same through
   CuPy on a GPU). Its time is the bound the rest of the step is measured against.
-- peers: ``jax-jit`` (``jax.jit`` of the whole step, parameters donated),
-  ``jax-jit-nodonate`` (the same without donation; each peer is reported at its best),
-  ``torch-eager`` (autograd + ``torch.optim.SGD``); batches are on the peer's device
-  before timing. Skipped, with the reason, when not installed.
+- peers (:mod:`gpubp.bench.peers`): ``jax-scan`` (the whole epoch one ``jax.jit`` over
+  ``lax.scan``), ``jax-jit``, ``jax-jit-nodonate``, ``torch-eager``, ``torch-compile``;
+  the data on the peer's device before timing. Skipped, with the reason, when not
+  installed or not able to run the case.
 
 Each runner lives in its own process when measured (:mod:`gpubp.bench.compare` starts one worker
 per runner with ``python -m gpubp.bench.runners`` and talks to it over stdin/stdout):
@@ -369,8 +369,8 @@ def time_epochs(epoch, repeats=5, warmup=1):
 def serve(stdin=sys.stdin, stdout=sys.stdout):
     """Worker loop: read a runner spec, build and warm it up, then time one epoch per request.
 
-    Protocol (one JSON object per line): the parent sends ``{"runner", "sizes",
-    "batch_size", "n_batches", "train"}``; the worker answers ``{"ready": true}`` or
+    Protocol (one JSON object per line): the parent sends ``{"runner", "case"`` (its
+    name), ``"n_batches", "train"}``; the worker answers ``{"ready": true}`` or
     ``{"unavailable": reason}``; then each line ``"epoch"`` is answered with
     ``{"seconds": s}``, until ``"quit"`` or end of input.
     """
