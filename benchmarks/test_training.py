@@ -31,6 +31,8 @@ PROCESSES = 2
 
 def _epoch(runner, case, n_batches, train, timing, workers):
     """A callable timing one epoch: in worker processes when timing, in-process otherwise."""
+    if runner == "torch-compile" and not timing:
+        pytest.skip("torch.compile takes minutes to compile: timed runs only (--benchmark)")
     try:
         if timing:
             started = []

@@ -47,7 +47,7 @@ from gpubp.kernels.cpu_update import (_adam, _clip, _count_correct, _rmsprop,  #
                                       _sgd, adam_update, clip_gradient, count_correct,
                                       rmsprop_update, sgd_update)
 from gpubp.kernels import jit_cache
-from gpubp.kernels.cpu_math import _F, _sigmoid_f32, _tanh_f32
+from gpubp.kernels.cpu_math import _D, _F, _sigmoid_f32, _sigmoid_f64, _tanh_f32, _tanh_f64
 from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, EXP_CAP, LOSSES
 
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
@@ -57,6 +57,7 @@ MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = map(
 # internal codes, negative so that the tables' codes (>= 0) can grow
 _SIGMOID_F32 = -1  # internal: sigmoid of a float32 array by the vectorised exp below
 _TANH_F32 = -2  # internal: tanh of a float32 array by the vectorised rational function below
+_SIGMOID_F64, _TANH_F64 = -3, -4  # internal: the same for float64 (kernels/cpu_math.py)
 
 # Clip bounds of the log-losses (reference._clipped), looked up once rather than per call.
 _CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
@@ -79,11 +80,13 @@ def activation_code(activation, elementwise=False):
 
 
 def forward_code(activation, dtype):
-    """The code ``_bias_activation`` takes: float32 sigmoid and tanh by their vectorised
-    variants (``_sigmoid_f32``, ``_tanh_f32``)."""
+    """The code ``_bias_activation`` takes: sigmoid and tanh by their vectorised variants
+    for the dtype (``_sigmoid_f32``, ``_tanh_f32``, ``_sigmoid_f64``, ``_tanh_f64``)."""
     code = activation_code(activation)
     if np.dtype(dtype) == np.float32:
         code = {SIGMOID: _SIGMOID_F32, TANH: _TANH_F32}.get(code, code)
+    elif np.dtype(dtype) == np.float64:
+        code = {SIGMOID: _SIGMOID_F64, TANH: _TANH_F64}.get(code, code)
     return code
 
 
@@ -145,6 +148,12 @@ def _bias_activation(z, b, code):
         elif code == _TANH_F32:
             for j in range(n):
                 row[j] = _tanh_f32(_F(row[j] + b[j]))
+        elif code == _SIGMOID_F64:
+            for j in range(n):
+                row[j] = _sigmoid_f64(_D(row[j] + b[j]))
+        elif code == _TANH_F64:
+            for j in range(n):
+                row[j] = _tanh_f64(_D(row[j] + b[j]))
         elif code == SIGMOID:
             for j in range(n):
                 row[j] = _sigmoid1(row[j] + b[j])
@@ -152,7 +161,7 @@ def _bias_activation(z, b, code):
             for j in range(n):
                 v = row[j] + b[j]
                 row[j] = v if v > 0 else v * 0
-        else:  # identity, and tanh whose tanh is applied afterwards by NumPy
+        else:  # identity
             for j in range(n):
                 row[j] += b[j]
 
@@ -257,10 +266,6 @@ def bias_activation(z, b, activation):
         _ENTRY.bias_exp(z, b, EXP_CAP[z.dtype])
         return
     _ENTRY.bias_activation(z, b, code)
-    if code == TANH:
-        # float64: NumPy's SIMD tanh is accurate and ~8x faster than a scalar libm loop;
-        # the extra pass over z is cheap next to that.
-        np.tanh(z, out=z)
 
 
 def output_delta(a, y, activation, loss, delta):

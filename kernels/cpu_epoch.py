@@ -48,7 +48,6 @@ from numba import njit, types
 
 from gpubp.kernels.cpu import (
     CROSS_ENTROPY,
-    TANH,
     _bias_activation,
     _column_sums,
     _count_correct,
@@ -92,18 +91,6 @@ def _is_run(order, start, P):
         if order[start + i] != first + i:
             return False
     return True
-
-
-@njit(cache=True, error_model="numpy")
-def _tanh(z):
-    # float64: libm's tanh, elementwise, where the per-kernel path uses NumPy's SIMD tanh
-    # (they may differ in the last bit). float32 has its vectorised tanh inside
-    # _bias_activation on both paths.
-    P, n = z.shape
-    for p in range(P):
-        row = z[p]
-        for j in range(n):
-            row[j] = math.tanh(row[j])
 
 
 @njit(cache=True, error_model="numpy")
@@ -166,8 +153,6 @@ def _forward(a_0, buffers, layout, codes, P, step_key):
         a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
         np.dot(a_in, _block(theta, w, n_in, n_out), z)
         _bias_activation(z, theta[b:b + n_out], codes.forward[l - 1])
-        if codes.forward[l - 1] == TANH:
-            _tanh(z)
         if codes.drop_threshold[l - 1] > 0:
             _drop_forward(z, _bits(step_key, l), codes.drop_threshold[l - 1],
                           codes.drop_scale[l - 1])

@@ -1,6 +1,14 @@
-"""Float32 transcendentals with only vectorisable operations (no libm call), for the loops
-of :mod:`gpubp.kernels.cpu`: LLVM vectorises them where it cannot vectorise ``math.exp``
-or ``math.tanh`` (docs/performance.md)."""
+"""Transcendentals with only vectorisable operations (no libm call), for the compiled loops
+of :mod:`gpubp.kernels.cpu` and :mod:`gpubp.kernels.cpu_epoch`: LLVM vectorises them where
+it cannot vectorise ``math.exp`` or ``math.tanh``, 5-10x faster an element
+(docs/performance.md, "Vectorised transcendentals").
+
+For a new activation: call ``_exp_f32``/``_exp_f64`` (``e^x``, whole range, libm's inf
+and 0 beyond it), ``_sigmoid_*`` and ``_tanh_*`` element by element inside an
+``inline="always"``, ``error_model="numpy"`` loop body, picking the function by dtype
+(``forward_code`` in :mod:`gpubp.kernels.cpu` does that for sigmoid and tanh), and keep
+the loop free of other calls so that LLVM can vectorise it. ``e^x − 1`` near 0 needs
+an expm1 (1 − e^x loses digits there)."""
 
 import numpy as np
 from llvmlite import ir
@@ -24,6 +32,7 @@ def _float32_from_bits(typingctx, bits):
 
 
 _F = np.float32
+_D = np.float64
 
 
 @njit(inline="always", error_model="numpy")
@@ -32,16 +41,125 @@ def _sigmoid_f32(x):
 
     LLVM cannot vectorise ``math.exp`` (no vector math library is available to Numba
     here), and the libm sigmoid was the slowest part of a float32 step
-    (docs/performance.md). This is the Cephes ``expf``: ``e^y = 2^n e^r`` with
-    ``n = round(y log2 e)``, ``|r| <= ln2 / 2`` by a degree-6 polynomial and ``2^n``
-    built from its exponent bits. ``x`` is clamped to [-88, 88] first, so ``e^{-x} <=
-    e^88 < FLT_MAX`` never overflows and ``1 / (1 + e^{-x})`` needs no second branch;
-    ``x < -88`` gives 0 (the exact value is subnormal there). Elsewhere the result is
-    within 3 ulp of the exact sigmoid; NaN stays NaN.
+    (docs/performance.md). Two branches sharing ``e = e^{−|x|} <= 1`` from
+    :func:`_exp_f32`, so nothing overflows, and one division: ``1 / (1 + e)`` for
+    ``x >= 0``, ``e / (1 + e)`` below. Within 2.5 ulp of the exact sigmoid over the whole
+    float32 range, subnormal results included; NaN stays NaN.
     """
-    y = -min(max(x, _F(-88.0)), _F(88.0))
-    n = np.floor(y * _F(1.44269504) + _F(0.5))
-    r = y - n * _F(0.693359375) - n * _F(-2.12194440e-4)  # ln 2 split in two: exact n ln2
+    e = _exp_f32(-abs(x))
+    return (_F(1.0) if x >= _F(0.0) else e) / (_F(1.0) + e)
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_f32(x):
+    """Tanh of a float32 with only vectorisable operations (no libm call): Cephes ``tanhf``.
+
+    ``|x| < 0.625``: ``x + x³ P(x²)`` (an odd polynomial, no cancellation); otherwise
+    ``±(1 − e) / (1 + e)`` with ``e = e^{−2|x|} <= 0.29`` from :func:`_exp_f32` (no
+    overflow; beyond |x| = 10 the value rounds to ±1). Within 1.5 ulp of the exact tanh,
+    checked over the whole range in the tests; NaN stays NaN. NumPy's SIMD tanh needs a
+    second pass over the array; this is fused into the bias addition.
+    """
+    ax = abs(x)
+    e = _exp_f32(_F(-2.0) * min(ax, _F(10.0)))
+    z = x * x
+    p = ((((_F(-5.70498872745e-3) * z + _F(2.06390887954e-2)) * z + _F(-5.37397155531e-2)) * z
+          + _F(1.33314422036e-1)) * z + _F(-3.33332819422e-1))
+    small = x + x * z * p
+    big = (_F(1.0) - e) / (_F(1.0) + e)
+    big = big if x >= _F(0.0) else -big
+    return small if ax < _F(0.625) else big
+
+
+# -- float64, and exp for other activations ---------------------------------------------------
+@intrinsic
+def _float64_from_bits(typingctx, bits):
+    """Reinterpret a 64-bit integer as a float64 (a free bitcast)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value = args[0]
+        if bits.bitwidth < 64:
+            value = builder.sext(value, ir.IntType(64))
+        return builder.bitcast(value, ir.DoubleType())
+
+    return types.float64(bits), codegen
+
+
+@njit(inline="always", error_model="numpy")
+def _exp_f64(x):
+    """``e^x`` of a float64 with only vectorisable operations (no libm call), within
+    1 ulp of the exact value over the whole range (tested against NumPy).
+
+    Cephes ``exp``: ``n = round(x log2 e)``, ``r = x − n ln 2`` (ln 2 in two parts, so
+    ``n ln2_hi`` is exact), ``e^r = 1 + 2 r P(r²) / (Q(r²) − r P(r²))`` on ``|r| <= ln2/2``,
+    then ``2^n`` as two factors built from exponent bits, so results in the subnormal
+    range are rounded once, as libm does. ``x`` is clamped to [−746, 710] first: beyond,
+    the factors give 0 and inf, libm's results, without overflow in the integer part;
+    NaN stays NaN (compares, not ``max``). Use it for ``e^x`` where ``x`` is far from 0
+    or where an absolute error of 1 ulp of 1 is enough; ``e^x − 1`` near 0 needs expm1.
+    """
+    xc = _D(-746.0) if x < _D(-746.0) else x
+    xc = _D(710.0) if xc > _D(710.0) else xc
+    n = np.floor(xc * _D(1.4426950408889634) + _D(0.5))
+    r = xc - n * _D(6.93145751953125e-1) - n * _D(1.42860682030941723212e-6)
+    r2 = r * r
+    p = r * ((_D(1.26177193074810590878e-4) * r2 + _D(3.02994407707441961300e-2)) * r2
+             + _D(9.99999999999999999910e-1))
+    q = ((_D(3.00198505138664455042e-6) * r2 + _D(2.52448340349684104192e-3)) * r2
+         + _D(2.27265548208155028766e-1)) * r2 + _D(2.00000000000000000009e0)
+    e = _D(1.0) + _D(2.0) * p / (q - p)
+    # int32, not int64: AVX2 converts four float64 to int32 at once, not to int64
+    k = np.int32(n)
+    half = k >> 1  # 2^n = 2^half 2^(n−half): each factor a normal number for |n| <= 1076
+    return (e * _float64_from_bits(np.int64(half + 1023) << 52)
+            * _float64_from_bits(np.int64(k - half + 1023) << 52))
+
+
+
+@njit(inline="always", error_model="numpy")
+def _sigmoid_f64(x):
+    """Sigmoid of a float64 from :func:`_exp_f64`: two branches sharing ``e = e^{−|x|}
+    <= 1``, so nothing overflows; within 2 ulp of the exact sigmoid, NaN stays NaN."""
+    e = _exp_f64(-abs(x))
+    s = _D(1.0) / (_D(1.0) + e)
+    return s if x >= _D(0.0) else e * s
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_f64(x):
+    """Tanh of a float64 with only vectorisable operations: Cephes ``tanh``.
+
+    ``|x| < 0.625``: ``x (Q(x²) + x² P(x²)) / Q(x²)`` (the odd rational function, no
+    cancellation); otherwise ``±(1 − e) / (1 + e)`` with ``e = e^{−2|x|} <= 0.29`` from
+    :func:`_exp_f64` (no overflow; beyond |x| = 20 the value rounds to ±1). Within 2 ulp
+    of the exact tanh; NaN stays NaN.
+    """
+    ax = abs(x)
+    e = _exp_f64(_D(-2.0) * min(ax, _D(20.0)))
+    s = x * x
+    p = (_D(-9.64399179425052238628e-1) * s + _D(-9.92877231001918586564e1)) * s \
+        + _D(-1.61468768441708447952e3)
+    q = ((s + _D(1.12811678491632931402e2)) * s + _D(2.23548839060100448583e3)) * s \
+        + _D(4.84406305325125486048e3)
+    # one division for both branches (a division costs more than the rest together)
+    small = ax < _D(0.625)
+    numerator = x * (q + s * p) if small else _D(1.0) - e
+    numerator = numerator if small or x >= _D(0.0) else -numerator
+    return numerator / (q if small else _D(1.0) + e)
+
+
+@njit(inline="always", error_model="numpy")
+def _exp_f32(x):
+    """``e^x`` of a float32 with only vectorisable operations: the Cephes ``expf`` of
+    :func:`_sigmoid_f32` over the whole float32 range (|x| clamped to 104, 2^n in two
+    factors as in :func:`_exp_f64`, so the subnormal range and overflow to inf come out
+    as in libm). Within 2 ulp of the exact value; NaN stays NaN."""
+    xc = _F(-104.0) if x < _F(-104.0) else x
+    xc = _F(89.0) if xc > _F(89.0) else xc
+    n = np.floor(xc * _F(1.44269504) + _F(0.5))
+    r = xc - n * _F(0.693359375) - n * _F(-2.12194440e-4)
     p = _F(1.9875691500e-4)
     p = p * r + _F(1.3981999507e-3)
     p = p * r + _F(8.3334519073e-3)
@@ -49,34 +167,7 @@ def _sigmoid_f32(x):
     p = p * r + _F(1.6666665459e-1)
     p = p * r + _F(5.0000001201e-1)
     p = p * r * r + r + _F(1.0)
-    e = p * _float32_from_bits((np.int32(n) + 127) << 23)
-    # Below -88 the exact value is under 6e-39 (subnormal): return 0, as the libm sigmoid
-    # does from about -104 on, rather than the clamp's constant 6e-39.
-    return _F(0.0) if x < _F(-88.0) else _F(1.0) / (_F(1.0) + e)
-
-
-@njit(inline="always", error_model="numpy")
-def _tanh_f32(x):
-    """Tanh of a float32 with only vectorisable operations (no libm call).
-
-    Eigen's float ``tanh`` (what XLA uses): ``x`` clamped to ±7.9 (where tanh rounds to
-    ±1), then an odd degree-13 over even degree-6 rational function in ``x``; ``|x| <
-    4e-4`` returns ``x``. Within 3.5e-7 relative (6 ulp) of the exact tanh everywhere,
-    checked on a dense grid in the tests; NaN stays NaN (the clamp compares, it does not
-    take a max). NumPy's SIMD tanh needs a second pass over the array; this is fused
-    into the bias addition.
-    """
-    c = _F(7.90531110763549805)
-    xc = c if x > c else x
-    xc = -c if xc < -c else xc
-    x2 = xc * xc
-    p = x2 * _F(-2.76076847742355e-16) + _F(2.00018790482477e-13)
-    p = x2 * p + _F(-8.60467152213735e-11)
-    p = x2 * p + _F(5.12229709037114e-08)
-    p = x2 * p + _F(1.48572235717979e-05)
-    p = x2 * p + _F(6.37261928875436e-04)
-    p = x2 * p + _F(4.89352455891786e-03)
-    q = x2 * _F(1.19825839466702e-06) + _F(1.18534705686654e-04)
-    q = x2 * q + _F(2.26843463243900e-03)
-    q = x2 * q + _F(4.89352518554385e-03)
-    return x if abs(x) < _F(4e-4) else xc * p / q
+    k = np.int32(n)
+    half = k >> 1
+    return (p * _float32_from_bits((half + 127) << 23)
+            * _float32_from_bits((k - half + 127) << 23))

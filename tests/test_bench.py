@@ -5,6 +5,7 @@ import io
 import pytest
 
 from gpubp.bench import compare as bench
+from gpubp.bench import peers, runners
 
 
 def test_parse_case():
@@ -108,3 +109,45 @@ def test_unavailable_runners_are_reported_not_raised():
 def test_unknown_runner():
     with pytest.raises(ValueError, match="runner must be one of"):
         bench.make_runner("mkl", bench.parse_case("4-2@2"), [], True)
+
+
+def test_case_names_carry_the_training():
+    text = "784-512-512-10@128:gelu,adamw,float32,dropout=0.2,warmup_cosine"
+    case = bench.parse_case(text)
+    assert (case.activation, case.optimizer, case.dtype, case.dropout, case.schedule) == \
+        ("gelu", "adamw", "float32", 0.2, "warmup_cosine")
+    assert case.name == text and case.lr == 1e-3
+    assert bench.parse_case("64-64-10@32:tanh,momentum,float64").lr == bench.LR
+    for bad in ("64-64-10@32:swish,sgd,float32", "64-64-10@32:tanh,sgd", "64-64-10@32:tanh,sgd,"
+                "float64,dropout"):
+        with pytest.raises(ValueError, match="784-128-10@64"):
+            bench.parse_case(bad)
+    for c in runners.FULL + runners.QUICK:
+        assert bench.parse_case(bench.parse_case(c).name) == bench.parse_case(c)
+    assert len(runners.FULL) == 6 * 4 * 4 * 2 + 1
+
+
+@pytest.mark.parametrize("text", ["6-5-3@4:tanh,momentum,float64",
+                                  "6-5-3@4:relu,adam,float64"])
+def test_peers_train_like_gpubp(text):
+    # One epoch of each peer and of gpubp's fit from the same parameters over the same
+    # rows in the same order: the same parameters after it (the same network, the same
+    # optimizer, the same steps).
+    pytest.importorskip("jax")
+    pytest.importorskip("torch")
+    import numpy as np
+
+    case = bench.parse_case(text)
+    X, Y = runners._stacked(bench.make_batches(case, 8))
+    params = list(zip(*runners.init_params(case.sizes, case.dtype)))
+    order = np.random.default_rng(0).permutation(X.shape[0])
+    net = bench.make_network("cpu", case)
+    net.fit(X[order], Y[order], epochs=1, batch_size=4, shuffle=False, verbose=0,
+            optimizer=runners.make_optimizer(case))
+    for name in ("jax-scan", "jax-jit", "jax-jit-nodonate", "torch-eager"):
+        build = peers.jax_runner if name.startswith("jax") else peers.torch_runner
+        run = build(name, case, X, Y, [tuple(np.copy(a) for a in p) for p in params], case.lr)
+        run(order)
+        for l, (W, b) in enumerate(run.params()):
+            np.testing.assert_allclose(W, net.W[l], rtol=1e-7, atol=1e-10, err_msg=name)
+            np.testing.assert_allclose(b, net.b[l], rtol=1e-7, atol=1e-10, err_msg=name)

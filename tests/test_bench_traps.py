@@ -31,6 +31,10 @@ def no_workers(monkeypatch):
     (["--backend", "tpu"], r"--backend must be one of reference, cpu, cuda, .*got 'tpu'"),
     (["--scaling", "--case", "4-8-3@8"], r"--case does not apply to --scaling"),
     (["--scaling", "--processes", "2"], r"--processes does not apply to --scaling"),
+    (["--peer", "jax-pmap"], r"--peer must be one of jax-scan, .*got 'jax-pmap'"),
+    (["--case", "4-8-3@2:swish,sgd,float32"], r"--case: case must look like .*swish"),
+    (["--scaling", "--matrix", "quick"], r"--matrix does not apply to --scaling"),
+    (["--scaling", "--peer", "jax-scan"], r"--peer does not apply to --scaling"),
     (["--fused"], r"--fused applies only with --scaling"),
     (["--ranks", "4"], r"--ranks applies only with --scaling"),
     (["--scaling", "--fused", "--reduction", "shared"], r"--fused is an allreduce"),
@@ -95,3 +99,15 @@ def test_a_failing_worker_is_one_line():
     assert "\n" not in message and "Traceback" not in message
     assert message.startswith("benchmark worker 'tpu' exited with status 1: ValueError: "
                               "runner must be one of"), message
+
+
+def test_peers_are_chosen_by_name(monkeypatch):
+    monkeypatch.setattr(gpubp.bench.compare, "_rounds", _fake_rounds(
+        {"cpu": 1.0, "gemm-only": 0.5, "jax-scan": 2.0, "torch-eager": 4.0}))
+    rows = gpubp.bench.compare.run_bench(["4-8-3@2"], backends=["cpu"],
+                                         peers=["jax-scan", "torch-eager"], repeats=1,
+                                         file=io.StringIO(), progress=None)
+    assert [r["runner"] for r in rows] == ["cpu", "gemm-only", "jax-scan", "torch-eager"]
+    assert next(r for r in rows if r["runner"] == "cpu")["vs_peer"] == 2.0
+    with pytest.raises(ValueError, match="peers must be among jax-scan.*'jax-pmap'"):
+        gpubp.bench.compare.run_bench(["4-8-3@2"], peers=["jax-pmap"], file=io.StringIO())

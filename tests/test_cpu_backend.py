@@ -30,7 +30,8 @@ OUTPUT_PAIRS = [("softmax", "cross_entropy"), ("sigmoid", "binary_cross_entropy"
 
 
 def tol(dtype):
-    # float32: the vectorised sigmoid is within 3 ulp, sums are reordered; float64 tight.
+    # float32: the vectorised sigmoid is within 3 ulp, sums are reordered; float64 tight
+    # (its vectorised sigmoid and tanh are within 2.5 ulp).
     return {"rtol": 2e-6, "atol": 1e-7} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-14}
 
 
@@ -75,8 +76,9 @@ def test_sigmoid_float32_is_accurate_over_the_whole_range():
 
 
 def test_tanh_float32_is_accurate_over_the_whole_range():
-    # The float32 tanh is Eigen's rational function; check it densely against float64,
-    # including the tiny arguments where it returns x and the clamp at ±7.9.
+    # The float32 tanh is Cephes tanhf on the vectorised expf (tests/test_cpu_math.py
+    # checks it in ulps); here through the kernel, densely against float64, tiny
+    # arguments and the saturated ends included.
     z = np.concatenate([np.linspace(-20, 20, 400_001), np.geomspace(1e-12, 1, 50_001),
                         -np.geomspace(1e-12, 1, 50_001)]).astype(np.float32).reshape(1, -1)
     got = z.copy()
@@ -85,7 +87,7 @@ def test_tanh_float32_is_accurate_over_the_whole_range():
     nonzero = exact != 0
     assert (np.abs(got - exact)[nonzero] / np.abs(exact)[nonzero]).max() <= 4e-7
     ulps = np.abs(got - exact)[nonzero] / np.spacing(np.abs(exact).astype(np.float32))[nonzero]
-    assert ulps.max() <= 6
+    assert ulps.max() <= 2
     assert np.all(np.abs(got) <= 1) and np.all(got[~nonzero] == 0)
 
 

@@ -42,7 +42,7 @@ from gpubp.bench.runners import (  # noqa: F401 - the benchmark vocabulary, re-e
 )
 from tqdm.auto import tqdm
 
-_PEER_MODULES = {"jax-jit": "jax", "jax-jit-nodonate": "jax", "torch-eager": "torch"}
+_PEER_MODULES = {name: "jax" if name.startswith("jax") else "torch" for name in PEERS}
 # seconds between one worker's work and the next's: OpenBLAS's idle threads spin for about
 # 2^28 cycles (OPENBLAS_THREAD_TIMEOUT's default, ~0.08 s here) before they sleep
 SETTLE = 0.25
@@ -82,8 +82,7 @@ class Worker:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "gpubp.bench.runners"], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
-        spec = {"runner": runner, "sizes": list(case.sizes), "batch_size": case.batch_size,
-                "n_batches": n_batches, "train": train}
+        spec = {"runner": runner, "case": case.name, "n_batches": n_batches, "train": train}
         time.sleep(SETTLE)  # the warm-up epoch (fit's thread probe) runs in a quiet machine
         try:
             reply = self._ask(json.dumps(spec))
@@ -154,7 +153,9 @@ REFERENCE_GFLOPS = 2.0
 def _runners(backends, peers, train):
     gemms = ("gemm-only",) + (("gemm-only-cuda",) if any("cuda" in b for b in backends)
                               else ())
-    return backends + (gemms if train else ()) + (PEERS if peers else ())
+    # peers: True (all of PEERS), False, or the names of some
+    chosen = PEERS if peers is True else tuple(peers or ())
+    return backends + (gemms if train else ()) + chosen
 
 
 def expected_seconds(cases, backends, peers, repeats, train, samples_per_epoch, processes):
@@ -217,6 +218,7 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
                         (bar, f"process {p + 1}/{processes}"))
         best = {name: min(ts) for name, ts in times.items() if ts}
         jax = min((best[n] for n in best if n.startswith("jax")), default=None)
+        peer = min((best[n] for n in best if n in PEERS), default=None)
         for name in runners:
             sec = best.get(name)
             gemm = best.get("gemm-only-cuda" if "cuda" in name else "gemm-only")
@@ -228,6 +230,7 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
                 "gflops": case.flops(train) * n_batches / sec / 1e9 if sec else None,
                 "speedup": best["reference"] / sec if sec and "reference" in best else None,
                 "vs_jax": jax / sec if sec and jax else None,
+                "vs_peer": peer / sec if sec and peer else None,
                 # a "bound" slower than the runner it bounds timed overhead, not GEMMs
                 "gemm_fraction": (gemm / sec if sec and gemm and gemm <= sec
                                   and not name.startswith("gemm-only") else None),
@@ -269,18 +272,20 @@ def _rounds(case, n_batches, train, runners, repeats, found, progress=(None, "")
 
 def format_table(rows, title=""):
     """The rows of :func:`measure` as a fixed-width text table."""
-    head = f"{'case':<22} {'runner':<16} {'samples/s':>11} {'GFLOP/s':>8} " \
-           f"{'x ref':>7} {'x JAX':>6} {'% GEMM bound':>12}"
+    w = max([22] + [len(r["case"]) for r in rows])  # case names with their training are long
+    head = f"{'case':<{w}} {'runner':<16} {'samples/s':>11} {'GFLOP/s':>8} " \
+           f"{'x ref':>7} {'x JAX':>6} {'x peer':>6} {'% GEMM bound':>12}"
     lines = [title, head, "-" * len(head)] if title else [head, "-" * len(head)]
     for r in rows:
         if r["seconds"] is None:
-            lines.append(f"{r['case']:<22} {r['runner']:<16} {'skipped: ' + r['note']}")
+            lines.append(f"{r['case']:<{w}} {r['runner']:<16} {'skipped: ' + r['note']}")
             continue
         speed = f"{r['speedup']:.2f}" if r["speedup"] else "-"
         vs_jax = f"{r['vs_jax']:.2f}" if r["vs_jax"] else "-"
+        vs_peer = f"{r['vs_peer']:.2f}" if r.get("vs_peer") else "-"
         frac = f"{100 * r['gemm_fraction']:.0f}%" if r["gemm_fraction"] else "-"
-        lines.append(f"{r['case']:<22} {r['runner']:<16} {r['samples_per_s']:>11,.0f} "
-                     f"{r['gflops']:>8.1f} {speed:>7} {vs_jax:>6} {frac:>12}")
+        lines.append(f"{r['case']:<{w}} {r['runner']:<16} {r['samples_per_s']:>11,.0f} "
+                     f"{r['gflops']:>8.1f} {speed:>7} {vs_jax:>6} {vs_peer:>6} {frac:>12}")
     return "\n".join(lines)
 
 
@@ -299,9 +304,9 @@ def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
         Default :data:`CASES` (``"784-128-10@64"`` style strings are accepted).
     backends : sequence of str, optional
         gpubp backends to time; default those usable here (``cuda`` only with a GPU).
-    peers : bool
-        Also time JAX (``jit``, with and without donation) and PyTorch (eager) where
-        installed.
+    peers : bool or sequence of str
+        Also time the peers where installed (True: every name of ``PEERS``: JAX's
+        whole-epoch scan and jitted step, PyTorch eager and compiled), or those named.
     repeats : int
         Rounds: timed epochs per runner (the best is reported), after one warm-up epoch.
     file : file-like
@@ -327,6 +332,9 @@ def run_bench(cases=None, backends=None, peers=True, repeats=5, file=sys.stdout,
     if unknown:
         raise ValueError(f"backends must be among {', '.join(BACKEND_RUNNERS)}, got "
                          f"{unknown[0]!r}")
+    if peers not in (True, False) and any(p not in PEERS for p in peers):
+        raise ValueError(f"peers must be among {', '.join(PEERS)}, got "
+                         f"{next(p for p in peers if p not in PEERS)!r}")
     seconds = sum(expected_seconds(cases, backends, peers, repeats, train, samples_per_epoch,
                                    processes) for train in ((True, False) if inference else (True,)))
     print(f"{len(cases)} case(s) x {processes} process(es) per runner x {repeats} rounds: "

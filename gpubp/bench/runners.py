@@ -1,8 +1,8 @@
 """What the benchmarks time, in one process: the cases, their data, and one epoch per runner.
 
-Every *runner* does the same work on the same data: SGD on an MLP (sigmoid hidden layers,
-softmax + cross-entropy, float32) over the same rows in the same order, or forward-only
-inference over them. Runners:
+Every *runner* does the same work on the same data: a case's training of an MLP (its
+hidden activation, softmax + cross-entropy, its optimizer and dtype; :class:`Case`) over
+the same rows, shuffled, or forward-only inference over them. Runners:
 
 - ``reference``, ``cpu``, ``cuda`` (``cuda-fused``, ``cuda-cublas``: its ``weight_grad``
   variants; ``cpu-blas1``, ``cpu-blas2``: the compiled epoch on that many BLAS threads
@@ -10,16 +10,16 @@ inference over them. Runners:
   shuffle=False, verbose=0``), timed from the start to the end of its epoch by a callback,
   so that the one-time input checks a multi-epoch run pays once are not charged to each
   epoch; the epoch's own bookkeeping (parameter snapshot, figures, history) is. Inference
-  is ``forward`` over each batch.
+  is ``forward`` over each batch. ``fit`` shuffles (no in-place reading of rows).
 - ``gemm-only``: the matrix products of the same steps alone, into the same buffers, on
   the CPU through the same BLAS as the compiled epoch, in one compiled call per epoch, on
   one BLAS thread for small steps and otherwise the faster of one and all threads, timed
   each round, as ``fit`` chooses between them (``gemm-only-cuda``: the same through
   CuPy on a GPU). Its time is the bound the rest of the step is measured against.
-- peers: ``jax-jit`` (``jax.jit`` of the whole step, parameters donated),
-  ``jax-jit-nodonate`` (the same without donation; each peer is reported at its best),
-  ``torch-eager`` (autograd + ``torch.optim.SGD``); batches are on the peer's device
-  before timing. Skipped, with the reason, when not installed.
+- peers (:mod:`gpubp.bench.peers`): ``jax-scan`` (the whole epoch one ``jax.jit`` over
+  ``lax.scan``), ``jax-jit``, ``jax-jit-nodonate``, ``torch-eager``, ``torch-compile``;
+  the data on the peer's device before timing. Skipped, with the reason, when not
+  installed or not able to run the case.
 
 Each runner lives in its own process when measured (:mod:`gpubp.bench.compare` starts one worker
 per runner with ``python -m gpubp.bench.runners`` and talks to it over stdin/stdout):
@@ -36,18 +36,38 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpubp.backends.devices import resolve_device
+from gpubp.bench import peers
+from gpubp.bench.peers import Unavailable  # noqa: F401 - re-exported: the runners' error
 
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark problem: layer sizes and batch size (``784-128-10@64``)."""
+    """One benchmark problem: layer sizes and batch size (``784-128-10@64``), and the
+    training: hidden activation, optimizer, dtype, dropout, per-step schedule
+    (``784-512-512-10@128:gelu,adamw,float32,dropout=0.2,warmup_cosine``)."""
 
     sizes: tuple
     batch_size: int
+    activation: str = "sigmoid"
+    optimizer: str = "sgd"
+    dtype: str = "float32"
+    dropout: float = 0.0
+    schedule: str = ""
 
     @property
     def name(self):
-        return "-".join(map(str, self.sizes)) + f"@{self.batch_size}"
+        base = "-".join(map(str, self.sizes)) + f"@{self.batch_size}"
+        if (self.activation, self.optimizer, self.dtype, self.dropout, self.schedule) == \
+                ("sigmoid", "sgd", "float32", 0.0, ""):
+            return base
+        extras = ([f"dropout={self.dropout:g}"] if self.dropout else []) + \
+            ([self.schedule] if self.schedule else [])
+        return base + ":" + ",".join([self.activation, self.optimizer, self.dtype] + extras)
+
+    @property
+    def lr(self):
+        """The learning rate: 0.05 for SGD and momentum, 1e-3 for Adam and AdamW."""
+        return LR if self.optimizer in ("sgd", "momentum") else 1e-3
 
     def flops(self, train=True):
         """FLOPs of one step: ``6·P·Σ n_{l-1} n_l`` for training, a third for inference.
@@ -66,30 +86,70 @@ CASES = (
     Case((784, 1024, 1024, 10), 256),
 )
 
+SIZES = ("64-64-10@32", "784-128-10@64", "784-256-256-10@128", "784-512-10@512",
+         "784-512-512-10@128", "784-1024-1024-10@256")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+DTYPES = ("float32", "float64")
+# `gpubp bench --full`: every size with every activation, optimizer and dtype (issue 20),
+# and issue 19's ordinary MLP of 2026
+FULL = tuple(f"{size}:{act},{opt},{dtype}" for size in SIZES for act in ACTIVATIONS
+             for opt in OPTIMIZERS for dtype in DTYPES) + (
+    "784-512-512-10@128:gelu,adamw,float32,dropout=0.2,warmup_cosine",)
+# the quick default of `gpubp bench --peers-at-best`: the main job's network, the issue's
+# other float32 shapes and a float64 tanh network
+QUICK = ("64-64-10@32", "784-256-256-10@128:relu,adam,float32",
+         "784-1024-1024-10@256:relu,momentum,float32", "784-256-256-10@128:tanh,sgd,float64",
+         "784-512-512-10@128:gelu,adamw,float32,dropout=0.2,warmup_cosine")
+
 SAMPLES_PER_EPOCH = 4096
 LR = 0.05
 CUDA_VARIANTS = ("cuda-fused", "cuda-cublas")  # the weight_grad options of CudaBackend
-PEERS = ("jax-jit", "jax-jit-nodonate", "torch-eager")
+PEERS = ("jax-scan", "jax-jit", "jax-jit-nodonate", "torch-eager", "torch-compile")
 # the gpubp runners `gpubp bench --backend` takes
 BACKEND_RUNNERS = ("reference", "cpu", "cuda") + CUDA_VARIANTS + ("cpu-blas1", "cpu-blas2")
 
 
 def parse_case(text):
-    """``"784-128-10@64"`` -> :class:`Case`."""
+    """``"784-128-10@64"`` or ``"784-128-10@64:tanh,adam,float64[,dropout=P][,warmup_cosine]"``
+    -> :class:`Case`."""
+    shape, _, training = text.partition(":")
     try:
-        sizes, batch = text.split("@")
-        case = Case(tuple(int(s) for s in sizes.split("-")), int(batch))
+        sizes, batch = shape.split("@")
+        case = Case(tuple(int(s) for s in sizes.split("-")), int(batch),
+                    **_training(training))
     except ValueError:
-        raise ValueError(f"case must look like '784-128-10@64', got {text!r}") from None
+        raise ValueError(f"case must look like '784-128-10@64' or "
+                         f"'784-128-10@64:tanh,adam,float64', got {text!r}") from None
     if len(case.sizes) < 2 or min(case.sizes) < 1 or case.batch_size < 1:
         raise ValueError(f"case must look like '784-128-10@64' (at least two layer sizes and a "
                          f"batch size, all positive), got {text!r}")
     return case
 
 
-def make_batches(case, n_batches, dtype="float32", seed=0):
+def _training(text):
+    """The keyword arguments of :class:`Case` after the ``:`` of a case name."""
+    if not text:
+        return {}
+    words = text.split(",")
+    if len(words) < 3 or words[0] not in ACTIVATIONS or words[1] not in OPTIMIZERS \
+            or words[2] not in DTYPES:
+        raise ValueError(text)
+    out = {"activation": words[0], "optimizer": words[1], "dtype": words[2]}
+    for word in words[3:]:
+        if word.startswith("dropout="):
+            out["dropout"] = float(word[len("dropout="):])
+        elif word == "warmup_cosine":
+            out["schedule"] = word
+        else:
+            raise ValueError(word)
+    return out
+
+
+def make_batches(case, n_batches, dtype=None, seed=0):
     """Inputs in [0, 1) and one-hot targets, ``n_batches`` pairs of shapes (P, n_0), (P, n_L)."""
     rng = np.random.default_rng(seed)
+    dtype = dtype or case.dtype
     P, n_in, n_out = case.batch_size, case.sizes[0], case.sizes[-1]
     batches = []
     for _ in range(n_batches):
@@ -109,7 +169,7 @@ def init_params(sizes, dtype="float32", seed=0):
     return weights, biases
 
 
-def make_network(backend, case, dtype="float32", seed=0, **backend_options):
+def make_network(backend, case, dtype=None, seed=0, **backend_options):
     """A :class:`gpubp.Network` of the benchmark's architecture with :func:`init_params`.
 
     ``backend`` is a gpubp backend name; its device follows from it (``cuda`` runs on the
@@ -118,9 +178,12 @@ def make_network(backend, case, dtype="float32", seed=0, **backend_options):
     from gpubp.core.network import Network  # a runner process imports only what it runs (JAX's and PyTorch's never load gpubp's JIT)
 
     device = "cuda" if backend == "cuda" else "cpu"
-    net = Network(list(case.sizes), hidden="sigmoid", output="softmax", loss="cross_entropy",
-                  device=device, dtype=dtype, seed=seed, backend=backend, fallback=False,
-                  **backend_options)
+    dtype = dtype or case.dtype
+    if case.dropout:  # only where Network takes it (issue 19): else a TypeError, Unavailable
+        backend_options = dict(backend_options, dropout=case.dropout)
+    net = Network(list(case.sizes), hidden=case.activation, output="softmax",
+                  loss="cross_entropy", device=device, dtype=dtype, seed=seed,
+                  backend=backend, fallback=False, **backend_options)
     net.set_params(*init_params(case.sizes, dtype, seed))
     return net
 
@@ -141,8 +204,6 @@ def gemm_step(net, P):
 
 
 # -- runners: each returns a zero-argument callable doing one epoch, returning its seconds --
-class Unavailable(Exception):
-    """A runner that cannot run here; the message says why."""
 
 
 def _stacked(batches):
@@ -160,10 +221,26 @@ def _timed(run, sync=None):
     return epoch
 
 
-def _fit_epoch(net, X, Y, batch_size):
-    """One epoch of ``net.fit``, timed inside fit from epoch begin to epoch end."""
+def make_optimizer(case):
+    """gpubp's optimizer of ``case`` (momentum 0.9, AdamW's decay 0.01, PyTorch's
+    defaults otherwise); :class:`Unavailable` for what gpubp does not have yet."""
+    from gpubp.optim import optimizers  # as above: only in gpubp's own runners
+
+    if case.schedule:
+        raise Unavailable(f"gpubp has no per-step schedule {case.schedule!r} yet (issue 19)")
+    if case.optimizer == "adamw":
+        if not hasattr(optimizers, "AdamW"):
+            raise Unavailable("gpubp has no AdamW yet (issue 19)")
+        return optimizers.AdamW(lr=case.lr, weight_decay=peers.WEIGHT_DECAY_ADAMW)
+    if case.optimizer == "adam":
+        return optimizers.Adam(lr=case.lr)
+    return optimizers.SGD(lr=case.lr, momentum=peers.MOMENTUM if case.optimizer == "momentum"
+                          else 0.0)
+
+
+def _fit_epoch(net, X, Y, case):
+    """One epoch of ``net.fit`` (shuffled), timed inside fit from epoch begin to end."""
     from gpubp.training.callbacks import Callback  # as above: only in gpubp's own runners
-    from gpubp.optim.optimizers import SGD
 
     class EpochTimer(Callback):
         def on_epoch_begin(self, run, epoch):
@@ -172,10 +249,12 @@ def _fit_epoch(net, X, Y, batch_size):
         def on_epoch_end(self, run, epoch, logs):
             self.seconds = time.perf_counter() - self.t0
 
+    optimizer = make_optimizer(case)
+
     def epoch():
         timer = EpochTimer()
-        net.fit(X, Y, epochs=1, batch_size=batch_size, shuffle=False, verbose=0,
-                optimizer=SGD(lr=LR), callbacks=[timer])
+        net.fit(X, Y, epochs=1, batch_size=case.batch_size, shuffle=True, verbose=0,
+                optimizer=optimizer, callbacks=[timer])
         return timer.seconds
     return epoch
 
@@ -224,93 +303,33 @@ def _backend_runner(name, case, batches, train):
         raise Unavailable(f"{name}: {exc}") from None
     X, Y = _stacked(batches)
     if name.startswith("gemm-only"):
-        _fit_epoch(net, X, Y, case.batch_size)()  # realistic values in every buffer
+        _fit_epoch(net, X, Y, case)()  # realistic values in every buffer
         if backend == "cpu":
             return _gemm_only_cpu(net, case, len(batches))
         P = case.batch_size
         return _timed(lambda: [gemm_step(net, P) for _ in batches], net.backend.synchronize)
     if train:
-        return _fit_epoch(net, X, Y, case.batch_size)
+        return _fit_epoch(net, X, Y, case)
     return _timed(lambda: [net.forward(x) for x, _ in batches], net.backend.synchronize)
 
 
-def _jax_runner(case, batches, train, donate=True):
-    try:
-        import jax  # optional: JAX (gpubp[bench])
-        import jax.numpy as jnp
-    except ImportError as exc:
-        raise Unavailable(f"JAX is not installed ({exc})") from None
-    cpu = jax.devices("cpu")[0]
-    weights, biases = init_params(case.sizes)
-    state = {"params": jax.device_put([(w, b) for w, b in zip(weights, biases)], cpu)}
-    data = jax.device_put(batches, cpu)  # preloaded: the timed loop moves no data
+def _peer_runner(name, case, batches, train):
+    """A peer of :mod:`gpubp.bench.peers` on the stacked batches: training over a fresh
+    permutation of the rows each epoch (drawn before the clock starts), or inference."""
+    X, Y = _stacked(batches)
+    params = list(zip(*init_params(case.sizes, case.dtype)))
+    if not train:
+        return _timed(peers.predictor(name, case, batches, params))
+    build = peers.jax_runner if name.startswith("jax") else peers.torch_runner
+    run = build(name, case, X, Y, params, case.lr)
+    rng = np.random.default_rng(1)
 
-    def forward_logits(params, x):
-        a = x
-        for w, b in params[:-1]:
-            a = jax.nn.sigmoid(a @ w + b)
-        w, b = params[-1]
-        return a @ w + b
-
-    def loss(params, x, y):
-        return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(forward_logits(params, x)), axis=1))
-
-    def sgd(params, x, y):
-        grads = jax.grad(loss)(params, x, y)
-        return jax.tree_util.tree_map(lambda p, g: p - LR * g, params, grads)
-
-    if train:
-        # Donating the parameters lets XLA update them in place, as gpubp does; whether
-        # that is faster depends on the size, so both variants are runners.
-        step = jax.jit(sgd, donate_argnums=0) if donate else jax.jit(sgd)
-
-        def run():
-            p = state["params"]
-            for x, y in data:
-                p = step(p, x, y)
-            jax.block_until_ready(p)
-            state["params"] = p
-        return _timed(run)
-    predict = jax.jit(lambda params, x: jax.nn.softmax(forward_logits(params, x)))
-
-    def run():
-        out = None
-        for x, _ in data:
-            out = predict(state["params"], x)
-        jax.block_until_ready(out)
-    return _timed(run)
-
-
-def _torch_runner(case, batches, train):
-    try:
-        import torch  # optional: PyTorch (gpubp[bench])
-    except ImportError as exc:
-        raise Unavailable(f"PyTorch is not installed ({exc})") from None
-    weights, biases = init_params(case.sizes)
-    params = [torch.tensor(a, requires_grad=True) for pair in zip(weights, biases)
-              for a in pair]
-    data = [(torch.from_numpy(x), torch.from_numpy(y.argmax(axis=1))) for x, y in batches]
-    opt = torch.optim.SGD(params, lr=LR)
-
-    def logits(x):
-        a = x
-        for i in range(0, len(params) - 2, 2):
-            a = torch.sigmoid(torch.addmm(params[i + 1], a, params[i]))
-        return torch.addmm(params[-1], a, params[-2])
-
-    if train:
-        def run():
-            for x, labels in data:
-                opt.zero_grad(set_to_none=True)
-                torch.nn.functional.cross_entropy(logits(x), labels).backward()
-                opt.step()
-        return _timed(run)
-
-    def run():
-        with torch.inference_mode():
-            for x, _ in data:
-                torch.softmax(logits(x), dim=1)
-    return _timed(run)
+    def epoch():
+        order = rng.permutation(X.shape[0])
+        t0 = time.perf_counter()
+        run(order)
+        return time.perf_counter() - t0
+    return epoch
 
 
 def make_runner(name, case, batches, train=True):
@@ -331,10 +350,8 @@ def make_runner(name, case, batches, train=True):
     Unavailable
         When the runner cannot run on this machine (no GPU, peer not installed).
     """
-    if name in ("jax-jit", "jax-jit-nodonate"):
-        return _jax_runner(case, batches, train, donate=name == "jax-jit")
-    if name == "torch-eager":
-        return _torch_runner(case, batches, train)
+    if name in PEERS:
+        return _peer_runner(name, case, batches, train)
     if name.split("-")[0] in ("reference", "cpu", "cuda", "gemm"):
         return _backend_runner(name, case, batches, train)
     raise ValueError(f"runner must be one of reference, cpu, cuda, gemm-only[-cuda], {PEERS}; "
@@ -352,8 +369,8 @@ def time_epochs(epoch, repeats=5, warmup=1):
 def serve(stdin=sys.stdin, stdout=sys.stdout):
     """Worker loop: read a runner spec, build and warm it up, then time one epoch per request.
 
-    Protocol (one JSON object per line): the parent sends ``{"runner", "sizes",
-    "batch_size", "n_batches", "train"}``; the worker answers ``{"ready": true}`` or
+    Protocol (one JSON object per line): the parent sends ``{"runner", "case"`` (its
+    name), ``"n_batches", "train"}``; the worker answers ``{"ready": true}`` or
     ``{"unavailable": reason}``; then each line ``"epoch"`` is answered with
     ``{"seconds": s}``, until ``"quit"`` or end of input.
     """
@@ -364,7 +381,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout):
     sys.stdout = sys.stderr  # whatever else prints must not garble the replies
 
     spec = json.loads(stdin.readline())
-    case = Case(tuple(spec["sizes"]), spec["batch_size"])
+    case = parse_case(spec["case"])
     try:
         epoch = make_runner(spec["runner"], case, make_batches(case, spec["n_batches"]),
                             spec["train"])

@@ -97,12 +97,19 @@ def check_bench(args):
             parse_case(text)
         except ValueError as exc:
             raise CliError(f"--case: {exc}") from None
+    from gpubp.bench.runners import PEERS  # as above
+
+    for name in args.peer_names or ():
+        if name not in PEERS:
+            raise CliError(f"--peer must be one of {', '.join(PEERS)}, got {name!r}")
     for name in args.backends or ():
         if name not in BACKEND_RUNNERS:
             raise CliError(f"--backend must be one of {', '.join(BACKEND_RUNNERS)}, got {name!r}")
     scaling_only = {"--ranks": args.ranks, "--reduction": args.reduction,
                     "--fused": args.fused or None}
-    others = {"--case": args.cases, "--backend": args.backends, "--inference": args.inference
+    others = {"--case": args.cases, "--matrix": args.matrix, "--peer": args.peer_names,
+              "--backend": args.backends,
+              "--inference": args.inference
               or None, "--no-peers": None if args.peers else True,
               "--samples-per-epoch": args.samples_per_epoch, "--processes": args.processes}
     if args.scaling:

@@ -168,7 +168,12 @@ def cmd_bench(args, out):
     from gpubp.bench.compare import run_bench  # keeps the command line's start light
 
     kwargs = {} if args.samples_per_epoch is None else {"samples_per_epoch": args.samples_per_epoch}
-    run_bench(args.cases, args.backends, args.peers, args.repeats, file=out,
+    if args.matrix:
+        from gpubp.bench.runners import FULL, QUICK  # as above
+
+        args.cases = list(args.cases or ()) + list(FULL if args.matrix == "full" else QUICK)
+    peers = args.peer_names if args.peers and args.peer_names else args.peers
+    run_bench(args.cases, args.backends, peers, args.repeats, file=out,
               inference=args.inference, processes=args.processes or 3, **kwargs)
     return 0
 

@@ -200,6 +200,12 @@ def _add_bench(commands):
                        help="e.g. 784-128-10@64 (repeatable; default the standard cases)")
     bench.add_argument("--backend", action="append", dest="backends",
                        help="reference, cpu or cuda (repeatable; default those usable)")
+    bench.add_argument("--matrix", choices=("quick", "full"), default=None,
+                       help="quick: 5 cases of issue 20 (~10 min with peers); full: every "
+                            "size x activation x optimizer x dtype (193 cases, hours)")
+    bench.add_argument("--peer", action="append", dest="peer_names", metavar="NAME",
+                       help="time only these peers (repeatable): jax-scan, jax-jit, "
+                            "jax-jit-nodonate, torch-eager, torch-compile")
     bench.add_argument("--no-peers", action="store_false", dest="peers",
                        help="do not time JAX and PyTorch")
     bench.add_argument("--repeats", type=_positive(int), default=5,
