@@ -7,10 +7,10 @@ the same rows, shuffled, or forward-only inference over them. Runners:
 - ``reference``, ``cpu``, ``cuda`` (``cuda-fused``, ``cuda-cublas``: its ``weight_grad``
   variants; ``cpu-blas1``, ``cpu-blas2``: the compiled epoch on that many BLAS threads
   whatever the size): :meth:`gpubp.Network.fit` itself, the user's path (``epochs=1,
-  shuffle=False, verbose=0``), timed from the start to the end of its epoch by a callback,
-  so that the one-time input checks a multi-epoch run pays once are not charged to each
-  epoch; the epoch's own bookkeeping (parameter snapshot, figures, history) is. Inference
-  is ``forward`` over each batch. ``fit`` shuffles (no in-place reading of rows).
+  verbose=0``, shuffled: no in-place reading of rows), timed from the start to the end
+  of its epoch by a callback, so that the one-time input checks a multi-epoch run pays
+  once are not charged to each epoch; the epoch's own bookkeeping is. Inference is
+  ``forward`` over each batch.
 - ``gemm-only``: the matrix products of the same steps alone, into the same buffers, on
   the CPU through the same BLAS as the compiled epoch, in one compiled call per epoch, on
   one BLAS thread for small steps and otherwise the faster of one and all threads, timed
@@ -91,13 +91,11 @@ SIZES = ("64-64-10@32", "784-128-10@64", "784-256-256-10@128", "784-512-10@512",
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "gelu")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 DTYPES = ("float32", "float64")
-# `gpubp bench --full`: every size with every activation, optimizer and dtype (issue 20),
-# and issue 19's ordinary MLP of 2026
+# `gpubp bench --matrix full`: every size, activation, optimizer and dtype; a modern MLP
 FULL = tuple(f"{size}:{act},{opt},{dtype}" for size in SIZES for act in ACTIVATIONS
              for opt in OPTIMIZERS for dtype in DTYPES) + (
     "784-512-512-10@128:gelu,adamw,float32,dropout=0.2,warmup_cosine",)
-# the quick default of `gpubp bench --peers-at-best`: the main job's network, the issue's
-# other float32 shapes and a float64 tanh network
+# `gpubp bench --matrix quick`: the main job's network, issue 20's cases, the modern MLP
 QUICK = ("64-64-10@32", "784-256-256-10@128:relu,adam,float32",
          "784-1024-1024-10@256:relu,momentum,float32", "784-256-256-10@128:tanh,sgd,float64",
          "784-512-512-10@128:gelu,adamw,float32,dropout=0.2,warmup_cosine")
@@ -179,11 +177,9 @@ def make_network(backend, case, dtype=None, seed=0, **backend_options):
 
     device = "cuda" if backend == "cuda" else "cpu"
     dtype = dtype or case.dtype
-    if case.dropout:  # only where Network takes it (issue 19): else a TypeError, Unavailable
-        backend_options = dict(backend_options, dropout=case.dropout)
     net = Network(list(case.sizes), hidden=case.activation, output="softmax",
                   loss="cross_entropy", device=device, dtype=dtype, seed=seed,
-                  backend=backend, fallback=False, **backend_options)
+                  backend=backend, fallback=False, dropout=case.dropout, **backend_options)
     net.set_params(*init_params(case.sizes, dtype, seed))
     return net
 
@@ -221,21 +217,27 @@ def _timed(run, sync=None):
     return epoch
 
 
-def make_optimizer(case):
+def make_optimizer(case, steps=None):
     """gpubp's optimizer of ``case`` (momentum 0.9, AdamW's decay 0.01, PyTorch's
-    defaults otherwise); :class:`Unavailable` for what gpubp does not have yet."""
-    from gpubp.optim import optimizers  # as above: only in gpubp's own runners
+    defaults otherwise) for runs of ``steps`` steps per epoch, the peers' warm-up over
+    their first tenth (:func:`gpubp.bench.peers.lr_at`) where the case has a schedule."""
+    from gpubp.optim import optimizers, schedules  # as above: only in gpubp's own runners
 
-    if case.schedule:
-        raise Unavailable(f"gpubp has no per-step schedule {case.schedule!r} yet (issue 19)")
+    schedule = None
+    if case.schedule == "warmup_cosine":
+        if steps is None:
+            raise ValueError("make_optimizer: a warmup_cosine case needs steps, got None")
+        warm = max(1, int(peers.WARMUP_FRACTION * steps))
+        schedule = schedules.WarmupCosine(warmup_steps=warm, start_factor=1 / warm)
+    elif case.schedule:
+        raise Unavailable(f"gpubp has no schedule {case.schedule!r}")
     if case.optimizer == "adamw":
-        if not hasattr(optimizers, "AdamW"):
-            raise Unavailable("gpubp has no AdamW yet (issue 19)")
-        return optimizers.AdamW(lr=case.lr, weight_decay=peers.WEIGHT_DECAY_ADAMW)
+        return optimizers.AdamW(lr=case.lr, weight_decay=peers.WEIGHT_DECAY_ADAMW,
+                                schedule=schedule)
     if case.optimizer == "adam":
-        return optimizers.Adam(lr=case.lr)
+        return optimizers.Adam(lr=case.lr, schedule=schedule)
     return optimizers.SGD(lr=case.lr, momentum=peers.MOMENTUM if case.optimizer == "momentum"
-                          else 0.0)
+                          else 0.0, schedule=schedule)
 
 
 def _fit_epoch(net, X, Y, case):
@@ -249,7 +251,7 @@ def _fit_epoch(net, X, Y, case):
         def on_epoch_end(self, run, epoch, logs):
             self.seconds = time.perf_counter() - self.t0
 
-    optimizer = make_optimizer(case)
+    optimizer = make_optimizer(case, -(-len(X) // case.batch_size))
 
     def epoch():
         timer = EpochTimer()
@@ -287,10 +289,8 @@ def _backend_runner(name, case, batches, train):
         backend, _, variant = name.partition("-")
         options = {"weight_grad": variant} if variant else {}
         if backend == "cpu" and variant.startswith("blas"):
-            # cpu-blas1, cpu-blas2: the compiled epoch with that many BLAS threads whatever
-            # the size, to measure where compiled.blas_threads should switch (this process
-            # runs nothing else)
-            from gpubp.core import compiled
+            # cpu-blas1, cpu-blas2: that many BLAS threads whatever the size, to measure
+            from gpubp.core import compiled  # where blas_threads should switch
 
             threads = int(variant[4:])
             compiled.blas_threads = lambda sizes, batch_size: threads
