@@ -50,7 +50,7 @@ from gpubp.kernels.cpu import (
     _sgd,
     _adam,
 )
-from gpubp.kernels import jit_cache
+from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.epoch_args import ADAM, NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
@@ -153,9 +153,24 @@ def _forward(a_0, buffers, layout, codes, P):
         z = _block(acts, layout.a_offsets[l], P, n_out)
         a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
         np.dot(a_in, _block(theta, w, n_in, n_out), z)
-        _bias_activation(z, theta[b:b + n_out], codes.forward[l - 1])
-        if codes.forward[l - 1] == TANH:
+        code = codes.forward[l - 1]
+        if _special(code):  # a kept z^l has its own block in acts (none: 0 rows)
+            z_at = layout.z_offsets[l]
+            kept = _block(acts, max(z_at, 0), P if z_at >= 0 else 0, n_out)
+            cpu_activations.bias_activation(z, theta[b:b + n_out], code, codes.slope, kept)
+        else:
+            _bias_activation(z, theta[b:b + n_out], code)
+        if code == TANH:
             _tanh(z)
+
+
+@njit(error_model="numpy", inline="always")
+def _special(code):
+    """Whether ``code`` is one of :mod:`gpubp.kernels.cpu_activations`'s."""
+    for c in cpu_activations.SPECIAL:
+        if code == c:
+            return True
+    return False
 
 
 @njit(error_model="numpy", inline="always")
@@ -176,12 +191,12 @@ def _output(y, buffers, layout, codes, P, delta_scale):
 
 
 @njit(error_model="numpy", inline="always")
-def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
+def _backward(a_0, buffers, layout, codes, P, update, descent, fused):
     """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``,
     l = L..1; ``fused``: SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the
     ``(alpha, beta)`` of ``descent`` (no pass over a gradient buffer)."""
     theta, nabla, acts, deltas = buffers.theta, buffers.nabla, buffers.acts, buffers.deltas
-    sizes = layout.sizes
+    sizes, derivative = layout.sizes, codes.derivative
     for l in range(sizes.size - 1, 0, -1):
         n_in, n_out = sizes[l - 1], sizes[l]
         w = layout.w_offsets[l - 1]
@@ -198,7 +213,11 @@ def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
                  update.weight_decay, False)
         else:
             np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
-        if l > 1:
+        if l > 1 and _special(derivative[l - 2]):  # g' from a^{l-1}, or from z^{l-1}
+            z_at = layout.z_offsets[l - 1]
+            s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
+            cpu_activations.hidden_delta(delta_prev, s, derivative[l - 2], codes.slope)
+        elif l > 1:
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
 
 
@@ -264,7 +283,7 @@ def _epoch(batches, buffers, layout, codes, update):
         cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale)
         cost_sum += cost
         correct += hits
-        _backward(a_0, buffers, layout, codes.derivative, P, update, descent, fused)
+        _backward(a_0, buffers, layout, codes, P, update, descent, fused)
         if update.code != NONE:
             step += 1
             if not fused:
@@ -330,7 +349,7 @@ def gemm_epoch(n_steps, P, buffers, layout):
 @njit(cache=True, error_model="numpy")
 def _gemm_epoch(n_steps, P, buffers, layout):
     theta, nabla, acts, deltas, _ = buffers
-    sizes, w_offsets, a_offsets, d_offsets = layout
+    sizes, w_offsets, a_offsets, d_offsets, _ = layout
     L = sizes.size - 1
     for _ in range(n_steps):
         for l in range(1, L + 1):

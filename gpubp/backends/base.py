@@ -6,9 +6,9 @@ Every backend offers the same small set of operations on its own arrays:
 ``empty/zeros``           allocate a workspace (done once per batch shape)
 ``to_device/to_host``     move arrays between the host (NumPy) and the backend
 ``matmul``                dense product into a preallocated ``out``
-``bias_activation``       forward epilogue ``a = g(z + b)`` in place
+``bias_activation``       forward epilogue ``a = g(z + b)`` in place (``z`` kept on request)
 ``output_delta``          ``δ^L`` and the mean cost in one pass
-``hidden_delta``          ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)`` in place
+``hidden_delta``          ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)`` (or ``g'(z^l)``) in place
 ``weight_bias_gradients`` ``∂W = a^{l-1 T} δ^l`` and ``∂b = Σ_p δ^l``
 ``sgd_update``            fused SGD / momentum / Nesterov / weight-decay step
 ``adam_update``           fused Adam step
@@ -168,14 +168,14 @@ class Backend:
     def matmul(self, a, b, out):
         return self.xp.matmul(a, b, out=out)
 
-    def bias_activation(self, z, b, activation):
-        self.kernels.bias_activation(z, b, activation)
+    def bias_activation(self, z, b, activation, slope=reference_kernels.SLOPE, z_out=None):
+        self.kernels.bias_activation(z, b, activation, slope, z_out)
 
     def output_delta(self, a, y, activation, loss, delta):
         return self.kernels.output_delta(a, y, activation, loss, delta)
 
-    def hidden_delta(self, delta, a, activation):
-        self.kernels.hidden_delta(delta, a, activation)
+    def hidden_delta(self, delta, a, activation, slope=reference_kernels.SLOPE):
+        self.kernels.hidden_delta(delta, a, activation, slope)
 
     def weight_bias_gradients(self, a_prev, delta, dW, db):
         self.kernels.weight_bias_gradients(a_prev, delta, dW, db)

@@ -26,7 +26,7 @@ import weakref
 
 import numpy as np
 
-from gpubp.activations import ACTIVATIONS
+from gpubp.activations import ACTIVATIONS, NEGATIVE_SLOPE as SLOPE
 from gpubp.data import mapped
 from gpubp.backends import cuda_probe
 from gpubp.backends.base import WEIGHT_GRADS, Backend, check_options
@@ -256,9 +256,11 @@ class CudaBackend(Backend):
         return _DeviceCostSum(self.cost_total)
 
     # -- kernels ----------------------------------------------------------------------
-    def bias_activation(self, z, b, activation):
-        self.kernels.bias_activation(self._nb(z, flat=ACTIVATIONS[activation].elementwise), self._nb(b),
-                                     activation, stream=self._stream())
+    def bias_activation(self, z, b, activation, slope=SLOPE, z_out=None):
+        flat = ACTIVATIONS[activation].elementwise
+        self.kernels.bias_activation(self._nb(z, flat=flat), self._nb(b), activation, slope,
+                                     None if z_out is None else self._nb(z_out, flat=flat),
+                                     stream=self._stream())
 
     def output_delta(self, a, y, activation, loss, delta):
         """Launch the fused output kernel; returns the mean cost as a 0-d backend array.
@@ -281,9 +283,9 @@ class CudaBackend(Backend):
                                   stream=self._stream())
         return scalar
 
-    def hidden_delta(self, delta, a, activation):
+    def hidden_delta(self, delta, a, activation, slope=SLOPE):
         self.kernels.hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
-                                  activation, stream=self._stream())
+                                  activation, slope, stream=self._stream())
 
     def uses_fused_grad(self, P, n_in, n_out):
         """Whether ``weight_bias_gradients`` of this size runs the fused kernel."""

@@ -23,6 +23,7 @@ strategy of :mod:`gpubp.distributed.reductions` for a data-parallel run.
 
 import numpy as np
 
+from gpubp import activations
 from gpubp.core.layout import layer_views, row_blocks
 from gpubp.core.reduction import Identity
 from gpubp.data.inputs import is_sparse
@@ -35,19 +36,37 @@ def workspace(net, P):
     are the errors ``δ^1..δ^L``, each block ``(P, n_l)`` row-major: the leading-row
     views a smaller batch uses are contiguous, and the compiled CPU epoch
     (:mod:`gpubp.core.compiled`) reaches every layer through one buffer and its offsets.
+    After them come the ``z^l`` of the layers whose ``g'`` needs ``z`` (gelu, silu, ...):
+    ``net.zs[l]``, None for the other layers.
     """
     if P <= net._capacity:
         return
     be, dt = net.backend, net.dtype
-    net._activations_flat = be.empty((P * sum(net.sizes),), dt)
+    kept = kept_z_widths(net)
+    net._activations_flat = be.empty((P * (sum(net.sizes) + sum(kept)),), dt)
     net._deltas_flat = be.empty((P * sum(net.sizes[1:]),), dt)
-    net.activations = row_blocks(net._activations_flat, P, net.sizes)
+    blocks = row_blocks(net._activations_flat, P, net.sizes + [n for n in kept if n])
+    net.activations = blocks[:net.L + 1]
+    z_blocks = iter(blocks[net.L + 1:])
+    net.zs = [None] + [next(z_blocks) if n else None for n in kept]
     net.deltas = [None] + row_blocks(net._deltas_flat, P, net.sizes[1:])
     net.targets = be.empty((P, net.sizes[-1]), dt)
     net._row_weights = be.empty((P,), dt)  # w_p of weighted rows (see load)
     net._host_x = np.empty((P, net.sizes[0]), dt)  # staging rows for shuffled batches
     net._host_y = np.empty((P, net.sizes[-1]), dt)
     net._capacity = P
+
+
+def kept_z_widths(net):
+    """``n_l`` for each layer ``l = 1..L`` that keeps ``z^l`` (its ``g'`` needs it), else 0."""
+    return [n if activations.keeps_z(g) else 0
+            for n, g in zip(net.sizes[1:], net.activation_names)]
+
+
+def slope(net):
+    """leaky_relu's slope for the kernels: ``net.negative_slope``, which is None only when
+    no layer is leaky_relu, and then any float does (the other activations ignore it)."""
+    return net.negative_slope or 0.0
 
 
 def load(net, X, Y=None, index=None, weights=None):
@@ -94,7 +113,9 @@ def forward(net, P):
             be.sparse_matmul(net._sparse_a0, net.W[0], out=a[1][:P])
         else:
             be.matmul(a[l - 1][:P], net.W[l - 1], out=a[l][:P])  # z^l = a^{l-1} W^l
-        be.bias_activation(a[l][:P], net.b[l - 1], net.activation_names[l - 1])
+        z_out = None if net.zs[l] is None else net.zs[l][:P]  # kept where g' needs z
+        be.bias_activation(a[l][:P], net.b[l - 1], net.activation_names[l - 1],
+                           slope=slope(net), z_out=z_out)
     return a[net.L][:P]
 
 
@@ -128,7 +149,9 @@ def backward(net, P, reduction):
         reduction.layer_done(l - 1)
         if l > 1:
             be.matmul(delta[l][:P], net.W[l - 1].T, out=delta[l - 1][:P])
-            be.hidden_delta(delta[l - 1][:P], a[l - 1][:P], net.activation_names[l - 2])
+            s = a[l - 1] if net.zs[l - 1] is None else net.zs[l - 1]  # g' from a or z
+            be.hidden_delta(delta[l - 1][:P], s[:P], net.activation_names[l - 2],
+                            slope=slope(net))
     return cost
 
 

@@ -12,16 +12,14 @@ What it is not: a general autodiff framework. Layers are dense, the cost is a me
 the batch, and the gradient is the derivation of ``DESIGN.md`` §1, not a traced graph.
 """
 
-
 import numpy as np
 
 from gpubp import activations, losses
 from gpubp.data import mapped
-from gpubp.core import backprop, checks, metrics, state
+from gpubp.core import backprop, checks, layout, metrics, state
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight
-from gpubp.core import layout
 from gpubp.core.trace import trace
 from gpubp.backends.base import check_options
 from gpubp.data.validation import check_dtype
@@ -29,7 +27,7 @@ from gpubp.data.validation import check_dtype
 
 # the keyword arguments of Network() itself (an unknown one is a TypeError that lists them)
 ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "backend",
-             "fallback")
+             "fallback", "negative_slope", "init")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
@@ -42,7 +40,8 @@ class Network:
         Layer widths ``[n_0, n_1, ..., n_L]``, at least an input and an output layer.
     hidden : str or sequence of str
         Activation of the hidden layers (one name, or one per hidden layer), one of
-        ``gpubp.activations.HIDDEN``: ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"identity"``.
+        ``gpubp.activations.HIDDEN``: sigmoid, tanh, relu, identity, and PyTorch's
+        leaky_relu, elu, selu, softplus, gelu (exact), gelu_tanh, silu.
     output : str
         Output activation, one of ``gpubp.activations.OUTPUT``: the hidden ones,
         ``"softmax"`` or ``"exp"``.
@@ -63,6 +62,10 @@ class Network:
         Force a backend; None picks the fastest one for the device.
     fallback : bool
         Whether ``device="cuda"`` may fall back to the CPU.
+    negative_slope : float >= 0 or None
+        leaky_relu's slope for ``z < 0`` (PyTorch's name; None: 0.01); refused without one.
+    init : str, callable or None
+        A rule of ``gpubp.activations.INITS``, ``init(shape, rng) -> W``, or None (by g).
     **backend_options
         Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``; the
         options of another backend are checked and ignored, so that ``device="cuda"``
@@ -93,7 +96,8 @@ class Network:
     """
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
-                 dtype="float32", seed=None, backend=None, fallback=True, **backend_options):
+                 dtype="float32", seed=None, backend=None, fallback=True, negative_slope=None,
+                 init=None, **backend_options):
         check_options(backend_options, backend if isinstance(backend, str) else "cpu",
                       caller="Network()", arguments=ARGUMENTS)
         self.sizes = checks.check_sizes(sizes)
@@ -108,9 +112,10 @@ class Network:
         self.device = resolve_device(device, fallback=fallback)
         self.backend = get_backend(self.device, backend, **backend_options)
         self.activation_names = self.hidden + [self.output]  # g of layer l is [l - 1]
+        self.negative_slope = activations.check_negative_slope(negative_slope, self.hidden)
         self._allocate_parameters()
         self.set_params(*layout.initial_parameters(self.rng, self.sizes, self.activation_names,
-                                                   self.dtype))
+                                                   self.dtype, activations.check_init(init)))
 
     _allocate_parameters = layout.allocate_parameters
 

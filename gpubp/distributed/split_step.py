@@ -31,6 +31,7 @@ summing gradients would read ``(R−1)/R`` of ``N`` and then update ``N/R`` from
 import numpy as np
 
 from gpubp.kernels.cpu_epoch import descend, gather_rows
+from gpubp.core.backprop import kept_z_widths, slope
 from gpubp.core.layout import row_blocks
 from gpubp.optim.optimizers import SGD
 from gpubp.core import compiled
@@ -84,6 +85,9 @@ class SplitStep:
         (deltas,) = self.shared.allocate(P * sum(sizes[1:]), 1)
         self.activations = row_blocks(acts, P, sizes)
         self.deltas = [None] + row_blocks(deltas, P, sizes[1:])
+        # z^l where g' needs it (gelu, silu, ...): only this rank's rows read it, so its own
+        self.zs = [None] + [np.empty((P, n), self.net.dtype) if n else None
+                            for n in kept_z_widths(self.net)]
         self.targets = np.empty((-(-P // self.R), sizes[-1]), self.net.dtype)
         self.capacity = P
 
@@ -113,7 +117,9 @@ class SplitStep:
             gather_rows(Y, order, rows.start, y)
             for l in range(1, L + 1):  # z^l = a^{l-1} W^l, a^l = g(z^l + b^l): own rows
                 np.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])
-                be.bias_activation(a[l][rows], net.b[l - 1], acts[l - 1])
+                z_out = None if self.zs[l] is None else self.zs[l][rows]
+                be.bias_activation(a[l][rows], net.b[l - 1], acts[l - 1], slope=slope(net),
+                                   z_out=z_out)
             cost_sum = be.output_delta(a[L][rows], y, net.output, net.loss_name,
                                        d[L][rows]) * P_k
             d[L][rows] *= P_k / P  # the global 1/P, as the single-process δ^L carries
@@ -130,7 +136,8 @@ class SplitStep:
         for l in range(L, 0, -1):
             if l > 1 and P_k:  # δ^{l-1} = (δ^l W^{l T}) ⊙ g': own rows, the old W^l
                 np.matmul(d[l][rows], net.W[l - 1].T, out=d[l - 1][rows])
-                be.hidden_delta(d[l - 1][rows], a[l - 1][rows], acts[l - 2])
+                s = a[l - 1] if self.zs[l - 1] is None else self.zs[l - 1]  # g' from a or z
+                be.hidden_delta(d[l - 1][rows], s[rows], acts[l - 2], slope=slope(net))
             self.shared.barrier()  # every δ^l written, W^l read by every rank
             n_in, n_out = net.sizes[l - 1], net.sizes[l]
             w = net.layer_slices[l - 1].start
