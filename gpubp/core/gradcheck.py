@@ -8,7 +8,8 @@ gradient. A purely relative error therefore fails on noise when the gradient van
 saturated softmax whose cost is 1e-11), which is why the criterion has an absolute floor
 ``atol`` next to the relative ``rtol``, as ``torch.autograd.gradcheck`` has.
 
-``relu`` has a kink at 0, where it has no derivative: a central difference whose two
+``relu`` (and leaky_relu, selu: the table's ``kink``) has a kink at 0, where it has no
+derivative: a central difference whose two
 steps put some pre-activation on different sides of it (or on it) measures neither side's
 slope. Such an entry is common, not a rare accident: an example whose relu units of one
 layer are all off feeds the next layer ``z = b`` exactly, ``0`` with the default zero
@@ -18,6 +19,7 @@ apart (``kinks``) and left out of the error; every other entry is checked as str
 
 import numpy as np
 
+from gpubp.activations import ACTIVATIONS
 from gpubp.data.validation import check_positive
 from gpubp.core.network import Network
 from gpubp.kernels.reference import activate
@@ -78,13 +80,15 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
                          "atol=0, rtol=0")
 
     probe = Network(net.sizes, hidden=net.hidden, output=net.output, loss=net.loss_name,
-                    device=net.device, dtype="float64", backend=net.backend.name)
+                    device=net.device, dtype="float64", backend=net.backend.name,
+                    negative_slope=net.negative_slope)
     W, b = net.get_params()
     W = [w.astype(np.float64) for w in W]
     b = [v.astype(np.float64) for v in b]
     probe.set_params(W, b)
     dW, db = probe.gradients(X, Y)
-    relu_layers = [l for l, g in enumerate(net.activation_names) if g == "relu"]
+    # the layers whose g' jumps at 0 (relu, leaky_relu, selu: the table's kink)
+    relu_layers = [l for l, g in enumerate(net.activation_names) if ACTIVATIONS[g].kink]
     X64 = np.asarray(X, dtype=np.float64)
 
     errors = np.zeros(net.L)
@@ -101,11 +105,13 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
                 flat[k] = saved + eps
                 probe.set_params(W, b)
                 c_plus = probe.loss(X, Y)
-                z_plus = _relu_inputs(W, b, X64, net.activation_names, relu_layers)
+                z_plus = _relu_inputs(W, b, X64, net.activation_names, relu_layers,
+                                      probe.negative_slope or 0.0)
                 flat[k] = saved - eps
                 probe.set_params(W, b)
                 c_minus = probe.loss(X, Y)
-                z_minus = _relu_inputs(W, b, X64, net.activation_names, relu_layers)
+                z_minus = _relu_inputs(W, b, X64, net.activation_names, relu_layers,
+                                      probe.negative_slope or 0.0)
                 flat[k] = saved
                 fd_flat[k] = (c_plus - c_minus) / (2 * eps)
                 ok[k] = not any(_straddles(zp, zm) for zp, zm in zip(z_plus, z_minus))
@@ -121,15 +127,15 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
     return (errors, kinks) if return_kinks else errors
 
 
-def _relu_inputs(W, b, X, activations, relu_layers):
-    """The pre-activations ``z^l`` of the relu layers (float64, NumPy), in order."""
+def _relu_inputs(W, b, X, activations, relu_layers, slope):
+    """The pre-activations ``z^l`` of the kinked layers (float64, NumPy), in order."""
 
     out, a = [], X
     for l, g in enumerate(activations[:relu_layers[-1] + 1] if relu_layers else ()):
         z = a @ W[l] + b[l]
         if l in relu_layers:
             out.append(z.copy())
-        a = activate(z, g)
+        a = activate(z, g, slope)
     return out
 
 

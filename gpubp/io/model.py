@@ -3,7 +3,7 @@
 File layout (format version 1): ``header`` is a uint8 array holding UTF-8 JSON
 ``{"format": "gpubp", "version": 1, "sizes": [...], "hidden": [...], "output": ...,
 "loss": ..., "dtype": ..., "inputs": ...}`` (``inputs``: what the network's inputs are,
-see :data:`INPUTS`); ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
+see :data:`INPUTS`; ``"negative_slope"`` too when a layer is leaky_relu); ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
 Everything is read back with ``allow_pickle=False`` and checked before use.
 """
 
@@ -54,6 +54,8 @@ def model_arrays(net, inputs="unknown", **extra_header):
     header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
               "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
               "inputs": inputs, **extra_header}
+    if net.negative_slope is not None:  # leaky_relu's
+        header["negative_slope"] = net.negative_slope
     arrays = {"header": header_array(header)}
     arrays.update({f"W{l}": w for l, w in enumerate(W)})
     arrays.update({f"b{l}": v for l, v in enumerate(b)})
@@ -155,7 +157,7 @@ def load(path, device="cpu", dtype=None, **network_options):
     Errors in the file are ValueErrors naming the file; errors in the arguments name
     the argument, as :class:`gpubp.Network` does.
     """
-    architecture = ("sizes", "hidden", "output", "loss")
+    architecture = ("sizes", "hidden", "output", "loss", "negative_slope")
     for key in network_options:
         if key in architecture:
             raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
@@ -172,9 +174,11 @@ def load(path, device="cpu", dtype=None, **network_options):
         hidden = check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
         output = activations.check_activation(header["output"], "output", activations.OUTPUT)
         loss = losses.check_pairing(output, header["loss"], activations.ACTIVATIONS)
+        slope = activations.check_negative_slope(header.get("negative_slope"), hidden)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
     net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device,
+                  negative_slope=None if slope is None or "leaky_relu" not in hidden else slope,
                   dtype=header["dtype"] if dtype is None else dtype, **network_options)
     net.set_params(W, b)
     return net
