@@ -103,7 +103,8 @@ def special_functions(c):
                 return z if z > zero else neg
             return lam * z if z > zero else lam_alpha * neg
         if code == SOFTPLUS:
-            return (z if z > zero else zero) + T(math.log1p(T(math.exp(-abs(z)))))
+            # a select that keeps a NaN z, not max(z, 0), which PTX would make drop it
+            return (z if not z < zero else zero) + T(math.log1p(T(math.exp(-abs(z)))))
         if code == GELU:
             return half * z * (one + T(math.erf(z * k_half)))
         if code == GELU_TANH:

@@ -235,3 +235,9 @@ def test_gradcheck_passes_with_kinked_and_smooth_new_activations():
     rng = np.random.default_rng(0)
     errors = gpubp.gradcheck(net, rng.normal(size=(6, 3)), rng.integers(0, 2, 6))
     assert (np.asarray(errors) <= 1).all(), errors
+
+
+def test_cuda_kernels_and_backend_in_the_simulator():
+    from tests.test_cuda_kernels import TESTS, run_simulated
+
+    run_simulated(TESTS / "cudasim_activations.py", timeout=900)

@@ -27,8 +27,8 @@ from gpubp.kernels import reference as R
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-N_KERNELS = 10  # bias_act, bias_softmax, output_delta(_wide), finish_cost, hidden_delta,
-#                 weight_bias_grad, sum_splits, sgd_step, adam_step
+N_KERNELS = 11  # bias_act(_keep), bias_softmax, output_delta(_wide), finish_cost,
+#                 hidden_delta, weight_bias_grad, sum_splits, sgd_step, adam_step
 
 
 def run_simulated(case_file, timeout=900):
@@ -116,7 +116,8 @@ def test_compile_ptx(cc, ptx_by_cc):
 
 # PTX's min/max return the non-NaN operand; kernels on the path from an output to the cost
 # (and relu) must not use them where the reference would keep a NaN.
-NAN_SENSITIVE = ("bias_act", "output_delta", "output_delta_wide", "finish_cost")
+NAN_SENSITIVE = ("bias_act", "bias_act_keep", "output_delta", "output_delta_wide",
+                 "finish_cost")
 
 
 @pytest.mark.parametrize("cc", [(8, 0)], ids=["sm_80"])
