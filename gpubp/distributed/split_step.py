@@ -91,6 +91,15 @@ class SplitStep:
         self.targets = np.empty((-(-P // self.R), sizes[-1]), self.net.dtype)
         self.capacity = P
 
+    def _forward(self, a, rows):
+        """``z^l = a^{l-1} W^l``, ``a^l = g(z^l + b^l)`` over this rank's ``rows``."""
+        net = self.net
+        for l in range(1, net.L + 1):
+            np.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])
+            z_out = None if self.zs[l] is None else self.zs[l][rows]  # kept where g' needs z
+            net.backend.bias_activation(a[l][rows], net.b[l - 1], net.activation_names[l - 1],
+                                        slope=slope(net), z_out=z_out)
+
     def step(self, optimizer, X, Y, batch):
         """One step on the global batch ``batch`` (row indices of X and Y).
 
@@ -115,11 +124,7 @@ class SplitStep:
             gather_rows(X, order, rows.start, a[0][rows])
             y = self.targets[:P_k]
             gather_rows(Y, order, rows.start, y)
-            for l in range(1, L + 1):  # z^l = a^{l-1} W^l, a^l = g(z^l + b^l): own rows
-                np.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])
-                z_out = None if self.zs[l] is None else self.zs[l][rows]
-                be.bias_activation(a[l][rows], net.b[l - 1], acts[l - 1], slope=slope(net),
-                                   z_out=z_out)
+            self._forward(a, rows)
             cost_sum = be.output_delta(a[L][rows], y, net.output, net.loss_name,
                                        d[L][rows]) * P_k
             d[L][rows] *= P_k / P  # the global 1/P, as the single-process δ^L carries
