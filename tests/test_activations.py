@@ -241,3 +241,17 @@ def test_cuda_kernels_and_backend_in_the_simulator():
     from tests.test_cuda_kernels import TESTS, run_simulated
 
     run_simulated(TESTS / "cudasim_activations.py", timeout=900)
+
+
+def test_cli_takes_the_new_names_and_the_slope(capsys):
+    from gpubp.cli.commands import main
+
+    assert main(["gradcheck", "--layers", "4", "--hidden", "leaky_relu", "--negative-slope",
+                 "0.2", "--backend", "cpu"]) == 0, capsys.readouterr().err
+    assert "ok:" in capsys.readouterr().out
+    assert main(["gradcheck", "--layers", "4", "--hidden", "relu", "--negative-slope",
+                 "0.2"]) == 1
+    assert "--negative-slope applies to --hidden leaky_relu" in capsys.readouterr().err
+    assert main(["train", "--data", "iris", "--layers", "8", "--hidden", "gelu", "--epochs",
+                 "2", "--verbose", "0"]) == 0, capsys.readouterr().err
+    assert "hidden=gelu" in capsys.readouterr().out
