@@ -255,3 +255,20 @@ def test_cli_takes_the_new_names_and_the_slope(capsys):
     assert main(["train", "--data", "iris", "--layers", "8", "--hidden", "gelu", "--epochs",
                  "2", "--verbose", "0"]) == 0, capsys.readouterr().err
     assert "hidden=gelu" in capsys.readouterr().out
+
+
+def test_resume_needs_the_same_slope_and_load_takes_it_from_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), rng.integers(0, 2, 20)
+
+    def net(slope):
+        return gpubp.Network([3, 4, 2], hidden="leaky_relu", seed=0, negative_slope=slope)
+
+    net(0.2).fit(X, y, epochs=1, verbose=0, checkpoint=tmp_path / "c.npz")
+    net(0.2).fit(X, y, epochs=2, verbose=0, resume=tmp_path / "c.npz")
+    with pytest.raises(ValueError, match=r"negative_slope must match the checkpoint's \(0.2\)"):
+        net(0.3).fit(X, y, epochs=2, verbose=0, resume=tmp_path / "c.npz")
+    net(0.2).save(tmp_path / "m.npz")
+    for key in ("negative_slope", "init"):
+        with pytest.raises(TypeError, match=rf"unexpected keyword argument '{key}'.*file"):
+            gpubp.load(tmp_path / "m.npz", **{key: 0.1})

@@ -151,13 +151,14 @@ def load(path, device="cpu", dtype=None, **network_options):
         parameters to float32 rounds them (and refuses values float32 cannot hold).
     **network_options
         Further :class:`gpubp.Network` options (``seed``, ``backend``, ``fallback``,
-        backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``)
-        comes from the file: passing it, or any unknown keyword, is a TypeError.
+        backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``,
+        ``negative_slope``) and the weights (so ``init``) come from the file: passing them,
+        or any unknown keyword, is a TypeError.
 
     Errors in the file are ValueErrors naming the file; errors in the arguments name
     the argument, as :class:`gpubp.Network` does.
     """
-    architecture = ("sizes", "hidden", "output", "loss", "negative_slope")
+    architecture = ("sizes", "hidden", "output", "loss", "negative_slope", "init")
     for key in network_options:
         if key in architecture:
             raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
