@@ -221,7 +221,12 @@ def check_init(init):
         raise TypeError(f"init must be one of {tuple(INITS)}, a callable (shape, rng) -> "
                         f"array, or None; got {type(init).__name__}")
     if init not in INITS:
-        close = difflib.get_close_matches(init.lower(), INITS, n=1)
+        # PyTorch's and Keras's spellings of the same rules
+        alias = {"he": "he_normal", "kaiming": "he_normal", "kaiming_normal": "he_normal",
+                 "kaiming_uniform": "he_uniform", "glorot": "glorot_uniform",
+                 "xavier": "glorot_uniform", "xavier_uniform": "glorot_uniform",
+                 "xavier_normal": "glorot_normal", "lecun": "lecun_normal"}.get(init.lower())
+        close = [alias] if alias else difflib.get_close_matches(init.lower(), INITS, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ValueError(f"init must be one of {tuple(INITS)}, a callable or None, got "
                          f"{init!r}{hint}")

@@ -97,6 +97,8 @@ def test_a_callable_gets_the_shape_and_the_seeded_generator():
 @pytest.mark.parametrize("init, error, match", [
     ("xavier", ValueError, r"init must be one of \('glorot_uniform', .*got 'xavier'"),
     ("he_normall", ValueError, r"did you mean 'he_normal'"),
+    ("kaiming_uniform", ValueError, r"did you mean 'he_uniform'"),
+    ("xavier_normal", ValueError, r"did you mean 'glorot_normal'"),
     (0.1, TypeError, r"init must be one of .*got float"),
     (lambda shape, rng: np.zeros((2, 2)), ValueError,
      r"init must return a real array of the shape it is given, \(3, 4\) for W\[0\]; got "
