@@ -256,10 +256,11 @@ def bias_activation(z, b, activation, slope=SLOPE, z_out=None):
         Written with ``z^l`` (a layer whose ``g'`` needs it).
     """
     code = forward_code(activation, z.dtype)
-    if code in cpu_activations.SPECIAL or z_out is not None:
-        kept = z_out if z_out is not None else z[:0]
-        _ENTRY.special_forward(z, b, code, float(slope), kept)
+    if code in cpu_activations.SPECIAL:
+        _ENTRY.special_forward(z, b, code, float(slope), z[:0] if z_out is None else z_out)
         return
+    if z_out is not None:  # the contract lets any activation keep z, not only FROM_Z's
+        np.add(z, b, out=z_out)
     if code == EXP:
         _ENTRY.bias_exp(z, b, EXP_CAP[z.dtype])
         return
@@ -317,8 +318,7 @@ def hidden_delta(delta, a, activation, slope=SLOPE):
     """
     code = activation_code(activation, elementwise=True)
     if code in cpu_activations.SPECIAL:
-        _ENTRY.special_delta(delta, a, code, float(slope))
-        return
+        return _ENTRY.special_delta(delta, a, code, float(slope))  # (None)
     _ENTRY.hidden_delta(delta, a, code)
 
 
