@@ -46,9 +46,9 @@ from gpubp import activations, losses
 from gpubp.kernels.cpu_update import (_adam, _clip, _count_correct, _rmsprop,  # noqa: F401 - re-exported
                                       _sgd, adam_update, clip_gradient, count_correct,
                                       rmsprop_update, sgd_update)
-from gpubp.kernels import jit_cache
+from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu_math import _D, _F, _sigmoid_f32, _sigmoid_f64, _tanh_f32, _tanh_f64
-from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, EXP_CAP, LOSSES
+from gpubp.kernels.reference import ACTIVATIONS, DERIVED, EXP_CAP, LOSSES, SLOPE
 
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
     activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
@@ -66,14 +66,14 @@ _CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
 
 def activation_code(activation, elementwise=False):
     """The integer code of an activation name (what the compiled kernels dispatch on);
-    ``ValueError`` for an unknown name, or one without ``g'`` from ``a`` where only those
+    ``ValueError`` for an unknown name, or one without ``g'`` of its own where only those
     make sense (``elementwise=True``), with the same messages as the reference kernels."""
     code = activations.CODES.get(activation)
     if code is None:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if elementwise and activation not in ELEMENTWISE:
+    if elementwise and activation not in DERIVED:
         raise ValueError(
-            f"activation must be an elementwise activation {ELEMENTWISE}, "
+            f"activation must be an elementwise activation {DERIVED}, "
             f"got {activation!r}"
         )
     return code
@@ -250,7 +250,7 @@ def _column_sums(delta, db):
 
 
 # -- public kernels (signatures of gpubp.kernels.reference) -------------------------------
-def bias_activation(z, b, activation):
+def bias_activation(z, b, activation, slope=SLOPE, z_out=None):
     """Forward epilogue ``a = g(z + b)``, in place on the GEMM output.
 
     Parameters
@@ -260,8 +260,17 @@ def bias_activation(z, b, activation):
     b : ndarray, shape (n_l,)
     activation : str
         One of ``ACTIVATIONS``.
+    slope : float
+        leaky_relu's slope.
+    z_out : ndarray, shape (P, n_l), or None
+        Written with ``z^l`` (a layer whose ``g'`` needs it).
     """
     code = forward_code(activation, z.dtype)
+    if code in cpu_activations.SPECIAL:
+        _ENTRY.special_forward(z, b, code, float(slope), z[:0] if z_out is None else z_out)
+        return
+    if z_out is not None:  # the contract lets any activation keep z, not only FROM_Z's
+        np.add(z, b, out=z_out)
     if code == EXP:
         _ENTRY.bias_exp(z, b, EXP_CAP[z.dtype])
         return
@@ -299,7 +308,7 @@ def output_delta(a, y, activation, loss, delta):
     return float(_ENTRY.output_delta(a, y, act, code, delta, tiny, one_minus))
 
 
-def hidden_delta(delta, a, activation):
+def hidden_delta(delta, a, activation, slope=SLOPE):
     """Hidden error ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)``, in place on ``delta``.
 
     Parameters
@@ -307,11 +316,16 @@ def hidden_delta(delta, a, activation):
     delta : ndarray, shape (P, n_l)
         ``δ^{l+1} W^{l+1 T}`` on entry, ``δ^l`` on exit.
     a : ndarray, shape (P, n_l)
-        Stored activations ``a^l``.
+        Stored activations ``a^l`` (``z^l`` for the activations whose ``g'`` needs it).
     activation : str
         Elementwise hidden activation.
+    slope : float
+        leaky_relu's slope.
     """
-    _ENTRY.hidden_delta(delta, a, activation_code(activation, elementwise=True))
+    code = activation_code(activation, elementwise=True)
+    if code in cpu_activations.SPECIAL:
+        return _ENTRY.special_delta(delta, a, code, float(slope))  # (None)
+    _ENTRY.hidden_delta(delta, a, code)
 
 
 def weight_bias_gradients(a_prev, delta, dW, db):
@@ -369,12 +383,24 @@ def _entry_points(kernels_digest):
             kernels_digest
         _column_sums(delta, db)
 
+    @njit(cache=True, error_model="numpy")
+    def special_forward(z, b, code, slope, kept):
+        if False:
+            kernels_digest
+        cpu_activations.bias_activation(z, b, code, slope, kept)
+
+    @njit(cache=True, error_model="numpy")
+    def special_delta(delta, s, code, slope):
+        if False:
+            kernels_digest
+        cpu_activations.hidden_delta(delta, s, code, slope)
+
     return _Entry(bias_activation, bias_exp, output_delta, poisson_delta, hidden_delta,
-                  column_sums)
+                  column_sums, special_forward, special_delta)
 
 
 _Entry = namedtuple("_Entry", "bias_activation bias_exp output_delta poisson_delta "
-                              "hidden_delta column_sums")
+                              "hidden_delta column_sums special_forward special_delta")
 # what the cached entry points are keyed by: this module and what it imports (the tables)
 KERNELS_DIGEST = jit_cache.digest(jit_cache.kernel_sources(__name__))
 _ENTRY = _entry_points(KERNELS_DIGEST)

@@ -58,7 +58,7 @@ from gpubp.kernels.cpu import (
     _clip,
     _rmsprop,
 )
-from gpubp.kernels import jit_cache
+from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop
 from gpubp.kernels.epoch_args import (ADAM, NONE, RMSPROP, SGD, Batches, Buffers, Codes, Layout,
                                       Update)
@@ -152,10 +152,25 @@ def _forward(a_0, buffers, layout, codes, P, step_key):
         z = _block(acts, layout.a_offsets[l], P, n_out)
         a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
         np.dot(a_in, _block(theta, w, n_in, n_out), z)
-        _bias_activation(z, theta[b:b + n_out], codes.forward[l - 1])
+        code = codes.forward[l - 1]
+        if _special(code):  # a kept z^l has its own block in acts (none: 0 rows)
+            z_at = layout.z_offsets[l]
+            kept = _block(acts, max(z_at, 0), P if z_at >= 0 else 0, n_out)
+            cpu_activations.bias_activation(z, theta[b:b + n_out], code, codes.slope, kept)
+        else:
+            _bias_activation(z, theta[b:b + n_out], code)
         if codes.drop_threshold[l - 1] > 0:
             _drop_forward(z, _bits(step_key, l), codes.drop_threshold[l - 1],
                           codes.drop_scale[l - 1])
+
+
+@njit(error_model="numpy", inline="always")
+def _special(code):
+    """Whether ``code`` is one of :mod:`gpubp.kernels.cpu_activations`'s."""
+    for c in cpu_activations.SPECIAL:
+        if code == c:
+            return True
+    return False
 
 
 @njit(error_model="numpy", inline="always")
@@ -204,6 +219,10 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, step_key):
             _hidden_delta_drop(delta_prev, a_prev, derivative[l - 2], _bits(step_key, l - 1),
                                codes.drop_threshold[l - 2], codes.drop_keep[l - 2],
                                codes.drop_scale[l - 2])
+        elif l > 1 and _special(derivative[l - 2]):  # g' from a^{l-1}, or from z^{l-1}
+            z_at = layout.z_offsets[l - 1]
+            s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
+            cpu_activations.hidden_delta(delta_prev, s, derivative[l - 2], codes.slope)
         elif l > 1:
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
 
@@ -348,7 +367,7 @@ def gemm_epoch(n_steps, P, buffers, layout):
 @njit(cache=True, error_model="numpy")
 def _gemm_epoch(n_steps, P, buffers, layout):
     theta, nabla, acts, deltas, _ = buffers
-    sizes, w_offsets, a_offsets, d_offsets = layout
+    sizes, w_offsets, a_offsets, d_offsets, _ = layout
     L = sizes.size - 1
     for _ in range(n_steps):
         for l in range(1, L + 1):

@@ -17,6 +17,7 @@ kernel                 what it computes                              launch
 =====================  ============================================  ===================
 ``bias_act``           ``a = g(z + b)`` elementwise, in place        1-D grid-stride,
                                                                      256 threads
+``bias_act_keep``      the same, also writing ``z + b`` (gelu, silu)  1-D grid-stride
 ``bias_softmax``       ``a = softmax(z + b)`` per row, in place      a 32-thread block
                                                                      per row (stride)
 ``output_delta``       ``δ^L`` and per-block sums of the costs       a thread per row,
@@ -24,7 +25,7 @@ kernel                 what it computes                              launch
 ``output_delta_wide``  the same for more than WIDE_OUTPUT columns    a 32-thread block
                                                                      per row (stride)
 ``finish_cost``        ``C = Σ partials / P``; epoch sum += Σ (f64)  one 128-thread block
-``hidden_delta``       ``δ ⊙= g'(a)`` in place                       1-D grid-stride
+``hidden_delta``       ``δ ⊙= g'(a)`` (or ``g'(z)``) in place         1-D grid-stride
 ``weight_bias_grad``   ``[∂W; ∂b] = [a^{l-1} 1]^T δ``, tiled         16x16 threads per
                                                                      64x32 output tile,
                                                                      split over P
@@ -53,7 +54,7 @@ from gpubp.kernels import cuda_kernels
 from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P,
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
 from gpubp.kernels.cuda_device import EXP, POISSON
-from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, LOSSES
+from gpubp.kernels.reference import ACTIVATIONS, DERIVED, LOSSES, SLOPE
 from numba import types
 
 ACTIVATION_CODES = activations.CODES
@@ -156,12 +157,13 @@ def signatures(dtype):
     code = types.int64  # Python ints
     delta = (mat, mat, mat, vec, code, code)
     return {
-        "bias_act": (vec, vec, code),
+        "bias_act": (vec, vec, code, f),
+        "bias_act_keep": (vec, vec, vec, code, f),
         "bias_softmax": (mat, vec),
         "output_delta": delta,
         "output_delta_wide": delta,
         "finish_cost": (vec, vec, types.Array(types.float64, 1, "C"), code),
-        "hidden_delta": (vec, vec, code),
+        "hidden_delta": (vec, vec, code, f),
         "weight_bias_grad": (mat, mat, mat, vec, cube, code),
         "sum_splits": (cube, mat, vec),
         "sgd_step": (vec, vec, vec, f, f, types.boolean, f),
@@ -208,8 +210,8 @@ def _flat(x):
 
 def _activation_code(activation, allow_softmax=True):
     code = ACTIVATION_CODES.get(activation)
-    if code is None or (not allow_softmax and activation not in ELEMENTWISE):
-        allowed = ACTIVATIONS if allow_softmax else ELEMENTWISE
+    if code is None or (not allow_softmax and activation not in DERIVED):
+        allowed = ACTIVATIONS if allow_softmax else DERIVED
         raise ValueError(f"activation must be one of {allowed}, got {activation!r}")
     return code
 
@@ -252,19 +254,24 @@ def grad_splits(P, n_in, n_out):
 # -- the contract's kernels ----------------------------------------------------------
 
 
-def bias_activation(z, b, activation, *, stream=0):
+def bias_activation(z, b, activation, slope=SLOPE, z_out=None, *, stream=0):
     """Forward epilogue ``a = g(z + b)`` in place. ``z``: (P, n), ``b``: (n,).
 
     Softmax runs as a row kernel (a 32-thread block per row, max-shifted) on the 2-D
     ``z``; the elementwise activations as one grid-stride pass over the P*n entries
-    (``z`` may be given flat).
+    (``z`` may be given flat), which also writes ``z + b`` to ``z_out`` when given (a layer
+    whose ``g'`` needs ``z``). ``slope``: leaky_relu's.
     """
     code = _activation_code(activation)
     k = kernels_for(z.dtype)
+    T = np.dtype(z.dtype).type
     if code == SOFTMAX:
         k["bias_softmax"](_blocks(z.shape[0], 1, ROW_MAX_BLOCKS), ROW_THREADS, stream, z, b)
+    elif z_out is not None:
+        _launch_elementwise(k["bias_act_keep"], z.size, stream, _flat(z), b, _flat(z_out), code,
+                            T(slope))
     else:
-        _launch_elementwise(k["bias_act"], z.size, stream, _flat(z), b, code)
+        _launch_elementwise(k["bias_act"], z.size, stream, _flat(z), b, code, T(slope))
 
 
 CostSums = namedtuple("CostSums", "partials cost total")
@@ -322,11 +329,12 @@ def output_delta(a, y, activation, loss, delta, *, sums=None, stream=0):
     return float(cost[0]) if as_float else cost
 
 
-def hidden_delta(delta, a, activation, *, stream=0):
-    """``δ^l ⊙= g'(a^l)`` in place on the GEMM output ``δ^{l+1} W^{l+1 T}``; (P, n), or flat."""
+def hidden_delta(delta, a, activation, slope=SLOPE, *, stream=0):
+    """``δ^l ⊙= g'(a^l)`` in place on the GEMM output ``δ^{l+1} W^{l+1 T}``; (P, n), or flat
+    (``a`` is ``z^l`` for the activations whose ``g'`` needs it; ``slope``: leaky_relu's)."""
     code = _activation_code(activation, allow_softmax=False)
     _launch_elementwise(kernels_for(delta.dtype)["hidden_delta"], delta.size, stream,
-                        _flat(delta), _flat(a), code)
+                        _flat(delta), _flat(a), code, np.dtype(delta.dtype).type(slope))
 
 
 def weight_bias_gradients(a_prev, delta, dW, db, *, split=None, stream=0):

@@ -21,6 +21,7 @@ import numpy as np
 from numba import cuda, float64
 
 from gpubp import activations, losses
+from gpubp.kernels import reference as R
 from gpubp.kernels.reference import EXP_CAP
 
 # Activation and loss codes, from their tables (gpubp.activations, gpubp.losses). A branch
@@ -28,6 +29,11 @@ from gpubp.kernels.reference import EXP_CAP
 # kernel per activation.
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
     activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
+LEAKY_RELU, ELU, SELU, SOFTPLUS, GELU, GELU_TANH, SILU = map(
+    activations.code, ("leaky_relu", "elu", "selu", "softplus", "gelu", "gelu_tanh", "silu"))
+# g and g' branch once on `code >= LEAKY_RELU` into the newer rows' functions
+assert max(SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP) < LEAKY_RELU == min(
+    LEAKY_RELU, ELU, SELU, SOFTPLUS, GELU, GELU_TANH, SILU)
 MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = map(
     losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson"))
 
@@ -46,6 +52,9 @@ GRAD_BLOCK = GRAD_THREADS * GRAD_THREADS
 
 Constants = namedtuple("Constants", "T zero one half neg_inf clip_lo clip_hi exp_cap dtype")
 Device = namedtuple("Device", "g g_prime clip delta_and_cost tree_sum")
+# the constants of the activations added with gelu, as (name, value) of reference's
+SPECIAL_CONSTANTS = ("LAMBDA", "LAMBDA_ALPHA", "SQRT_2_OVER_PI", "SQRT_HALF", "INV_SQRT_2PI",
+                     "GELU_TANH_C", "GELU_TANH_CLAMP", "GELU_PDF_CLAMP")
 
 
 def constants(dtype):
@@ -59,14 +68,86 @@ def constants(dtype):
     return Constants(T, zero, one, half, neg_inf, clip_lo, clip_hi, exp_cap, dtype)
 
 
+def special_functions(c):
+    """``g`` and ``g'`` of the activations added with gelu (leaky_relu ... silu), in the
+    dtype's arithmetic: the formulas of :mod:`gpubp.kernels.reference`, clamps written as
+    comparisons (selects) so that NaN stays NaN. ``g'`` takes ``a`` or, for gelu,
+    gelu_tanh and silu, ``z``."""
+    T, zero, one, half = c.T, c.zero, c.one, c.half
+    lam, lam_alpha, k_tanh, k_half, k_pdf, k_cube, tanh_clamp, pdf_clamp = (
+        T(getattr(R, name)) for name in SPECIAL_CONSTANTS)
+    three = T(3)
+
+    @cuda.jit(device=True, inline="always")
+    def clamp(z, bound):
+        if z > bound:
+            return bound
+        if z < -bound:
+            return -bound
+        return z
+
+    @cuda.jit(device=True, inline="always")
+    def sigmoid(z):
+        e = T(math.exp(-abs(z)))  # in (0, 1]: never overflows
+        if z >= zero:
+            return one / (one + e)
+        return e / (one + e)
+
+    @cuda.jit(device=True, inline="always")
+    def g_special(z, code, slope):
+        if code == LEAKY_RELU:
+            return z if not z < zero else z * slope  # not z > 0: NaN stays NaN
+        if code == ELU or code == SELU:
+            neg = T(math.expm1(zero if z > zero else z))  # e^z of z <= 0 only
+            if code == ELU:
+                return z if z > zero else neg
+            return lam * z if z > zero else lam_alpha * neg
+        if code == SOFTPLUS:
+            # a select that keeps a NaN z, not max(z, 0), which PTX would make drop it
+            return (z if not z < zero else zero) + T(math.log1p(T(math.exp(-abs(z)))))
+        if code == GELU:
+            return half * z * (one + T(math.erf(z * k_half)))
+        if code == GELU_TANH:
+            zc = clamp(z, tanh_clamp)
+            return half * z * (one + T(math.tanh(k_tanh * (zc + k_cube * zc * zc * zc))))
+        return z * sigmoid(z)  # silu
+
+    @cuda.jit(device=True, inline="always")
+    def g_prime_special(s, code, slope):
+        if code == LEAKY_RELU:
+            return one if s > zero else slope
+        if code == ELU:
+            return one if s > zero else s + one
+        if code == SELU:
+            return lam if s > zero else s + lam_alpha
+        if code == SOFTPLUS:
+            return -T(math.expm1(-s))
+        if code == GELU:
+            zc = clamp(s, pdf_clamp)
+            return (half * (one + T(math.erf(s * k_half)))
+                    + s * k_pdf * T(math.exp(-half * zc * zc)))
+        if code == GELU_TANH:
+            zc = clamp(s, tanh_clamp)
+            t = T(math.tanh(k_tanh * (zc + k_cube * zc * zc * zc)))
+            du = k_tanh * (one + three * k_cube * zc * zc)
+            return half * (one + t) + half * zc * (one - t * t) * du
+        sg = sigmoid(s)  # silu
+        return sg * (one + s * (one - sg))
+
+    return g_special, g_prime_special
+
+
 def device_functions(c):
     """The inlined device functions the kernels share: g, g', clipping, δ and cost, sums."""
     T, zero, one, half = c.T, c.zero, c.one, c.half
     clip_lo, clip_hi, exp_cap = c.clip_lo, c.clip_hi, c.exp_cap
+    g_special, g_prime_special = special_functions(c)
 
     @cuda.jit(device=True, inline="always")
-    def g(z, code):
-        """Elementwise activation of a pre-activation ``z``."""
+    def g(z, code, slope):
+        """Elementwise activation of a pre-activation ``z`` (``slope``: leaky_relu's)."""
+        if code >= LEAKY_RELU:
+            return g_special(z, code, slope)
         if code == SIGMOID:
             # Two branches sharing e = exp(-|z|) in (0, 1]: exp never overflows.
             e = T(math.exp(-abs(z)))
@@ -82,8 +163,11 @@ def device_functions(c):
         return z
 
     @cuda.jit(device=True, inline="always")
-    def g_prime(a, code):
-        """``g'(z)`` written through the activation's output ``a = g(z)``."""
+    def g_prime(a, code, slope):
+        """``g'(z)`` written through the activation's output ``a = g(z)`` (through ``z``
+        itself for gelu, gelu_tanh and silu)."""
+        if code >= LEAKY_RELU:
+            return g_prime_special(a, code, slope)
         if code == SIGMOID:
             return a * (one - a)
         if code == TANH:
@@ -106,7 +190,7 @@ def device_functions(c):
         """``(δ_pj, c_pj)`` of one output entry: the error and its share of the cost."""
         diff = a - y
         if loss_code == MSE:
-            return diff * g_prime(a, act_code) / rows, half * diff * diff
+            return diff * g_prime(a, act_code, zero) / rows, half * diff * diff
         # Canonical pairs: the derivative of g_o cancels, δ = (a - y) / P.
         if loss_code == POISSON:
             # y log(y / a) − y + a, with 0 log 0 = 0 and a >= tiny inside the log
@@ -142,11 +226,20 @@ def forward_kernels(c, dev):
     g = dev.g
 
     @cuda.jit
-    def bias_act(z, b, code):
+    def bias_act(z, b, code, slope):
         """``z[i] = g(z[i] + b[i mod n])`` over the flattened (P, n) batch ``z``."""
         n = b.shape[0]
         for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
-            z[i] = g(z[i] + b[i % n], code)
+            z[i] = g(z[i] + b[i % n], code, slope)
+
+    @cuda.jit
+    def bias_act_keep(z, b, kept, code, slope):
+        """``kept[i] = z[i] + b[i mod n]``, ``z[i] = g(kept[i])``: a layer that keeps z."""
+        n = b.shape[0]
+        for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
+            v = z[i] + b[i % n]
+            kept[i] = v
+            z[i] = g(v, code, slope)
 
     @cuda.jit
     def bias_softmax(z, b):
@@ -191,6 +284,7 @@ def forward_kernels(c, dev):
 
     return {
         "bias_act": bias_act,
+        "bias_act_keep": bias_act_keep,
         "bias_softmax": bias_softmax,
     }
 
@@ -268,10 +362,11 @@ def delta_kernels(c, dev):
             total[0] += float64(shared[0])
 
     @cuda.jit
-    def hidden_delta(delta, a, code):
-        """``δ ⊙= g'(a)`` over flattened (P, n) arrays, in place on the GEMM output."""
+    def hidden_delta(delta, a, code, slope):
+        """``δ ⊙= g'(a)`` over flattened (P, n) arrays, in place on the GEMM output (``a``
+        is ``z`` for the activations whose ``g'`` needs it)."""
         for i in range(cuda.grid(1), delta.shape[0], cuda.gridsize(1)):
-            delta[i] *= g_prime(a[i], code)
+            delta[i] *= g_prime(a[i], code, slope)
 
     return {
         "output_delta": output_delta,

@@ -60,7 +60,7 @@ def _build(dtype):
         n = b.shape[0]
         for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
             if kept(key, i, threshold):
-                z[i] = g(z[i] + b[i % n], code) * scale
+                z[i] = g(z[i] + b[i % n], code, zero) * scale  # (no slope: core.dropout)
             else:
                 z[i] = zero
 
@@ -69,7 +69,7 @@ def _build(dtype):
         """``δ[i] = δ[i] g'(a[i] keep) scale`` where kept, else 0 (flattened (P, n))."""
         for i in range(cuda.grid(1), delta.shape[0], cuda.gridsize(1)):
             if kept(key, i, threshold):
-                delta[i] = delta[i] * g_prime(a[i] * keep, code) * scale
+                delta[i] = delta[i] * g_prime(a[i] * keep, code, zero) * scale
             else:
                 delta[i] = zero
 

@@ -23,6 +23,9 @@ Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a
 - ``acts``: ``a^l`` for ``l = 0..L``, block ``l`` at ``a_offsets[l]``, its first ``P``
   rows contiguous, the layout of ``Network.activations`` (a batch of consecutive rows of
   ``X`` is read in place, not copied into ``a^0``);
+- ``acts`` also holds, after the ``a^l``, ``z^l`` of the layers whose ``g'`` needs ``z``
+  (gelu, gelu_tanh, silu), block ``l`` at ``z_offsets[l]`` (-1 for the layers that keep
+  none);
 - ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
 - ``targets``: ``(cap, n_L)``, the gathered ``y`` rows.
 """
@@ -66,16 +69,17 @@ class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets")):
     __slots__ = ()
 
 
-class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets")):
+class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets z_offsets")):
     """int64 arrays: ``sizes`` (L + 1,) the layer widths, ``w_offsets`` (L,) where ``W^l``
     starts in ``theta``, ``a_offsets``/``d_offsets`` (L + 1,) where ``a^l`` and ``δ^l``
-    start in ``acts`` and ``deltas``."""
+    start in ``acts`` and ``deltas``, ``z_offsets`` (L + 1,) where a kept ``z^l`` starts
+    in ``acts`` (-1: not kept)."""
 
     __slots__ = ()
 
 
 class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifier "
-                                "drop_threshold drop_keep drop_scale")):
+                                "drop_threshold drop_keep drop_scale slope")):
     """What the network computes: the activation codes of layers 1..L (int64, (L,)) as
     :func:`gpubp.kernels.cpu.bias_activation` dispatches them (``forward``: float32
     sigmoid and tanh by their vectorised variants) and as the derivative kernels take
@@ -83,12 +87,12 @@ class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifi
     clip bounds for the dtype; ``classifier``, whether to count correct predictions;
     the dropout of layers 1..L (``(L,)``, the output layer's 0): ``drop_threshold``
     (uint64, 0 without dropout), ``drop_keep`` ``1 − p`` and ``drop_scale`` ``1/(1 − p)``
-    (in ``theta``'s dtype)."""
+    (in ``theta``'s dtype); ``slope``, leaky_relu's negative slope."""
 
     __slots__ = ()
 
     @classmethod
-    def of(cls, forward, derivative, loss, tiny, one_minus, classifier, dropout):
+    def of(cls, forward, derivative, loss, tiny, one_minus, classifier, dropout, slope=0.01):
         """With the field types the compiled epoch is specialised for; ``dropout`` the
         ``(rates of the hidden layers, dtype)``."""
         rates, dtype = dropout
@@ -97,7 +101,7 @@ class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifi
         return cls(np.asarray(forward, np.int64), np.asarray(derivative, np.int64), int(loss),
                    float(tiny), float(one_minus), bool(classifier),
                    np.array(thresholds, np.uint64), (1 - p).astype(dtype),
-                   (1 / (1 - p)).astype(dtype))
+                   (1 / (1 - p)).astype(dtype), float(slope))
 
 
 _HYPER = dict(lr=0.0, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,

@@ -13,16 +13,36 @@ Activations and losses are named by string, the names of the tables
 :mod:`gpubp.activations` and :mod:`gpubp.losses`; the activations' derivatives are taken
 from the *output* ``a`` so that the pre-activation ``z`` never has to be stored:
 
-=========  ============================  ===================
-name       g(z)                          g'(z) from a = g(z)
-=========  ============================  ===================
-sigmoid    1 / (1 + e^{-z})              a (1 - a)
-tanh       tanh z                        1 - a^2
-relu       max(z, 0)                     1 if a > 0 else 0
-identity   z                             1
-softmax    e^{z_j} / sum_k e^{z_k}       (only with cross-entropy, where it cancels)
-exp        e^z (z capped, see EXP_CAP)   (output only, with the Poisson loss, where it cancels)
-=========  ============================  ===================
+==========  ============================  ===================
+name        g(z)                          g'(z) from a = g(z)
+==========  ============================  ===================
+sigmoid     1 / (1 + e^{-z})              a (1 - a)
+tanh        tanh z                        1 - a^2
+relu        max(z, 0)                     1 if a > 0 else 0
+identity    z                             1
+softmax     e^{z_j} / sum_k e^{z_k}       (only with cross-entropy, where it cancels)
+exp         e^z (z capped, see EXP_CAP)   (output only, with the Poisson loss, where it cancels)
+leaky_relu  z if z > 0 else s z           1 if a > 0 else s  (s = slope >= 0)
+elu         z if z > 0 else e^z - 1       1 if a > 0 else a + 1
+selu        λ z if z > 0 else λα(e^z-1)   λ if a > 0 else a + λα
+softplus    log(1 + e^z)                  1 - e^{-a}
+==========  ============================  ===================
+
+and three whose ``g'`` needs ``z`` (their layers keep it; the kernels then take ``z`` where
+the others take ``a``), with ``Φ`` the normal CDF, ``φ`` its density, ``σ`` the sigmoid:
+
+==========  ==================================  =====================================
+name        g(z)                                g'(z)
+==========  ==================================  =====================================
+gelu        z Φ(z) = z (1 + erf(z/√2)) / 2      Φ(z) + z φ(z)
+gelu_tanh   z (1 + tanh u) / 2,                 (1 + tanh u)/2
+            u = √(2/π) (z + 0.044715 z³)          + z (1 − tanh² u) u'(z) / 2
+silu        z σ(z)                              σ(z) (1 + z (1 − σ(z)))
+==========  ==================================  =====================================
+
+Each is written so that nothing overflows for any finite ``z`` (``e^z`` only of
+``min(z, 0)``, softplus as ``max(z, 0) + log1p(e^{-|z|})``, the cube and square of
+gelu's only of ``z`` clamped where their factor is 0 or 1 in every dtype anyway).
 """
 
 from collections import namedtuple
@@ -36,7 +56,19 @@ from gpubp.kernels.reference_optim import (RMSpropStep, clip_gradient,  # noqa: 
 
 ACTIVATIONS = activations.NAMES
 ELEMENTWISE = activations.FROM_OUTPUT  # those with g' written through a
+FROM_Z = activations.FROM_Z  # those with g' written through z
+DERIVED = ELEMENTWISE + FROM_Z  # those a hidden layer may have
 LOSSES = losses.NAMES
+SLOPE = activations.NEGATIVE_SLOPE  # leaky_relu's slope where none is given
+LAMBDA, LAMBDA_ALPHA = activations.SELU_SCALE, activations.SELU_SCALE * activations.SELU_ALPHA
+SQRT_2_OVER_PI = 0.7978845608028654  # gelu_tanh's √(2/π)
+SQRT_HALF = 0.7071067811865476  # gelu's 1/√2
+INV_SQRT_2PI = 0.3989422804014327  # the normal density's 1/√(2π)
+GELU_TANH_C = 0.044715
+# |z| above which gelu_tanh's tanh u is ±1, and gelu's φ(z) 0, in float32 and float64:
+# z is clamped there before its cube or square is taken (nothing overflows)
+GELU_TANH_CLAMP = 10.0
+GELU_PDF_CLAMP = 40.0
 
 # exp(z) is taken of min(z, EXP_CAP): the largest whole number whose exp is finite in the
 # dtype, so the exponential output never overflows (a huge rate, not inf).
@@ -63,9 +95,35 @@ def softmax(z, out):
     return out
 
 
-def activate(z, activation):
-    """Apply ``g`` to ``z`` in place. ``z``: (P, n)."""
-    if activation == "sigmoid":
+def _special(z, activation, slope):
+    """``g(z)`` of the rows added with gelu and its kin (a new array), or None."""
+    if activation == "leaky_relu":
+        return np.where(z > 0, z, z * slope)
+    if activation in ("elu", "selu"):
+        neg = np.expm1(np.minimum(z, 0))  # e^z of z <= 0 only: never overflows
+        if activation == "elu":
+            return np.where(z > 0, z, neg)
+        return np.where(z > 0, LAMBDA * z, LAMBDA_ALPHA * neg)
+    if activation == "softplus":
+        return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+    if activation == "gelu":
+        from scipy.special import erf  # keeps import gpubp light: erf on first use
+
+        return 0.5 * z * (1 + erf(z * SQRT_HALF))
+    if activation == "gelu_tanh":
+        zc = np.clip(z, -GELU_TANH_CLAMP, GELU_TANH_CLAMP)
+        return 0.5 * z * (1 + np.tanh(SQRT_2_OVER_PI * (zc + GELU_TANH_C * zc ** 3)))
+    if activation == "silu":
+        return z * sigmoid(z, np.empty_like(z))
+    return None
+
+
+def activate(z, activation, slope=SLOPE):
+    """Apply ``g`` to ``z`` in place. ``z``: (P, n); ``slope``: leaky_relu's."""
+    special = _special(z, activation, slope)
+    if special is not None:
+        z[...] = special
+    elif activation == "sigmoid":
         sigmoid(z, out=z)
     elif activation == "tanh":
         np.tanh(z, out=z)
@@ -82,8 +140,19 @@ def activate(z, activation):
     return z
 
 
-def activation_derivative(a, activation):
-    """``g'(z)`` expressed through the output ``a = g(z)``; returns a new array like ``a``."""
+def activation_derivative(a, activation, slope=SLOPE):
+    """``g'(z)`` expressed through the output ``a = g(z)``, or through ``z`` itself for the
+    activations of ``FROM_Z`` (then ``a`` is ``z``); returns a new array like ``a``."""
+    if activation in FROM_Z:
+        return _derivative_from_z(a, activation)
+    if activation == "leaky_relu":
+        return np.where(a > 0, 1, slope).astype(a.dtype)
+    if activation == "elu":
+        return np.where(a > 0, 1, a + 1).astype(a.dtype)
+    if activation == "selu":
+        return np.where(a > 0, LAMBDA, a + LAMBDA_ALPHA).astype(a.dtype)
+    if activation == "softplus":
+        return -np.expm1(-a)  # σ(z) = 1 − e^{−a}; a > 0, so e^{−a} <= 1
     if activation == "sigmoid":
         return a * (1 - a)
     if activation == "tanh":
@@ -93,11 +162,28 @@ def activation_derivative(a, activation):
     if activation == "identity":
         return np.ones_like(a)
     raise ValueError(
-        f"activation must be an elementwise activation {ELEMENTWISE}, got {activation!r}"
+        f"activation must be an elementwise activation {DERIVED}, got {activation!r}"
     )
 
 
-def bias_activation(z, b, activation, dropout=None):
+def _derivative_from_z(z, activation):
+    """``g'(z)`` of gelu, gelu_tanh and silu (a new array like ``z``)."""
+    if activation == "gelu":
+        from scipy.special import erf  # keeps import gpubp light: erf on first use
+
+        zc = np.clip(z, -GELU_PDF_CLAMP, GELU_PDF_CLAMP)
+        pdf = INV_SQRT_2PI * np.exp(-0.5 * zc * zc)  # 0 beyond the clamp anyway
+        return 0.5 * (1 + erf(z * SQRT_HALF)) + z * pdf
+    if activation == "gelu_tanh":
+        zc = np.clip(z, -GELU_TANH_CLAMP, GELU_TANH_CLAMP)  # beyond: 1 − t² = 0 exactly
+        t = np.tanh(SQRT_2_OVER_PI * (zc + GELU_TANH_C * zc ** 3))
+        du = SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * zc * zc)
+        return 0.5 * (1 + t) + 0.5 * zc * (1 - t * t) * du
+    s = sigmoid(z, np.empty_like(z))  # silu
+    return s * (1 + z * (1 - s))
+
+
+def bias_activation(z, b, activation, slope=SLOPE, z_out=None, dropout=None):
     """Forward epilogue ``a = g(z + b)``, in place on the GEMM output.
 
     Parameters
@@ -108,11 +194,17 @@ def bias_activation(z, b, activation, dropout=None):
         Bias ``b^l``, broadcast over the P rows.
     activation : str
         One of ``ACTIVATIONS``.
+    slope : float
+        leaky_relu's slope (the others ignore it).
+    z_out : ndarray, shape (P, n_l), or None
+        Written with ``z^l`` (the layers of ``FROM_Z`` activations keep it for ``g'``).
     dropout : gpubp.kernels.dropout.Drop or None
         Training with dropout: ``a = g(z + b) ⊙ m / (1 − p)`` (:mod:`gpubp.kernels.dropout`).
     """
     z += b
-    activate(z, activation)
+    if z_out is not None:
+        z_out[...] = z
+    activate(z, activation, slope)
     if dropout is not None:
         masks.forward(z, dropout)
 
@@ -188,7 +280,7 @@ def output_delta(a, y, activation, loss, delta):
     return float(example_costs(a, y, loss).sum() / P)
 
 
-def hidden_delta(delta, a, activation, dropout=None):
+def hidden_delta(delta, a, activation, slope=SLOPE, dropout=None):
     """Hidden error ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(z^l)``, in place on the GEMM output.
 
     Parameters
@@ -196,16 +288,19 @@ def hidden_delta(delta, a, activation, dropout=None):
     delta : ndarray, shape (P, n_l)
         ``δ^{l+1} W^{l+1 T}`` on entry, ``δ^l`` on exit.
     a : ndarray, shape (P, n_l)
-        Stored activations ``a^l``; ``g'(z^l)`` is computed from them.
+        Stored activations ``a^l``, or ``z^l`` for an activation of ``FROM_Z``;
+        ``g'(z^l)`` is computed from them.
     activation : str
         Hidden activation of layer ``l``.
+    slope : float
+        leaky_relu's slope (the others ignore it).
     dropout : gpubp.kernels.dropout.Drop or None
         The layer's dropout in this step: ``δ^l ⊙= g'(a (1 − p)) m / (1 − p)``.
     """
     if dropout is not None:
-        masks.backward(delta, a, dropout, lambda u: activation_derivative(u, activation))
+        masks.backward(delta, a, dropout, lambda u: activation_derivative(u, activation, slope))
         return
-    delta *= activation_derivative(a, activation)
+    delta *= activation_derivative(a, activation, slope)
 
 
 def weight_bias_gradients(a_prev, delta, dW, db):

@@ -27,9 +27,9 @@ from gpubp.kernels import reference as R
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-N_KERNELS = 13  # bias_act, bias_softmax, output_delta(_wide), finish_cost, hidden_delta,
-#                 weight_bias_grad, sum_splits, sgd_step, adam_step, rmsprop_step,
-#                 clip_sum, clip_scale
+N_KERNELS = 14  # bias_act(_keep), bias_softmax, output_delta(_wide), finish_cost,
+#                 hidden_delta, weight_bias_grad, sum_splits, sgd_step, adam_step,
+#                 rmsprop_step, clip_sum, clip_scale
 
 
 def run_simulated(case_file, timeout=900):
@@ -123,7 +123,8 @@ def test_compile_ptx(cc, ptx_by_cc):
 
 # PTX's min/max return the non-NaN operand; kernels on the path from an output to the cost
 # (and relu) must not use them where the reference would keep a NaN.
-NAN_SENSITIVE = ("bias_act", "output_delta", "output_delta_wide", "finish_cost", "clip_sum")
+NAN_SENSITIVE = ("bias_act", "bias_act_keep", "output_delta", "output_delta_wide",
+                 "finish_cost", "clip_sum")
 
 
 @pytest.mark.parametrize("cc", [(8, 0)], ids=["sm_80"])

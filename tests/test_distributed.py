@@ -118,6 +118,9 @@ EQUAL = [
     # shared memory, a non-elementwise optimizer: every rank gets the whole sum
     {"name": "spread-sgd", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
      "spread_sgd": True, "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1}},
+    # layers that keep z (gelu) beside those that take g' from a, through the split step
+    {"name": "gelu-leaky-split", "sizes": [5, 7, 6, 3], "P": 101, "dtype": "float64",
+     "hidden": ["gelu", "leaky_relu"], "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1}},
     # shared parameters, gradients summed slice by slice (no split batches)
     {"name": "momentum-slice-sums", "sizes": [5, 7, 6, 3], "P": 101, "dtype": "float32",
      "group": {"reduction": "slice-sums"},

@@ -128,6 +128,8 @@ def test_onnx_export_equals_forward(tmp_path, case, dtype):
     ours, theirs = net.forward(X), session.run(["output"], {"X": X})[0]
     assert np.isfinite(ours).all()
     rtol = 1e-12 if dtype == "float64" else 1e-5
+    if dtype == "float64" and "gelu" in case:
+        rtol = 1e-6  # onnxruntime has no float64 Erf: the graph's is float32 (io/onnx_activations)
     np.testing.assert_allclose(theirs, ours, rtol=rtol, atol=rtol * np.abs(ours).max())
 
 

@@ -37,8 +37,8 @@ def _net(**options):
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-@pytest.mark.parametrize("key, value", [("batch_norm", True), ("init", "he"), ("hiden", "relu"),
-                                        ("sead", 0), ("xp", np)])
+@pytest.mark.parametrize("key, value", [("batch_norm", True), ("kernel_initializer", "he"),
+                                        ("hiden", "relu"), ("sead", 0), ("xp", np)])
 def test_unknown_network_keyword_is_a_type_error(backend, key, value):
     with pytest.raises(TypeError, match=rf"unexpected keyword argument '{key}'") as info:
         gpubp.Network([3, 4, 2], backend=backend, **{key: value})

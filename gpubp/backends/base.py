@@ -6,9 +6,9 @@ Every backend offers the same small set of operations on its own arrays:
 ``empty/zeros``           allocate a workspace (done once per batch shape)
 ``to_device/to_host``     move arrays between the host (NumPy) and the backend
 ``matmul``                dense product into a preallocated ``out``
-``bias_activation``       forward epilogue ``a = g(z + b)`` in place
+``bias_activation``       forward epilogue ``a = g(z + b)`` in place (``z`` kept on request)
 ``output_delta``          ``δ^L`` and the mean cost in one pass
-``hidden_delta``          ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)`` in place
+``hidden_delta``          ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)`` (or ``g'(z^l)``) in place
                           (both: with the layer's dropout mask when given one)
 ``weight_bias_gradients`` ``∂W = a^{l-1 T} δ^l`` and ``∂b = Σ_p δ^l``
 ``sgd_update``            fused SGD / momentum / Nesterov / weight-decay step
@@ -207,21 +207,22 @@ class Backend:
     def matmul(self, a, b, out):
         return self.xp.matmul(a, b, out=out)
 
-    def bias_activation(self, z, b, activation, dropout=None):
-        """``a = g(z + b)``; with ``dropout`` (a :class:`~gpubp.kernels.dropout.Drop`),
-        ``g(z + b) ⊙ m / (1 − p)``."""
+    def bias_activation(self, z, b, activation, slope=reference_kernels.SLOPE, z_out=None,
+                        dropout=None):
+        """``a = g(z + b)`` (``z + b`` kept in ``z_out`` when given); with ``dropout``
+        (a :class:`~gpubp.kernels.dropout.Drop`), ``g(z + b) ⊙ m / (1 − p)``."""
         if dropout is None:
-            self.kernels.bias_activation(z, b, activation)
+            self.kernels.bias_activation(z, b, activation, slope, z_out)
         else:
             self.kernels.bias_activation(z, b, activation, dropout=dropout)
 
     def output_delta(self, a, y, activation, loss, delta):
         return self.kernels.output_delta(a, y, activation, loss, delta)
 
-    def hidden_delta(self, delta, a, activation, dropout=None):
+    def hidden_delta(self, delta, a, activation, slope=reference_kernels.SLOPE, dropout=None):
         """``δ ⊙= g'(a)``; with ``dropout``, ``δ ⊙= g'(a (1 − p)) ⊙ m / (1 − p)``."""
         if dropout is None:
-            self.kernels.hidden_delta(delta, a, activation)
+            self.kernels.hidden_delta(delta, a, activation, slope)
         else:
             self.kernels.hidden_delta(delta, a, activation, dropout=dropout)
 

@@ -15,6 +15,7 @@ import math
 import numpy as np
 from numba import njit
 
+from gpubp.activations import NEGATIVE_SLOPE as SLOPE
 from gpubp.backends.base import Backend, check_options
 from gpubp.kernels import cpu as cpu_kernels
 from gpubp.kernels import cpu_dropout
@@ -60,14 +61,14 @@ class CpuBackend(Backend):
     def count_correct(self, a, y, loss):
         return cpu_kernels.count_correct(a, y, loss)  # one pass, no temporaries
 
-    def bias_activation(self, z, b, activation, dropout=None):
-        cpu_kernels.bias_activation(z, b, activation)
-        if dropout is not None:
+    def bias_activation(self, z, b, activation, slope=SLOPE, z_out=None, dropout=None):
+        cpu_kernels.bias_activation(z, b, activation, slope, z_out)
+        if dropout is not None:  # (core.dropout: only activations with neither slope nor z)
             cpu_dropout.drop_forward(z, dropout)
 
-    def hidden_delta(self, delta, a, activation, dropout=None):
+    def hidden_delta(self, delta, a, activation, slope=SLOPE, dropout=None):
         if dropout is None:
-            cpu_kernels.hidden_delta(delta, a, activation)
+            cpu_kernels.hidden_delta(delta, a, activation, slope)
         else:  # the hidden-δ kernel with the mask fused in
             cpu_dropout.hidden_delta(delta, a, activation, dropout)
 

@@ -26,7 +26,7 @@ import weakref
 
 import numpy as np
 
-from gpubp.activations import ACTIVATIONS
+from gpubp.activations import ACTIVATIONS, NEGATIVE_SLOPE as SLOPE
 from gpubp.data import mapped
 from gpubp.backends import cuda_probe
 from gpubp.backends.base import PRECISIONS, WEIGHT_GRADS, Backend, check_options
@@ -296,12 +296,14 @@ class CudaBackend(Backend):
         self._gemm_precision(out.dtype)
         return self.xp.matmul(a, b, out=out)
 
-    def bias_activation(self, z, b, activation, dropout=None):
-        if dropout is not None:
+    def bias_activation(self, z, b, activation, slope=SLOPE, z_out=None, dropout=None):
+        if dropout is not None:  # (core.dropout: only activations with neither slope nor z)
             self._dropout_forward(z, b, activation, dropout)
             return
-        self.kernels.bias_activation(self._nb(z, flat=ACTIVATIONS[activation].elementwise), self._nb(b),
-                                     activation, stream=self._stream())
+        flat = ACTIVATIONS[activation].elementwise
+        self.kernels.bias_activation(self._nb(z, flat=flat), self._nb(b), activation, slope,
+                                     None if z_out is None else self._nb(z_out, flat=flat),
+                                     stream=self._stream())
 
     def output_delta(self, a, y, activation, loss, delta):
         """Launch the fused output kernel; returns the mean cost as a 0-d backend array.
@@ -332,12 +334,12 @@ class CudaBackend(Backend):
         self.cost_total += (cost - self._scalars[a.dtype]) * a.shape[0]
         return cost
 
-    def hidden_delta(self, delta, a, activation, dropout=None):
+    def hidden_delta(self, delta, a, activation, slope=SLOPE, dropout=None):
         if dropout is not None:
             self._dropout_delta(delta, a, activation, dropout)
             return
         self.kernels.hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
-                                  activation, stream=self._stream())
+                                  activation, slope, stream=self._stream())
 
     def _dropout_forward(self, z, b, activation, drop):
         """The epilogue with the mask drawn in the kernel (a fixed mask: array code)."""

@@ -56,10 +56,18 @@ def check_input_file(path, option):
         raise CliError(f"{option} must be an existing file, got {path!r} ({why})")
 
 
+def check_negative_slope(args):
+    if args.negative_slope is not None and (args.hidden != "leaky_relu" or not args.layers):
+        raise CliError(f"--negative-slope applies to --hidden leaky_relu (with a hidden "
+                       f"layer), got --hidden {args.hidden} and --layers "
+                       f"{','.join(map(str, args.layers)) or 'none'}")
+
+
 def check_train(args):
     check_outputs(args, "--save", "--plot", "--checkpoint")
     one_of(args, "--optimizer", tuple(OPTIMIZERS))
     one_of(args, "--hidden", HIDDEN)
+    check_negative_slope(args)
     one_of(args, "--schedule", tuple(SCHEDULES), lower=True)
     if args.warmup is not None and args.schedule.lower() not in WARMS_UP:
         raise CliError(f"--warmup applies to --schedule {' or '.join(WARMS_UP)}, got "

@@ -44,8 +44,8 @@ def cmd_train(args, out):
     X_train, X_test = scaled(data.X_train, scaler), scaled(data.X_test, scaler)
     sizes = [data.n_features, *args.layers, data.n_classes]
     net = gpubp.Network(sizes, hidden=args.hidden, output="softmax", device=args.device,
-                        dtype=args.dtype, seed=args.seed,
-                        dropout=args.dropout)
+                        dtype=args.dtype, seed=args.seed, dropout=args.dropout,
+                        negative_slope=args.negative_slope)
     n_params = sum(w.size + b.size for w, b in zip(net.W, net.b))
     print(f"data: {data.name}, {len(data.X_train)} train / {len(data.X_test)} test examples, "
           f"{data.n_features} features, {data.n_classes} classes", file=out)
@@ -182,8 +182,10 @@ def cmd_gradcheck(args, out):
     import gpubp  # keeps the command line's start light
 
     sizes = [args.inputs, *args.layers, args.outputs]
+    checks.check_negative_slope(args)
     net = gpubp.Network(sizes, hidden=args.hidden, output=args.output, loss=args.loss,
-                        device=args.device, dtype="float64", seed=args.seed, backend=args.backend)
+                        device=args.device, dtype="float64", seed=args.seed, backend=args.backend,
+                        negative_slope=args.negative_slope)
     rng = np.random.default_rng(args.seed)
     X = rng.normal(size=(args.examples, args.inputs))
     targets = losses.LOSSES[net.loss_name].targets

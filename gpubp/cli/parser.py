@@ -133,6 +133,7 @@ def _add_train(commands):
     train.add_argument("--dropout", type=_number(0, 1, high_open=True), default=0.0,
                        help="dropout rate of every hidden layer in training, in [0, 1) "
                             "(default 0)")
+    _add_negative_slope(train)
     train.add_argument("--optimizer", default=DEFAULTS["optimizer"],
                        help="sgd, momentum, nesterov, adam, adamw or rmsprop (default sgd)")
     train.add_argument("--lr", type=_positive(float), default=None,
@@ -228,10 +229,17 @@ def _add_bench(commands):
                        help="--scaling: one Allreduce per step (--reduction allreduce)")
 
 
+def _add_negative_slope(command):
+    command.add_argument("--negative-slope", type=_number(0), default=None,
+                         help=f"--hidden leaky_relu: its slope for z < 0 (default "
+                              f"{activations.NEGATIVE_SLOPE:g}, PyTorch's)")
+
+
 def _add_gradcheck(commands):
     grad = commands.add_parser("gradcheck", help="backpropagation vs central differences")
     grad.add_argument("--layers", type=layers, default=[5, 4], help="hidden widths (default 5,4)")
     grad.add_argument("--hidden", default="sigmoid", help=", ".join(activations.HIDDEN))
+    _add_negative_slope(grad)
     grad.add_argument("--output", default="softmax", help=", ".join(activations.OUTPUT))
     grad.add_argument("--loss", default=None, help=", ".join(losses.NAMES) + " (default: the "
                       "output's canonical loss, else mse)")

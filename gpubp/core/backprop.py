@@ -23,6 +23,7 @@ strategy of :mod:`gpubp.distributed.reductions` for a data-parallel run.
 
 import numpy as np
 
+from gpubp import activations
 from gpubp.core import dropout
 from gpubp.core.layout import layer_views, row_blocks
 from gpubp.core.reduction import Identity
@@ -36,19 +37,37 @@ def workspace(net, P):
     are the errors ``δ^1..δ^L``, each block ``(P, n_l)`` row-major: the leading-row
     views a smaller batch uses are contiguous, and the compiled CPU epoch
     (:mod:`gpubp.core.compiled`) reaches every layer through one buffer and its offsets.
+    After them come the ``z^l`` of the layers whose ``g'`` needs ``z`` (gelu, silu, ...):
+    ``net.zs[l]``, None for the other layers.
     """
     if P <= net._capacity:
         return
     be, dt = net.backend, net.dtype
-    net._activations_flat = be.empty((P * sum(net.sizes),), dt)
+    kept = kept_z_widths(net)
+    net._activations_flat = be.empty((P * (sum(net.sizes) + sum(kept)),), dt)
     net._deltas_flat = be.empty((P * sum(net.sizes[1:]),), dt)
-    net.activations = row_blocks(net._activations_flat, P, net.sizes)
+    blocks = row_blocks(net._activations_flat, P, net.sizes + [n for n in kept if n])
+    net.activations = blocks[:net.L + 1]
+    z_blocks = iter(blocks[net.L + 1:])
+    net.zs = [None] + [next(z_blocks) if n else None for n in kept]
     net.deltas = [None] + row_blocks(net._deltas_flat, P, net.sizes[1:])
     net.targets = be.empty((P, net.sizes[-1]), dt)
     net._row_weights = be.empty((P,), dt)  # w_p of weighted rows (see load)
     net._host_x = np.empty((P, net.sizes[0]), dt)  # staging rows for shuffled batches
     net._host_y = np.empty((P, net.sizes[-1]), dt)
     net._capacity = P
+
+
+def kept_z_widths(net):
+    """``n_l`` for each layer ``l = 1..L`` that keeps ``z^l`` (its ``g'`` needs it), else 0."""
+    return [n if activations.keeps_z(g) else 0
+            for n, g in zip(net.sizes[1:], net.activation_names)]
+
+
+def slope(net):
+    """leaky_relu's slope for the kernels: ``net.negative_slope``, which is None only when
+    no layer is leaky_relu, and then any float does (the other activations ignore it)."""
+    return net.negative_slope or 0.0
 
 
 def load(net, X, Y=None, index=None, weights=None):
@@ -87,11 +106,12 @@ def forward(net, P, drops=None):
 
     ``drops``: a training step's dropout, one :class:`~gpubp.kernels.dropout.Drop` (or
     None) per hidden layer (:mod:`gpubp.core.dropout`); None: the whole network."""
-    propagate(net, net.activations, slice(0, P), sparse_a0=net._sparse_a0, drops=drops)
+    propagate(net, net.activations, net.zs, slice(0, P), sparse_a0=net._sparse_a0,
+              drops=drops)
     return net.activations[net.L][:P]
 
 
-def propagate(net, a, rows, sparse_a0=None, drops=None):
+def propagate(net, a, zs, rows, sparse_a0=None, drops=None):
     """``z^l = a^{l-1} W^l + b^l``, ``a^l = g(z^l)`` for ``l = 1..L`` over ``rows``.
 
     Parameters
@@ -101,6 +121,9 @@ def propagate(net, a, rows, sparse_a0=None, drops=None):
         The activation blocks, ``a[0]`` holding the inputs; ``a[1:]`` are written. The
         network's own workspace, or another one laid out the same way (the split step's
         blocks shared by the ranks of a machine).
+    zs : list of L + 1 arrays or None
+        Where ``z^l`` is kept, for the layers whose ``g'`` needs it (gelu, silu), laid
+        out like ``a``; None for the others.
     rows : slice
         The rows to propagate (all of a batch, or a rank's share of it).
     sparse_a0 : sparse matrix or None
@@ -115,7 +138,9 @@ def propagate(net, a, rows, sparse_a0=None, drops=None):
         else:
             be.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])  # z^l = a^{l-1} W^l
         drop = drops[l - 1] if drops is not None and l < net.L else None
-        be.bias_activation(a[l][rows], net.b[l - 1], net.activation_names[l - 1], drop)
+        z_out = None if zs[l] is None else zs[l][rows]  # kept where g' needs z
+        be.bias_activation(a[l][rows], net.b[l - 1], net.activation_names[l - 1],
+                           slope=slope(net), z_out=z_out, dropout=drop)
 
 
 def output_error(net, a_L, y, delta_L, scale=1.0):
@@ -131,15 +156,15 @@ def output_error(net, a_L, y, delta_L, scale=1.0):
     return cost
 
 
-def backpropagate(net, a, delta, rows, layer_gradient, *, errors_first=False, drops=None):
+def backpropagate(net, a, zs, delta, rows, layer_gradient, *, errors_first=False, drops=None):
     """From ``δ^L`` down: ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'(z^{l-1})`` over ``rows``.
 
     Parameters
     ----------
     net : Network
-    a, delta : lists of arrays, shapes (P, n_l)
-        Activation and error blocks laid out like the network's workspace (``delta[0]``
-        unused); ``delta[L]`` holds ``δ^L``.
+    a, zs, delta : lists of arrays, shapes (P, n_l)
+        Activation, kept-``z`` (see :func:`propagate`) and error blocks laid out like the
+        network's workspace (``delta[0]`` unused); ``delta[L]`` holds ``δ^L``.
     rows : slice
         The rows whose errors are computed.
     layer_gradient : callable
@@ -159,8 +184,9 @@ def backpropagate(net, a, delta, rows, layer_gradient, *, errors_first=False, dr
             layer_gradient(l)
         if l > 1:
             be.matmul(delta[l][rows], net.W[l - 1].T, out=delta[l - 1][rows])
-            be.hidden_delta(delta[l - 1][rows], a[l - 1][rows], net.activation_names[l - 2],
-                            None if drops is None else drops[l - 2])
+            s = a[l - 1] if zs[l - 1] is None else zs[l - 1]  # g' from a or from z
+            be.hidden_delta(delta[l - 1][rows], s[rows], net.activation_names[l - 2],
+                            slope=slope(net), dropout=None if drops is None else drops[l - 2])
         if errors_first:
             layer_gradient(l)
 
@@ -197,7 +223,7 @@ def backward(net, P, reduction, drops=None):
                                      net.nabla_w[l - 1], net.nabla_b[l - 1])
         reduction.layer_done(l - 1)
 
-    backpropagate(net, a, delta, rows, layer_gradient, drops=drops)
+    backpropagate(net, a, net.zs, delta, rows, layer_gradient, drops=drops)
     return cost
 
 

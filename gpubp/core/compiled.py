@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from gpubp.core import backprop
 from gpubp.kernels.epoch_args import Batches, Buffers, Codes, Layout, Update
 from gpubp.optim.optimizers import SGD, Adam, AdamW, RMSprop
 
@@ -112,17 +113,21 @@ def layout(net):
         return cached[1]
     sizes = np.array(net.sizes, dtype=np.int64)
     cap = net._capacity
+    # the kept z^l follow the a^l in the same buffer (backprop.workspace)
+    kept = np.array([0] + backprop.kept_z_widths(net), dtype=np.int64)
+    z_starts = cap * (sizes.sum() + np.concatenate([[0], np.cumsum(kept)[:-1]]))
     offsets = Layout(
         sizes=sizes,
         w_offsets=np.array([s.start for s in net.layer_slices], dtype=np.int64),
         a_offsets=np.concatenate([[0], np.cumsum(sizes * cap)[:-1]]).astype(np.int64),
-        d_offsets=np.concatenate([[0, 0], np.cumsum(sizes[1:] * cap)[:-1]]).astype(np.int64))
+        d_offsets=np.concatenate([[0, 0], np.cumsum(sizes[1:] * cap)[:-1]]).astype(np.int64),
+        z_offsets=np.where(kept > 0, z_starts, -1).astype(np.int64))
     codes = Codes.of(
         forward=[kernels.forward_code(g, net.dtype) for g in net.activation_names],
         derivative=[kernels.activation_code(g) for g in net.activation_names],
         loss=kernels.loss_code(net.loss_name), tiny=kernels._CLIP[net.dtype][0],
         one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier,
-        dropout=(net.dropout, net.dtype))
+        dropout=(net.dropout, net.dtype), slope=backprop.slope(net))
     net._epoch_layout = (key, (offsets, codes))
     return offsets, codes
 

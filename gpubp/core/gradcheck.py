@@ -8,7 +8,8 @@ gradient. A purely relative error therefore fails on noise when the gradient van
 saturated softmax whose cost is 1e-11), which is why the criterion has an absolute floor
 ``atol`` next to the relative ``rtol``, as ``torch.autograd.gradcheck`` has.
 
-``relu`` has a kink at 0, where it has no derivative: a central difference whose two
+``relu`` (and leaky_relu, selu: the table's ``kink``) has a kink at 0, where it has no
+derivative: a central difference whose two
 steps put some pre-activation on different sides of it (or on it) measures neither side's
 slope. Such an entry is common, not a rare accident: an example whose relu units of one
 layer are all off feeds the next layer ``z = b`` exactly, ``0`` with the default zero
@@ -20,6 +21,7 @@ import functools
 
 import numpy as np
 
+from gpubp.activations import ACTIVATIONS
 from gpubp.data.validation import check_positive
 from gpubp.core.network import Network
 from gpubp.kernels.reference import activate
@@ -85,20 +87,22 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False,
 
     probe = Network(net.sizes, hidden=net.hidden, output=net.output, loss=net.loss_name,
                     device=net.device, dtype="float64", backend=net.backend.name,
-                    dropout=net.dropout)
+                    dropout=net.dropout, negative_slope=net.negative_slope)
     W, b = net.get_params()
     W = [w.astype(np.float64) for w in W]
     b = [v.astype(np.float64) for v in b]
     probe.set_params(W, b)
     dW, db = probe.gradients(X, Y, dropout_mask=dropout_mask)
-    relu_layers = [l for l, g in enumerate(net.activation_names) if g == "relu"]
+    # the layers whose g' jumps at 0 (relu, leaky_relu, selu: the table's kink)
+    relu_layers = [l for l, g in enumerate(net.activation_names) if ACTIVATIONS[g].kink]
     X64 = np.asarray(X, dtype=np.float64)
     cost = functools.partial(probe.loss, X, Y, dropout_mask=dropout_mask)
     thinning = None if dropout_mask is None else [
         None if m is None else (np.asarray(m) != 0) / (1 - p)
         for m, p in zip(dropout_mask, net.dropout)]
     relu_inputs = functools.partial(_relu_inputs, X=X64, activations=net.activation_names,
-                                    relu_layers=relu_layers, thinning=thinning)
+                                    relu_layers=relu_layers, thinning=thinning,
+                                    slope=probe.negative_slope or 0.0)
 
     errors = np.zeros(net.L)
     kinks = np.zeros(net.L, dtype=np.int64)
@@ -134,8 +138,8 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False,
     return (errors, kinks) if return_kinks else errors
 
 
-def _relu_inputs(W, b, X, activations, relu_layers, thinning=None):
-    """The pre-activations ``z^l`` of the relu layers (float64, NumPy), in order;
+def _relu_inputs(W, b, X, activations, relu_layers, thinning=None, slope=0.0):
+    """The pre-activations ``z^l`` of the kinked layers (float64, NumPy), in order;
     ``thinning``: per hidden layer, the dropout factors ``m / (1 − p)`` (or None)."""
 
     out, a = [], X
@@ -143,7 +147,7 @@ def _relu_inputs(W, b, X, activations, relu_layers, thinning=None):
         z = a @ W[l] + b[l]
         if l in relu_layers:
             out.append(z.copy())
-        a = activate(z, g)
+        a = activate(z, g, slope)
         if thinning is not None and l < len(thinning) and thinning[l] is not None:
             a = a * thinning[l]
     return out

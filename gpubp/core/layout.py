@@ -55,14 +55,25 @@ def allocate_parameters(net):
     net.nabla_w, net.nabla_b = layer_views(net.nabla_theta, net.sizes)
     net._capacity = 0  # rows of the workspaces below
     net.activations = None  # a^0 .. a^L, each (capacity, n_l)
+    net.zs = None  # z^l at [l] for the layers whose g' needs it, else None; [0] unused
     net.deltas = None  # δ^1 .. δ^L at [1..L]; [0] unused
     net.targets = None  # y, (capacity, n_L)
     net._sparse_a0 = None  # the loaded batch when X is sparse (a^0 is then unused)
     net._weighted = False  # whether the loaded rows carry weights (_row_weights)
 
 
-def initial_parameters(rng, sizes, activation_names, dtype):
-    """Initial ``W`` (each layer's by its activation's rule, from ``rng``) and zero ``b``."""
-    W = [activations.init_weights(rng, n_in, n_out, g, dtype)
-         for n_in, n_out, g in zip(sizes[:-1], sizes[1:], activation_names)]
+def initial_parameters(rng, sizes, activation_names, dtype, init=None):
+    """Initial ``W`` (each layer's by ``init``, a rule of :data:`gpubp.activations.INITS` or
+    a callable ``init(shape, rng)``, or by its activation's rule when None, from ``rng``)
+    and zero ``b``."""
+    W = []
+    for l, (n_in, n_out, g) in enumerate(zip(sizes[:-1], sizes[1:], activation_names)):
+        w = activations.init_weights(rng, n_in, n_out, g, dtype, init)
+        if callable(init):  # the user's: a clear error before set_params sees it
+            w = np.asarray(w)
+            if w.shape != (n_in, n_out) or w.dtype.kind not in "biuf":
+                raise ValueError(f"init must return a real array of the shape it is given, "
+                                 f"{(n_in, n_out)} for W[{l}]; got {w.dtype} of shape "
+                                 f"{w.shape}")
+        W.append(w)
     return W, [np.zeros(n, dtype=dtype) for n in sizes[1:]]

@@ -28,7 +28,7 @@ from gpubp.data.validation import check_dtype
 
 # the keyword arguments of Network() itself (an unknown one is a TypeError that lists them)
 ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "backend",
-             "fallback", "dropout")
+             "fallback", "dropout", "negative_slope", "init")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
@@ -41,7 +41,8 @@ class Network:
         Layer widths ``[n_0, n_1, ..., n_L]``, at least an input and an output layer.
     hidden : str or sequence of str
         Activation of the hidden layers (one name, or one per hidden layer), one of
-        ``gpubp.activations.HIDDEN``: ``"sigmoid"``, ``"tanh"``, ``"relu"``, ``"identity"``.
+        ``gpubp.activations.HIDDEN``: sigmoid, tanh, relu, identity, and PyTorch's
+        leaky_relu, elu, selu, softplus, gelu (exact), gelu_tanh, silu.
     output : str
         Output activation, one of ``gpubp.activations.OUTPUT``: the hidden ones,
         ``"softmax"`` or ``"exp"``.
@@ -65,6 +66,10 @@ class Network:
     dropout : float or sequence of float
         Inverted dropout in :meth:`fit`: rate ``0 <= p < 1`` of every hidden layer (one
         number) or of each; :mod:`gpubp.core.dropout`. Nothing else ever drops.
+    negative_slope : float >= 0 or None
+        leaky_relu's slope for ``z < 0`` (PyTorch's name; None: 0.01); refused without one.
+    init : str, callable or None
+        A rule of ``gpubp.activations.INITS``, ``init(shape, rng) -> W``, or None (by g).
     **backend_options
         Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` and
         ``precision="tf32"`` (TF32 float32 GEMMs) on ``cuda``; the options of another
@@ -96,13 +101,13 @@ class Network:
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
                  dtype="float32", seed=None, backend=None, fallback=True, dropout=0.0,
-                 **backend_options):
+                 negative_slope=None, init=None, **backend_options):
         check_options(backend_options, backend if isinstance(backend, str) else "cpu",
                       caller="Network()", arguments=ARGUMENTS)
         self.sizes = checks.check_sizes(sizes)
         self.L = len(self.sizes) - 1
         self.hidden = checks.check_hidden(hidden, self.L - 1)
-        self.dropout = check_rates(dropout, self.L - 1)
+        self.dropout = check_rates(dropout, self.L - 1, self.hidden)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
         self.dtype = check_dtype(dtype)
@@ -112,9 +117,10 @@ class Network:
         self.device = resolve_device(device, fallback=fallback)
         self.backend = get_backend(self.device, backend, **backend_options)
         self.activation_names = self.hidden + [self.output]  # g of layer l is [l - 1]
+        self.negative_slope = activations.check_negative_slope(negative_slope, self.hidden)
         self._allocate_parameters()
         self.set_params(*layout.initial_parameters(self.rng, self.sizes, self.activation_names,
-                                                   self.dtype))
+                                                   self.dtype, activations.check_init(init)))
 
     _allocate_parameters = layout.allocate_parameters
 

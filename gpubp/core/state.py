@@ -16,7 +16,7 @@ from gpubp.backends.base import BACKEND_OPTIONS
 # their views (the values travel as host copies), and the workspaces (grown lazily)
 REBUILT = frozenset((
     "backend", "theta", "nabla_theta", "W", "b", "nabla_w", "nabla_b", "layer_slices",
-    "_capacity", "activations", "deltas", "targets", "_sparse_a0", "_weighted",
+    "_capacity", "activations", "zs", "deltas", "targets", "_sparse_a0", "_weighted",
     "_activations_flat", "_deltas_flat", "_row_weights", "_host_x", "_host_y",
     "_epoch_layout"))
 

@@ -85,6 +85,9 @@ class SplitStep:
         (deltas,) = self.shared.allocate(P * sum(sizes[1:]), 1)
         self.activations = row_blocks(acts, P, sizes)
         self.deltas = [None] + row_blocks(deltas, P, sizes[1:])
+        # z^l where g' needs it (gelu, silu, ...): only this rank's rows read it, so its own
+        self.zs = [None] + [np.empty((P, n), self.net.dtype) if n else None
+                            for n in backprop.kept_z_widths(self.net)]
         self.targets = np.empty((-(-P // self.R), sizes[-1]), self.net.dtype)
         self.capacity = P
 
@@ -115,7 +118,7 @@ class SplitStep:
             gather_rows(X, order, rows.start, a[0][rows])
             y = self.targets[:P_k]
             gather_rows(Y, order, rows.start, y)
-            backprop.propagate(net, a, rows)
+            backprop.propagate(net, a, self.zs, rows)
             # δ^L with the global 1/P, as the single-process δ^L carries
             cost_sum = backprop.output_error(net, a[net.L][rows], y, d[net.L][rows],
                                              P_k / P) * P_k
@@ -126,7 +129,7 @@ class SplitStep:
         self.coefficients[:] = (-lr, 1 - lr * optimizer.weight_decay) if fused else (1, 0)
         spans = []
         backprop.backpropagate(
-            net, a, d, rows, lambda l: spans.extend(self._layer_step(l, a, d, optimizer)),
+            net, a, self.zs, d, rows, lambda l: spans.extend(self._layer_step(l, a, d, optimizer)),
             errors_first=True)  # the update of W^l waits for δ^{l-1}, which reads it
         if fused:
             optimizer.iterations += 1

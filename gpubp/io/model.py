@@ -6,7 +6,8 @@ File layout (format version 1): ``header`` is a uint8 array holding UTF-8 JSON
 ``{"format": "gpubp", "version": 1, "sizes": [...], "hidden": [...], "output": ...,
 "loss": ..., "dtype": ..., "inputs": ..., "dropout": [...]}`` (``inputs``: what the
 network's inputs are, see :data:`INPUTS`; ``dropout``: the hidden layers' rates, 0 when
-absent); ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
+absent; ``"negative_slope"`` too when a layer is leaky_relu); ``W0 .. W{L-1}`` and
+``b0 .. b{L-1}`` are the parameters.
 Everything is read back with ``allow_pickle=False`` and checked before use.
 """
 
@@ -62,9 +63,12 @@ def header_of(net, inputs="unknown", **extra_header):
     """The JSON header of ``net``'s model file (see :func:`model_arrays`)."""
     if inputs not in INPUTS:
         raise ValueError(f"inputs must be one of {tuple(INPUTS)}, got {inputs!r}")
-    return {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
-            "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
-            "inputs": inputs, "dropout": net.dropout, **extra_header}
+    header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
+              "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
+              "inputs": inputs, "dropout": net.dropout, **extra_header}
+    if net.negative_slope is not None:  # leaky_relu's
+        header["negative_slope"] = net.negative_slope
+    return header
 
 
 def parameter_arrays(net):
@@ -186,12 +190,13 @@ def load(path, device="cpu", dtype=None, **network_options):
     **network_options
         Further :class:`gpubp.Network` options (``seed``, ``backend``, ``fallback``,
         backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``,
-        ``dropout``) comes from the file: passing it, or any unknown keyword, is a TypeError.
+        ``dropout``, ``negative_slope``) and the weights (so ``init``) come from the file:
+        passing them, or any unknown keyword, is a TypeError.
 
     Errors in the file are ValueErrors naming the file; errors in the arguments name
     the argument, as :class:`gpubp.Network` does.
     """
-    architecture = ("sizes", "hidden", "output", "loss", "dropout")
+    architecture = ("sizes", "hidden", "output", "loss", "dropout", "negative_slope", "init")
     for key in network_options:
         if key in architecture:
             raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
@@ -209,9 +214,11 @@ def load(path, device="cpu", dtype=None, **network_options):
         output = activations.check_activation(header["output"], "output", activations.OUTPUT)
         loss = losses.check_pairing(output, header["loss"], activations.ACTIVATIONS)
         dropout = check_rates(header.get("dropout", 0.0), len(sizes) - 2)  # 0: older files
+        slope = activations.check_negative_slope(header.get("negative_slope"), hidden)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
     net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device, dropout=dropout,
+                  negative_slope=None if slope is None or "leaky_relu" not in hidden else slope,
                   dtype=header["dtype"] if dtype is None else dtype, **network_options)
     net.set_params(W, b)
     return net

@@ -4,7 +4,10 @@ The graph is the forward pass of ``docs/design.md`` section 1, one layer at a ti
     X ─(Sub mean, Div std)─ a^0 ─MatMul W^1─Add b^1─g─ a^1 ─ … ─ a^L = "output"
 
 where each ``g`` is the operator of its row of :data:`gpubp.activations.ACTIVATIONS`
-(``exp`` as ``Exp(Min(z, EXP_CAP))``, capped as the kernels cap it).
+(``exp`` as ``Exp(Min(z, EXP_CAP))``, capped as the kernels cap it; leaky_relu's ``alpha``
+the network's ``negative_slope``), or, for gelu, gelu_tanh, silu and the float64 graphs of
+leaky_relu, elu, selu and softplus (which onnxruntime has no double kernel of), the
+elementwise composition of :mod:`gpubp.io.onnx_activations`.
 
 with input ``"X"`` of shape ``(N, n_0)`` (``N`` a dynamic batch dimension) and output
 ``"output"`` of shape ``(N, n_L)``: the output activations, i.e. :meth:`Network.forward`
@@ -23,6 +26,7 @@ import numpy as np
 
 from gpubp.activations import ACTIVATIONS
 from gpubp.io.atomic import atomic_write, check_output_path
+from gpubp.io.onnx_activations import composed, composed_nodes
 from gpubp.kernels.reference import EXP_CAP
 from gpubp.optional import require
 from gpubp.version import __version__
@@ -77,7 +81,11 @@ def to_onnx_model(net, scaler=None, metadata=None):
         out = "output" if l == net.L else f"a{l}"
         nodes += [helper.make_node("MatMul", [current, f"W{l}"], [f"xW{l}"]),
                   helper.make_node("Add", [f"xW{l}", f"b{l}"], [f"z{l}"])]
-        nodes += _activation_nodes(ACTIVATIONS[g], f"z{l}", out, l, dtype, inits)
+        if composed(g, dtype):
+            nodes += composed_nodes(g, f"z{l}", out, l, dtype, inits, net.negative_slope)
+        else:
+            nodes += _activation_nodes(ACTIVATIONS[g], f"z{l}", out, l, dtype, inits,
+                                       net.negative_slope)
         current = out
     graph = helper.make_graph(
         nodes, "gpubp_network",
@@ -90,13 +98,14 @@ def to_onnx_model(net, scaler=None, metadata=None):
     model.doc_string = (f"gpubp network {'-'.join(map(str, net.sizes))}: hidden "
                         f"{net.hidden}, output {net.output}, loss {net.loss_name}")
     props = {"sizes": ",".join(map(str, net.sizes)), "hidden": ",".join(net.hidden),
+             **({} if net.negative_slope is None else {"negative_slope": net.negative_slope}),
              "output": net.output, "loss": net.loss_name, **(metadata or {})}
     helper.set_model_props(model, {str(k): str(v) for k, v in props.items()})
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def _activation_nodes(activation, z, out, l, dtype, inits):
+def _activation_nodes(activation, z, out, l, dtype, inits, slope=None):
     """The nodes applying ``activation`` (a row of :data:`gpubp.activations.ACTIVATIONS`) to
     ``z``, named ``out``: its operator and attributes, after ``Min(z, EXP_CAP)`` for a
     capped one, as the kernels compute it (the cap a constant appended to ``inits``)."""
@@ -108,8 +117,10 @@ def _activation_nodes(activation, z, out, l, dtype, inits):
                                              f"cap{l}"))
         nodes.append(helper.make_node("Min", [z, f"cap{l}"], [f"{z}_capped"]))
         z = f"{z}_capped"
-    nodes.append(helper.make_node(activation.onnx, [z], [out],
-                                  **dict(activation.onnx_attributes)))
+    attributes = dict(activation.onnx_attributes)
+    if activation.name == "leaky_relu":
+        attributes["alpha"] = float(slope)
+    nodes.append(helper.make_node(activation.onnx, [z], [out], **attributes))
     return nodes
 
 

@@ -22,6 +22,9 @@ same initial weights for the same ``random_state``; ``alpha`` as scikit-learn's 
 
 Two parameters are gpubp's own: ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``) and
 ``dtype`` (None follows ``X``: float32 stays float32, anything else is float64).
+``activation`` also takes gpubp's ``"leaky_relu"`` (slope 0.01), ``"elu"``, ``"selu"``,
+``"softplus"``, ``"gelu"``, ``"gelu_tanh"`` and ``"silu"``; the initial weights stay
+scikit-learn's (Glorot uniform) whatever the activation.
 ``learning_rate`` may also be ``"step"``, ``"cosine"`` or a :class:`gpubp.optim.schedules.Schedule`.
 
 Requires scikit-learn >= 1.6 (``pip install "gpubp[sklearn]"``).

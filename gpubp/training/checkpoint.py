@@ -123,7 +123,8 @@ def load(path):
         ckpt = Checkpoint(
             path=str(path),
             model={**{k: header[k] for k in ("sizes", "hidden", "output", "loss", "dtype")},
-                   "dropout": header.get("dropout", [0.0] * (len(sizes) - 2))},
+                   "dropout": header.get("dropout", [0.0] * (len(sizes) - 2)),
+                   "negative_slope": header.get("negative_slope")},  # leaky_relu's
             epoch=_count(info["epoch"]), iterations=_count(info["iterations"]),
             optimizer=dict(info["optimizer"]), rng=dict(info["rng"]),
             history=History.from_dict(info["history"]), batch_size=_count(info["batch_size"]),
@@ -192,8 +193,10 @@ def check_compatible(ckpt, net, optimizer, batch_size, shuffle, n_examples):
     """Raise ``ValueError`` unless the run being resumed is the one ``ckpt`` recorded."""
     model = {"sizes": net.sizes, "hidden": net.hidden, "output": net.output,
              "loss": net.loss_name, "dtype": net.dtype.name, "dropout": net.dropout}
+    if net.negative_slope is not None:  # leaky_relu's (older checkpoints have none)
+        model["negative_slope"] = net.negative_slope
     for key, ours in model.items():
-        theirs = ckpt.model[key]
+        theirs = ckpt.model.get(key)
         if key == "hidden" and len(net.sizes) == 2:
             continue  # no hidden layer: nothing to compare
         if theirs != ours:
