@@ -21,8 +21,9 @@ from gpubp.io.model import load
 from gpubp.optim import SGD, Adam, CosineDecay, Optimizer, StepDecay
 from gpubp.training.callbacks import Callback, EarlyStopping, LambdaCallback
 from gpubp.training.history import History
+from gpubp.training.privacy import DPSGD
 from gpubp.version import __version__
 
 __all__ = ["Network", "History", "TrainingDiverged", "gradcheck", "load", "SGD", "Adam",
            "Optimizer", "StepDecay", "CosineDecay", "Callback", "EarlyStopping",
-           "LambdaCallback", "__version__"]
+           "LambdaCallback", "DPSGD", "__version__"]

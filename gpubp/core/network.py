@@ -18,6 +18,7 @@ import numpy as np
 from gpubp import activations, losses
 from gpubp.data import mapped
 from gpubp.core import backprop, checks, metrics, state
+from gpubp.core.per_example import PerExample
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight
@@ -33,7 +34,7 @@ ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "ba
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
-class Network:
+class Network(PerExample):
     """A multilayer perceptron ``n_0 → n_1 → … → n_L``.
 
     Parameters
@@ -281,7 +282,7 @@ class Network:
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
             checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-            distributed=False):
+            distributed=False, privacy=None):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.loop.fit`).
 
         Parameters
@@ -344,6 +345,9 @@ class Network:
             the single-process one. Rank 0 alone prints and writes checkpoints.
             ``Group(comm, reduction=name)`` picks how the ranks combine their gradients
             (:mod:`gpubp.distributed.reductions`).
+        privacy : DPSGD or None
+            Differentially private SGD (:mod:`gpubp.training.privacy`); ``"epsilon"`` in
+            the History, the privacy spent, at the given δ, after each epoch.
 
         Returns
         -------
@@ -366,7 +370,7 @@ class Network:
                    validation_split=validation_split, schedule=schedule,
                    weight_decay=weight_decay, early_stopping=early_stopping, callbacks=callbacks,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                   gradient_flow=gradient_flow, distributed=distributed)
+                   gradient_flow=gradient_flow, distributed=distributed, privacy=privacy)
 
     def trace(self, X, Y):
         """Every quantity of backpropagation on the batch ``(X, Y)``, as NumPy arrays.
