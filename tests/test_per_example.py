@@ -2,6 +2,12 @@
 input gradients and Jacobians, against PyTorch (torch.func.vmap of torch.func.grad, and
 torch.autograd.functional.jacobian) in float64, and against central differences."""
 
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -11,6 +17,7 @@ from torch.func import grad, vmap
 import gpubp
 from gpubp import activations
 
+TESTS = Path(__file__).parent
 TORCH_G = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
            "identity": lambda z: z, "exp": torch.exp,
            "softmax": lambda z: torch.softmax(z, dim=-1)}
@@ -164,3 +171,14 @@ def test_too_large_a_result_is_refused_with_its_size():
     assert net.per_example_gradients(X, Y, max_bytes=need).shape == (7, net.theta.size)
     with pytest.raises(TypeError, match="per_layer must be True or False, got 'yes'"):
         net.per_example_gradient_norms(X, Y, per_layer="yes")
+
+
+def test_per_example_figures_and_private_steps_on_the_simulated_device():
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(TESTS / "cudasim_per_example.py")],
+        cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=900, check=False)
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, f"simulated cases failed:\n{tail}"
+    assert re.search(r"\d+ passed", proc.stdout) and "skipped" not in proc.stdout, tail

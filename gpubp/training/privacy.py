@@ -21,6 +21,7 @@ cuda) on one process; a private run does not take the compiled CPU epoch and ref
 ``distributed``.
 """
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -80,8 +81,26 @@ class DPSGD:
             sample_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))
         accountant = (dp_accounting.rdp.RdpAccountant() if self.accountant == "rdp"
                       else dp_accounting.pld.PLDAccountant())
-        accountant.compose(event, int(steps))
-        return float(accountant.get_epsilon(self.delta))
+        # the RDP accountant logs each fractional order it excludes (its series did not
+        # converge) through absl, every epoch; ε is the bound over the orders it keeps
+        quiet = _Excluding("failed to converge")
+        logging.getLogger("absl").addFilter(quiet)
+        try:
+            accountant.compose(event, int(steps))
+            return float(accountant.get_epsilon(self.delta))
+        finally:
+            logging.getLogger("absl").removeFilter(quiet)
+
+
+class _Excluding(logging.Filter):
+    """Drops the log records whose message contains ``text``."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record):
+        return self.text not in record.getMessage()
 
 
 def check_privacy(privacy, group, weights, optimizer):
