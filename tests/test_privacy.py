@@ -138,7 +138,7 @@ def test_bad_privacy_arguments_are_refused():
     net, X, Y = make("tanh", "softmax", "cross_entropy")
     with pytest.raises(TypeError, match="privacy must be None or a DPSGD, got dict"):
         net.fit(X, Y, privacy={"max_grad_norm": 1.0}, verbose=0)
-    with pytest.raises(ValueError, match="sample_weight"):
+    with pytest.raises(ValueError, match="privacy=DPSGD.* takes no sample_weight"):
         gpubp.training.fit(net, X, Y, privacy=DPSGD(), sample_weight=np.ones(7), verbose=0)
     with pytest.raises(ValueError, match="max_grad_norm"):
         DPSGD(max_grad_norm=0)
@@ -148,3 +148,21 @@ def test_bad_privacy_arguments_are_refused():
         DPSGD(accountant="moments")
     with pytest.raises(TypeError, match="poisson must be True or False"):
         DPSGD(poisson="yes")
+
+
+def test_a_penalty_joins_the_private_step_unclipped():
+    """An optimizer's L2 penalty α W / B is added to the noisy clipped mean, unclipped."""
+    dp = DPSGD(max_grad_norm=0.2, noise_multiplier=0.0, poisson=False)
+    net, X, Y = make("tanh", "softmax", "cross_entropy", P=8)
+    twin, _, Yc = make("tanh", "softmax", "cross_entropy", P=8)
+    _, Yc = twin._check_XY(X, Y)
+    net.fit(X, Y, epochs=1, batch_size=8, shuffle=False, verbose=0, privacy=dp,
+            optimizer=gpubp.SGD(lr=0.1, penalty=0.5))
+    W0 = twin.get_params()[0]
+    private_step(twin, gpubp.SGD(lr=0.1), X, Yc, np.arange(8), 0.2, None, 8)
+    W1, b1 = twin.get_params()
+    W, b = net.get_params()
+    for w, w0, w1 in zip(W, W0, W1):
+        np.testing.assert_allclose(w, w1 - 0.1 * 0.5 * w0 / 8, rtol=0, atol=1e-13)
+    for v, v1 in zip(b, b1):
+        np.testing.assert_allclose(v, v1, rtol=0, atol=1e-15)  # no penalty on the biases

@@ -210,7 +210,7 @@ def _epoch(net, plan, run, epoch, data, snapshots):
         epoch_loss, epoch_accuracy, penalty = _train_epoch(
             net, optimizer, *data, epoch_rows, o.batch_size, group, plan.weights)
     else:  # DP-SGD: clipped, noised steps; ε after this epoch (gpubp.training.privacy)
-        epoch_loss, epoch_accuracy, epsilon = dp.train_epoch(
+        epoch_loss, epoch_accuracy, penalty, epsilon = dp.train_epoch(
             net, optimizer, data, epoch_rows, o.batch_size, o.privacy,
             net.rng if o.rng is None else o.rng, epoch + 1)
     finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
@@ -220,10 +220,10 @@ def _epoch(net, plan, run, epoch, data, snapshots):
                               (epoch_loss, lr_now))
     figures = _epoch_figures(net, plan, epoch_loss, epoch_accuracy)
     figures["lr"] = lr_now
+    if penalty is not None:
+        figures["penalty"] = penalty
     if o.privacy is not None:
         figures["epsilon"] = epsilon
-    elif penalty is not None:
-        figures["penalty"] = penalty
     plan.history.record(epoch, **figures)
     for cb in plan.callbacks:
         cb.on_epoch_end(run, epoch, dict(figures))

@@ -111,9 +111,9 @@ def check_privacy(privacy, group, weights, optimizer):
         raise TypeError(f"privacy must be None or a DPSGD, got {type(privacy).__name__}")
     if group.size > 1:
         raise ValueError(f"privacy=DPSGD(...) trains on one process, got {group.size} ranks")
-    if weights is not None or optimizer.penalty:
-        raise ValueError("privacy=DPSGD(...) takes no sample_weight and no optimizer "
-                         "penalty (each example's gradient is its own cost's)")
+    if weights is not None:
+        raise ValueError("privacy=DPSGD(...) takes no sample_weight (each example's "
+                         "gradient is its own cost's, clipped alike)")
     return privacy
 
 
@@ -135,15 +135,17 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
     """One private epoch over the rows ``order`` of ``data = (X, Y)``, drawing the
     batches and the noise from ``rng``.
 
-    Returns ``(loss, accuracy, epsilon)``: the mean cost and the accuracy (None for a
-    regressor) of the rows the epoch's batches held, and ε after ``epochs_done`` epochs
+    Returns ``(loss, accuracy, penalty, epsilon)``: the mean cost (with an optimizer's
+    penalty, ``α ‖W‖² / 2B`` per step, data-independent, so outside the clipping and
+    noise), the accuracy (None for a regressor) of the rows the epoch's batches held, the
+    penalty's share of the loss (None without one), and ε after ``epochs_done`` epochs
     (the step count alone decides it, so a resumed run reports the same).
     """
     X, Y = data
     P_total, dim = len(order), net.theta.size
     steps, q, B = schedule(privacy, P_total, batch_size)
     std = privacy.noise_multiplier * privacy.max_grad_norm
-    total, correct, seen = net.backend.cost_sum(), 0.0, 0
+    total, correct, seen, penalty = net.backend.cost_sum(), 0.0, 0, 0.0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for step in range(steps):
             if privacy.poisson:
@@ -152,6 +154,9 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
                 batch = order[step * batch_size:(step + 1) * batch_size]
             B_step = B if privacy.poisson else len(batch)
             noise = rng.standard_normal(dim) * std if std else None
+            if optimizer.penalty:  # α ‖W‖²/2B: no data in it, so added after the noise
+                penalty = penalty + optimizer.begin_batch(net.backend, net.params,
+                                                          B_step) * len(batch)
             cost, P = private_step(net, optimizer, X, Y, batch, privacy.max_grad_norm,
                                    noise, B_step)
             total.add(cost, P)
@@ -160,4 +165,6 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
                 correct = correct + net._count_correct(P)
     seen = max(seen, 1)
     accuracy = float(correct) / seen if net.is_classifier else None
-    return float(total) / seen, accuracy, privacy.epsilon(q, epochs_done * steps)
+    penalty = float(penalty) / seen if optimizer.penalty else None
+    loss = float(total) / seen + (penalty or 0.0)
+    return loss, accuracy, penalty, privacy.epsilon(q, epochs_done * steps)
