@@ -104,7 +104,7 @@ def test_a_poisson_epoch_is_its_sampled_steps():
     rng, order, sizes = np.random.default_rng(5), np.arange(50), []
     for _ in range(2 * steps):
         batch = order[rng.random(50) < q]
-        noise = rng.standard_normal(twin.theta.size) * 0.8 * 0.3
+        noise = rng.standard_normal(twin.theta.size, dtype=twin.dtype) * (0.8 * 0.3)
         sizes.append(private_step(twin, gpubp.SGD(lr=0.1), X, Y, batch, 0.3, noise, B)[1])
     np.testing.assert_allclose(net.backend.to_host(net.theta),
                                twin.backend.to_host(twin.theta), rtol=0, atol=1e-13)
@@ -166,3 +166,20 @@ def test_a_penalty_joins_the_private_step_unclipped():
         np.testing.assert_allclose(w, w1 - 0.1 * 0.5 * w0 / 8, rtol=0, atol=1e-13)
     for v, v1 in zip(b, b1):
         np.testing.assert_allclose(v, v1, rtol=0, atol=1e-15)  # no penalty on the biases
+
+
+def test_a_resumed_private_run_equals_an_uninterrupted_one(tmp_path):
+    """The noise and the Poisson batches come from the network's generator, which
+    checkpoints record: resuming takes the same steps and reports the same ε."""
+    dp = DPSGD(max_grad_norm=0.5, noise_multiplier=1.0)
+    whole, X, Y = make("tanh", "softmax", "cross_entropy", P=30)
+    full = whole.fit(X, Y, epochs=3, batch_size=6, verbose=0, privacy=dp)
+    part, _, _ = make("tanh", "softmax", "cross_entropy", P=30)
+    path = tmp_path / "run.ckpt"
+    part.fit(X, Y, epochs=2, batch_size=6, verbose=0, privacy=dp, checkpoint=path)
+    resumed_net, _, _ = make("tanh", "softmax", "cross_entropy", P=30)
+    resumed = resumed_net.fit(X, Y, epochs=3, batch_size=6, verbose=0, privacy=dp,
+                              resume=path)
+    np.testing.assert_array_equal(resumed_net.backend.to_host(resumed_net.theta),
+                                  whole.backend.to_host(whole.theta))
+    assert resumed["epsilon"] == full["epsilon"]

@@ -7,7 +7,7 @@ and the sum is divided by the expected batch size ``B``:
     ∇̃ = (Σ_p min(1, C / (‖g_p‖ + 10⁻⁶)) g_p + N(0, σ² C² I)) / B
 
 Every ``g_p`` is rank one per layer, ``outer([a_p^{l-1}, 1], P δ_p^l)``, so the clipping
-is one scaling of row p of every ``δ^l`` by ``P min(1, C/‖g_p‖) / B`` before the
+is one scaling of row p of every ``δ^l`` by ``P min(1, C/‖g_p‖)`` before the
 weight-gradient products (:func:`gpubp.core.backprop.backward`'s GEMMs), and the norms
 come from :func:`gpubp.core.per_example.layer_norms`: no per-example gradient is made.
 The noise is drawn by the caller (:mod:`gpubp.training.privacy`), so that a test can give
@@ -27,8 +27,8 @@ def clip_factors(net, P, max_grad_norm):
     return xp.minimum(1.0, max_grad_norm / (total + CLIP_EPS)).astype(net.dtype)
 
 
-def clipped_gradient(net, P, max_grad_norm, expected_batch):
-    """``nabla_theta = Σ_p clip(g_p) / B`` of the loaded batch; returns its mean cost.
+def clipped_sum(net, P, max_grad_norm):
+    """``nabla_theta = Σ_p clip(g_p)`` of the loaded batch; returns its mean cost.
 
     Parameters
     ----------
@@ -37,14 +37,12 @@ def clipped_gradient(net, P, max_grad_norm, expected_batch):
     P : int
     max_grad_norm : float
         ``C``.
-    expected_batch : float
-        ``B``, the divisor of the clipped sum (Opacus's ``expected_batch_size``).
     """
     be, a, delta = net.backend, net.activations, net.deltas
     backprop.forward(net, P)
     cost = per_example.own_deltas(net, P)
     # δ^l carries 1/P: P δ_p^l is example p's own error
-    scale = clip_factors(net, P, max_grad_norm) * (P / expected_batch)
+    scale = clip_factors(net, P, max_grad_norm) * P
     for l in range(net.L, 0, -1):
         delta[l][:P] *= scale[:, None]
         if l == 1 and net._sparse_a0 is not None:
@@ -61,16 +59,19 @@ def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_bat
 
     ``noise`` (N,) host array: the draws of ``N(0, σ² C²)`` added to the clipped sum, laid
     out as ``theta`` (None: no noise). The update is ``optimizer``'s on
-    ``(Σ_p clip(g_p) + noise) / expected_batch``.
+    ``(Σ_p clip(g_p) + noise) / expected_batch`` (Opacus's ``expected_batch_size``),
+    made in place in ``nabla_theta``: two passes over it, no temporary on the host.
     """
     P = len(index)
     cost = 0.0
+    be = net.backend
     if P:
         backprop.load(net, X, Y, index)
-        cost = clipped_gradient(net, P, max_grad_norm, expected_batch)
+        cost = clipped_sum(net, P, max_grad_norm)
     else:  # an empty Poisson batch: the noise alone
         net.nabla_theta[...] = 0
     if noise is not None:
-        net.nabla_theta += net.backend.to_device((noise / expected_batch).astype(net.dtype))
+        net.nabla_theta += noise if be.shares_host_memory else be.to_device(noise)
+    net.nabla_theta *= 1.0 / expected_batch
     backprop.update(net, optimizer)
     return cost, P

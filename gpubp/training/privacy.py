@@ -146,6 +146,7 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
     steps, q, B = schedule(privacy, P_total, batch_size)
     std = privacy.noise_multiplier * privacy.max_grad_norm
     total, correct, seen, penalty = net.backend.cost_sum(), 0.0, 0, 0.0
+    noise = np.empty(dim, net.dtype) if std else None  # drawn in place, step by step
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for step in range(steps):
             if privacy.poisson:
@@ -153,7 +154,9 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
             else:
                 batch = order[step * batch_size:(step + 1) * batch_size]
             B_step = B if privacy.poisson else len(batch)
-            noise = rng.standard_normal(dim) * std if std else None
+            if std:
+                rng.standard_normal(dim, dtype=net.dtype, out=noise)
+                noise *= std
             if optimizer.penalty:  # α ‖W‖²/2B: no data in it, so added after the noise
                 penalty = penalty + optimizer.begin_batch(net.backend, net.params,
                                                           B_step) * len(batch)
