@@ -65,7 +65,8 @@ def test_one_step_equals_opacus_given_the_same_noise(monkeypatch):
     noise = np.random.default_rng(2).normal(scale=sigma * C, size=net.theta.size)
     draws = iter([torch.tensor(a.T.copy() if a.ndim == 2 else a) for pair in zip(
         *gpubp.core.layout.layer_views(noise, net.sizes)) for a in pair])
-    monkeypatch.setattr(dp_optimizer, "_generate_noise", lambda std, reference, **_: next(draws))
+    monkeypatch.setattr(dp_optimizer, "_generate_noise",
+                        lambda std, reference, **_: next(draws))
     opt = opacus.optimizers.DPOptimizer(torch.optim.SGD(model.parameters(), lr=lr),
                                         noise_multiplier=sigma, max_grad_norm=C,
                                         expected_batch_size=B)
@@ -78,7 +79,8 @@ def test_one_step_equals_opacus_given_the_same_noise(monkeypatch):
     private_step(net, gpubp.SGD(lr=lr), X, Yc, np.arange(9), C, noise, B)
     W2, b2 = net.get_params()
     for l, (w, v) in enumerate(zip(W2, b2)):
-        np.testing.assert_allclose(w, model._module[2 * l].weight.detach().numpy().T, atol=1e-12)
+        np.testing.assert_allclose(w, model._module[2 * l].weight.detach().numpy().T,
+                                   atol=1e-12)
         np.testing.assert_allclose(v, model._module[2 * l].bias.detach().numpy(), atol=1e-12)
 
 
