@@ -155,7 +155,7 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
                 batch = order[step * batch_size:(step + 1) * batch_size]
             B_step = B if privacy.poisson else len(batch)
             if std:
-                rng.standard_normal(dim, dtype=net.dtype, out=noise)
+                _draw_normal(rng, noise)
                 noise *= std
             if optimizer.penalty:  # α ‖W‖²/2B: no data in it, so added after the noise
                 penalty = penalty + optimizer.begin_batch(net.backend, net.params,
@@ -171,3 +171,12 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
     penalty = float(penalty) / seen if optimizer.penalty else None
     loss = float(total) / seen + (penalty or 0.0)
     return loss, accuracy, penalty, privacy.epsilon(q, epochs_done * steps)
+
+
+def _draw_normal(rng, out):
+    """Standard normal draws into ``out``: in its dtype by a ``Generator``; a legacy
+    ``RandomState`` (the estimators' ``random_state``) draws float64, then copied."""
+    if isinstance(rng, np.random.Generator):
+        rng.standard_normal(out.shape, dtype=out.dtype, out=out)
+    else:
+        out[...] = rng.standard_normal(out.shape)
