@@ -18,12 +18,18 @@ from gpubp.core.gradcheck import gradcheck
 from gpubp.core.network import Network
 from gpubp.errors import TrainingDiverged
 from gpubp.io.model import load
-from gpubp.optim import SGD, Adam, CosineDecay, Optimizer, StepDecay
-from gpubp.training.callbacks import Callback, EarlyStopping, LambdaCallback
+from gpubp.io.torch_weights import from_torch
+from gpubp.optim import (SGD, Adam, AdamW, CosineDecay, LinearWarmup, OneCycle, Optimizer, RMSprop,
+                         StepDecay, WarmupCosine)
+from gpubp.training.callbacks import Callback, EarlyStopping, LambdaCallback, ReduceLROnPlateau
 from gpubp.training.history import History
+from gpubp.training.loggers import CSVLogger, TensorBoard
+from gpubp.training.mlflow_logger import MLflowLogger
 from gpubp.training.privacy import DPSGD
 from gpubp.version import __version__
 
 __all__ = ["Network", "History", "TrainingDiverged", "gradcheck", "load", "SGD", "Adam",
-           "Optimizer", "StepDecay", "CosineDecay", "Callback", "EarlyStopping",
-           "LambdaCallback", "DPSGD", "__version__"]
+           "AdamW", "RMSprop", "Optimizer", "StepDecay", "CosineDecay", "LinearWarmup",
+           "WarmupCosine", "OneCycle", "Callback", "EarlyStopping", "LambdaCallback",
+           "ReduceLROnPlateau", "CSVLogger", "TensorBoard", "MLflowLogger", "from_torch",
+           "DPSGD", "__version__"]

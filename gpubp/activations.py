@@ -62,6 +62,12 @@ class Activation:
         (``gpubp.kernels.reference.EXP_CAP``); the ONNX graph does the same.
     onnx_attributes : tuple of (str, value) pairs
         Attributes of the ONNX node.
+    torch : str or None
+        The ``torch.nn`` module class applying it (:func:`gpubp.from_torch`,
+        :meth:`gpubp.Network.to_torch`), or None where PyTorch has none.
+    torch_arguments : tuple of (str, value) pairs
+        The keyword arguments that module is built with by ``to_torch``, and the attribute
+        values ``from_torch`` requires of it (a ``dim`` of 1 is -1 for ``(P, n)`` inputs).
     """
 
     name: str
@@ -75,15 +81,20 @@ class Activation:
     elementwise: bool = True
     capped: bool = False
     onnx_attributes: tuple = ()
+    torch: str | None = None
+    torch_arguments: tuple = ()
 
 
 ACTIVATIONS = {a.name: a for a in (
-    Activation("sigmoid", 0, "from_output", "glorot", "Sigmoid", "logistic", True, True),
-    Activation("tanh", 1, "from_output", "glorot", "Tanh", "tanh", True, True),
-    Activation("relu", 2, "from_output", "he", "Relu", "relu", True, True),
-    Activation("identity", 3, "from_output", "glorot", "Identity", "identity", True, True),
+    Activation("sigmoid", 0, "from_output", "glorot", "Sigmoid", "logistic", True, True,
+               torch="Sigmoid"),
+    Activation("tanh", 1, "from_output", "glorot", "Tanh", "tanh", True, True, torch="Tanh"),
+    Activation("relu", 2, "from_output", "he", "Relu", "relu", True, True, torch="ReLU"),
+    Activation("identity", 3, "from_output", "glorot", "Identity", "identity", True, True,
+               torch="Identity"),
     Activation("softmax", 4, "cancels", "glorot", "Softmax", "softmax", False, True,
-               elementwise=False, onnx_attributes=(("axis", -1),)),
+               elementwise=False, onnx_attributes=(("axis", -1),), torch="Softmax",
+               torch_arguments=(("dim", -1),)),
     # exp: the rate of a Poisson output
     Activation("exp", 5, "cancels", "glorot", "Exp", "exp", False, True, capped=True),
 )}

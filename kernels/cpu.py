@@ -43,8 +43,9 @@ import numpy as np
 from numba import njit
 
 from gpubp import activations, losses
-from gpubp.kernels.cpu_update import (_adam, _count_correct, _sgd,  # noqa: F401 - re-exported
-                                      adam_update, count_correct, sgd_update)
+from gpubp.kernels.cpu_update import (_adam, _clip, _count_correct, _rmsprop,  # noqa: F401 - re-exported
+                                      _sgd, adam_update, clip_gradient, count_correct,
+                                      rmsprop_update, sgd_update)
 from gpubp.kernels import jit_cache
 from gpubp.kernels.cpu_math import _F, _sigmoid_f32, _tanh_f32
 from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, EXP_CAP, LOSSES

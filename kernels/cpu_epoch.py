@@ -14,9 +14,16 @@ after ``δ^{l-1}`` has been computed with the old ``W^l``. Keep it so: a separat
 the flat vector also makes the next forward GEMM's BLAS threads fetch every weight back
 from the cache of the core that updated it (docs/performance.md, "The fused SGD step").
 
+Dropout: the masks are drawn inside, per batch, from ``Batches.dropout_key`` and the
+batch's place in the epoch (``first_batch + k``), by the counter-based generator every
+target shares (:mod:`gpubp.kernels.cpu_dropout`), so a step drops exactly the units the
+per-kernel step, the reference and the CUDA kernels drop for the same seed; the mask of
+hidden layer ``l`` is fused into its δ kernel.
+
 Arguments: five named tuples, :mod:`gpubp.kernels.epoch_args` (which also gives the
 buffers' layouts). Any depth, every activation and loss, SGD (momentum, Nesterov, weight
-decay) and Adam are one compiled function per dtype, and every array is a view made by
+decay), Adam, AdamW and RMSprop, a learning rate per step and the clipping of the
+gradient are one compiled function per dtype, and every array is a view made by
 slicing and reshaping a flat buffer: nothing is allocated per step (the tests count NRT
 allocations).
 
@@ -49,9 +56,13 @@ from gpubp.kernels.cpu import (
     _output_delta,
     _sgd,
     _adam,
+    _clip,
+    _rmsprop,
 )
 from gpubp.kernels import jit_cache
-from gpubp.kernels.epoch_args import ADAM, NONE, SGD, Batches, Buffers, Codes, Layout, Update
+from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop
+from gpubp.kernels.epoch_args import (ADAM, NONE, RMSPROP, SGD, Batches, Buffers, Codes, Layout,
+                                      Update)
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
 # and ``beta`` that np.dot fixes at 1 and 0: ``C = alpha op(A) op(B) + beta C`` on
@@ -143,8 +154,9 @@ def _batch(batches, buffers, layout, start, P):
 
 
 @njit(error_model="numpy", inline="always")
-def _forward(a_0, buffers, layout, codes, P):
-    """``z^l = a^{l-1} W^l`` by BLAS, then ``a^l = g(z^l + b^l)`` in place, l = 1..L."""
+def _forward(a_0, buffers, layout, codes, P, step_key):
+    """``z^l = a^{l-1} W^l`` by BLAS, then ``a^l = g(z^l + b^l)`` in place, l = 1..L (times
+    the mask of ``step_key`` over ``1 − p_l`` on a hidden layer with dropout)."""
     theta, acts, sizes = buffers.theta, buffers.acts, layout.sizes
     for l in range(1, sizes.size):
         n_in, n_out = sizes[l - 1], sizes[l]
@@ -156,6 +168,9 @@ def _forward(a_0, buffers, layout, codes, P):
         _bias_activation(z, theta[b:b + n_out], codes.forward[l - 1])
         if codes.forward[l - 1] == TANH:
             _tanh(z)
+        if codes.drop_threshold[l - 1] > 0:
+            _drop_forward(z, _bits(step_key, l), codes.drop_threshold[l - 1],
+                          codes.drop_scale[l - 1])
 
 
 @njit(error_model="numpy", inline="always")
@@ -176,12 +191,13 @@ def _output(y, buffers, layout, codes, P, delta_scale):
 
 
 @njit(error_model="numpy", inline="always")
-def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
-    """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``,
-    l = L..1; ``fused``: SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the
-    ``(alpha, beta)`` of ``descent`` (no pass over a gradient buffer)."""
+def _backward(a_0, buffers, layout, codes, update, descent, fused, step_key):
+    """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``
+    (``⊙ m^{l-1} / (1 − p)`` with dropout, the masks of ``step_key``), l = L..1; ``fused``:
+    SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the ``(alpha, beta)`` of
+    ``descent`` (no pass over a gradient buffer)."""
     theta, nabla, acts, deltas = buffers.theta, buffers.nabla, buffers.acts, buffers.deltas
-    sizes = layout.sizes
+    sizes, derivative, P = layout.sizes, codes.derivative, a_0.shape[0]
     for l in range(sizes.size - 1, 0, -1):
         n_in, n_out = sizes[l - 1], sizes[l]
         w = layout.w_offsets[l - 1]
@@ -194,41 +210,54 @@ def _backward(a_0, buffers, layout, derivative, P, update, descent, fused):
         _column_sums(delta, nabla[bias])
         if fused:
             descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
-            _sgd(theta[bias], nabla[bias], nabla[bias], update.lr, 0.0, False,
+            # the step's rate is −descent[0]: lr in W's dtype, as _sgd rounds it anyway
+            _sgd(theta[bias], nabla[bias], nabla[bias], -descent[0], 0.0, False,
                  update.weight_decay, False)
         else:
             np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
-        if l > 1:
+        if l > 1 and codes.drop_threshold[l - 2] > 0:  # the mask fused into the δ kernel
+            _hidden_delta_drop(delta_prev, a_prev, derivative[l - 2], _bits(step_key, l - 1),
+                               codes.drop_threshold[l - 2], codes.drop_keep[l - 2],
+                               codes.drop_scale[l - 2])
+        elif l > 1:
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
 
 
 @njit(error_model="numpy", inline="always")
-def _apply(buffers, layout, update, step, decay_w):
-    """The optimizer's step ``step`` (1-based): one fused pass over the flat vector, or,
-    with a penalty (the weights' decay ``decay_w`` is not the biases'), one per block."""
-    theta, nabla, m, v, sizes = buffers.theta, buffers.nabla, update.m, update.v, layout.sizes
+def _apply(buffers, layout, update, step, decay_w, lr):
+    """The optimizer's step ``step`` (1-based) at rate ``lr``, after the clipping of the
+    gradient: one fused pass over the flat vector, or, with a penalty (the weights' decay
+    ``decay_w`` is not the biases'), one per block."""
+    theta, nabla, m, v, c, sizes = (buffers.theta, buffers.nabla, update.m, update.v,
+                                    update.c, layout.sizes)
+    if update.clip_norm > 0 or update.clip_value > 0:
+        _clip(nabla, update.clip_norm, update.clip_value)
     if decay_w == update.weight_decay:
-        _span(theta, nabla, m, v, update, step, update.weight_decay)
+        _span(theta, nabla, (m, v, c), update, step, update.weight_decay, lr)
         return
     for l in range(1, sizes.size):
         w = layout.w_offsets[l - 1]
         b = w + sizes[l - 1] * sizes[l]
         end = b + sizes[l]
-        _span(theta[w:b], nabla[w:b], m[w:b], v[w:b], update, step, decay_w)
-        _span(theta[b:end], nabla[b:end], m[b:end], v[b:end], update, step,
-              update.weight_decay)
+        _span(theta[w:b], nabla[w:b], (m[w:b], v[w:b], c[w:b]), update, step, decay_w, lr)
+        _span(theta[b:end], nabla[b:end], (m[b:end], v[b:end], c[b:end]), update, step,
+              update.weight_decay, lr)
 
 
 @njit(error_model="numpy", inline="always")
-def _span(theta, nabla, m, v, update, step, decay):
-    """The optimizer's step over a span of the flat vector (its state's same span)."""
+def _span(theta, nabla, state, update, step, decay, lr):
+    """The optimizer's step over a span of the flat vector (its state's same spans)."""
+    m, v, c = state
     if update.code == ADAM:
         b1, b2 = update.beta1, update.beta2
         eps = update.eps / math.sqrt(1 - math.pow(b2, step)) if update.eps_hat else update.eps
-        _adam(theta, nabla, m, v, (update.lr, b1, 1 - b1, b2, 1 - b2, eps,
-                                   1 - math.pow(b1, step), 1 - math.pow(b2, step), decay))
+        _adam(theta, nabla, m, v, (lr, b1, 1 - b1, b2, 1 - b2, eps, 1 - math.pow(b1, step),
+                                   1 - math.pow(b2, step), decay, 1 - lr * update.decoupled))
+    elif update.code == RMSPROP:
+        _rmsprop(theta, nabla, m, v, c, (lr, update.alpha, 1 - update.alpha, update.eps,
+                                         decay, update.momentum), update.centered)
     else:
-        _sgd(theta, nabla, m, update.lr, update.momentum, update.nesterov, decay,
+        _sgd(theta, nabla, m, lr, update.momentum, update.nesterov, decay,
              update.momentum != 0)
 
 
@@ -245,30 +274,34 @@ def _squared_weights(theta, layout):
 @njit(error_model="numpy", inline="always")
 def _epoch(batches, buffers, layout, codes, update):
     order, B = batches.order, batches.batch_size
-    # plain SGD: W ← (1 − lr λ) W − lr ∂W by the gradient's own GEMM (see descend)
-    fused_sgd = update.code == SGD and update.momentum == 0
+    # plain SGD: W ← (1 − lr λ) W − lr ∂W by the gradient's own GEMM (see descend); not
+    # with a clip, which needs the whole gradient first
+    clips = update.clip_norm > 0 or update.clip_value > 0
+    fused_sgd = update.code == SGD and update.momentum == 0 and not clips
     descent = np.empty(2, buffers.theta.dtype)
-    descent[0] = -update.lr
     cost_sum, correct, step, penalty_sum = 0.0, 0, update.step, 0.0
     for start in range(0, order.size, B):
         P = min(B, order.size - start)
+        lr = update.lrs[start // B] if update.lrs.size > 0 else update.lr  # per step, or one
         decay_w = update.weight_decay + update.penalty / P  # the biases' is weight_decay
-        descent[1] = 1 - update.lr * decay_w
+        descent[0] = -lr
+        descent[1] = 1 - lr * decay_w
         # The epoch's last step takes the unfused path, so nabla keeps the gradient of
         # the last backward pass, as on every other path.
         fused = fused_sgd and start + P < order.size
         a_0, y = _batch(batches, buffers, layout, start, P)
-        _forward(a_0, buffers, layout, codes, P)
+        step_key = _bits(batches.dropout_key, batches.first_batch + start // B)
+        _forward(a_0, buffers, layout, codes, P, step_key)
         if update.penalty != 0:  # with the W of the forward pass (fused SGD changes it)
             penalty_sum += 0.5 * update.penalty * _squared_weights(buffers.theta, layout)
         cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale)
         cost_sum += cost
         correct += hits
-        _backward(a_0, buffers, layout, codes.derivative, P, update, descent, fused)
+        _backward(a_0, buffers, layout, codes, update, descent, fused, step_key)
         if update.code != NONE:
             step += 1
             if not fused:
-                _apply(buffers, layout, update, step, decay_w)
+                _apply(buffers, layout, update, step, decay_w, lr)
     return cost_sum, correct, step, penalty_sum
 
 

@@ -1,8 +1,9 @@
 """Fused CPU kernels of the optimizer updates and the accuracy count.
 
 The other half of :mod:`gpubp.kernels.cpu` (which re-exports everything here, so
-``gpubp.kernels.cpu`` stays the one module a backend uses): ``sgd_update`` and
-``adam_update``, the whole optimizer step in one pass over the parameter, and
+``gpubp.kernels.cpu`` stays the one module a backend uses): ``sgd_update``,
+``adam_update`` (and AdamW) and ``rmsprop_update``, the whole optimizer step in one pass
+over the parameter, ``clip_gradient``, the clipping of the flat gradient, and
 ``count_correct``, the correct predictions of a batch in one pass over its outputs. Their
 signatures and in-place semantics are those of :mod:`gpubp.kernels.reference`; the
 compiled loops are also called by :mod:`gpubp.kernels.cpu_epoch`. Compiled as the rest of
@@ -71,22 +72,81 @@ def _sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay, use_veloci
 
 @njit(cache=True, error_model="numpy")
 def _adam(param, grad, m, v, coefficients):
-    """``coefficients``: ``(lr, β1, 1 − β1, β2, 1 − β2, ε, 1 − β1^t, 1 − β2^t, λ)``."""
-    lr, beta1, one_m_beta1, beta2, one_m_beta2, eps, c1, c2, weight_decay = coefficients
+    """``coefficients``: ``(lr, β1, 1 − β1, β2, 1 − β2, ε, 1 − β1^t, 1 − β2^t, λ, s)``,
+    ``s = 1 − lr λ_AdamW`` the decoupled decay's shrink (1 for Adam)."""
+    lr, beta1, one_m_beta1, beta2, one_m_beta2, eps, c1, c2, weight_decay, shrink = coefficients
     t = param.dtype.type
     lr, beta1, one_m_beta1, beta2 = t(lr), t(beta1), t(one_m_beta1), t(beta2)
     one_m_beta2, eps, c1, c2, weight_decay = t(one_m_beta2), t(eps), t(c1), t(c2), t(weight_decay)
+    shrink = t(shrink)
     p_ = param.reshape(param.size)
     g_ = grad.reshape(grad.size)
     m_ = m.reshape(m.size)
     v_ = v.reshape(v.size)
     for i in range(p_.size):
+        if shrink != 1:  # AdamW: θ ← (1 − lr λ) θ before the step, as PyTorch
+            p_[i] *= shrink
         g = g_[i] + weight_decay * p_[i]
         mi = beta1 * m_[i] + one_m_beta1 * g
         vi = beta2 * v_[i] + one_m_beta2 * g * g
         m_[i] = mi
         v_[i] = vi
         p_[i] -= lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def _rmsprop(param, grad, square_avg, buf, grad_avg, coefficients, centered):
+    """``coefficients``: ``(lr, α, 1 − α, ε, λ, μ)``; ``buf`` read when ``μ > 0``,
+    ``grad_avg`` when ``centered`` (see the reference for the equations)."""
+    lr, alpha, one_m_alpha, eps, weight_decay, momentum = coefficients
+    t = param.dtype.type
+    lr, alpha, one_m_alpha, eps = t(lr), t(alpha), t(one_m_alpha), t(eps)
+    weight_decay, momentum = t(weight_decay), t(momentum)
+    p_ = param.reshape(param.size)
+    g_ = grad.reshape(grad.size)
+    s_ = square_avg.reshape(square_avg.size)
+    b_ = buf.reshape(buf.size)
+    a_ = grad_avg.reshape(grad_avg.size)
+    for i in range(p_.size):
+        g = g_[i] + weight_decay * p_[i]
+        s = alpha * s_[i] + one_m_alpha * g * g
+        s_[i] = s
+        if centered:
+            a = a_[i] + one_m_alpha * (g - a_[i])
+            a_[i] = a
+            denom = math.sqrt(s - a * a) + eps
+        else:
+            denom = math.sqrt(s) + eps
+        if momentum > 0:
+            b = momentum * b_[i] + g / denom
+            b_[i] = b
+            p_[i] -= lr * b
+        else:
+            p_[i] -= lr * (g / denom)
+
+
+@njit(cache=True, error_model="numpy")
+def _clip(grad, max_norm, max_value):
+    """Clip the flat ``grad`` in place in two passes (clamp and sum of squares, then the
+    scale); returns ``‖g‖`` before the norm's scale (see the reference)."""
+    t = grad.dtype.type
+    bound = t(max_value)
+    total = 0.0  # float64: the norm of a float32 vector without overflow or drift
+    for i in range(grad.size):
+        g = grad[i]
+        if max_value > 0:  # comparisons: a NaN stays NaN, as in np.clip
+            if g > bound:
+                g = bound
+            elif g < -bound:
+                g = -bound
+            grad[i] = g
+        total += float(g) * float(g)
+    norm = math.sqrt(total)
+    if max_norm > 0:
+        scale = t(min(1.0, max_norm / (norm + 1e-6)))
+        for i in range(grad.size):
+            grad[i] *= scale
+    return norm
 
 
 # -- public kernels (signatures of gpubp.kernels.reference) -------------------------------
@@ -150,7 +210,41 @@ def adam_update(param, grad, m, v, hyper):
         return
     # 1 - β, and the bias corrections 1 - β^t, in float64 before rounding to the dtype:
     # 1 - float32(0.999) is 1.3e-5 away from float32(0.001).
-    lr, beta1, beta2, eps, step, weight_decay = hyper
+    lr, beta1, beta2, eps, step, weight_decay, decoupled = hyper
     beta1, beta2 = float(beta1), float(beta2)
     _adam(param, grad, m, v, (float(lr), beta1, 1 - beta1, beta2, 1 - beta2, float(eps),
-                              1 - beta1**step, 1 - beta2**step, float(weight_decay)))
+                              1 - beta1**step, 1 - beta2**step, float(weight_decay),
+                              1 - float(lr) * float(decoupled)))
+
+
+def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper):
+    """RMSprop step in place in one pass (see the reference for the equations).
+
+    Parameters
+    ----------
+    param, grad, square_avg : ndarray, same shape, C-contiguous
+    momentum_buffer, grad_avg : ndarray or None
+        Read only with ``momentum > 0``, ``centered``.
+    hyper : gpubp.kernels.reference.RMSpropStep
+    """
+    buf = param if momentum_buffer is None else momentum_buffer  # never read when None
+    avg = param if grad_avg is None else grad_avg
+    if not _flat_ok(param, grad, square_avg, buf, avg):
+        reference.rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper)
+        return
+    lr, alpha, eps, weight_decay, momentum, centered = hyper
+    _rmsprop(param, grad, square_avg, buf, avg,
+             (float(lr), float(alpha), 1 - float(alpha), float(eps), float(weight_decay),
+              float(momentum)), bool(centered))
+
+
+def clip_gradient(grad, max_norm=0.0, max_value=0.0):
+    """Clip the flat gradient in place; returns ``‖g‖`` (see the reference).
+
+    Parameters
+    ----------
+    grad : ndarray, shape (N,), C-contiguous
+    max_norm, max_value : float
+        0 turns either off.
+    """
+    return float(_clip(grad, float(max_norm), float(max_value)))

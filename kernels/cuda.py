@@ -30,7 +30,10 @@ kernel                 what it computes                              launch
                                                                      split over P
 ``sum_splits``         the sum of the P-splits' partial products     1-D grid-stride
 ``sgd_step``           fused parameter updates, in place             1-D grid-stride
-``adam_step``
+``adam_step``          (Adam, AdamW)
+``rmsprop_step``
+``clip_sum``           clamp by value; ``Σ g²`` into a float64 sum   1-D grid-stride
+``clip_scale``         ``g *= min(1, c / (‖g‖ + 1e-6))``             1-D grid-stride
 =====================  ============================================  ===================
 
 Every kernel is built once per dtype (float32, float64) by :func:`kernels_for` and
@@ -78,9 +81,13 @@ class Kernel:
     ``kernel(grid, block, stream, *args)`` launches it. On a GPU the compiled kernel is
     looked up once (``dispatcher.compile``, which compiles or loads it) and launched with
     ``launch(args, grid, block, stream, 0)``: no typing of the arguments, no launch
-    configuration object, no warning machinery per call. ``stream`` is then a
-    ``cuda.core`` stream. Under the simulator, which has no compiled kernels, it is the
-    ordinary ``dispatcher[grid, block, stream](*args)``.
+    configuration object, no warning machinery per call. ``stream`` is a ``cuda.core``
+    stream or anything with ``__cuda_stream__``; an int (``0``, the default of the
+    functions below) is taken as a stream handle and wrapped once. Numba's per-call
+    typing is replaced by a check of each array argument's dtype and dimensions against
+    the signature (a mismatch would otherwise be reinterpreted silently): a TypeError.
+    Under the simulator, which has no compiled kernels, it is the ordinary
+    ``dispatcher[grid, block, stream](*args)``.
 
     Attributes
     ----------
@@ -89,7 +96,7 @@ class Kernel:
     signature : numba signature, ``void(argtypes...)``
     """
 
-    __slots__ = ("name", "dispatcher", "signature", "simulated", "_compiled")
+    __slots__ = ("name", "dispatcher", "signature", "simulated", "_compiled", "_arrays")
 
     def __init__(self, name, dispatcher, signature, simulated=None):
         self.name = name
@@ -97,6 +104,10 @@ class Kernel:
         self.signature = signature
         self.simulated = bool(config.ENABLE_CUDASIM) if simulated is None else simulated
         self._compiled = None
+        # (position, dtype, ndim) of each array argument, checked at every launch
+        self._arrays = tuple((i, np.dtype(t.dtype.name), t.ndim)
+                             for i, t in enumerate(signature.args)
+                             if isinstance(t, types.Array))
 
     def __call__(self, grid, block, stream, *args):
         if self.simulated:
@@ -105,10 +116,36 @@ class Kernel:
         compiled = self._compiled
         if compiled is None:
             compiled = self._compiled = self.dispatcher.compile(self.signature)
+        if len(args) != len(self.signature.args):
+            raise TypeError(f"{self!r} takes {len(self.signature.args)} arguments, got "
+                            f"{len(args)}")
+        for i, dtype, ndim in self._arrays:
+            arg = args[i]
+            if getattr(arg, "dtype", None) != dtype or getattr(arg, "ndim", None) != ndim:
+                raise TypeError(f"{self!r}: argument {i} must be a {ndim}-d {dtype} device "
+                                f"array, got {type(arg).__name__} "
+                                f"{getattr(arg, 'dtype', '')} {getattr(arg, 'shape', '')}")
+        if isinstance(stream, int):
+            stream = stream_of_handle(stream)
         compiled.launch(args, grid, block, stream, 0)
 
     def __repr__(self):
         return f"<Kernel {self.name}({', '.join(map(str, self.signature.args))})>"
+
+
+_STREAMS = {}
+
+
+def stream_of_handle(handle):
+    """The ``cuda.core`` stream of a ``cudaStream_t`` handle (0: the legacy default
+    stream, CuPy's null stream), made once per handle; ``cuda.core``'s launch takes
+    stream objects only."""
+    stream = _STREAMS.get(handle)
+    if stream is None:
+        from cuda.core import Stream  # cuda-core, on a real GPU only (numba-cuda needs it)
+
+        stream = _STREAMS[handle] = Stream.from_handle(handle)
+    return stream
 
 
 def signatures(dtype):
@@ -128,7 +165,10 @@ def signatures(dtype):
         "weight_bias_grad": (mat, mat, mat, vec, cube, code),
         "sum_splits": (cube, mat, vec),
         "sgd_step": (vec, vec, vec, f, f, types.boolean, f),
-        "adam_step": (vec, vec, vec, vec) + (f,) * 9,
+        "adam_step": (vec, vec, vec, vec) + (f,) * 10,
+        "rmsprop_step": (vec,) * 5 + (f,) * 6 + (types.boolean,),
+        "clip_sum": (vec, f, types.Array(types.float64, 1, "C")),
+        "clip_scale": (vec, types.float64, types.Array(types.float64, 1, "C")),
     }
 
 
@@ -328,14 +368,41 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
 def adam_update(param, grad, m, v, hyper, *, stream=0):
     """Fused in-place Adam step; ``hyper`` an :class:`~gpubp.kernels.reference.AdamStep`
     (its ``step`` counts from 1). See the twin."""
-    lr, beta1, beta2, eps, step, weight_decay = hyper
+    lr, beta1, beta2, eps, step, weight_decay, decoupled = hyper
     T = np.dtype(param.dtype).type
     # The scalars are formed in Python floats and rounded once, as NumPy does when the
     # reference mixes them with arrays of this dtype.
     _launch_elementwise(kernels_for(param.dtype)["adam_step"], param.size, stream,
                         _flat(param), _flat(grad), _flat(m), _flat(v), T(lr), T(beta1),
                         T(1 - beta1), T(beta2), T(1 - beta2), T(1 - beta1**step),
-                        T(1 - beta2**step), T(eps), T(weight_decay))
+                        T(1 - beta2**step), T(eps), T(weight_decay), T(1 - lr * decoupled))
+
+
+def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper, *, stream=0):
+    """Fused in-place RMSprop step (see the twin); an unused buffer (None) is replaced by
+    ``grad``, never read (not ``param``: see :func:`sgd_update`)."""
+    lr, alpha, eps, weight_decay, momentum, centered = hyper
+    T = np.dtype(param.dtype).type
+    buf = grad if momentum_buffer is None else momentum_buffer
+    avg = grad if grad_avg is None else grad_avg
+    _launch_elementwise(kernels_for(param.dtype)["rmsprop_step"], param.size, stream,
+                        _flat(param), _flat(grad), _flat(square_avg), _flat(buf), _flat(avg),
+                        T(lr), T(alpha), T(1 - alpha), T(eps), T(weight_decay), T(momentum),
+                        bool(centered))
+
+
+def clip_gradient(grad, max_norm=0.0, max_value=0.0, *, norm_sq=None, stream=0):
+    """Clip the flat gradient in place, with no synchronisation (see the twin); ``norm_sq``,
+    a zeroed float64 (1,) workspace, receives ``‖g‖²`` (None: NumPy inputs only)."""
+    if norm_sq is None:
+        norm_sq = _host_scratch(grad, (1,), np.float64, "norm_sq")
+        norm_sq[0] = 0.0
+    k = kernels_for(grad.dtype)
+    T = np.dtype(grad.dtype).type
+    _launch_elementwise(k["clip_sum"], grad.size, stream, _flat(grad), T(max_value), norm_sq)
+    if max_norm > 0:
+        _launch_elementwise(k["clip_scale"], grad.size, stream, _flat(grad),
+                            float(max_norm), norm_sq)
 
 
 # -- ahead-of-time compilation -------------------------------------------------------

@@ -166,10 +166,13 @@ def update_kernels(c, dev):
 
     @cuda.jit
     def adam_step(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                  bias1, bias2, eps, weight_decay):
-        """Fused Adam step over flattened arrays; ``bias1 = 1 - β1^t``, ``bias2 = 1 - β2^t``."""
+                  bias1, bias2, eps, weight_decay, shrink):
+        """Fused Adam step over flattened arrays; ``bias1 = 1 - β1^t``, ``bias2 = 1 - β2^t``,
+        ``shrink = 1 − lr λ`` AdamW's decoupled decay (1 for Adam)."""
         for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
             w = param[i]
+            if shrink != T(1):
+                w = w * shrink
             g_i = grad[i] + weight_decay * w
             m_i = m[i] * beta1 + one_minus_beta1 * g_i
             v_i = v[i] * beta2 + one_minus_beta2 * g_i * g_i
@@ -179,7 +182,57 @@ def update_kernels(c, dev):
             v_hat = v_i / bias2
             param[i] = w - lr * m_hat / (T(math.sqrt(v_hat)) + eps)
 
+    @cuda.jit
+    def rmsprop_step(param, grad, square_avg, buf, grad_avg, lr, alpha, one_minus_alpha, eps,
+                     weight_decay, momentum, centered):
+        """Fused RMSprop step over flattened arrays (PyTorch's form; ``buf`` read when
+        ``momentum > 0``, ``grad_avg`` when ``centered``)."""
+        for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
+            w = param[i]
+            g_i = grad[i] + weight_decay * w
+            s_i = alpha * square_avg[i] + one_minus_alpha * g_i * g_i
+            square_avg[i] = s_i
+            if centered:
+                a_i = grad_avg[i] + one_minus_alpha * (g_i - grad_avg[i])
+                grad_avg[i] = a_i
+                denom = T(math.sqrt(s_i - a_i * a_i)) + eps
+            else:
+                denom = T(math.sqrt(s_i)) + eps
+            if momentum > zero:
+                b_i = momentum * buf[i] + g_i / denom
+                buf[i] = b_i
+                param[i] = w - lr * b_i
+            else:
+                param[i] = w - lr * (g_i / denom)
+
+    @cuda.jit
+    def clip_sum(grad, max_value, norm_sq):
+        """Clamp ``grad`` to ``±max_value`` (when > 0) and add ``Σ g²`` into the zeroed
+        float64 ``norm_sq[0]`` (one atomic add per thread)."""
+        partial = 0.0
+        for i in range(cuda.grid(1), grad.shape[0], cuda.gridsize(1)):
+            g_i = grad[i]
+            if max_value > zero:  # comparisons, not min/max: a NaN stays NaN (PTX's min
+                # and max would return the other operand)
+                if g_i > max_value:
+                    g_i = max_value
+                elif g_i < -max_value:
+                    g_i = -max_value
+                grad[i] = g_i
+            partial += float(g_i) * float(g_i)
+        cuda.atomic.add(norm_sq, 0, partial)
+
+    @cuda.jit
+    def clip_scale(grad, max_norm, norm_sq):
+        """``grad *= min(1, max_norm / (√norm_sq[0] + 1e-6))`` (``clip_grad_norm_``)."""
+        scale = T(min(1.0, max_norm / (math.sqrt(norm_sq[0]) + 1e-6)))
+        for i in range(cuda.grid(1), grad.shape[0], cuda.gridsize(1)):
+            grad[i] *= scale
+
     return {
         "sgd_step": sgd_step,
         "adam_step": adam_step,
+        "rmsprop_step": rmsprop_step,
+        "clip_sum": clip_sum,
+        "clip_scale": clip_scale,
     }

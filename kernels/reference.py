@@ -30,6 +30,9 @@ from collections import namedtuple
 import numpy as np
 
 from gpubp import activations, losses
+from gpubp.kernels import dropout as masks
+from gpubp.kernels.reference_optim import (RMSpropStep, clip_gradient,  # noqa: F401 - re-exported
+                                           rmsprop_update)
 
 ACTIVATIONS = activations.NAMES
 ELEMENTWISE = activations.FROM_OUTPUT  # those with g' written through a
@@ -94,7 +97,7 @@ def activation_derivative(a, activation):
     )
 
 
-def bias_activation(z, b, activation):
+def bias_activation(z, b, activation, dropout=None):
     """Forward epilogue ``a = g(z + b)``, in place on the GEMM output.
 
     Parameters
@@ -105,9 +108,13 @@ def bias_activation(z, b, activation):
         Bias ``b^l``, broadcast over the P rows.
     activation : str
         One of ``ACTIVATIONS``.
+    dropout : gpubp.kernels.dropout.Drop or None
+        Training with dropout: ``a = g(z + b) ⊙ m / (1 − p)`` (:mod:`gpubp.kernels.dropout`).
     """
     z += b
     activate(z, activation)
+    if dropout is not None:
+        masks.forward(z, dropout)
 
 
 def _clipped(a):
@@ -181,7 +188,7 @@ def output_delta(a, y, activation, loss, delta):
     return float(example_costs(a, y, loss).sum() / P)
 
 
-def hidden_delta(delta, a, activation):
+def hidden_delta(delta, a, activation, dropout=None):
     """Hidden error ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(z^l)``, in place on the GEMM output.
 
     Parameters
@@ -192,7 +199,12 @@ def hidden_delta(delta, a, activation):
         Stored activations ``a^l``; ``g'(z^l)`` is computed from them.
     activation : str
         Hidden activation of layer ``l``.
+    dropout : gpubp.kernels.dropout.Drop or None
+        The layer's dropout in this step: ``δ^l ⊙= g'(a (1 − p)) m / (1 − p)``.
     """
+    if dropout is not None:
+        masks.backward(delta, a, dropout, lambda u: activation_derivative(u, activation))
+        return
     delta *= activation_derivative(a, activation)
 
 
@@ -241,20 +253,27 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_d
     param -= lr * step
 
 
-AdamStep = namedtuple("AdamStep", "lr beta1 beta2 eps step weight_decay")
-AdamStep.__doc__ = """The hyperparameters of one Adam step: ``step`` counts from 1."""
+AdamStep = namedtuple("AdamStep", "lr beta1 beta2 eps step weight_decay decoupled_decay",
+                      defaults=(0.0,))
+AdamStep.__doc__ = """The hyperparameters of one Adam step: ``step`` counts from 1;
+``decoupled_decay`` is AdamW's ``λ`` (0 for Adam)."""
 
 
 def adam_update(param, grad, m, v, hyper):
     """Adam step in place (Kingma & Ba, 2015), L2 weight decay added to the gradient.
 
-    ``hyper`` is an :class:`AdamStep` ``(lr, beta1, beta2, eps, step, weight_decay)``.
+    ``hyper`` is an :class:`AdamStep` ``(lr, beta1, beta2, eps, step, weight_decay,
+    decoupled_decay)``.
 
-    ``g = grad + weight_decay * param``; ``m = β1 m + (1 − β1) g``;
+    AdamW (Loshchilov & Hutter, 2019; PyTorch's ``AdamW``) first shrinks the parameter,
+    ``param *= 1 − lr · decoupled_decay``, then takes the Adam step below (whose
+    ``weight_decay`` is then 0). ``g = grad + weight_decay * param``; ``m = β1 m + (1 − β1) g``;
     ``v = β2 v + (1 − β2) g²``; ``param -= lr · m̂ / (√v̂ + ε)`` with the bias corrections
     ``m̂ = m / (1 − β1^t)``, ``v̂ = v / (1 − β2^t)``, ``t = step`` (1 for the first step).
     """
-    lr, beta1, beta2, eps, step, weight_decay = hyper
+    lr, beta1, beta2, eps, step, weight_decay, decoupled_decay = hyper
+    if decoupled_decay:
+        param *= 1 - lr * decoupled_decay
     g = grad + weight_decay * param
     m *= beta1
     m += (1 - beta1) * g

@@ -58,7 +58,9 @@ MIRRORS = {"gpubp/optim/lbfgs.py:minimize", "gpubp/bench/compare.py:run_bench",
            "gpubp/core/network.py:Network.__init__", "gpubp/core/network.py:Network.fit",
            "gpubp/sklearn/estimators.py:_BaseMLP.__init__",
            "gpubp/sklearn/estimators.py:MLPClassifier.__init__",
-           "gpubp/sklearn/estimators.py:MLPRegressor.__init__"}
+           "gpubp/sklearn/estimators.py:MLPRegressor.__init__",
+           # torch.optim.lr_scheduler.ReduceLROnPlateau's parameters, and Keras's monitor
+           "gpubp/training/callbacks.py:ReduceLROnPlateau.__init__"}
 
 
 def _code_lines(node, lines):

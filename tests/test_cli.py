@@ -129,7 +129,11 @@ def test_bench_scaling_passes_the_reduction(monkeypatch, argv, reduction):
 @pytest.mark.parametrize("argv,code,pattern", [
     (["train", "--data", "nope"], 1, r"^gpubp train: error: --data must be one of .*got 'nope'"),
     (["train", "--hidden", "swish", "--epochs", "1"], 1, r"^gpubp train: error: --hidden must be one of"),
-    (["train", "--optimizer", "rmsprop"], 1, r"--optimizer must be one of sgd, momentum, nesterov, adam, got 'rmsprop'"),
+    (["train", "--optimizer", "adagrad"], 1, r"--optimizer must be one of sgd, momentum, nesterov, adam, adamw, rmsprop, got 'adagrad'"),
+    (["train", "--warmup", "5", "--schedule", "step"], 1, r"--warmup applies to --schedule constant or warmup or cosine or warmup_cosine, got --schedule step"),
+    (["train", "--clip-norm", "1", "--clip-value", "1"], 1, r"--clip-norm and --clip-value are exclusive, got both"),
+    (["train", "--clip-norm", "-1"], 2, r"argument --clip-norm: expected a positive float, got '-1'"),
+    (["train", "--warmup", "0"], 2, r"argument --warmup: expected a positive int, got '0'"),
     (["train", "--layers", "3,x"], 2, r"^gpubp train: error: argument --layers: .*got '3,x'"),
     (["train", "--epochs", "0"], 2, r"argument --epochs: expected a positive int, got '0'"),
     (["evaluate", "--model", "missing.npz"], 1, r"^gpubp evaluate: error: .*missing.npz"),
@@ -162,3 +166,30 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path, capsys)
                    str(tmp_path / "c.png")])
     assert status == 1
     assert "pip install 'gpubp[plot]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,shown", [
+    (["--optimizer", "adamw", "--clip-norm", "1.5", "--warmup", "4", "--schedule", "cosine"],
+     "optimizer: adamw, lr 0.001, schedule WarmupCosine(warmup_steps=4, min_lr=0.0, "
+     "start_factor=0.3333333333333333), clip norm 1.5"),
+    (["--optimizer", "rmsprop", "--clip-value", "0.1", "--warmup", "3"],
+     "optimizer: rmsprop, lr 0.01, schedule LinearWarmup(warmup_steps=3, "
+     "start_factor=0.3333333333333333), clip value 0.1"),
+])
+def test_train_takes_the_new_optimizers_clipping_and_warmup(argv, shown, capsys, monkeypatch):
+    import gpubp
+
+    seen = {}
+    fit = gpubp.Network.fit
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(gpubp.Network, "fit", spy)
+    assert main(["train", "--data", "iris", "--epochs", "2", "--verbose", "0",
+                 "--device", "cpu"] + argv) == 0
+    assert shown in capsys.readouterr().out
+    assert seen["optimizer"] == argv[1]
+    assert (seen["clip_norm"], seen["clip_value"]) in ((1.5, None), (None, 0.1))
+    assert seen["schedule"].per_step

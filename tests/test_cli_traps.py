@@ -147,7 +147,7 @@ def no_loading(monkeypatch):
 
 
 @pytest.mark.parametrize("argv,code,pattern", [
-    (["--schedule", "foo"], 1, r"--schedule must be one of constant, step, cosine, invscaling, got 'foo'"),
+    (["--schedule", "foo"], 1, r"--schedule must be one of constant, step, cosine, invscaling, warmup, warmup_cosine, one_cycle, got 'foo'"),
     (["--weight-decay", "-1"], 2, r"argument --weight-decay: expected a number >= 0, got '-1'"),
     (["--weight-decay", "nan"], 2, r"argument --weight-decay: expected a number >= 0, got 'nan'"),
     (["--validation-split", "2"], 2, r"argument --validation-split: expected a number in \[0, 1\), got '2'"),
@@ -231,4 +231,4 @@ def test_gpubp_sklearn_without_scikit_learn_says_what_to_install():
                             env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ImportError gpubp.sklearn needs scikit-learn")
-    assert 'pip install "gpubp[sklearn]"' in result.stdout
+    assert "pip install 'gpubp[sklearn]'" in result.stdout

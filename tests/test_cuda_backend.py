@@ -307,10 +307,55 @@ def test_kernel_on_a_gpu_is_compiled_once_and_launched_directly():
 
     signature = nt.void(nt.float32[::1], nt.int64)
     kernel = K.Kernel("k", Dispatcher(), signature, simulated=False)
-    kernel(4, 256, "stream", "x", 3)
-    kernel((1, 2, 3), (16, 16), "stream", "y", 4)
+    x, y = np.zeros(3, np.float32), np.ones(2, np.float32)  # stand-ins for device arrays
+    kernel(4, 256, "stream", x, 3)
+    kernel((1, 2, 3), (16, 16), "stream", y, 4)
     [(compiled_for, launches)] = Dispatcher.compiled
     assert compiled_for is signature
-    assert launches == [(("x", 3), 4, 256, "stream", 0), (("y", 4), (1, 2, 3), (16, 16),
-                                                           "stream", 0)]
+    assert launches == [((x, 3), 4, 256, "stream", 0), ((y, 4), (1, 2, 3), (16, 16),
+                                                         "stream", 0)]
     assert "k(array(float32, 1d, C), int64)" in repr(kernel)
+    # Numba's per-call typing is gone: the launch checks what it would have refused
+    with pytest.raises(TypeError, match=r"argument 0 must be a 1-d float32 device array, "
+                                        r"got ndarray float64"):
+        kernel(4, 256, "stream", x.astype(np.float64), 3)
+    with pytest.raises(TypeError, match="argument 0 must be a 1-d float32"):
+        kernel(4, 256, "stream", x.reshape(1, 3), 3)
+    with pytest.raises(TypeError, match="takes 2 arguments, got 1"):
+        kernel(4, 256, "stream", x)
+    assert len(launches) == 2
+    # a stream given as an int (the functions' default, 0) is a cuda.core stream
+    from cuda.core import Stream
+
+    kernel(4, 256, 0, x, 3)
+    assert isinstance(launches[-1][3], Stream) and launches[-1][3] is K.stream_of_handle(0)
+
+
+def test_each_rank_selects_its_gpu_before_probing(monkeypatch):
+    calls = []
+    monkeypatch.setattr(base, "select_gpu", lambda: calls.append("select"))
+    monkeypatch.setattr(cuda_backend, "probe", lambda: calls.append("probe") or (False, "x"))
+    assert base.cuda_status() == (False, "x")
+    assert calls == ["select", "probe"]  # the probe's context is on the rank's own GPU
+
+
+def test_a_failing_gpu_selection_is_a_reason_not_an_error(monkeypatch):
+    def broken():
+        raise RuntimeError("cudaErrorNoDevice")
+
+    monkeypatch.setattr(base, "select_gpu", broken)
+    assert base.cuda_status() == (False, "the GPU of this rank could not be selected "
+                                         "(RuntimeError: cudaErrorNoDevice)")
+
+
+def test_the_simulator_left_on_with_a_gpu_present_says_so(monkeypatch):
+    monkeypatch.setattr(cuda_probe, "simulated", lambda: True)
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(devices=2))
+    assert cuda_probe.gpus_hidden_by_simulator() == 2
+    monkeypatch.setattr(base, "cuda_status", lambda: (True, "Numba CUDA simulator"))
+    monkeypatch.setattr(base, "gpus_hidden_by_simulator", cuda_probe.gpus_hidden_by_simulator)
+    with pytest.warns(RuntimeWarning, match=r"runs Numba's CUDA simulator .* though 2 CUDA "
+                                            r"device\(s\) are present"):
+        assert base.resolve_device("cuda") == "cuda"
+    monkeypatch.setitem(sys.modules, "cupy", None)  # no CuPy (CI): nothing is hidden
+    assert cuda_probe.gpus_hidden_by_simulator() == 0

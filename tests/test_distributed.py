@@ -123,12 +123,28 @@ EQUAL = [
      "group": {"reduction": "slice-sums"},
      "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1, "optimizer": "momentum",
              "weight_decay": 0.01}},
+    # clipping acts on the summed gradient: by the norm (which reads all of it, so the
+    # ranks of a machine cannot share the update), by value (elementwise: they can),
+    # and by the norm after an Allreduce; with per-step schedules
+    {"name": "adamw-clip-norm", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.05, "optimizer": "adamw",
+             "clip_norm": 0.05, "schedule": "one_cycle"}},
+    {"name": "rmsprop-clip-value", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.01, "optimizer": "rmsprop",
+             "clip_value": 0.01, "schedule": "one_cycle"}},
+    {"name": "sgd-clip-value", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.5, "clip_value": 0.002}},
+    {"name": "sgd-clip-norm-allreduce", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "group": {"reduction": "allreduce"},
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.5, "clip_norm": 0.05}},
 ]
 # the reduction each scenario must have run (the others: "shared", the split step of
 # gpubp.distributed.split_step; spread-sgd asks for it too, but its optimizer cannot split)
 SUM_PATH = {"momentum-iallreduce": "iallreduce ", "adam-allreduce": "allreduce ",
             "spread-sgd": "slice-sums shares_parameters=False",
-            "momentum-slice-sums": "slice-sums shares_parameters=True"}
+            "momentum-slice-sums": "slice-sums shares_parameters=True",
+            "adamw-clip-norm": "slice-sums shares_parameters=False",
+            "sgd-clip-norm-allreduce": "allreduce "}
 # 4 ranks as 2 machines of 2 (nodes stand-in): shared memory within, allreduce between
 NODES = [dict(case, name=case["name"] + "-nodes", group={"nodes_of": 2})
          for case in EQUAL if case["name"] in ("sgd-f64", "adam-decay-split-stop",

@@ -155,7 +155,7 @@ def test_state_round_trip_continues_identically():
     (lambda: StepDecay(gamma=2.0), ValueError, r"gamma must be in \(0, 1\], got 2.0"),
     (lambda: CosineDecay(period=2.5), TypeError, r"period must be an integer, got 2.5"),
     (lambda: get_schedule("linear"), ValueError, r"schedule must be one of .*got 'linear'"),
-    (lambda: get_optimizer("rmsprop"), ValueError, r"optimizer must be one of .*got 'rmsprop'"),
+    (lambda: get_optimizer("adagrad"), ValueError, r"optimizer must be one of .*got 'adagrad'"),
 ])
 def test_bad_arguments(make, exc, pattern):
     with pytest.raises(exc, match=pattern):

@@ -37,7 +37,7 @@ def _net(**options):
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-@pytest.mark.parametrize("key, value", [("dropout", 0.5), ("init", "he"), ("hiden", "relu"),
+@pytest.mark.parametrize("key, value", [("batch_norm", True), ("init", "he"), ("hiden", "relu"),
                                         ("sead", 0), ("xp", np)])
 def test_unknown_network_keyword_is_a_type_error(backend, key, value):
     with pytest.raises(TypeError, match=rf"unexpected keyword argument '{key}'") as info:

@@ -9,11 +9,16 @@ Every backend offers the same small set of operations on its own arrays:
 ``bias_activation``       forward epilogue ``a = g(z + b)`` in place
 ``output_delta``          ``δ^L`` and the mean cost in one pass
 ``hidden_delta``          ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)`` in place
+                          (both: with the layer's dropout mask when given one)
 ``weight_bias_gradients`` ``∂W = a^{l-1 T} δ^l`` and ``∂b = Σ_p δ^l``
 ``sgd_update``            fused SGD / momentum / Nesterov / weight-decay step
-``adam_update``           fused Adam step
+``adam_update``           fused Adam / AdamW step
+``rmsprop_update``        fused RMSprop step (momentum, centered)
+``clip_gradient``         the flat gradient clipped by its global norm or by value
 ``count_correct``         correct predictions of a batch (the epoch's accuracy)
 ``resident/gather_rows``  training data on the backend once; a batch's rows gathered
+``in_place/batch_order``  a device X used as given; the epoch's order where rows are read
+``row_weights``           a batch's normalised sample weights, where they live
 ``cost_sum``              the epoch's sum of the example costs, synchronised once
 ``weighted_cost``         ``Σ_p w_p c_p / P`` for per-row weights ``w``
 ``sparse_*``              first layer of a sparse ``a^0``: copy, product, gradients
@@ -35,6 +40,7 @@ from gpubp.data import mapped
 from gpubp.kernels import reference as reference_kernels
 
 WEIGHT_GRADS = ("auto", "fused", "cublas")
+PRECISIONS = ("float32", "tf32")  # of float32 GEMMs on CUDA (docs/cuda.md, "precision")
 # The options each backend's constructor takes, and their valid values. A backend accepts
 # (after checking their values) the options of the others too, and ignores them, so that
 # one set of options works whatever backend a device resolves to (device="cuda" may fall
@@ -42,7 +48,7 @@ WEIGHT_GRADS = ("auto", "fused", "cublas")
 BACKEND_OPTIONS = {
     "reference": {},
     "cpu": {},
-    "cuda": {"weight_grad": WEIGHT_GRADS},
+    "cuda": {"weight_grad": WEIGHT_GRADS, "precision": PRECISIONS},
 }
 
 
@@ -139,6 +145,39 @@ class Backend:
         backend uploads it once (see :meth:`gather_rows`)."""
         return array
 
+    def in_place(self, given, checked):
+        """The array a run trains on: ``checked`` (the host copy the input checks made),
+        or ``given`` itself where the backend can read it as it is (CUDA: a CuPy array)."""
+        return checked
+
+    def batch_order(self, order, sources):
+        """The epoch's row order where :meth:`gather_rows` reads it best, given the
+        ``sources`` (arrays or None) it gathers from: the host order itself here."""
+        return order
+
+    def row_weights(self, weights, index, out):
+        """``out[:] = w_p = s_p P / Σ s`` (0 where ``Σ s = 0``) for ``s = weights[index]``.
+
+        ``weights`` (P_total,) and ``index`` (P,) are both host arrays or both the
+        backend's (then nothing is read back); ``out`` (P,) is the backend's.
+        """
+        P = out.shape[0]
+        s = weights if index is None else weights[index]
+        if isinstance(s, np.ndarray):
+            s = s.astype(np.float64)
+            total = s.sum()
+            # w_p = s_p P / Σs, so that the mean over the rows of w_p c_p is Σ s_p c_p / Σ s_p
+            w = s * (P / total) if total > 0 else np.zeros_like(s)
+            self.to_device(w.astype(out.dtype), out=out)
+            return out
+        xp = self.xp  # device weights: the sign of the total is not read on the host
+        s = s.astype(np.float64)
+        total = s.sum()
+        positive = total > 0
+        out[...] = (s * xp.where(positive, P / xp.where(positive, total, 1.0), 0.0)).astype(
+            out.dtype)
+        return out
+
     def gather_rows(self, src, index, out, staging):
         """``out[:] = src[index]`` (all rows of ``src`` when ``index`` is None).
 
@@ -168,14 +207,23 @@ class Backend:
     def matmul(self, a, b, out):
         return self.xp.matmul(a, b, out=out)
 
-    def bias_activation(self, z, b, activation):
-        self.kernels.bias_activation(z, b, activation)
+    def bias_activation(self, z, b, activation, dropout=None):
+        """``a = g(z + b)``; with ``dropout`` (a :class:`~gpubp.kernels.dropout.Drop`),
+        ``g(z + b) ⊙ m / (1 − p)``."""
+        if dropout is None:
+            self.kernels.bias_activation(z, b, activation)
+        else:
+            self.kernels.bias_activation(z, b, activation, dropout=dropout)
 
     def output_delta(self, a, y, activation, loss, delta):
         return self.kernels.output_delta(a, y, activation, loss, delta)
 
-    def hidden_delta(self, delta, a, activation):
-        self.kernels.hidden_delta(delta, a, activation)
+    def hidden_delta(self, delta, a, activation, dropout=None):
+        """``δ ⊙= g'(a)``; with ``dropout``, ``δ ⊙= g'(a (1 − p)) ⊙ m / (1 − p)``."""
+        if dropout is None:
+            self.kernels.hidden_delta(delta, a, activation)
+        else:
+            self.kernels.hidden_delta(delta, a, activation, dropout=dropout)
 
     def weight_bias_gradients(self, a_prev, delta, dW, db):
         self.kernels.weight_bias_gradients(a_prev, delta, dW, db)
@@ -186,6 +234,13 @@ class Backend:
 
     def adam_update(self, param, grad, m, v, hyper):
         self.kernels.adam_update(param, grad, m, v, hyper)
+
+    def rmsprop_update(self, param, grad, square_avg, momentum_buffer, grad_avg, hyper):
+        self.kernels.rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper)
+
+    def clip_gradient(self, grad, max_norm=0.0, max_value=0.0):
+        """Clip the flat ``grad`` in place (:func:`gpubp.kernels.reference.clip_gradient`)."""
+        self.kernels.clip_gradient(grad, max_norm, max_value)
 
     def count_correct(self, a, y, loss):
         """Rows of ``a`` (P, n_L) whose labels match the targets ``y``, as a backend scalar.

@@ -17,6 +17,7 @@ from numba import njit
 
 from gpubp.backends.base import Backend, check_options
 from gpubp.kernels import cpu as cpu_kernels
+from gpubp.kernels import cpu_dropout
 
 
 @njit(cache=True)
@@ -58,6 +59,17 @@ class CpuBackend(Backend):
 
     def count_correct(self, a, y, loss):
         return cpu_kernels.count_correct(a, y, loss)  # one pass, no temporaries
+
+    def bias_activation(self, z, b, activation, dropout=None):
+        cpu_kernels.bias_activation(z, b, activation)
+        if dropout is not None:
+            cpu_dropout.drop_forward(z, dropout)
+
+    def hidden_delta(self, delta, a, activation, dropout=None):
+        if dropout is None:
+            cpu_kernels.hidden_delta(delta, a, activation)
+        else:  # the hidden-δ kernel with the mask fused in
+            cpu_dropout.hidden_delta(delta, a, activation, dropout)
 
     def matmul(self, a, b, out):
         # Straight to NumPy (no xp indirection); transposed views reach BLAS as flags.

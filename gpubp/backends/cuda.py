@@ -29,7 +29,7 @@ import numpy as np
 from gpubp.activations import ACTIVATIONS
 from gpubp.data import mapped
 from gpubp.backends import cuda_probe
-from gpubp.backends.base import WEIGHT_GRADS, Backend, check_options
+from gpubp.backends.base import PRECISIONS, WEIGHT_GRADS, Backend, check_options
 from gpubp.backends.cuda_probe import simulated
 
 # weight_grad="auto": the fused kernel while a layer's product 2 P (n_in + 1) n_out stays
@@ -37,6 +37,9 @@ from gpubp.backends.cuda_probe import simulated
 FUSED_MAX_FLOP = 2**25
 MAX_VIEWS = 512  # cached Numba views; more means arrays come and go, not a training loop
 RESIDENT_FRACTION = 0.5  # of the free device memory that resident training data may take
+# CuPy's compute types (cupy/_core/_routines_linalg.pxd): DEFAULT is cuBLAS's exact
+# CUBLAS_COMPUTE_32F for float32, TF32 its CUBLAS_COMPUTE_32F_FAST_TF32 (tensor cores)
+COMPUTE_TYPES = {"float32": 1, "tf32": 7}
 
 
 class CudaBackend(Backend):
@@ -48,6 +51,12 @@ class CudaBackend(Backend):
         How ``∂W, ∂b`` are computed: ``"fused"`` in one tiled kernel, ``"cublas"`` as
         ``a^{l-1 T} δ`` through cuBLAS plus a CuPy column sum, ``"auto"`` (default) by
         the layer's size (:data:`FUSED_MAX_FLOP`).
+    precision : {"float32", "tf32"}
+        The arithmetic of the float32 GEMMs: ``"float32"`` (default) exact, whatever
+        ``CUPY_TF32`` says; ``"tf32"`` cuBLAS's TF32 tensor-core math (10-bit mantissa
+        products, float32 sums: JAX's default, PyTorch's
+        ``set_float32_matmul_precision("high")``; its error is in docs/cuda.md). float64
+        GEMMs, the fused kernels and the simulator are unaffected.
     **options
         Options meant for other backends are checked and ignored; an option no backend
         takes is a TypeError (see :data:`gpubp.backends.base.BACKEND_OPTIONS`).
@@ -62,10 +71,12 @@ class CudaBackend(Backend):
     name = "cuda"
     device = "cuda"
 
-    def __init__(self, weight_grad="auto", **options):
+    def __init__(self, weight_grad="auto", precision="float32", **options):
         check_options(options, self.name, caller="CudaBackend()")
         if weight_grad not in WEIGHT_GRADS:
             raise ValueError(f"weight_grad must be one of {WEIGHT_GRADS}, got {weight_grad!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         from gpubp.kernels import cuda as kernels  # keeps import gpubp light: numba.cuda loads with the cuda backend only
 
         self.simulated = simulated()
@@ -75,11 +86,11 @@ class CudaBackend(Backend):
             import cupy as xp  # the caller has checked probe(); an ImportError is a bug
         super().__init__(xp=xp, kernels=kernels)
         self.weight_grad = weight_grad
+        self.precision = precision
         self.counts = {"views": 0, "copies": 0}
         self._views = {}  # (pointer, shape, strides, dtype, flat) -> Numba view
         self._scratch = {}  # (name, shape, dtype) -> workspace of the kernels
         self._scalars = {}  # dtype -> 0-d view of the "cost" workspace
-        self._streams = {}  # CuPy stream pointer -> cuda.core stream
         self._resident = weakref.WeakValueDictionary()  # id -> array uploaded by resident()
         self._staging = {}  # (shape, dtype) -> [two pinned buffers, their upload events, next]
         self.cost_total = xp.zeros(1, dtype=np.float64)  # Σ example costs since reset
@@ -122,14 +133,8 @@ class CudaBackend(Backend):
         """CuPy's current stream as the ``cuda.core`` stream a Kernel launches on."""
         if self.simulated:
             return 0
-        ptr = self.xp.cuda.get_current_stream().ptr
-        stream = self._streams.get(ptr)
-        if stream is None:
-            from cuda.core import Stream  # optional: cuda-core, on a real GPU only
-
-            # ptr 0 is CuPy's null stream, the legacy default stream.
-            stream = self._streams[ptr] = Stream.from_handle(ptr)
-        return stream
+        # ptr 0 is CuPy's null stream, the legacy default stream.
+        return self.kernels.stream_of_handle(self.xp.cuda.get_current_stream().ptr)
 
     def _workspace(self, name, shape, dtype):
         key = (name, shape, np.dtype(dtype))
@@ -167,9 +172,28 @@ class CudaBackend(Backend):
     # -- resident data ----------------------------------------------------------------
     def _is_resident(self, array):
         if self.simulated:  # NumPy stands for device memory: track what was uploaded
-            owner = array if array.base is None else array.base
+            base = getattr(array, "base", None)  # None for a SciPy matrix
+            owner = array if base is None else base
             return self._resident.get(id(owner)) is owner
         return isinstance(array, self.xp.ndarray)
+
+    def in_place(self, given, checked):
+        """``given`` itself when it is a CuPy array of the checked dtype and shape,
+        C-contiguous (trained on in place: no host round trip); else ``checked``."""
+        if (not self.simulated and isinstance(given, self.xp.ndarray)
+                and given.dtype == checked.dtype and given.shape == checked.shape
+                and given.flags.c_contiguous):
+            return given
+        return checked
+
+    def batch_order(self, order, sources):
+        """The order on the device (uploaded here, once per epoch) when every source is
+        resident, so that a step gathers its rows with no transfer; else the host order
+        itself: host rows are gathered on the host, and a device index there would be
+        read back at every step."""
+        if all(src is None or self._is_resident(src) for src in sources):
+            return self.resident(order)
+        return order
 
     def _free_bytes(self):
         if self.simulated:
@@ -206,6 +230,8 @@ class CudaBackend(Backend):
                     index = self.to_device(np.asarray(index))
                 self.xp.take(src, index, axis=0, out=out)
             return out
+        if index is not None and not isinstance(index, np.ndarray):
+            index = self.to_host(index)  # not from fit (see batch_order): one read, counted
         pinned = self._pinned(out.shape, out.dtype)
         if index is None:
             np.copyto(pinned, src)
@@ -256,7 +282,24 @@ class CudaBackend(Backend):
         return _DeviceCostSum(self.cost_total)
 
     # -- kernels ----------------------------------------------------------------------
-    def bias_activation(self, z, b, activation):
+    def _gemm_precision(self, dtype):
+        """Make CuPy's float32 GEMMs this backend's :attr:`precision`. CuPy keeps one
+        compute type per dtype for the process: it is read (cheaply) before each GEMM
+        and set only when another network (or ``CUPY_TF32``) left it different."""
+        if self.simulated or dtype != np.float32:
+            return
+        core, wanted = self.xp._core, COMPUTE_TYPES[self.precision]
+        if core.get_compute_type(np.float32) != wanted:
+            core.set_compute_type(np.float32, wanted)
+
+    def matmul(self, a, b, out):
+        self._gemm_precision(out.dtype)
+        return self.xp.matmul(a, b, out=out)
+
+    def bias_activation(self, z, b, activation, dropout=None):
+        if dropout is not None:
+            self._dropout_forward(z, b, activation, dropout)
+            return
         self.kernels.bias_activation(self._nb(z, flat=ACTIVATIONS[activation].elementwise), self._nb(b),
                                      activation, stream=self._stream())
 
@@ -281,9 +324,47 @@ class CudaBackend(Backend):
                                   stream=self._stream())
         return scalar
 
-    def hidden_delta(self, delta, a, activation):
+    def weighted_cost(self, a, y, loss, w):
+        """The weighted mean cost (see the base class), which also replaces this batch's
+        unweighted cost sum, added to :attr:`cost_total` by :meth:`output_delta`'s
+        kernel just before, by the weighted one (on the device: no synchronisation)."""
+        cost = super().weighted_cost(a, y, loss, w)
+        self.cost_total += (cost - self._scalars[a.dtype]) * a.shape[0]
+        return cost
+
+    def hidden_delta(self, delta, a, activation, dropout=None):
+        if dropout is not None:
+            self._dropout_delta(delta, a, activation, dropout)
+            return
         self.kernels.hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
                                   activation, stream=self._stream())
+
+    def _dropout_forward(self, z, b, activation, drop):
+        """The epilogue with the mask drawn in the kernel (a fixed mask: array code)."""
+        if drop.mask is None:
+            self._drop_kernels().bias_activation(self._nb(z, flat=True), self._nb(b),
+                                                 activation, drop, stream=self._stream())
+            return
+        self.bias_activation(z, b, activation)
+        m = self.xp.asarray(drop.mask) != 0
+        z *= self.xp.where(m, z.dtype.type(drop.scale), z.dtype.type(0))
+
+    def _dropout_delta(self, delta, a, activation, drop):
+        """The hidden δ with the mask drawn in the kernel (a fixed mask: array code)."""
+        if drop.mask is None:
+            self._drop_kernels().hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
+                                              activation, drop, stream=self._stream())
+            return
+        unscaled = a * a.dtype.type(drop.keep)
+        self.hidden_delta(delta, unscaled, activation)
+        m = self.xp.asarray(drop.mask) != 0
+        delta *= self.xp.where(m, delta.dtype.type(drop.scale), delta.dtype.type(0))
+
+    @staticmethod
+    def _drop_kernels():
+        from gpubp.kernels import cuda_dropout  # keeps import gpubp light: numba.cuda loads with the cuda backend only
+
+        return cuda_dropout
 
     def uses_fused_grad(self, P, n_in, n_out):
         """Whether ``weight_bias_gradients`` of this size runs the fused kernel."""
@@ -294,7 +375,7 @@ class CudaBackend(Backend):
     def weight_bias_gradients(self, a_prev, delta, dW, db):
         (P, n_in), n_out = a_prev.shape, delta.shape[1]
         if not self.uses_fused_grad(P, n_in, n_out):
-            self.xp.matmul(a_prev.T, delta, out=dW)
+            self.matmul(a_prev.T, delta, out=dW)
             self.xp.sum(delta, axis=0, out=db)
             return
         splits, _ = self.kernels.grad_splits(P, n_in, n_out)
@@ -314,6 +395,19 @@ class CudaBackend(Backend):
         self.kernels.adam_update(self._nb(param, flat=True), self._nb(grad, flat=True),
                                  self._nb(m, flat=True), self._nb(v, flat=True), hyper,
                                  stream=self._stream())
+
+    def rmsprop_update(self, param, grad, square_avg, momentum_buffer, grad_avg, hyper):
+        def nb(x):
+            return None if x is None else self._nb(x, flat=True)
+
+        self.kernels.rmsprop_update(nb(param), nb(grad), nb(square_avg), nb(momentum_buffer),
+                                    nb(grad_avg), hyper, stream=self._stream())
+
+    def clip_gradient(self, grad, max_norm=0.0, max_value=0.0):
+        norm_sq = self._workspace("norm_sq", (1,), np.float64)
+        norm_sq.fill(0)  # on CuPy an asynchronous memset on the current stream
+        self.kernels.clip_gradient(self._nb(grad, flat=True), max_norm, max_value,
+                                   norm_sq=self._nb(norm_sq), stream=self._stream())
 
 
 class _DeviceCostSum:

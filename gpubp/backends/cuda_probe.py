@@ -21,6 +21,19 @@ def simulated():
     return bool(config.ENABLE_CUDASIM)
 
 
+def gpus_hidden_by_simulator():
+    """How many CUDA devices CuPy sees while the simulator is on (0 when it is off, or
+    without CuPy or a GPU): ``NUMBA_ENABLE_CUDASIM=1`` left set on a GPU machine."""
+    if not simulated():
+        return 0
+    try:
+        import cupy  # optional: CuPy; only asked whether a GPU is there
+
+        return int(cupy.cuda.runtime.getDeviceCount())
+    except Exception:  # noqa: BLE001 - no CuPy, no driver: nothing hidden
+        return 0
+
+
 _cached = None
 
 

@@ -9,6 +9,7 @@ import os
 import warnings
 
 from gpubp.backends.base import Backend, check_options
+from gpubp.backends.cuda_probe import gpus_hidden_by_simulator
 from gpubp.backends.placement import select_gpu
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -31,6 +32,12 @@ def cuda_status():
         What was found ("CuPy is not installed", "no CUDA device", ...). Never raises:
         every probe is wrapped so that importing or using gpubp never fails because of CUDA.
     """
+    try:
+        # in an MPI job each rank probes (and so creates its context on) its own GPU, not
+        # GPU 0: stray contexts there make ranks fail in exclusive-process mode
+        select_gpu()
+    except Exception as exc:  # noqa: BLE001 - a broken driver: no usable GPU
+        return False, f"the GPU of this rank could not be selected ({type(exc).__name__}: {exc})"
     try:
         cuda = importlib.import_module("gpubp.backends.cuda")
     except Exception as exc:  # noqa: BLE001 - any failure means "no usable GPU"
@@ -72,6 +79,12 @@ def resolve_device(device=None, fallback=True):
         return "cpu"
     usable, reason = cuda_status()
     if usable:
+        hidden = gpus_hidden_by_simulator()
+        if hidden:
+            warnings.warn(f"device={device!r} runs Numba's CUDA simulator (NumPy arrays, "
+                          f"for tests) because NUMBA_ENABLE_CUDASIM=1 is set, though "
+                          f"{hidden} CUDA device(s) are present; unset it to use the GPU",
+                          RuntimeWarning, stacklevel=3)
         return "cuda"
     if device == "auto":
         return "cpu"

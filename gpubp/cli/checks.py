@@ -8,7 +8,19 @@ from gpubp.distributed import ranks as distributed
 from gpubp import datasets
 from gpubp.activations import HIDDEN
 from gpubp.backends.devices import DEVICES
-from gpubp.optim.schedules import SCHEDULES
+from gpubp.optim.optimizers import OPTIMIZERS
+from gpubp.optim.schedules import SCHEDULES, LinearWarmup, WarmupCosine
+
+# --warmup STEPS with --schedule NAME trains with this per-step schedule
+WARMS_UP = {"constant": LinearWarmup, "warmup": LinearWarmup, "cosine": WarmupCosine,
+            "warmup_cosine": WarmupCosine}
+
+
+def schedule_of(args):
+    """The ``schedule=`` of ``fit`` for ``--schedule`` and ``--warmup``."""
+    if args.warmup is None:
+        return args.schedule
+    return WARMS_UP[args.schedule.lower()](args.warmup)
 
 def one_of(args, option, allowed, lower=False):
     value = getattr(args, option.lstrip("-").replace("-", "_"))
@@ -46,9 +58,14 @@ def check_input_file(path, option):
 
 def check_train(args):
     check_outputs(args, "--save", "--plot", "--checkpoint")
-    one_of(args, "--optimizer", ("sgd", "momentum", "nesterov", "adam"))
+    one_of(args, "--optimizer", tuple(OPTIMIZERS))
     one_of(args, "--hidden", HIDDEN)
     one_of(args, "--schedule", tuple(SCHEDULES), lower=True)
+    if args.warmup is not None and args.schedule.lower() not in WARMS_UP:
+        raise CliError(f"--warmup applies to --schedule {' or '.join(WARMS_UP)}, got "
+                       f"--schedule {args.schedule}")
+    if args.clip_norm is not None and args.clip_value is not None:
+        raise CliError("--clip-norm and --clip-value are exclusive, got both")
     one_of(args, "--dtype", ("float32", "float64"))
     check_device(args)
     check_input_file(args.resume, "--resume")
@@ -59,6 +76,12 @@ def check_train(args):
         check_input_file(args.labels, "--labels")
     else:
         check_data(args)
+    if args.dropout and not args.layers:
+        raise CliError(f"--dropout applies to hidden layers, got --dropout {args.dropout:g} "
+                       f"with --layers none")
+    if args.dropout and args.distributed:
+        raise CliError(f"--dropout with --distributed is not supported, got --dropout "
+                       f"{args.dropout:g}")
     if args.distributed:
         try:
             import mpi4py  # noqa: F401 - the package alone: MPI is initialised later

@@ -31,7 +31,7 @@ def cmd_train(args, out):
     import gpubp  # keeps the command line's start light
 
     checks.check_train(args)
-    lr = args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else parser.DEFAULTS["lr"])
+    lr = args.lr if args.lr is not None else parser.default_lr(args.optimizer)
     root = not args.distributed or distributed.is_root()  # one rank prints and writes
     out = out if root else open(os.devnull, "w")  # noqa: SIM115 - a sink for the other ranks
     if args.features or args.labels:
@@ -44,22 +44,28 @@ def cmd_train(args, out):
     X_train, X_test = scaled(data.X_train, scaler), scaled(data.X_test, scaler)
     sizes = [data.n_features, *args.layers, data.n_classes]
     net = gpubp.Network(sizes, hidden=args.hidden, output="softmax", device=args.device,
-                        dtype=args.dtype, seed=args.seed)
+                        dtype=args.dtype, seed=args.seed,
+                        dropout=args.dropout)
     n_params = sum(w.size + b.size for w, b in zip(net.W, net.b))
     print(f"data: {data.name}, {len(data.X_train)} train / {len(data.X_test)} test examples, "
           f"{data.n_features} features, {data.n_classes} classes", file=out)
     print(f"network: {'-'.join(map(str, sizes))} ({n_params} parameters), "
           f"{parser.hidden_label(args.layers, args.hidden)}, "
+          f"{f'dropout {args.dropout:g}, ' if args.dropout else ''}"
           f"device={net.device} (backend {net.backend.name}), {net.dtype.name}", file=out)
     split = args.validation_split or (0.1 if args.early_stopping else 0.0)
     validation = None if split or len(X_test) == 0 else (X_test, data.y_test)
-    print(f"optimizer: {args.optimizer}, lr {lr:g}, schedule {args.schedule}, batch "
+    schedule = checks.schedule_of(args)
+    clip = "" if args.clip_norm is None and args.clip_value is None else \
+        f", clip {'norm' if args.clip_norm else 'value'} {args.clip_norm or args.clip_value:g}"
+    print(f"optimizer: {args.optimizer}, lr {lr:g}, schedule {schedule}{clip}, batch "
           f"{args.batch_size}, {args.epochs} epochs", file=out)
     start = time.perf_counter()
     history = net.fit(X_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
                       lr=lr, optimizer=args.optimizer, verbose=args.verbose,
                       validation_data=validation, validation_split=split,
-                      schedule=args.schedule, weight_decay=args.weight_decay,
+                      schedule=schedule, weight_decay=args.weight_decay,
+                      clip_norm=args.clip_norm, clip_value=args.clip_value,
                       early_stopping=args.early_stopping, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,
                       gradient_flow=bool(args.plot), distributed=args.distributed)

@@ -57,9 +57,9 @@ class Model(NamedTuple):
 
 def read_model(path, device):
     import gpubp  # keeps the command line's start light
-    from gpubp.io.model import INPUTS, read_npz
+    from gpubp.io.model import INPUTS, read_model_file
 
-    header, _ = read_npz(path)
+    header, _ = read_model_file(path)
     net = gpubp.load(path, device=device)
     meta = header.get("cli", {})
     classes = meta.get("classes")

@@ -16,6 +16,11 @@ DEFAULTS = {"data": "digits", "layers": "64", "hidden": "sigmoid", "optimizer": 
             "lr": 0.5, "epochs": 30, "batch_size": 32, "device": None, "seed": 0}
 
 
+def default_lr(optimizer):
+    """``--lr`` when not given: each optimizer's usual rate (PyTorch's for the adaptive ones)."""
+    return {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-2}.get(optimizer, DEFAULTS["lr"])
+
+
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (``gpubp train: error: ...``) and exit status 2."""
 
@@ -125,14 +130,25 @@ def _add_train(commands):
     train.add_argument("--hidden", default=DEFAULTS["hidden"],
                        help=f"hidden activation: {', '.join(activations.HIDDEN)} "
                             f"(default {DEFAULTS['hidden']})")
+    train.add_argument("--dropout", type=_number(0, 1, high_open=True), default=0.0,
+                       help="dropout rate of every hidden layer in training, in [0, 1) "
+                            "(default 0)")
     train.add_argument("--optimizer", default=DEFAULTS["optimizer"],
-                       help="sgd, momentum, nesterov or adam (default sgd)")
+                       help="sgd, momentum, nesterov, adam, adamw or rmsprop (default sgd)")
     train.add_argument("--lr", type=_positive(float), default=None,
                        help="learning rate (default 0.5 for sgd, momentum and nesterov, "
-                            "1e-3 for adam)")
+                            "1e-3 for adam and adamw, 1e-2 for rmsprop)")
     train.add_argument("--weight-decay", type=_number(0), default=0.0, help="L2 penalty (default 0)")
     train.add_argument("--schedule", default="constant",
-                       help="learning-rate schedule: constant, step or cosine")
+                       help="learning-rate schedule: constant, step or cosine (per epoch); "
+                            "warmup, warmup_cosine or one_cycle (per step)")
+    train.add_argument("--warmup", type=_positive(int), default=None, metavar="STEPS",
+                       help="linear warm-up over the first STEPS steps, then the --schedule "
+                            "(constant, or cosine: warm-up + cosine per step)")
+    train.add_argument("--clip-norm", type=_positive(float), default=None, metavar="C",
+                       help="clip each step's gradient to a global 2-norm of at most C")
+    train.add_argument("--clip-value", type=_positive(float), default=None, metavar="V",
+                       help="clip each entry of each step's gradient to [-V, V]")
     train.add_argument("--epochs", type=_positive(int), default=DEFAULTS["epochs"])
     train.add_argument("--batch-size", type=_positive(int), default=DEFAULTS["batch_size"])
     train.add_argument("--validation-split", type=_number(0, 1, high_open=True), default=0.0,

@@ -23,6 +23,7 @@ strategy of :mod:`gpubp.distributed.reductions` for a data-parallel run.
 
 import numpy as np
 
+from gpubp.core import dropout
 from gpubp.core.layout import layer_views, row_blocks
 from gpubp.core.reduction import Identity
 from gpubp.data.inputs import is_sparse
@@ -63,10 +64,9 @@ def load(net, X, Y=None, index=None, weights=None):
     P = len(index) if index is not None else X.shape[0]
     workspace(net, P)
     net._sparse_a0 = None
-    host_index = index
-    if index is not None and not isinstance(index, np.ndarray):
-        host_index = net.backend.to_host(index)  # a device-resident order (fit on a GPU)
-    if is_sparse(X):
+    if is_sparse(X):  # fit keeps the order on the host for a sparse X
+        host_index = index if index is None or isinstance(index, np.ndarray) else \
+            net.backend.to_host(index)
         rows = X[host_index] if index is not None else X
         net._sparse_a0 = net.backend.sparse_to_device(rows)
         X = None
@@ -77,28 +77,95 @@ def load(net, X, Y=None, index=None, weights=None):
             # device copies of backend.resident (fit on a GPU)
             net.backend.gather_rows(src, index, dev[:P], buf[:P])
     net._weighted = weights is not None
-    if net._weighted:
-        s = np.asarray(weights[host_index] if index is not None else weights, np.float64)
-        total = s.sum()
-        # w_p = s_p P / Σs, so that the mean over the rows of w_p c_p is Σ s_p c_p / Σ s_p
-        w = s * (P / total) if total > 0 else np.zeros_like(s)
-        net.backend.to_device(w.astype(net.dtype), out=net._row_weights[:P])
+    if net._weighted:  # host weights and index, or both the backend's (fit on a GPU)
+        net.backend.row_weights(weights, index, net._row_weights[:P])
     return P
 
 
-def forward(net, P):
-    """Feed-forward over the first ``P`` rows of ``a^0``; returns the view ``a^L``."""
-    be, a = net.backend, net.activations
+def forward(net, P, drops=None):
+    """Feed-forward over the first ``P`` rows of ``a^0``; returns the view ``a^L``.
+
+    ``drops``: a training step's dropout, one :class:`~gpubp.kernels.dropout.Drop` (or
+    None) per hidden layer (:mod:`gpubp.core.dropout`); None: the whole network."""
+    propagate(net, net.activations, slice(0, P), sparse_a0=net._sparse_a0, drops=drops)
+    return net.activations[net.L][:P]
+
+
+def propagate(net, a, rows, sparse_a0=None, drops=None):
+    """``z^l = a^{l-1} W^l + b^l``, ``a^l = g(z^l)`` for ``l = 1..L`` over ``rows``.
+
+    Parameters
+    ----------
+    net : Network
+    a : list of L + 1 arrays, shapes (P, n_l)
+        The activation blocks, ``a[0]`` holding the inputs; ``a[1:]`` are written. The
+        network's own workspace, or another one laid out the same way (the split step's
+        blocks shared by the ranks of a machine).
+    rows : slice
+        The rows to propagate (all of a batch, or a rank's share of it).
+    sparse_a0 : sparse matrix or None
+        The inputs of ``rows`` as a device sparse matrix, used in place of ``a[0]``.
+    drops : list or None
+        See :func:`forward`.
+    """
+    be = net.backend
     for l in range(1, net.L + 1):
-        if l == 1 and net._sparse_a0 is not None:  # sparse a^0: a sparse x dense product
-            be.sparse_matmul(net._sparse_a0, net.W[0], out=a[1][:P])
+        if l == 1 and sparse_a0 is not None:  # sparse a^0: a sparse x dense product
+            be.sparse_matmul(sparse_a0, net.W[0], out=a[1][rows])
         else:
-            be.matmul(a[l - 1][:P], net.W[l - 1], out=a[l][:P])  # z^l = a^{l-1} W^l
-        be.bias_activation(a[l][:P], net.b[l - 1], net.activation_names[l - 1])
-    return a[net.L][:P]
+            be.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])  # z^l = a^{l-1} W^l
+        drop = drops[l - 1] if drops is not None and l < net.L else None
+        be.bias_activation(a[l][rows], net.b[l - 1], net.activation_names[l - 1], drop)
 
 
-def backward(net, P, reduction):
+def output_error(net, a_L, y, delta_L, scale=1.0):
+    """``δ^L = scale · (1/P) ∂c/∂a^L ⊙ g_o'(z^L)`` in ``delta_L``; returns the mean cost.
+
+    ``a_L``, ``y``, ``delta_L`` are (P, n_L) rows of one batch (or of a rank's share);
+    ``scale`` turns the share's ``1/P`` into the ``1/P_global`` of the whole batch
+    (exactly 1.0 skips the product).
+    """
+    cost = net.backend.output_delta(a_L, y, net.output, net.loss_name, delta_L)
+    if scale != 1.0:
+        delta_L *= scale
+    return cost
+
+
+def backpropagate(net, a, delta, rows, layer_gradient, *, errors_first=False, drops=None):
+    """From ``δ^L`` down: ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'(z^{l-1})`` over ``rows``.
+
+    Parameters
+    ----------
+    net : Network
+    a, delta : lists of arrays, shapes (P, n_l)
+        Activation and error blocks laid out like the network's workspace (``delta[0]``
+        unused); ``delta[L]`` holds ``δ^L``.
+    rows : slice
+        The rows whose errors are computed.
+    layer_gradient : callable
+        ``layer_gradient(l)`` for ``l = L..1``, once ``δ^l`` is complete: layer ``l``'s
+        gradient is due.
+    errors_first : bool
+        Compute ``δ^{l-1}`` (which reads ``W^l``) before calling ``layer_gradient(l)``,
+        so that the call may change ``W^l`` (the split step updates it in place). By
+        default the gradient comes first, so that a reduction can start summing it
+        while ``δ^{l-1}`` is computed. Both read only ``δ^l``: the order changes no digit.
+    drops : list or None
+        Those of :func:`forward`, whose masks enter each hidden δ.
+    """
+    be = net.backend
+    for l in range(net.L, 0, -1):
+        if not errors_first:
+            layer_gradient(l)
+        if l > 1:
+            be.matmul(delta[l][rows], net.W[l - 1].T, out=delta[l - 1][rows])
+            be.hidden_delta(delta[l - 1][rows], a[l - 1][rows], net.activation_names[l - 2],
+                            None if drops is None else drops[l - 2])
+        if errors_first:
+            layer_gradient(l)
+
+
+def backward(net, P, reduction, drops=None):
     """Backpropagate from the loaded targets; fills ``nabla_w``/``nabla_b``, returns ``C``.
 
     ``reduction`` (:mod:`gpubp.core.reduction`) rescales ``δ^L`` by its ``delta_scale``
@@ -108,27 +175,29 @@ def backward(net, P, reduction):
 
     With weighted rows the cost is ``C = Σ_p s_p c_p / Σ_p s_p``: each row of the
     seed ``δ^L`` is scaled by ``w_p = s_p P / Σ s`` (it carries ``1/P`` already), and
-    everything below it follows unchanged.
+    everything below it follows unchanged. ``drops``: those of :func:`forward`, whose
+    masks enter each hidden δ.
     """
     be, a, delta, L = net.backend, net.activations, net.deltas, net.L
-    cost = be.output_delta(a[L][:P], net.targets[:P], net.output, net.loss_name, delta[L][:P])
+    rows = slice(0, P)
+    cost = output_error(net, a[L][rows], net.targets[rows], delta[L][rows])
     if net._weighted:
-        w = net._row_weights[:P]
-        delta[L][:P] *= w[:, None]
-        cost = be.weighted_cost(a[L][:P], net.targets[:P], net.loss_name, w)
+        w = net._row_weights[rows]
+        delta[L][rows] *= w[:, None]
+        cost = be.weighted_cost(a[L][rows], net.targets[rows], net.loss_name, w)
     if reduction.delta_scale != 1.0:
-        delta[L][:P] *= reduction.delta_scale
-    for l in range(L, 0, -1):
+        delta[L][rows] *= reduction.delta_scale
+
+    def layer_gradient(l):
         if l == 1 and net._sparse_a0 is not None:
-            be.sparse_weight_bias_gradients(net._sparse_a0, delta[1][:P],
+            be.sparse_weight_bias_gradients(net._sparse_a0, delta[1][rows],
                                             net.nabla_w[0], net.nabla_b[0])
         else:
-            be.weight_bias_gradients(a[l - 1][:P], delta[l][:P],
+            be.weight_bias_gradients(a[l - 1][rows], delta[l][rows],
                                      net.nabla_w[l - 1], net.nabla_b[l - 1])
         reduction.layer_done(l - 1)
-        if l > 1:
-            be.matmul(delta[l][:P], net.W[l - 1].T, out=delta[l - 1][:P])
-            be.hidden_delta(delta[l - 1][:P], a[l - 1][:P], net.activation_names[l - 2])
+
+    backpropagate(net, a, delta, rows, layer_gradient, drops=drops)
     return cost
 
 
@@ -162,8 +231,9 @@ def train_step(net, optimizer, X, Y, index, reduction, P_global=None, weights=No
     reduction.begin(P, P if P_global is None else P_global)
     if P:
         load(net, X, Y, index, weights=weights)
-        forward(net, P)
-        cost = backward(net, P, reduction)
+        drops = dropout.step_drops(net)  # this step's masks (None without dropout)
+        forward(net, P, drops)
+        cost = backward(net, P, reduction, drops)
     else:  # no row of this batch here: add zeros to the sum
         cost = 0.0
         for l in range(net.L - 1, -1, -1):
@@ -174,10 +244,11 @@ def train_step(net, optimizer, X, Y, index, reduction, P_global=None, weights=No
     return cost, P
 
 
-def cost_and_flat_gradient(net, X, Y, want_gradient, sample_weight=None):
+def cost_and_flat_gradient(net, X, Y, want_gradient, sample_weight=None, masks=None):
     """Full-batch cost and its gradient laid out as ``theta`` (a host array), computed
     chunk by chunk on the backend: each chunk's gradient is that of its own (weighted)
-    mean, so it is reweighted by its share of the rows (or of the total weight)."""
+    mean, so it is reweighted by its share of the rows (or of the total weight).
+    ``masks``: fixed dropout masks (:func:`gpubp.core.dropout.check_masks`), or None."""
     alone = Identity(net)
     P_total = X.shape[0]
     weight_total = P_total if sample_weight is None else float(sample_weight.sum())
@@ -190,17 +261,18 @@ def cost_and_flat_gradient(net, X, Y, want_gradient, sample_weight=None):
         if share == 0:
             continue  # rows of weight zero contribute nothing
         P = load(net, X[rows], Y[rows], weights=chunk_weights)
-        forward(net, P)
-        total += float(backward(net, P, alone)) * share
+        drops = dropout.fixed_drops(net, masks, rows)
+        forward(net, P, drops)
+        total += float(backward(net, P, alone, drops)) * share
         if want_gradient:
             grad += net.backend.to_host(net.nabla_theta) * share
     return total, grad
 
 
-def cost_and_gradients(net, X, Y, want_gradients, sample_weight=None):
+def cost_and_gradients(net, X, Y, want_gradients, sample_weight=None, masks=None):
     """Mean (or ``sample_weight``-weighted mean) cost over all rows and, optionally,
-    its exact gradient as host arrays ``dW``, ``db``."""
-    cost, grad = cost_and_flat_gradient(net, X, Y, want_gradients, sample_weight)
+    its exact gradient as host arrays ``dW``, ``db`` (with fixed dropout ``masks``)."""
+    cost, grad = cost_and_flat_gradient(net, X, Y, want_gradients, sample_weight, masks)
     if grad is None:
         return cost, None, None
     return (cost, *layer_views(grad, net.sizes))

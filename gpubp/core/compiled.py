@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from gpubp.kernels.epoch_args import Batches, Buffers, Codes, Layout, Update
-from gpubp.optim.optimizers import SGD, Adam
+from gpubp.optim.optimizers import SGD, Adam, AdamW, RMSprop
 
 # A step of fewer multiply-adds than this runs its GEMMs on one BLAS thread
 # (docs/performance.md, "BLAS threads").
@@ -48,7 +48,7 @@ COMPILED_LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
 
 def supported(net, optimizer):
     """Whether ``net`` can train an epoch with ``optimizer`` in one compiled call."""
-    return (net.backend.name == "cpu" and type(optimizer) in (SGD, Adam)
+    return (net.backend.name == "cpu" and type(optimizer) in (SGD, Adam, AdamW, RMSprop)
             and net.loss_name in COMPILED_LOSSES and _have_scipy_blas())
 
 
@@ -121,7 +121,8 @@ def layout(net):
         forward=[kernels.forward_code(g, net.dtype) for g in net.activation_names],
         derivative=[kernels.activation_code(g) for g in net.activation_names],
         loss=kernels.loss_code(net.loss_name), tiny=kernels._CLIP[net.dtype][0],
-        one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier)
+        one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier,
+        dropout=(net.dropout, net.dtype))
     net._epoch_layout = (key, (offsets, codes))
     return offsets, codes
 
@@ -133,16 +134,30 @@ def buffers(net):
                    deltas=net._deltas_flat, targets=net.targets)
 
 
-def _update(net, optimizer):
-    """The :class:`~gpubp.kernels.epoch_args.Update` of ``optimizer`` (SGD or Adam)."""
-    if isinstance(optimizer, Adam):
-        state = optimizer.flat_state
-        return Update.adam(optimizer.current_lr(), (optimizer.beta1, optimizer.beta2),
-                           (optimizer.eps, optimizer.eps_hat), optimizer.weight_decay,
-                           (state["m"], state["v"]), optimizer.iterations, optimizer.penalty)
-    velocity = optimizer.flat_state.get("velocity", net.nabla_theta)  # unused without
-    return Update.sgd(optimizer.current_lr(), optimizer.momentum, optimizer.nesterov,
-                      optimizer.weight_decay, velocity, optimizer.iterations, optimizer.penalty)
+def _update(net, optimizer, steps=None):
+    """The :class:`~gpubp.kernels.epoch_args.Update` of ``optimizer`` (SGD, Adam, AdamW
+    or RMSprop) for a call of ``steps`` steps (its rates per step under a per-step
+    schedule), with its clipping."""
+    state, it = optimizer.flat_state, optimizer.iterations
+    if isinstance(optimizer, AdamW):
+        update = Update.adam(optimizer.current_lr(), (optimizer.beta1, optimizer.beta2),
+                             (optimizer.eps, False), 0.0, (state["m"], state["v"]), it,
+                             decoupled=optimizer.weight_decay)
+    elif isinstance(optimizer, Adam):
+        update = Update.adam(optimizer.current_lr(), (optimizer.beta1, optimizer.beta2),
+                             (optimizer.eps, optimizer.eps_hat), optimizer.weight_decay,
+                             (state["m"], state["v"]), it, optimizer.penalty)
+    elif isinstance(optimizer, RMSprop):
+        update = Update.rmsprop(optimizer.current_lr(), optimizer.alpha, optimizer.eps,
+                                optimizer.weight_decay, optimizer.momentum,
+                                (state["square_avg"], state.get("momentum_buffer"),
+                                 state.get("grad_avg")), it)
+    else:
+        velocity = state.get("velocity", net.nabla_theta)  # unused without
+        update = Update.sgd(optimizer.current_lr(), optimizer.momentum, optimizer.nesterov,
+                            optimizer.weight_decay, velocity, it, optimizer.penalty)
+    lrs = optimizer.step_lrs(steps) if steps and optimizer.schedule.per_step else None
+    return update.per_step(lrs, optimizer.clip_norm, optimizer.clip_value)
 
 
 def train_epoch(net, optimizer, X, Y, order, batch_size):
@@ -152,8 +167,9 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     ----------
     net : Network
         On the ``cpu`` backend (see :func:`supported`).
-    optimizer : SGD or Adam
-        Its state is allocated if need be and its step count advanced.
+    optimizer : SGD, Adam, AdamW or RMSprop
+        Its state is allocated if need be and its step count advanced; a per-step
+        schedule gives the compiled call one rate per step.
     X : ndarray, shape (P_total, n_0)
     Y : ndarray, shape (P_total, n_L)
         Checked arrays of the network's dtype.
@@ -176,12 +192,17 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     Y = np.ascontiguousarray(Y, dtype=net.dtype)
     order = np.ascontiguousarray(order, dtype=np.int64)
     totals = [0.0, 0, 0.0]
+    # dropout: the epoch's key and its next batch (gpubp.core.dropout); the masks are drawn
+    # inside the compiled code from them, the same bits as every other target draws
+    stream = getattr(net, "_dropout_stream", None) or [0, 0]
 
-    def run(rows, threads):
-        """The compiled epoch over the batches of ``rows`` (whole batches of ``order``)."""
+    def run(begin, end, threads):
+        """The compiled epoch over the batches of ``order[begin:end]`` (whole batches)."""
+        batches = Batches.of(X, Y, order[begin:end], batch_size, dropout_key=stream[0],
+                             first_batch=stream[1] + begin // batch_size)
         with _BlasThreads(threads):
             cost_sum, correct, step, penalty_sum = _compiled(
-                net, Batches.of(X, Y, rows, batch_size), _update(net, optimizer))
+                net, batches, _update(net, optimizer, -(-(end - begin) // batch_size)))
         optimizer.iterations = int(step)
         totals[0] += float(cost_sum)
         totals[1] += int(correct)
@@ -199,16 +220,17 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
                     # an untimed step first: it compiles (if need be) and wakes the BLAS
                     # threads after a one-thread trial let them sleep, a start-up that
                     # would otherwise be charged to every all-threads trial
-                    run(order[start:start + batch_size], candidate)
+                    run(start, start + batch_size, candidate)
                     start += batch_size
                     t0 = time.perf_counter()
-                    run(order[start:start + batch_size], candidate)
+                    run(start, start + batch_size, candidate)
                     fastest[candidate] = min(fastest[candidate], time.perf_counter() - t0)
                     start += batch_size
             entry = _probes[key] = [min(fastest, key=fastest.get), 0]
         entry[1] += 1
         threads = entry[0]
-    run(order[start:], threads)
+    run(start, len(order), threads)
+    stream[1] += -(-len(order) // batch_size)
     return tuple(totals)
 
 
@@ -239,6 +261,7 @@ def gradient_step(net, X, Y, rows, delta_scale):
         Correct predictions among them (0 for regressors).
     """
     P = len(rows)
+    assert not any(net.dropout), "dropout is refused in data-parallel runs (training.loop)"
     net._workspace(P)
     batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale)
     with _BlasThreads(blas_threads(net.sizes, P)):

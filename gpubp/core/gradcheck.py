@@ -16,6 +16,8 @@ biases. Those entries are found by recomputing the pre-activations at both steps
 apart (``kinks``) and left out of the error; every other entry is checked as strictly.
 """
 
+import functools
+
 import numpy as np
 
 from gpubp.data.validation import check_positive
@@ -23,7 +25,8 @@ from gpubp.core.network import Network
 from gpubp.kernels.reference import activate
 
 
-def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
+def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False,
+              dropout_mask=None):
     """Backpropagation against central differences, per layer, in units of the tolerance.
 
     The entries ``g`` of backpropagation's gradient of layer ``l`` (``W^l`` and ``b^l``
@@ -55,6 +58,9 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
     return_kinks : bool
         Also return, per layer, how many entries were left out because their central
         difference straddles relu's kink (see the module docstring).
+    dropout_mask : list or None
+        A fixed dropout mask (as :meth:`gpubp.Network.gradients` takes it): backpropagation
+        and every difference then see the same thinned network.
 
     Returns
     -------
@@ -78,14 +84,21 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
                          "atol=0, rtol=0")
 
     probe = Network(net.sizes, hidden=net.hidden, output=net.output, loss=net.loss_name,
-                    device=net.device, dtype="float64", backend=net.backend.name)
+                    device=net.device, dtype="float64", backend=net.backend.name,
+                    dropout=net.dropout)
     W, b = net.get_params()
     W = [w.astype(np.float64) for w in W]
     b = [v.astype(np.float64) for v in b]
     probe.set_params(W, b)
-    dW, db = probe.gradients(X, Y)
+    dW, db = probe.gradients(X, Y, dropout_mask=dropout_mask)
     relu_layers = [l for l, g in enumerate(net.activation_names) if g == "relu"]
     X64 = np.asarray(X, dtype=np.float64)
+    cost = functools.partial(probe.loss, X, Y, dropout_mask=dropout_mask)
+    thinning = None if dropout_mask is None else [
+        None if m is None else (np.asarray(m) != 0) / (1 - p)
+        for m, p in zip(dropout_mask, net.dropout)]
+    relu_inputs = functools.partial(_relu_inputs, X=X64, activations=net.activation_names,
+                                    relu_layers=relu_layers, thinning=thinning)
 
     errors = np.zeros(net.L)
     kinks = np.zeros(net.L, dtype=np.int64)
@@ -100,12 +113,12 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
                 saved = flat[k]
                 flat[k] = saved + eps
                 probe.set_params(W, b)
-                c_plus = probe.loss(X, Y)
-                z_plus = _relu_inputs(W, b, X64, net.activation_names, relu_layers)
+                c_plus = cost()
+                z_plus = relu_inputs(W, b)
                 flat[k] = saved - eps
                 probe.set_params(W, b)
-                c_minus = probe.loss(X, Y)
-                z_minus = _relu_inputs(W, b, X64, net.activation_names, relu_layers)
+                c_minus = cost()
+                z_minus = relu_inputs(W, b)
                 flat[k] = saved
                 fd_flat[k] = (c_plus - c_minus) / (2 * eps)
                 ok[k] = not any(_straddles(zp, zm) for zp, zm in zip(z_plus, z_minus))
@@ -121,8 +134,9 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
     return (errors, kinks) if return_kinks else errors
 
 
-def _relu_inputs(W, b, X, activations, relu_layers):
-    """The pre-activations ``z^l`` of the relu layers (float64, NumPy), in order."""
+def _relu_inputs(W, b, X, activations, relu_layers, thinning=None):
+    """The pre-activations ``z^l`` of the relu layers (float64, NumPy), in order;
+    ``thinning``: per hidden layer, the dropout factors ``m / (1 − p)`` (or None)."""
 
     out, a = [], X
     for l, g in enumerate(activations[:relu_layers[-1] + 1] if relu_layers else ()):
@@ -130,6 +144,8 @@ def _relu_inputs(W, b, X, activations, relu_layers):
         if l in relu_layers:
             out.append(z.copy())
         a = activate(z, g)
+        if thinning is not None and l < len(thinning) and thinning[l] is not None:
+            a = a * thinning[l]
     return out
 
 

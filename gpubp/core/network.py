@@ -5,32 +5,31 @@ and the public API. The algorithm itself (load, forward, backward, one step) is
 :mod:`gpubp.core.backprop`, written once over the Backend contract, and a step reduces
 its gradient through :mod:`gpubp.core.reduction` (the identity for one process). The only
 imports from the layers above: :meth:`Network.fit` (:mod:`gpubp.training.loop`),
-:meth:`Network.save` (:mod:`gpubp.io.model`) and :meth:`Network.to_onnx`
-(:mod:`gpubp.io.onnx`), each inside its method.
+:meth:`Network.save` (:mod:`gpubp.io.model`), :meth:`Network.to_onnx` (:mod:`gpubp.io.onnx`)
+and :meth:`Network.to_torch` (:mod:`gpubp.io.torch_weights`), each inside its method.
 
 What it is not: a general autodiff framework. Layers are dense, the cost is a mean over
 the batch, and the gradient is the derivation of ``DESIGN.md`` §1, not a traced graph.
 """
 
-
 import numpy as np
 
 from gpubp import activations, losses
 from gpubp.data import mapped
-from gpubp.core import backprop, checks, metrics, state
+from gpubp.core import backprop, checks, describe, layout, metrics, state
 from gpubp.core.per_example import PerExample
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight
-from gpubp.core import layout
-from gpubp.core.trace import trace
+from gpubp.core import trace as tracing
+from gpubp.core.dropout import check_masks, check_rates
 from gpubp.backends.base import check_options
 from gpubp.data.validation import check_dtype
 
 
 # the keyword arguments of Network() itself (an unknown one is a TypeError that lists them)
 ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "backend",
-             "fallback")
+             "fallback", "dropout")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
@@ -64,10 +63,13 @@ class Network(PerExample):
         Force a backend; None picks the fastest one for the device.
     fallback : bool
         Whether ``device="cuda"`` may fall back to the CPU.
+    dropout : float or sequence of float
+        Inverted dropout in :meth:`fit`: rate ``0 <= p < 1`` of every hidden layer (one
+        number) or of each; :mod:`gpubp.core.dropout`. Nothing else ever drops.
     **backend_options
-        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``; the
-        options of another backend are checked and ignored, so that ``device="cuda"``
-        may fall back). Any other keyword is a TypeError, as Python's own "got an
+        Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` and
+        ``precision="tf32"`` (TF32 float32 GEMMs) on ``cuda``; the options of another
+        backend are checked and ignored, so that ``device="cuda"`` may fall back). Any other keyword is a TypeError, as Python's own "got an
         unexpected keyword argument", naming it and listing the valid ones.
 
     Attributes
@@ -94,12 +96,14 @@ class Network(PerExample):
     """
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
-                 dtype="float32", seed=None, backend=None, fallback=True, **backend_options):
+                 dtype="float32", seed=None, backend=None, fallback=True, dropout=0.0,
+                 **backend_options):
         check_options(backend_options, backend if isinstance(backend, str) else "cpu",
                       caller="Network()", arguments=ARGUMENTS)
         self.sizes = checks.check_sizes(sizes)
         self.L = len(self.sizes) - 1
         self.hidden = checks.check_hidden(hidden, self.L - 1)
+        self.dropout = check_rates(dropout, self.L - 1)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
         self.dtype = check_dtype(dtype)
@@ -132,6 +136,7 @@ class Network(PerExample):
     # -- pickling and copying: gpubp.core.state ----------------------------------------
     __getstate__ = state.getstate
     __setstate__ = state.setstate
+    summary = describe.summary  # the Keras-style table: gpubp.core.describe
 
     def __repr__(self):
         return (f"Network({self.sizes}, hidden={self.hidden}, output={self.output!r}, "
@@ -202,11 +207,11 @@ class Network(PerExample):
             out[rows] = self.backend.to_host(self._forward(P))
         return out
 
-    def loss(self, X, Y, sample_weight=None):
+    def loss(self, X, Y, sample_weight=None, dropout_mask=None):
         """Mean over the P examples of the per-example cost, as a float.
 
         ``sample_weight`` (P,) makes it the weighted mean ``Σ_p s_p c_p / Σ_p s_p``.
-        ``X`` may be a SciPy sparse matrix.
+        ``X`` may be a SciPy sparse matrix. ``dropout_mask``: see :meth:`gradients`.
 
         A loss that is not finite (parameters that overflow, e.g. after a divergence) is
         returned as is, with one clearly worded ``RuntimeWarning`` (not an error, so that
@@ -214,13 +219,17 @@ class Network(PerExample):
         """
         X, Y = self._check_XY(X, Y)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
+        masks = check_masks(self, dropout_mask, X.shape[0])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            cost = self._cost_and_gradients(X, Y, False, sample_weight)[0]
+            cost = self._cost_and_gradients(X, Y, False, sample_weight, masks)[0]
         metrics.warn_non_finite(self, cost, "loss", X.shape[0])
         return cost
 
-    def gradients(self, X, Y, sample_weight=None):
-        """Exact gradient of :meth:`loss` (with the same ``sample_weight``).
+    def gradients(self, X, Y, sample_weight=None, dropout_mask=None):
+        """Exact gradient of :meth:`loss` (with the same ``sample_weight`` and mask).
+
+        ``dropout_mask``: fixed masks, a 0/1 array ``(P, n_l)`` (or None) per hidden layer
+        (:meth:`trace`'s ``masks``), kept units scaled by ``1/(1 − p_l)``; None: no dropout.
 
         Returns
         -------
@@ -229,7 +238,8 @@ class Network(PerExample):
         """
         X, Y = self._check_XY(X, Y)
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        return self._cost_and_gradients(X, Y, True, sample_weight)[1:]
+        return self._cost_and_gradients(X, Y, True, sample_weight,
+                                        check_masks(self, dropout_mask, X.shape[0]))[1:]
 
     def predict(self, X):
         """Class labels for classifiers, output activations for regressors.
@@ -282,7 +292,7 @@ class Network(PerExample):
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
             checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-            distributed=False, privacy=None):
+            distributed=False, clip_norm=None, clip_value=None, privacy=None):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.loop.fit`).
 
         Parameters
@@ -309,13 +319,14 @@ class Network(PerExample):
             0 silent, 1 a progress bar (hidden when output is not a terminal), 2 one line
             per epoch.
         optimizer : str or Optimizer
-            ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"`` or an
-            :class:`~gpubp.optim.optimizers.Optimizer` (e.g. ``SGD(lr=0.1, momentum=0.9)``).
+            ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``
+            or an :class:`~gpubp.optim.optimizers.Optimizer` (``SGD(lr=0.1, momentum=0.9)``).
         validation_split : float
             Fraction of ``(X, Y)`` held out for validation (stratified for classifiers,
             drawn with the network's generator) instead of ``validation_data``.
-        schedule : {"constant", "step", "cosine"}, Schedule or None
-            Learning-rate schedule, replacing the optimizer's own when given.
+        schedule : str, Schedule or None
+            Replaces the optimizer's own when given: per epoch ``"constant"``, ``"step"``,
+            ``"cosine"``; per step ``"warmup"``, ``"warmup_cosine"``, ``"one_cycle"``.
         weight_decay : float or None
             L2 penalty ``λ`` (``∇C + λθ``), replacing the optimizer's own when given.
         early_stopping : bool, int, EarlyStopping or None
@@ -345,6 +356,9 @@ class Network(PerExample):
             the single-process one. Rank 0 alone prints and writes checkpoints.
             ``Group(comm, reduction=name)`` picks how the ranks combine their gradients
             (:mod:`gpubp.distributed.reductions`).
+        clip_norm, clip_value : float or None
+            Clip each step's (summed) ``∇θ`` by its global norm or by value, one of the two
+            (:meth:`~gpubp.optim.base.Optimizer.set_clipping`).
         privacy : DPSGD or None
             Differentially private SGD (:mod:`gpubp.training.privacy`); ``"epsilon"`` in
             the History, the privacy spent, at the given δ, after each epoch.
@@ -370,16 +384,11 @@ class Network(PerExample):
                    validation_split=validation_split, schedule=schedule,
                    weight_decay=weight_decay, early_stopping=early_stopping, callbacks=callbacks,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                   gradient_flow=gradient_flow, distributed=distributed, privacy=privacy)
+                   gradient_flow=gradient_flow, distributed=distributed, clip_norm=clip_norm,
+                   clip_value=clip_value, privacy=privacy)
 
-    def trace(self, X, Y):
-        """Every quantity of backpropagation on the batch ``(X, Y)``, as NumPy arrays.
-
-        Returns a :class:`gpubp.core.trace.Trace` with ``a`` (``a^0 = X`` … ``a^L``) and, for
-        layer ``l`` at index ``l − 1``, ``z``, ``delta`` (``δ^l = ∂C/∂z^l``, with the 1/P
-        of the mean cost), ``dW`` and ``db``; see :mod:`gpubp.core.trace`.
-        """
-        return trace(self, X, Y)
+    # every quantity of backpropagation on a batch: a Trace (a, z, delta, dW, db, masks)
+    trace = tracing.trace
 
     def to_onnx(self, path):
         """Write the forward pass to ``path`` as an ONNX model (atomically); returns ``path``.
@@ -391,9 +400,13 @@ class Network(PerExample):
 
         return to_onnx(self, path)
 
-    def save(self, path):
-        """Write the network to ``path`` (``.npz``), atomically; see :func:`gpubp.io.model.save`."""
-        from gpubp.io.model import save  # a facade over the layer above
+    def to_torch(self):
+        """The network as a ``torch.nn.Sequential``; see :func:`gpubp.io.torch_weights.to_torch`."""
+        from gpubp.io.torch_weights import to_torch  # a facade over the layer above
+        return to_torch(self)
 
+    def save(self, path):
+        """Write to ``path`` (``.npz``, ``.safetensors``) atomically: :func:`gpubp.io.model.save`."""
+        from gpubp.io.model import save  # a facade over the layer above
         save(self, path)
 

@@ -28,16 +28,17 @@ from gpubp.core import backprop
 MAX_BYTES = 2 ** 30  # per_example_gradients refuses a (P, N) result larger than this
 
 
-def own_deltas(net, P):
-    """``δ^L .. δ^1`` of the loaded, forwarded batch, without the weight gradients.
+def own_deltas(net, P, drops=None):
+    """``δ^L .. δ^1`` of the loaded, forwarded batch, without the weight gradients:
+    :func:`gpubp.core.backprop.backpropagate` with no layer gradient due.
 
-    The errors are those of the mean cost (each carries ``1/P``); returns the cost.
+    The errors are those of the mean cost (each carries ``1/P``); ``drops``: the
+    training step's dropout of the forward pass (None: the whole network). Returns the
+    mean cost.
     """
-    be, a, delta, L = net.backend, net.activations, net.deltas, net.L
-    cost = be.output_delta(a[L][:P], net.targets[:P], net.output, net.loss_name, delta[L][:P])
-    for l in range(L, 1, -1):
-        be.matmul(delta[l][:P], net.W[l - 1].T, out=delta[l - 1][:P])
-        be.hidden_delta(delta[l - 1][:P], a[l - 1][:P], net.activation_names[l - 2])
+    a, delta, L, rows = net.activations, net.deltas, net.L, slice(0, P)
+    cost = backprop.output_error(net, a[L][rows], net.targets[rows], delta[L][rows])
+    backprop.backpropagate(net, a, delta, rows, lambda l: None, drops=drops)
     return cost
 
 

@@ -14,7 +14,7 @@ The noise is drawn by the caller (:mod:`gpubp.training.privacy`), so that a test
 the same draws to an independent computation.
 """
 
-from gpubp.core import backprop, per_example
+from gpubp.core import backprop, dropout, per_example
 
 CLIP_EPS = 1e-6  # Opacus's min(1, C / (‖g_p‖ + 1e-6)), kept so that the steps agree
 
@@ -39,8 +39,9 @@ def clipped_sum(net, P, max_grad_norm):
         ``C``.
     """
     be, a, delta = net.backend, net.activations, net.deltas
-    backprop.forward(net, P)
-    cost = per_example.own_deltas(net, P)
+    drops = dropout.step_drops(net)  # this step's masks (None without dropout)
+    backprop.forward(net, P, drops)
+    cost = per_example.own_deltas(net, P, drops)
     # δ^l carries 1/P: P δ_p^l is example p's own error
     scale = clip_factors(net, P, max_grad_norm) * P
     for l in range(net.L, 0, -1):

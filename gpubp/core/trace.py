@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gpubp.core.backprop import backward
 from gpubp.core.diagnostics import data_sums, flow_figures
+from gpubp.core.dropout import trace_drops
+from gpubp.core.reduction import Identity
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class Trace:
         ``db[l - 1]`` is ``∂C/∂b^l``, shape ``(n_l,)``.
     cost : float
         ``C``, the mean cost over the batch.
+    masks : list or None
+        With dropout, ``masks[l - 1]`` is the boolean keep-mask ``m^l`` (P, n_l) of hidden
+        layer ``l`` (None for a layer without dropout); ``a`` then holds the activations
+        as backpropagation used them, ``g(z^l) ⊙ m^l / (1 − p_l)``. None without dropout.
     """
 
     a: list
@@ -50,6 +57,7 @@ class Trace:
     dW: list
     db: list
     cost: float
+    masks: list = None
 
     @property
     def L(self):
@@ -62,7 +70,7 @@ class Trace:
                 f"‖dW^l‖={[round(float(np.linalg.norm(g)), 6) for g in self.dW]})")
 
 
-def trace(net, X, Y):
+def trace(net, X, Y, dropout_mask=None):
     """The forward and backward quantities of ``net`` on the batch ``(X, Y)``.
 
     Parameters
@@ -70,6 +78,10 @@ def trace(net, X, Y):
     net : Network
     X : array-like, shape (P, n_0)
     Y : array-like, shape (P, n_L), or (P,) labels for classifiers
+    dropout_mask : list or None
+        Fixed dropout masks, as :meth:`gpubp.Network.gradients` takes them. None, for a
+        network with dropout: the masks of a training step, drawn from ``net.rng`` as an
+        epoch's first step draws them (the generator advances as in that epoch).
 
     Returns
     -------
@@ -85,15 +97,16 @@ def trace(net, X, Y):
     X, Y = net._check_XY(X, Y)
     be, L = net.backend, net.L
     P = net._load(X, Y)
-    net._forward(P)
-    cost = float(be.to_host(net._backward(P)))
+    drops, masks = trace_drops(net, dropout_mask, P)
+    net._forward(P, drops)
+    cost = float(be.to_host(backward(net, P, Identity(net), drops)))
     W, b = net.get_params()
     a = [be.to_host(net.activations[l][:P]).copy() for l in range(L + 1)]
     z = [a[l] @ W[l] + b[l] for l in range(L)]
     delta = [be.to_host(net.deltas[l][:P]).copy() for l in range(1, L + 1)]
     dW = [be.to_host(g).copy() for g in net.nabla_w]
     db = [be.to_host(g).copy() for g in net.nabla_b]
-    return Trace(a=a, z=z, delta=delta, dW=dW, db=db, cost=cost)
+    return Trace(a=a, z=z, delta=delta, dW=dW, db=db, cost=cost, masks=masks)
 
 
 def gradient_flow(net, X, Y):

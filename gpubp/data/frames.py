@@ -9,6 +9,8 @@ expected, or a missing value. pyarrow is needed only when such an object is pass
 
 import numpy as np
 
+from gpubp.optional import require
+
 _FRAME_MODULES = ("pandas", "polars", "pyarrow")
 
 
@@ -22,12 +24,8 @@ def is_tabular(data):
 
 
 def _pyarrow(name):
-    try:
-        import pyarrow  # keeps import gpubp light: pyarrow only when a table is given
-    except ImportError as exc:
-        raise ImportError(f"{name} is a data frame or an Arrow object; reading it needs "
-                          f"pyarrow ({exc}): pip install pyarrow") from None
-    return pyarrow
+    # keeps import gpubp light: pyarrow only when a table is given
+    return require("pyarrow", None, f"{name} is a data frame or an Arrow object; reading it")
 
 
 def as_frame(data):

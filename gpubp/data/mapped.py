@@ -173,7 +173,10 @@ def take(array, index, out=None):
         out = np.empty((len(index),) + array.shape[1:], dtype=array.dtype)
     fd, offset = found
     row_bytes = array[:1].nbytes
-    for i, row in enumerate(index):
-        if os.preadv(fd, [out[i]], offset + int(row) * row_bytes) != row_bytes:
-            raise OSError(f"short read of row {int(row)} from a memory-mapped file")
+    # the file offsets as Python ints, formed once (not a conversion per row)
+    starts = (np.asarray(index, dtype=np.int64) * row_bytes + offset).tolist()
+    for i, start in enumerate(starts):
+        if os.preadv(fd, [out[i]], start) != row_bytes:
+            raise OSError(f"short read of row {(start - offset) // row_bytes} from a "
+                          f"memory-mapped file")
     return out

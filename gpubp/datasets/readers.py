@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from gpubp.data.frames import column_to_numpy, first_null
+from gpubp.optional import require
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -21,13 +22,9 @@ ARROW_SUFFIXES = (".feather", ".arrow", ".ipc")
 
 
 def _pyarrow():
-    try:
-        import pyarrow  # keeps import gpubp light: Arrow loads with the first file read
-        import pyarrow.csv
-    except ImportError as exc:
-        raise ImportError(f"reading data files needs pyarrow ({exc}): pip install pyarrow") \
-            from None
-    return pyarrow
+    # keeps import gpubp light: Arrow loads with the first file read
+    require("pyarrow.csv", None, "reading data files", "pyarrow")
+    return require("pyarrow", None, "reading data files")
 
 
 def _open_text(path):

@@ -1,16 +1,14 @@
 """mpi4py, imported only when a run is distributed, and the process's place in the world."""
 
-MPI_HINT = ("distributed training needs mpi4py: pip install 'gpubp[mpi]' (mpi4py and the "
-            "mpich wheel, which brings mpiexec)")
+from gpubp.optional import hint, require
+
+MPI_HINT = hint("distributed training", "mpi4py", "mpi") + \
+    " (mpi4py and the mpich wheel, which brings mpiexec)"
 
 
 def import_mpi():
     """mpi4py's ``MPI`` (importing it initialises MPI), or an ImportError saying what to install."""
-    try:
-        from mpi4py import MPI  # optional: mpi4py (gpubp[mpi]); importing it initialises MPI
-    except ImportError as exc:
-        raise ImportError(MPI_HINT) from exc
-    return MPI
+    return require("mpi4py.MPI", "mpi", "distributed training")  # importing it initialises MPI
 
 
 def world():

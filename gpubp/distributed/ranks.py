@@ -35,6 +35,7 @@ host and the MPI path runs.
 import contextlib
 import sys
 import traceback
+import warnings
 import zlib
 
 import numpy as np
@@ -173,6 +174,14 @@ class Group(Local):
         name = self.reduction
         if name is None:
             name = "nccl" if reductions.on_device(net) else "shared"
+        why = reductions.nccl_unusable(self.comm) if name == "nccl" and \
+            reductions.on_device(net) else None
+        if why is not None:
+            warnings.warn(f"reduction 'nccl' cannot run ({why}); the gradients are summed "
+                          f"through the host with MPI instead (a copy each way per step)",
+                          RuntimeWarning, stacklevel=2)
+            made = self._reductions[id(net)] = reductions.HostStagedGradientSum(net, self.comm)
+            return made
         made = reductions.create_reduction(
             name, net, self.comm, optimizer=optimizer, node=self.node, split=split,
             nccl_comm=self._nccl_comm() if name == "nccl" else None)

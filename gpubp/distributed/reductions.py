@@ -24,7 +24,11 @@ valid ones (:data:`REDUCTIONS`):
     :class:`GradientSum` with ``overlap=False``: one blocking allreduce of the flat
     gradient per step (Horovod's tensor fusion).
 ``"nccl"``
-    :class:`NcclGradientSum`: CuPy device arrays summed through NCCL, in stream order.
+    :class:`~gpubp.distributed.nccl.NcclGradientSum`: CuPy device arrays summed through
+    NCCL on a stream of its own, overlapping backprop. Where NCCL cannot run (ranks
+    sharing a GPU, no libnccl) the group falls back, with a warning, to
+    :class:`~gpubp.distributed.nccl.HostStagedGradientSum` (``"allreduce"`` through the
+    host).
 
 ``"nccl"`` takes CuPy device arrays only, the first two host arrays only; the MPI ones
 take either (device arrays through a CUDA-aware MPI).
@@ -38,6 +42,7 @@ import numpy as np
 
 from gpubp.core.reduction import Reduction
 from gpubp.distributed.mpi import import_mpi
+from gpubp.distributed.nccl import HostStagedGradientSum, NcclGradientSum, nccl_unusable  # noqa: F401
 from gpubp.distributed.shared_memory import SharedMemoryGradientSum
 
 # name -> what it does (the CLI's help and the benchmark's titles read it)
@@ -100,7 +105,7 @@ def create_reduction(name, net, comm, *, optimizer=None, node=None, split=False,
             raise ValueError(f"reduction 'nccl' sums CuPy device arrays, got a network on "
                              f"the {net.backend.name!r} backend; use one of "
                              f"{HOST_REDUCTIONS}")
-        return NcclGradientSum(net, nccl_comm)
+        return NcclGradientSum(net, nccl_comm, _layer_buffers(net))
     if name in ("shared", "slice-sums"):
         if on_device(net):
             raise ValueError(f"reduction {name!r} sums host arrays in shared memory, got "
@@ -163,30 +168,3 @@ class GradientSum(Reduction):
             for buf in [flat] if flat is not None else [b for bs in self.buffers for b in bs]:
                 self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         self.seconds += time.perf_counter() - t
-
-
-class NcclGradientSum(GradientSum):
-    """Sums gradients on CuPy device buffers with NCCL, in stream order, no host copy.
-
-    Each layer's ``ncclAllReduce`` is enqueued on CuPy's current stream right after the
-    kernels that wrote that layer's gradient, so the update kernels queued after it read
-    the sums: :meth:`wait` has nothing to wait for on the host.
-    """
-
-    def __init__(self, net, nccl_comm):
-        super().__init__(net, comm=None, overlap=True)
-        self.name = "nccl"
-        self.nccl_comm = nccl_comm
-
-    def layer_done(self, l):
-        import cupy  # optional: CuPy, on GPUs only
-        from cupy.cuda import nccl
-
-        types = {np.dtype(np.float32): nccl.NCCL_FLOAT32, np.dtype(np.float64): nccl.NCCL_FLOAT64}
-        stream = cupy.cuda.get_current_stream().ptr
-        for buf in self.buffers[l]:
-            self.nccl_comm.allReduce(buf.data.ptr, buf.data.ptr, buf.size, types[buf.dtype],
-                                     nccl.NCCL_SUM, stream)
-
-    def wait(self):
-        pass

@@ -30,10 +30,10 @@ summing gradients would read ``(R−1)/R`` of ``N`` and then update ``N/R`` from
 
 import numpy as np
 
-from gpubp.kernels.cpu_epoch import descend, gather_rows
+from gpubp.core import backprop, compiled
 from gpubp.core.layout import row_blocks
+from gpubp.kernels.cpu_epoch import descend, gather_rows
 from gpubp.optim.optimizers import SGD
-from gpubp.core import compiled
 
 
 def _share(n, k, R):
@@ -62,8 +62,9 @@ class SplitStep:
 
     @staticmethod
     def fuses(optimizer):
-        """Whether the step lands in W from the gradient's GEMM (plain SGD)."""
-        return type(optimizer) is SGD and optimizer.momentum == 0
+        """Whether the step lands in W from the gradient's GEMM (plain SGD, no clipping,
+        which needs the whole gradient first)."""
+        return type(optimizer) is SGD and optimizer.momentum == 0 and not optimizer.clips
 
     @staticmethod
     def applies(shared, net, optimizer):
@@ -90,6 +91,10 @@ class SplitStep:
     def step(self, optimizer, X, Y, batch):
         """One step on the global batch ``batch`` (row indices of X and Y).
 
+        The forward and backward passes are :mod:`gpubp.core.backprop`'s over this rank's
+        rows of the shared blocks; only the weight gradients, which need every row, are
+        the split step's own (:meth:`_layer_step`).
+
         Returns
         -------
         cost_sum : float
@@ -97,61 +102,63 @@ class SplitStep:
         correct : int
             Correct predictions among them (0 for regressors).
         """
-        net, be, L = self.net, self.net.backend, self.net.L
+        net = self.net
         P = len(batch)
         self._workspace(P)
         rows = _share(P, self.k, self.R)
         P_k = rows.stop - rows.start
         a = [block[:P] for block in self.activations]
         d = [None] + [block[:P] for block in self.deltas[1:]]
-        acts = net.activation_names
         cost_sum, correct = 0.0, 0
         if P_k:
             order = np.ascontiguousarray(batch, dtype=np.int64)
             gather_rows(X, order, rows.start, a[0][rows])
             y = self.targets[:P_k]
             gather_rows(Y, order, rows.start, y)
-            for l in range(1, L + 1):  # z^l = a^{l-1} W^l, a^l = g(z^l + b^l): own rows
-                np.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])
-                be.bias_activation(a[l][rows], net.b[l - 1], acts[l - 1])
-            cost_sum = be.output_delta(a[L][rows], y, net.output, net.loss_name,
-                                       d[L][rows]) * P_k
-            d[L][rows] *= P_k / P  # the global 1/P, as the single-process δ^L carries
+            backprop.propagate(net, a, rows)
+            # δ^L with the global 1/P, as the single-process δ^L carries
+            cost_sum = backprop.output_error(net, a[net.L][rows], y, d[net.L][rows],
+                                             P_k / P) * P_k
             if net.is_classifier:
-                correct = int(be.count_correct(a[L][rows], y, net.loss_name))
+                correct = int(net.backend.count_correct(a[net.L][rows], y, net.loss_name))
         fused = self.fuses(optimizer)  # (the state exists: the shared sum moved it)
         lr = optimizer.current_lr()
-        if fused:
-            self.coefficients[:] = (-lr, 1 - lr * optimizer.weight_decay)
-        else:
-            self.coefficients[:] = (1, 0)
-        gradient = None if fused else self.shared.slots[0]
+        self.coefficients[:] = (-lr, 1 - lr * optimizer.weight_decay) if fused else (1, 0)
         spans = []
-        for l in range(L, 0, -1):
-            if l > 1 and P_k:  # δ^{l-1} = (δ^l W^{l T}) ⊙ g': own rows, the old W^l
-                np.matmul(d[l][rows], net.W[l - 1].T, out=d[l - 1][rows])
-                be.hidden_delta(d[l - 1][rows], a[l - 1][rows], acts[l - 2])
-            self.shared.barrier()  # every δ^l written, W^l read by every rank
-            n_in, n_out = net.sizes[l - 1], net.sizes[l]
-            w = net.layer_slices[l - 1].start
-            r, c = _share(n_in, self.k, self.R), _share(n_out, self.k, self.R)
-            weights = slice(w + r.start * n_out, w + r.stop * n_out)
-            bias = slice(w + n_in * n_out + c.start, w + n_in * n_out + c.stop)
-            target = net.theta if fused else gradient
-            descend(target[weights].reshape(-1, n_out), a[l - 1], d[l], self.coefficients,
-                    r.start)
-            sums = self.bias_sums[:c.stop - c.start]
-            np.sum(d[l][:, c], axis=0, out=sums)
-            if fused:
-                be.sgd_update(net.theta[bias], sums, None, lr,
-                              weight_decay=optimizer.weight_decay)
-            else:
-                gradient[bias] = sums
-                spans += [weights, bias]
+        backprop.backpropagate(
+            net, a, d, rows, lambda l: spans.extend(self._layer_step(l, a, d, optimizer)),
+            errors_first=True)  # the update of W^l waits for δ^{l-1}, which reads it
         if fused:
             optimizer.iterations += 1
         else:
-            optimizer.step(be, net.params, None, theta=net.theta, nabla_theta=gradient,
-                           span=spans)
+            optimizer.step(net.backend, net.params, None, theta=net.theta,
+                           nabla_theta=self.shared.slots[0], span=spans)
         self.shared.barrier()  # every rank's slices updated: the next forward reads them
         return float(cost_sum), correct
+
+    def _layer_step(self, l, a, d, optimizer):
+        """This rank's rows of ``∂C/∂W^l`` and columns of ``∂C/∂b^l``, over every row of
+        the batch, once every rank has written ``δ^l`` and read ``W^l``; with plain SGD
+        applied to θ at once, otherwise written to the shared gradient.
+
+        Returns the spans of θ written to the gradient (none when fused).
+        """
+        net = self.net
+        self.shared.barrier()  # every δ^l written, W^l read by every rank
+        fused = self.fuses(optimizer)
+        n_in, n_out = net.sizes[l - 1], net.sizes[l]
+        w = net.layer_slices[l - 1].start
+        r, c = _share(n_in, self.k, self.R), _share(n_out, self.k, self.R)
+        weights = slice(w + r.start * n_out, w + r.stop * n_out)
+        bias = slice(w + n_in * n_out + c.start, w + n_in * n_out + c.stop)
+        target = net.theta if fused else self.shared.slots[0]
+        descend(target[weights].reshape(-1, n_out), a[l - 1], d[l], self.coefficients,
+                r.start)
+        sums = self.bias_sums[:c.stop - c.start]
+        np.sum(d[l][:, c], axis=0, out=sums)
+        if fused:
+            net.backend.sgd_update(net.theta[bias], sums, None, optimizer.current_lr(),
+                                   weight_decay=optimizer.weight_decay)
+            return []
+        target[bias] = sums
+        return [weights, bias]

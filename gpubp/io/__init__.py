@@ -3,7 +3,9 @@
 Modules:
     atomic      atomic writes (temp file, fsync, rename) and output-path checks
     npzfile     reading .npz archives without pickle, refusing corrupt or hostile ones
-    model       save / load a Network
+    model       save / load a Network (.npz or .safetensors)
+    safetensors_file  the safetensors format (needs ``gpubp[safetensors]``)
+    torch_weights  to and from a PyTorch nn.Sequential (needs ``gpubp[torch]``)
     onnx        the forward pass as an ONNX graph (needs ``gpubp[onnx]``)
 """
 

@@ -1,9 +1,12 @@
-"""Saving and loading networks: ``.npz`` with a JSON header, written atomically.
+"""Saving and loading networks: ``.npz`` with a JSON header, or safetensors with the same
+header in its metadata (:mod:`gpubp.io.safetensors_file`, by the ``.safetensors`` suffix),
+written atomically.
 
 File layout (format version 1): ``header`` is a uint8 array holding UTF-8 JSON
 ``{"format": "gpubp", "version": 1, "sizes": [...], "hidden": [...], "output": ...,
-"loss": ..., "dtype": ..., "inputs": ...}`` (``inputs``: what the network's inputs are,
-see :data:`INPUTS`); ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
+"loss": ..., "dtype": ..., "inputs": ..., "dropout": [...]}`` (``inputs``: what the
+network's inputs are, see :data:`INPUTS`; ``dropout``: the hidden layers' rates, 0 when
+absent); ``W0 .. W{L-1}`` and ``b0 .. b{L-1}`` are the parameters.
 Everything is read back with ``allow_pickle=False`` and checked before use.
 """
 
@@ -14,10 +17,12 @@ import numpy as np
 from gpubp import activations, losses
 from gpubp.backends.base import check_options
 from gpubp.core.checks import check_hidden
+from gpubp.core.dropout import check_rates
 from gpubp.core.network import ARGUMENTS, Network
 from gpubp.data.validation import check_dtype
 from gpubp.io.atomic import atomic_savez, fspath
 from gpubp.io.npzfile import read_arrays
+from gpubp.io import safetensors_file
 
 FORMAT = "gpubp"
 VERSION = 1
@@ -48,26 +53,42 @@ def model_arrays(net, inputs="unknown", **extra_header):
     Extra header keys (JSON-able) ride along and are ignored by :func:`load`: the CLI keeps
     class names there, checkpoints their training state.
     """
+    arrays = {"header": header_array(header_of(net, inputs, **extra_header))}
+    arrays.update(parameter_arrays(net))
+    return arrays
+
+
+def header_of(net, inputs="unknown", **extra_header):
+    """The JSON header of ``net``'s model file (see :func:`model_arrays`)."""
     if inputs not in INPUTS:
         raise ValueError(f"inputs must be one of {tuple(INPUTS)}, got {inputs!r}")
+    return {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
+            "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
+            "inputs": inputs, "dropout": net.dropout, **extra_header}
+
+
+def parameter_arrays(net):
+    """``{"W0": W^1, "b0": b^1, ...}``: ``net``'s parameters as NumPy arrays."""
     W, b = net.get_params()
-    header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
-              "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
-              "inputs": inputs, **extra_header}
-    arrays = {"header": header_array(header)}
+    arrays = {}
     arrays.update({f"W{l}": w for l, w in enumerate(W)})
     arrays.update({f"b{l}": v for l, v in enumerate(b)})
     return arrays
 
 
 def save(net, path, inputs="unknown", **extra_header):
-    """Save ``net`` to ``path``; see the module docstring for the format.
+    """Save ``net`` to ``path``; see the module docstring for the format (a path ending in
+    ``.safetensors`` writes safetensors, any other ``.npz``).
 
     ``inputs`` records what the network's inputs are (see :func:`model_arrays`): state
     ``"standardized"`` for a network trained on ``gpubp.datasets.load(...)``'s (standardised)
     features, ``"raw"`` for unscaled ones, so that ``gpubp evaluate`` feeds it the same.
     """
-    atomic_savez(path, model_arrays(net, inputs, **extra_header))
+    if safetensors_file.is_safetensors_path(fspath(path)):
+        safetensors_file.write(fspath(path), header_of(net, inputs, **extra_header),
+                               parameter_arrays(net))
+    else:
+        atomic_savez(path, model_arrays(net, inputs, **extra_header))
 
 
 def read_npz(path):
@@ -88,13 +109,28 @@ def read_npz(path):
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path} has a corrupt header ({exc})") from None
+    return check_header(path, header), arrays
+
+
+def read_model_file(path):
+    """``(header, arrays)`` of a model file, ``.npz`` or ``.safetensors`` (by suffix), checked
+    as far as the header's format and version; see :func:`read_npz`."""
+    path = fspath(path)
+    if not safetensors_file.is_safetensors_path(path):
+        return read_npz(path)
+    header, arrays = safetensors_file.read(path)
+    return check_header(path, header), arrays
+
+
+def check_header(path, header):
+    """``header`` if it is a gpubp header of this format version, else a ValueError."""
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path} is not a gpubp model file (format {header.get('format')!r})"
                          if isinstance(header, dict) else f"{path} has a corrupt header")
     if header.get("version") != VERSION:
         raise ValueError(f"{path} has format version {header.get('version')!r}; this gpubp "
                          f"reads version {VERSION}")
-    return header, arrays
+    return header
 
 
 def check_parameters(path, header, arrays):
@@ -149,13 +185,13 @@ def load(path, device="cpu", dtype=None, **network_options):
         parameters to float32 rounds them (and refuses values float32 cannot hold).
     **network_options
         Further :class:`gpubp.Network` options (``seed``, ``backend``, ``fallback``,
-        backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``)
-        comes from the file: passing it, or any unknown keyword, is a TypeError.
+        backend options). The architecture (``sizes``, ``hidden``, ``output``, ``loss``,
+        ``dropout``) comes from the file: passing it, or any unknown keyword, is a TypeError.
 
     Errors in the file are ValueErrors naming the file; errors in the arguments name
     the argument, as :class:`gpubp.Network` does.
     """
-    architecture = ("sizes", "hidden", "output", "loss")
+    architecture = ("sizes", "hidden", "output", "loss", "dropout")
     for key in network_options:
         if key in architecture:
             raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
@@ -166,15 +202,16 @@ def load(path, device="cpu", dtype=None, **network_options):
                   arguments=["path", *own])
     if dtype is not None:
         dtype = check_dtype(dtype)
-    header, arrays = read_npz(path)
+    header, arrays = read_model_file(path)
     sizes, W, b = check_parameters(path, header, arrays)
     try:  # the header's fields, checked as the Network checks them: errors blame the file
         hidden = check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
         output = activations.check_activation(header["output"], "output", activations.OUTPUT)
         loss = losses.check_pairing(output, header["loss"], activations.ACTIVATIONS)
+        dropout = check_rates(header.get("dropout", 0.0), len(sizes) - 2)  # 0: older files
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
-    net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device,
+    net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device, dropout=dropout,
                   dtype=header["dtype"] if dtype is None else dtype, **network_options)
     net.set_params(W, b)
     return net

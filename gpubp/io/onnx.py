@@ -24,6 +24,7 @@ import numpy as np
 from gpubp.activations import ACTIVATIONS
 from gpubp.io.atomic import atomic_write, check_output_path
 from gpubp.kernels.reference import EXP_CAP
+from gpubp.optional import require
 from gpubp.version import __version__
 
 OPSET = 21  # ONNX 1.16 (2024); onnxruntime >= 1.18 runs it
@@ -31,12 +32,7 @@ IR_VERSION = 10  # the IR version of opset 21
 
 
 def _onnx():
-    try:
-        import onnx  # optional: onnx (gpubp[onnx])
-    except ImportError as exc:
-        raise ImportError(f"ONNX export needs the onnx package ({exc}); install it with: "
-                          f"pip install 'gpubp[onnx]'") from None
-    return onnx
+    return require("onnx", "onnx", "ONNX export")
 
 
 def to_onnx_model(net, scaler=None, metadata=None):

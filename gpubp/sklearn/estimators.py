@@ -34,11 +34,9 @@ import json
 
 import numpy as np
 
-try:
-    import sklearn  # noqa: F401 - only to say what to install when it is missing
-except ImportError as exc:
-    raise ImportError(f"gpubp.sklearn needs scikit-learn >= 1.6 ({exc}): pip install "
-                      f"\"gpubp[sklearn]\"") from exc
+from gpubp.optional import require
+
+require("sklearn", "sklearn", "gpubp.sklearn", "scikit-learn >= 1.6")  # to say what to install
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.preprocessing import LabelBinarizer

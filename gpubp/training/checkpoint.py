@@ -35,7 +35,7 @@ class Checkpoint:
     """A loaded checkpoint (host arrays). See the module docstring for the fields."""
 
     path: str
-    model: dict  # the model part of the header: sizes, hidden, output, loss, dtype
+    model: dict  # the model part of the header: sizes, hidden, output, loss, dtype, dropout
     epoch: int
     iterations: int
     optimizer: dict
@@ -122,7 +122,8 @@ def load(path):
             callbacks.append((str(entry["class"]), entry["config"], cb_arrays))
         ckpt = Checkpoint(
             path=str(path),
-            model={k: header[k] for k in ("sizes", "hidden", "output", "loss", "dtype")},
+            model={**{k: header[k] for k in ("sizes", "hidden", "output", "loss", "dtype")},
+                   "dropout": header.get("dropout", [0.0] * (len(sizes) - 2))},
             epoch=_count(info["epoch"]), iterations=_count(info["iterations"]),
             optimizer=dict(info["optimizer"]), rng=dict(info["rng"]),
             history=History.from_dict(info["history"]), batch_size=_count(info["batch_size"]),
@@ -190,7 +191,7 @@ def _check_state(ckpt, shapes):
 def check_compatible(ckpt, net, optimizer, batch_size, shuffle, n_examples):
     """Raise ``ValueError`` unless the run being resumed is the one ``ckpt`` recorded."""
     model = {"sizes": net.sizes, "hidden": net.hidden, "output": net.output,
-             "loss": net.loss_name, "dtype": net.dtype.name}
+             "loss": net.loss_name, "dtype": net.dtype.name, "dropout": net.dropout}
     for key, ours in model.items():
         theirs = ckpt.model[key]
         if key == "hidden" and len(net.sizes) == 2:

@@ -14,8 +14,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpubp.training import checkpoint as ckpt_io
-from gpubp.core import backprop, compiled
+from gpubp.core import backprop, compiled, dropout
 from gpubp.data import mapped
+from gpubp.training.batches import BatchCalls
 from gpubp.training.callbacks import Run
 from gpubp.distributed.ranks import LOCAL, start_facts
 from gpubp.distributed.ranks import group as distributed_group
@@ -55,6 +56,8 @@ class Plan:
     group: object
     weights: object
     resumed_from: object = None  # (epoch, steps) of the checkpoint a run resumes
+    device_X: object = None  # the X steps read: X, or X as given if trained on in place
+    batches: object = None  # the per-batch callbacks (training.batches.BatchCalls)
 
 
 def fit(net, X, Y, **options):
@@ -82,10 +85,16 @@ def fit(net, X, Y, **options):
 
 def _plan(net, X, Y, o, group):
     """The checked arguments of :func:`fit` and the run's starting point, as a Plan."""
-    X, Y = net._check_XY(X, Y)
+    given_X, (X, Y) = X, net._check_XY(X, Y)
+    if dropout.active(net) and group.size > 1:
+        raise ValueError(f"dropout={net.dropout} with distributed training is not supported "
+                         f"(the masks are drawn per batch, not per rank's share), got "
+                         f"distributed={o.distributed!r} on {group.size} ranks")
     validation = check_validation_data(net, o)
     checkpoint = None if o.checkpoint is None else checkpoint_path(o.checkpoint)
-    optimizer = get_optimizer(o.optimizer, o.lr, o.schedule, o.weight_decay)
+    optimizer = get_optimizer(o.optimizer, o.lr, o.schedule, o.weight_decay,
+                              None if o.clip_norm is None and o.clip_value is None else
+                              (o.clip_norm, o.clip_value))
     weights = check_extras(X, o.sample_weight, o.rng, o.diverged, optimizer, group,
                             checkpoint is not None or o.resume is not None)
     dp.check_privacy(o.privacy, group, weights, optimizer)
@@ -98,7 +107,10 @@ def _plan(net, X, Y, o, group):
     P_total = X.shape[0] if rows is None else len(rows)
     o = replace(o, batch_size=min(o.batch_size, P_total))
     plan = Plan(optimizer, X, Y, rows, np.arange(P_total), History(), 0, o, validation,
-                callbacks, checkpoint, split, group, weights)
+                callbacks, checkpoint, split, group, weights, batches=BatchCalls(callbacks))
+    if plan.batches and group.size > 1:
+        raise ValueError(f"callbacks: on_batch_end is not supported in distributed runs, got "
+                         f"{[type(cb).__name__ for cb in plan.batches.callbacks]}")
     if state is not None:
         ckpt_io.check_compatible(state, net, optimizer, o.batch_size, o.shuffle, P_total)
         ckpt_io.restore(state, net, optimizer, callbacks)
@@ -106,6 +118,8 @@ def _plan(net, X, Y, o, group):
         # a recorded run that had already ended stays ended
         plan.first_epoch = o.epochs if state.stopped else state.epoch + 1
         plan.resumed_from = (state.epoch, state.iterations)
+    if rows is None:  # checked on a host copy; trained on as given (a CuPy array on CUDA)
+        plan.device_X = net.backend.in_place(given_X, X)
     return plan
 
 
@@ -168,8 +182,8 @@ def _epochs(net, plan):
     snapshots = _Snapshots(net, plan.first_epoch)
     # the training data where a step reads it: on a GPU, uploaded once for the run
     # a sparse X stays on the host: its batches go up as sparse matrices (Network._load)
-    data = (plan.X if is_sparse(plan.X) else net.backend.resident(plan.X),
-            net.backend.resident(plan.Y))
+    X = plan.X if plan.device_X is None else plan.device_X
+    data = (X if is_sparse(X) else net.backend.resident(X), net.backend.resident(plan.Y))
     run = Run(net, plan.optimizer, plan.history, o.epochs)
     for cb in plan.callbacks:
         cb.on_train_begin(run)
@@ -202,17 +216,20 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     for cb in plan.callbacks:
         cb.on_epoch_begin(run, epoch)
     snapshots.take()
-    if o.shuffle:  # the network's generator unless the caller gave one
-        (net.rng if o.rng is None else o.rng).shuffle(plan.order)
-    lr_now = optimizer.start_epoch(epoch, o.epochs)
+    rng = net.rng if o.rng is None else o.rng  # the network's generator unless given one
+    if o.shuffle:
+        rng.shuffle(plan.order)
+    dropout.begin_epoch(net, rng)  # the epoch's mask key, after the shuffle
     epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
+    lr_now = optimizer.start_epoch(epoch, o.epochs, -(-len(epoch_rows) // o.batch_size))
+    plan.batches.begin(run)
     if o.privacy is None:
         epoch_loss, epoch_accuracy, penalty = _train_epoch(
-            net, optimizer, *data, epoch_rows, o.batch_size, group, plan.weights)
+            net, optimizer, data, epoch_rows, o.batch_size, group, plan.weights,
+            plan.batches or None)
     else:  # DP-SGD: clipped, noised steps; ε after this epoch (gpubp.training.privacy)
         epoch_loss, epoch_accuracy, penalty, epsilon = dp.train_epoch(
-            net, optimizer, data, epoch_rows, o.batch_size, o.privacy,
-            net.rng if o.rng is None else o.rng, epoch + 1)
+            net, optimizer, data, epoch_rows, o.batch_size, o.privacy, rng, epoch + 1)
     finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
     if o.diverged == "raise" and not group.all(finite):
         group.restore(net, snapshots.now)
@@ -271,11 +288,14 @@ def _restore_finite(net, plan, candidates, epoch, diverged):
     return error
 
 
-def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=None):
+def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=None,
+                 batches=None):
     """One pass over the rows ``order`` of ``X``, in that order; returns the epoch's figures
     from its batches.
 
-    ``weights``: the rows' sample weights (the per-kernel step weighs them).
+    ``data``: ``(X, Y)``. ``weights``: the rows' sample weights (the per-kernel step weighs
+    them). ``batches``: the per-batch callbacks (:class:`~gpubp.training.batches.BatchCalls`),
+    or None: then the compiled epoch is one call.
 
     With a :class:`~gpubp.distributed.ranks.Group`, each global batch of ``batch_size`` rows is
     split among the ranks (each takes its :meth:`~gpubp.distributed.ranks.Local.rows`), the
@@ -292,6 +312,7 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
     penalty : float or None
         The optimizer's penalty's share of ``loss`` (None without a penalty).
     """
+    X, Y = data
     P_total = len(order)
     # the compiled code gathers rows through the mapping of a memory-mapped X (which
     # would map the whole file in time), and takes dense X only (a sparse X multiplies
@@ -301,8 +322,10 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
     penalty = 0.0
     reduction = group.reduction_for(net, optimizer, split=compiled_ok)
     if compiled_ok and reduction.name == "identity":
-        # nothing to add between the steps: the whole epoch in one compiled call
-        total, correct, penalty = compiled.train_epoch(net, optimizer, X, Y, order, batch_size)
+        # nothing to add between the steps: the whole epoch in one compiled call (with
+        # per-batch callbacks, one per chunk of batches between their calls)
+        epoch = compiled.train_epoch if batches is None else batches.compiled_epoch
+        total, correct, penalty = epoch(net, optimizer, X, Y, order, batch_size)
     elif compiled_ok:
         # "shared": the ranks of one machine split each batch's rows and each W's rows
         # between them (gpubp.distributed.split_step); the others: one compiled call per
@@ -326,8 +349,12 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
         classifier = net.is_classifier
         pages = mapped.PageBudget([X, Y])
         host_order = order
-        order = net.backend.resident(order)  # on a GPU: uploaded once per epoch
         alone = reduction.name == "identity"  # weights and a penalty: one process only
+        step_weights = net.backend.resident(weights) if alone and weights is not None \
+            else None
+        # on a GPU: uploaded once per epoch when every batch is gathered on the device,
+        # else kept on the host, where the rows are gathered (never read back per step)
+        order = net.backend.batch_order(order, (X, Y, step_weights))
         # A diverging run overflows on the way to a non-finite loss; that is detected and
         # reported by the caller, so the floating-point warnings it raises are not news.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -340,13 +367,18 @@ def _train_epoch(net, optimizer, X, Y, order, batch_size, group=LOCAL, weights=N
                         net.backend, net.params, n) * len(batch)
                 cost, P = backprop.train_step(net, optimizer, X, Y,
                                               batch[group.rows(len(batch))], reduction,
-                                              len(batch), weights=weights if alone else None)
+                                              len(batch), weights=step_weights)
                 # backend scalars (device arrays on CUDA): converted once, after the loop
                 total.add(cost, P)
                 if classifier and P:
                     correct = correct + net._count_correct(P)
                 pages.touched(P)
+                if batches is not None and batches.after(start // batch_size, len(batch),
+                                                         lambda: (total, correct)):
+                    break
         pages.release()
+    if batches is not None and batches.stopped:  # the figures of the rows trained
+        P_total = batches.rows_done
     total, correct = group.sum([float(total), float(correct)])
     accuracy = float(correct) / P_total if net.is_classifier else None
     if not optimizer.penalty:

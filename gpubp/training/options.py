@@ -40,6 +40,8 @@ class FitOptions:
     sample_weight: object = None
     rng: object = None
     diverged: str = "raise"
+    clip_norm: object = None
+    clip_value: object = None
 
 
 NAMES = tuple(f.name for f in fields(FitOptions))

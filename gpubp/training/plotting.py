@@ -6,16 +6,11 @@ when a plot is asked for, and its absence is a clear ``ImportError``.
 
 import os
 
+from gpubp.optional import require
+
 
 def _figure_class():
-    try:
-        from matplotlib.figure import Figure  # optional: matplotlib (gpubp[plot])
-    except ImportError as exc:
-        raise ImportError(
-            f"plotting needs matplotlib, which is not installed ({exc}); "
-            f"install it with: pip install 'gpubp[plot]'"
-        ) from None
-    return Figure
+    return require("matplotlib.figure", "plot", "plotting").Figure
 
 
 def check_plot_path(path, name="path"):

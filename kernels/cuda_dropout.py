@@ -1,0 +1,126 @@
+"""Dropout in the CUDA kernels: the forward epilogue and the hidden δ with the mask fused in.
+
+Two kernels per dtype, the dropout variants of ``bias_act`` and ``hidden_delta``
+(:mod:`gpubp.kernels.cuda_device`), launched like them (1-D grid-stride over the P*n
+entries):
+
+=====================  ============================================================
+``bias_act_drop``      ``a = g(z + b) ⊙ m / (1 − p)`` in place
+``hidden_delta_drop``  ``δ ⊙= g'(a (1 − p)) ⊙ m / (1 − p)`` in place
+=====================  ============================================================
+
+Each thread recomputes the mask bit of its entry ``i`` from the layer's key, SplitMix64's
+output ``i + 1`` (the generator of :mod:`gpubp.kernels.dropout`, whose NumPy twin these
+match bit for bit): no mask is stored or uploaded, and the CPU targets drop the same
+entries. A fixed mask (gradient checks) takes the array-module twin on the backend
+(:meth:`gpubp.backends.cuda.CudaBackend.hidden_delta`).
+"""
+
+import numpy as np
+from numba import config, cuda, types
+
+from gpubp.kernels.cuda import DTYPES, Kernel, _activation_code, _flat, _launch_elementwise
+from gpubp.kernels.cuda_device import constants, device_functions
+from gpubp.kernels.dropout import GOLDEN, KEEP_BITS, MIX1, MIX2
+
+_GOLDEN, _MIX1, _MIX2 = np.uint64(GOLDEN), np.uint64(MIX1), np.uint64(MIX2)
+_S30, _S27, _S31, _TOP = (np.uint64(s) for s in (30, 27, 31, 64 - KEEP_BITS))
+_ONE = np.uint64(1)
+
+
+def _kept(key, i, threshold):
+    """Whether entry ``i`` of the layer of ``key`` is kept (SplitMix64, uint64 throughout)."""
+    x = key + (np.uint64(i) + _ONE) * _GOLDEN  # wraps modulo 2^64, as intended
+    x = (x ^ (x >> _S30)) * _MIX1
+    x = (x ^ (x >> _S27)) * _MIX2
+    x = x ^ (x >> _S31)
+    return (x >> _TOP) >= threshold
+
+
+def _kept_simulated(key, i, threshold):
+    # the simulator runs the device code on NumPy scalars, which warn on the wrap-around
+    # that uint64 arithmetic is here (a GPU wraps silently): the same body, warnings off
+    with np.errstate(over="ignore"):
+        return _kept(key, i, threshold)
+
+
+kept = (cuda.jit(device=True)(_kept_simulated) if config.ENABLE_CUDASIM
+        else cuda.jit(device=True, inline="always")(_kept))
+
+
+def _build(dtype):
+    """The two kernels of ``dtype`` (Numba dispatchers), over the shared g and g'."""
+    c = constants(dtype)
+    dev = device_functions(c)
+    g, g_prime, zero = dev.g, dev.g_prime, c.zero
+
+    @cuda.jit
+    def bias_act_drop(z, b, code, key, threshold, scale):
+        """``z[i] = g(z[i] + b[i mod n]) m_i scale`` over the flattened (P, n) ``z``."""
+        n = b.shape[0]
+        for i in range(cuda.grid(1), z.shape[0], cuda.gridsize(1)):
+            if kept(key, i, threshold):
+                z[i] = g(z[i] + b[i % n], code) * scale
+            else:
+                z[i] = zero
+
+    @cuda.jit
+    def hidden_delta_drop(delta, a, code, key, threshold, keep, scale):
+        """``δ[i] = δ[i] g'(a[i] keep) scale`` where kept, else 0 (flattened (P, n))."""
+        for i in range(cuda.grid(1), delta.shape[0], cuda.gridsize(1)):
+            if kept(key, i, threshold):
+                delta[i] = delta[i] * g_prime(a[i] * keep, code) * scale
+            else:
+                delta[i] = zero
+
+    return {"bias_act_drop": bias_act_drop, "hidden_delta_drop": hidden_delta_drop}
+
+
+def signatures(dtype):
+    """Argument types of the two kernels, by name."""
+    f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    vec, code, u64 = types.Array(f, 1, "C"), types.int64, types.uint64
+    return {"bias_act_drop": (vec, vec, code, u64, u64, f),
+            "hidden_delta_drop": (vec, vec, code, u64, u64, f, f)}
+
+
+_KERNELS = {}
+
+
+def kernels_for(dtype):
+    """Kernel name -> :class:`~gpubp.kernels.cuda.Kernel` for ``dtype``, built on first use."""
+    dtype = np.dtype(dtype)
+    if dtype not in _KERNELS:
+        built = _build(dtype)
+        _KERNELS[dtype] = {name: Kernel(name, built[name], types.void(*argtypes))
+                           for name, argtypes in signatures(dtype).items()}
+    return _KERNELS[dtype]
+
+
+def bias_activation(z, b, activation, drop, *, stream=0):
+    """``a = g(z + b) ⊙ m / (1 − p)`` in place; ``z`` (P, n) or flat, an elementwise
+    activation, ``drop`` a key-drawn :class:`~gpubp.kernels.dropout.Drop`."""
+    code = _activation_code(activation, allow_softmax=False)
+    T = np.dtype(z.dtype).type
+    _launch_elementwise(kernels_for(z.dtype)["bias_act_drop"], z.size, stream, _flat(z), b,
+                        code, np.uint64(drop.key), np.uint64(drop.threshold), T(drop.scale))
+
+
+def hidden_delta(delta, a, activation, drop, *, stream=0):
+    """``δ ⊙= g'(a (1 − p)) ⊙ m / (1 − p)`` in place on ``δ^{l+1} W^{l+1 T}``; (P, n) or flat."""
+    code = _activation_code(activation, allow_softmax=False)
+    T = np.dtype(delta.dtype).type
+    _launch_elementwise(kernels_for(delta.dtype)["hidden_delta_drop"], delta.size, stream,
+                        _flat(delta), _flat(a), code, np.uint64(drop.key),
+                        np.uint64(drop.threshold), T(drop.keep), T(drop.scale))
+
+
+def compile_ptx(cc=(9, 0)):
+    """PTX of the two kernels for every dtype (as :func:`gpubp.kernels.cuda.compile_ptx`)."""
+    ptx = {}
+    for dtype in DTYPES:
+        for name, kernel in kernels_for(dtype).items():
+            text, _ = cuda.compile_ptx(kernel.dispatcher.py_func, kernel.signature,
+                                       cc=tuple(cc))
+            ptx[f"{name}_{np.dtype(dtype).name}"] = text
+    return ptx
