@@ -84,10 +84,14 @@ def test_one_step_equals_opacus_given_the_same_noise(monkeypatch):
         np.testing.assert_allclose(v, model._module[2 * l].bias.detach().numpy(), atol=1e-12)
 
 
-def test_no_noise_and_no_clipping_is_plain_sgd_exactly():
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_no_noise_and_no_clipping_is_plain_sgd_exactly(rate):
+    """With dropout too: a private step draws the step's masks as train_step does."""
     runs = []
     for dp in (None, DPSGD(max_grad_norm=1e9, noise_multiplier=0.0, poisson=False)):
         net, X, Y = make("relu", "softmax", "cross_entropy", backend="reference", P=40)
+        net = gpubp.Network(net.sizes, hidden="relu", dtype="float64", seed=0,
+                            backend="reference", dropout=rate)
         history = net.fit(X, Y, epochs=3, batch_size=8, verbose=0, privacy=dp)
         runs.append((net.backend.to_host(net.theta), history))
     np.testing.assert_array_equal(runs[0][0], runs[1][0])
