@@ -25,10 +25,11 @@ from gpubp.training.callbacks import Callback, EarlyStopping, LambdaCallback, Re
 from gpubp.training.history import History
 from gpubp.training.loggers import CSVLogger, TensorBoard
 from gpubp.training.mlflow_logger import MLflowLogger
+from gpubp.training.privacy import DPSGD
 from gpubp.version import __version__
 
 __all__ = ["Network", "History", "TrainingDiverged", "gradcheck", "load", "SGD", "Adam",
            "AdamW", "RMSprop", "Optimizer", "StepDecay", "CosineDecay", "LinearWarmup",
            "WarmupCosine", "OneCycle", "Callback", "EarlyStopping", "LambdaCallback",
            "ReduceLROnPlateau", "CSVLogger", "TensorBoard", "MLflowLogger", "from_torch",
-           "__version__"]
+           "DPSGD", "__version__"]

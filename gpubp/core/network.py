@@ -17,6 +17,7 @@ import numpy as np
 from gpubp import activations, losses
 from gpubp.data import mapped
 from gpubp.core import backprop, checks, describe, layout, metrics, state
+from gpubp.core.per_example import PerExample
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
 from gpubp.data.inputs import check_sample_weight
@@ -32,7 +33,7 @@ ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "ba
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
-class Network:
+class Network(PerExample):
     """A multilayer perceptron ``n_0 → n_1 → … → n_L``.
 
     Parameters
@@ -297,7 +298,7 @@ class Network:
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
             checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-            distributed=False, clip_norm=None, clip_value=None):
+            distributed=False, clip_norm=None, clip_value=None, privacy=None):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.loop.fit`).
 
         Parameters
@@ -364,6 +365,9 @@ class Network:
         clip_norm, clip_value : float or None
             Clip each step's (summed) ``∇θ`` by its global norm or by value, one of the two
             (:meth:`~gpubp.optim.base.Optimizer.set_clipping`).
+        privacy : DPSGD or None
+            Differentially private SGD (:mod:`gpubp.training.privacy`); ``"epsilon"`` in
+            the History, the privacy spent, at the given δ, after each epoch.
 
         Returns
         -------
@@ -387,7 +391,7 @@ class Network:
                    weight_decay=weight_decay, early_stopping=early_stopping, callbacks=callbacks,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                    gradient_flow=gradient_flow, distributed=distributed, clip_norm=clip_norm,
-                   clip_value=clip_value)
+                   clip_value=clip_value, privacy=privacy)
 
     # every quantity of backpropagation on a batch: a Trace (a, z, delta, dW, db, masks)
     trace = tracing.trace

@@ -20,8 +20,11 @@ multi-output regression; ``loss="poisson"`` (exponential output) for the regress
 same initial weights for the same ``random_state``; ``alpha`` as scikit-learn's L2 penalty
 ``α/2 ‖W‖² / n`` on the weights, not the biases; float32 ``X`` trains in float32.
 
-Two parameters are gpubp's own: ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``) and
-``dtype`` (None follows ``X``: float32 stays float32, anything else is float64).
+Three parameters are gpubp's own: ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``),
+``dtype`` (None follows ``X``: float32 stays float32, anything else is float64) and
+``privacy`` (a :class:`gpubp.DPSGD`: differentially private ``"sgd"``/``"adam"``, the ε
+spent in ``epsilon_spent_``); ``per_example_gradient_norms``, ``input_gradients`` and
+``hidden_activations`` look at each example (:mod:`gpubp.sklearn.per_example`).
 ``activation`` also takes gpubp's ``"leaky_relu"`` (slope 0.01), ``"elu"``, ``"selu"``,
 ``"softplus"``, ``"gelu"``, ``"gelu_tanh"`` and ``"silu"``; the initial weights stay
 scikit-learn's (Glorot uniform) whatever the activation.
@@ -50,12 +53,13 @@ from gpubp.sklearn import solvers as mlp_solvers
 from gpubp.data.frames import as_frame
 from gpubp.io.onnx import to_onnx
 from gpubp.sklearn.params import check_params
+from gpubp.sklearn.per_example import PerExampleMixin
 
 from gpubp.sklearn.params import ACTIVATIONS, REGRESSOR_LOSSES  # noqa: F401 - re-exported
 NON_FINITE = mlp_solvers.NON_FINITE
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(PerExampleMixin, BaseEstimator):
     """Parameters, checks and training shared by both estimators."""
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
@@ -64,7 +68,7 @@ class _BaseMLP(BaseEstimator):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 device="cpu", dtype=None):
+                 device="cpu", dtype=None, privacy=None):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -90,6 +94,7 @@ class _BaseMLP(BaseEstimator):
         self.max_fun = max_fun
         self.device = device
         self.dtype = dtype
+        self.privacy = privacy
 
     # -- checks ---------------------------------------------------------------------------
     def _check_params(self):
@@ -322,7 +327,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                  random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 device="cpu", dtype=None):
+                 device="cpu", dtype=None, privacy=None):
         self.loss = loss
         super().__init__(
             hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
@@ -332,7 +337,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
-            max_fun=max_fun, device=device, dtype=dtype)
+            max_fun=max_fun, device=device, dtype=dtype, privacy=privacy)
 
     def _validate_input(self, X, y, incremental, reset):
         if self.loss not in REGRESSOR_LOSSES:

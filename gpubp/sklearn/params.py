@@ -8,6 +8,7 @@ import numpy as np
 from gpubp import activations, losses
 from gpubp.data.validation import check_dtype
 from gpubp.optim.schedules import SCHEDULES, Schedule
+from gpubp.training.privacy import DPSGD
 
 ACTIVATIONS = activations.sklearn_names("hidden")  # scikit-learn's names -> gpubp's
 REGRESSOR_LOSSES = losses.sklearn_regressor_losses()  # likewise: squared_error, poisson
@@ -65,6 +66,11 @@ def check_params(est):
             raise ValueError(f"dtype must be None, 'float32' or 'float64' (or a NumPy "
                              f"spelling of them: np.float32, 'f4', float, 'f8', ...), "
                              f"got {est.dtype!r}") from None
+    if est.privacy is not None and not isinstance(est.privacy, DPSGD):
+        raise TypeError(f"privacy must be None or a gpubp.DPSGD, got {est.privacy!r}")
+    if est.privacy is not None and est.solver == "lbfgs":
+        raise ValueError("privacy=DPSGD(...) trains with solver 'sgd' or 'adam', got "
+                         "'lbfgs'")
     return hidden
 
 

@@ -206,7 +206,8 @@ def _fit_stochastic(est, net, X, Y, sample_weight, incremental, rs):
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         loop.fit(net, X, Y, epochs=1 if incremental else est.max_iter, batch_size=batch,
                  shuffle=est.shuffle, verbose=0, optimizer=opt, callbacks=[epochs],
-                 sample_weight=sample_weight, rng=rs, diverged="continue")
+                 sample_weight=sample_weight, rng=rs, diverged="continue",
+                 privacy=est.privacy)
 
 
 class ScikitLearnEpochs(Callback):
@@ -235,6 +236,8 @@ class ScikitLearnEpochs(Callback):
         est.loss_ = (logs["loss"] - penalty) / self.loss_outputs + penalty
         est.t_ += self.n
         est.loss_curve_.append(est.loss_)
+        if "epsilon" in logs:  # privacy=DPSGD(...): ε spent so far, at its δ
+            est.epsilon_spent_ = logs["epsilon"]
         if est.verbose:
             print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
         self._count_no_improvement(run.net)

@@ -28,6 +28,7 @@ from gpubp.io.atomic import fspath
 from gpubp.training.options import (FitOptions, callbacks_of, check_extras, checkpoint_path,
                                     check_validation_data, fit_options, split_permutation)
 from gpubp.core.diagnostics import data_sums, flow_figures
+from gpubp.training import privacy as dp
 
 
 @dataclass
@@ -96,6 +97,7 @@ def _plan(net, X, Y, o, group):
                               (o.clip_norm, o.clip_value))
     weights = check_extras(X, o.sample_weight, o.rng, o.diverged, optimizer, group,
                             checkpoint is not None or o.resume is not None)
+    dp.check_privacy(o.privacy, group, weights, optimizer)
     callbacks = callbacks_of(o.callbacks, o.early_stopping,
                            validation is not None or bool(o.validation_split))
     state = None if o.resume is None else ckpt_io.load(fspath(o.resume, "resume"))
@@ -221,9 +223,13 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
     lr_now = optimizer.start_epoch(epoch, o.epochs, -(-len(epoch_rows) // o.batch_size))
     plan.batches.begin(run)
-    epoch_loss, epoch_accuracy, penalty = _train_epoch(
-        net, optimizer, data, epoch_rows, o.batch_size, group, plan.weights,
-        plan.batches or None)
+    if o.privacy is None:
+        epoch_loss, epoch_accuracy, penalty = _train_epoch(
+            net, optimizer, data, epoch_rows, o.batch_size, group, plan.weights,
+            plan.batches or None)
+    else:  # DP-SGD: clipped, noised steps; ε after this epoch (gpubp.training.privacy)
+        epoch_loss, epoch_accuracy, penalty, epsilon = dp.train_epoch(
+            net, optimizer, data, epoch_rows, o.batch_size, o.privacy, rng, epoch + 1)
     finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
     if o.diverged == "raise" and not group.all(finite):
         group.restore(net, snapshots.now)
@@ -233,6 +239,8 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     figures["lr"] = lr_now
     if penalty is not None:
         figures["penalty"] = penalty
+    if o.privacy is not None:
+        figures["epsilon"] = epsilon
     plan.history.record(epoch, **figures)
     for cb in plan.callbacks:
         cb.on_epoch_end(run, epoch, dict(figures))

@@ -36,6 +36,7 @@ class FitOptions:
     resume: object = None
     gradient_flow: bool = False
     distributed: object = False
+    privacy: object = None
     sample_weight: object = None
     rng: object = None
     diverged: str = "raise"
