@@ -51,12 +51,14 @@ from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, EXP_CAP, LOSSES
 
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
     activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = map(
-    losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson"))
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, HUBER, L1 = map(
+    losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson", "huber", "l1"))
 # internal codes, negative so that the tables' codes (>= 0) can grow
 _SIGMOID_F32 = -1  # internal: sigmoid of a float32 array by the vectorised exp below
 _TANH_F32 = -2  # internal: tanh of a float32 array by the vectorised rational function below
 
+# the row weights of an unweighted batch (see _output_delta), one per dtype
+_NO_WEIGHTS = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 # Clip bounds of the log-losses (reference._clipped), looked up once rather than per call.
 _CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
          for t in (np.float32, np.float64)}
@@ -156,28 +158,51 @@ def _bias_activation(z, b, code):
                 row[j] += b[j]
 
 
+@njit(inline="always", error_model="numpy")
+def _slope_and_cost(d, loss, loss_param):
+    """``(∂c/∂a, c)`` of one output of the regression losses, ``d = a − y``."""
+    if loss == HUBER:
+        r = abs(d)
+        if r <= loss_param:
+            return d, 0.5 * d * d
+        return (loss_param if d > 0 else -loss_param) + d * 0, loss_param * (r - 0.5 * loss_param)
+    if loss == L1:
+        return (d > 0) - (d < 0) + d * 0, abs(d)  # sign(0) = 0, PyTorch's subgradient
+    return d, 0.5 * d * d
+
+
 @njit(error_model="numpy")
-def _output_delta(a, y, act, loss, delta, tiny, one_minus):
+def _output_delta(a, y, act, loss, delta, tiny, one_minus, loss_param, w):
+    """``δ^L`` and ``Σ_p w_p c_p / P``; ``w`` (P,) the rows' normalised weights, or an
+    empty array: all 1. ``loss_param``: label smoothing ``ε`` or Huber's ``δ``."""
     P, n = a.shape
     inv_p = 1.0 / max(P, 1)
+    weighted = w.size > 0
+    keep = 1.0 - loss_param  # label smoothing: ỹ = (1 − ε) y + ε / K
+    spread = loss_param / n if loss == CROSS_ENTROPY else 0.5 * loss_param
+    smooth = loss_param != 0 and (loss == CROSS_ENTROPY or loss == BINARY_CROSS_ENTROPY)
     cost = 0.0  # accumulated in float64 whatever the dtype
     for p in range(P):
+        row_scale = w[p] * inv_p if weighted else inv_p
+        row_cost = 0.0
         for j in range(n):
             aj = a[p, j]
-            yj = y[p, j]
+            yj = y[p, j] * keep + spread if smooth else y[p, j]
             d = aj - yj
-            if loss == MSE:
-                delta[p, j] = d * _derivative1(aj, act) * inv_p
-                cost += 0.5 * d * d
+            if loss == MSE or loss == HUBER or loss == L1:
+                slope, c = _slope_and_cost(d, loss, loss_param)
+                delta[p, j] = slope * _derivative1(aj, act) * row_scale
+                row_cost += c
             else:
                 # sigmoid + BCE and softmax + CE: g_o' cancels with dc/da (docs/design.md).
-                delta[p, j] = d * inv_p
+                delta[p, j] = d * row_scale
                 c = min(max(aj, tiny), one_minus)
                 if loss == CROSS_ENTROPY:
                     if yj != 0:
-                        cost -= yj * math.log(c)
+                        row_cost -= yj * math.log(c)
                 else:
-                    cost -= yj * math.log(c) + (1 - yj) * math.log1p(-c)
+                    row_cost -= yj * math.log(c) + (1 - yj) * math.log1p(-c)
+        cost += w[p] * row_cost if weighted else row_cost
     return cost / P
 
 
@@ -262,7 +287,7 @@ def bias_activation(z, b, activation):
         np.tanh(z, out=z)
 
 
-def output_delta(a, y, activation, loss, delta):
+def output_delta(a, y, activation, loss, delta, loss_param=0.0):
     """Output error ``δ^L`` and the mean cost in one pass.
 
     Parameters
@@ -273,6 +298,8 @@ def output_delta(a, y, activation, loss, delta):
         Output activation and loss.
     delta : ndarray, shape (P, n_L)
         Written with ``δ^L``.
+    loss_param : float
+        Label smoothing ``ε`` or Huber's ``δ`` (see the reference twin).
 
     Returns
     -------
@@ -281,7 +308,7 @@ def output_delta(a, y, activation, loss, delta):
     """
     act = activation_code(activation)
     code = loss_code(loss)
-    if code == MSE and act == SOFTMAX:
+    if code in (MSE, HUBER, L1) and act == SOFTMAX:
         # g' of softmax is a Jacobian, not elementwise; the reference refuses it too.
         activation_code(activation, elementwise=True)
     if (code == POISSON) != (act == EXP):
@@ -290,7 +317,8 @@ def output_delta(a, y, activation, loss, delta):
     tiny, one_minus = _CLIP[a.dtype]
     if code == POISSON:
         return float(_ENTRY.poisson_delta(a, y, delta, tiny))
-    return float(_ENTRY.output_delta(a, y, act, code, delta, tiny, one_minus))
+    return float(_ENTRY.output_delta(a, y, act, code, delta, tiny, one_minus,
+                                     float(loss_param), _NO_WEIGHTS[a.dtype]))
 
 
 def hidden_delta(delta, a, activation):
@@ -340,10 +368,10 @@ def _entry_points(kernels_digest):
         _bias_exp(z, b, cap)
 
     @njit(cache=True, error_model="numpy")
-    def output_delta(a, y, act, loss, delta, tiny, one_minus):
+    def output_delta(a, y, act, loss, delta, tiny, one_minus, loss_param, w):
         if False:
             kernels_digest
-        return _output_delta(a, y, act, loss, delta, tiny, one_minus)
+        return _output_delta(a, y, act, loss, delta, tiny, one_minus, loss_param, w)
 
     @njit(cache=True, error_model="numpy")
     def poisson_delta(a, y, delta, tiny):

@@ -49,7 +49,7 @@ from gpubp import activations, losses
 from gpubp.kernels import cuda_kernels
 from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P,
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
-from gpubp.kernels.cuda_device import EXP, POISSON
+from gpubp.kernels.cuda_device import EXP, POISSON, REGRESSION
 from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, LOSSES
 from numba import types
 
@@ -117,7 +117,7 @@ def signatures(dtype):
     f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
     vec, mat, cube = (types.Array(f, ndim, "C") for ndim in (1, 2, 3))
     code = types.int64  # Python ints
-    delta = (mat, mat, mat, vec, code, code)
+    delta = (mat, mat, mat, vec, code, code, f)  # ..., act, loss, loss_param
     return {
         "bias_act": (vec, vec, code),
         "bias_softmax": (mat, vec),
@@ -231,13 +231,15 @@ CostSums = namedtuple("CostSums", "partials cost total")
 CostSums.__doc__ = """The device workspaces of :func:`output_delta`'s cost reduction."""
 
 
-def output_delta(a, y, activation, loss, delta, *, sums=None, stream=0):
+def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, stream=0):
     """``δ^L`` and the mean cost in one pass over the rows; see the reference twin.
 
     Parameters
     ----------
     a, y, delta : arrays, shape (P, n_L)
     activation, loss : str
+    loss_param : float
+        Label smoothing ``ε`` or Huber's ``δ`` (see the reference twin).
     sums : CostSums or None
         ``partials`` (delta_blocks(P, n_L),), the workspace for the per-block cost sums;
         ``cost`` (1,), which receives the mean cost on the device (the function then
@@ -256,7 +258,7 @@ def output_delta(a, y, activation, loss, delta, *, sums=None, stream=0):
     if loss_code is None:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     # g_o' from a is only needed (and only defined) for mse; softmax there is invalid.
-    act_code = _activation_code(activation, allow_softmax=loss_code != MSE)
+    act_code = _activation_code(activation, allow_softmax=loss_code not in REGRESSION)
     if (loss_code == POISSON) != (act_code == EXP):
         raise ValueError(f"loss='poisson' and activation='exp' go together (the canonical "
                          f"pairing), got activation={activation!r}, loss={loss!r}")
@@ -274,10 +276,10 @@ def output_delta(a, y, activation, loss, delta, *, sums=None, stream=0):
         total[0] = 0
     if n > WIDE_OUTPUT:
         k["output_delta_wide"](blocks, ROW_THREADS, stream, a, y, delta, partials, act_code,
-                               loss_code)
+                               loss_code, a.dtype.type(loss_param))
     else:
         k["output_delta"](blocks, REDUCE_THREADS, stream, a, y, delta, partials, act_code,
-                          loss_code)
+                          loss_code, a.dtype.type(loss_param))
     k["finish_cost"](1, REDUCE_THREADS, stream, partials, cost, total, P)
     return float(cost[0]) if as_float else cost
 

@@ -24,7 +24,7 @@ Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a
   rows contiguous, the layout of ``Network.activations`` (a batch of consecutive rows of
   ``X`` is read in place, not copied into ``a^0``);
 - ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
-- ``targets``: ``(cap, n_L)``, the gathered ``y`` rows.
+- ``targets``: ``(cap, n_L)``, the gathered ``y`` rows; ``row_weights``: ``(cap,)``.
 """
 
 from collections import namedtuple
@@ -34,26 +34,30 @@ import numpy as np
 SGD, ADAM, NONE = 0, 1, 2  # NONE: gradients only, the caller sums and updates (MPI)
 
 
-class Batches(namedtuple("Batches", "X Y order batch_size delta_scale")):
+class Batches(namedtuple("Batches", "X Y order batch_size delta_scale weights")):
     """The epoch's batches: batch ``k`` is rows ``order[k B : (k + 1) B]``.
 
     ``X`` (P_total, n_0) and ``Y`` (P_total, n_L) C-contiguous, of ``theta``'s dtype;
     ``order`` int64 (P_total,); ``batch_size`` ``B`` (the last batch may be shorter);
     ``delta_scale`` the factor on ``δ^L`` (``P_local / P_global`` on a rank of a
-    data-parallel run, so that the summed gradients carry the global ``1/P``; else 1).
+    data-parallel run, so that the summed gradients carry the global ``1/P``; else 1);
+    ``weights`` float64, the rows' sample weights ``s`` (P_total,), or empty: unweighted
+    (each batch's cost is then ``Σ s_p c_p / Σ s_p``, as in ``gpubp.core.backprop.load``).
     """
 
     __slots__ = ()
 
     @classmethod
-    def of(cls, X, Y, order, batch_size, delta_scale=1.0):
+    def of(cls, X, Y, order, batch_size, delta_scale=1.0, weights=None):
         """With the field types the compiled epoch is specialised for."""
-        return cls(X, Y, order, int(batch_size), float(delta_scale))
+        weights = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
+        return cls(X, Y, order, int(batch_size), float(delta_scale), weights)
 
 
-class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets")):
+class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets row_weights")):
     """Flat parameters (updated in place) and gradients, shape (N,), and the workspaces,
-    laid out as in the module docstring. On return ``nabla`` holds the gradient of the
+    laid out as in the module docstring (``row_weights`` (cap,): a weighted batch's
+    normalised row weights ``w_p = s_p P / Σ s``). On return ``nabla`` holds the gradient of the
     call's last step (plain SGD folds the others' ``∂W`` straight into ``W``)."""
 
     __slots__ = ()
@@ -67,20 +71,22 @@ class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets")):
     __slots__ = ()
 
 
-class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifier")):
+class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifier "
+                                "loss_param")):
     """What the network computes: the activation codes of layers 1..L (int64, (L,)) as
     :func:`gpubp.kernels.cpu.bias_activation` dispatches them (``forward``: float32
     sigmoid and tanh by their vectorised variants) and as the derivative kernels take
     them (``derivative``); the ``loss`` code; ``tiny`` and ``one_minus``, the log-losses'
-    clip bounds for the dtype; ``classifier``, whether to count correct predictions."""
+    clip bounds for the dtype; ``classifier``, whether to count correct predictions;
+    ``loss_param``, the loss's parameter (label smoothing ``ε``, Huber's ``δ``)."""
 
     __slots__ = ()
 
     @classmethod
-    def of(cls, forward, derivative, loss, tiny, one_minus, classifier):
+    def of(cls, forward, derivative, loss, tiny, one_minus, classifier, loss_param=0.0):
         """With the field types the compiled epoch is specialised for."""
         return cls(np.asarray(forward, np.int64), np.asarray(derivative, np.int64), int(loss),
-                   float(tiny), float(one_minus), bool(classifier))
+                   float(tiny), float(one_minus), bool(classifier), float(loss_param))
 
 
 _HYPER = dict(lr=0.0, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,

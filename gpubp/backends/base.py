@@ -171,8 +171,8 @@ class Backend:
     def bias_activation(self, z, b, activation):
         self.kernels.bias_activation(z, b, activation)
 
-    def output_delta(self, a, y, activation, loss, delta):
-        return self.kernels.output_delta(a, y, activation, loss, delta)
+    def output_delta(self, a, y, activation, loss, delta, loss_param=0.0):
+        return self.kernels.output_delta(a, y, activation, loss, delta, loss_param)
 
     def hidden_delta(self, delta, a, activation):
         self.kernels.hidden_delta(delta, a, activation)
@@ -200,13 +200,13 @@ class Backend:
         return xp.all((a > 0.5) == (y > 0.5), axis=1).sum()
 
     # -- weighted rows and sparse inputs (array-module code: NumPy or CuPy alike) -------------
-    def weighted_cost(self, a, y, loss, w):
+    def weighted_cost(self, a, y, loss, w, loss_param=0.0):
         """``Σ_p w_p c(a_p, y_p) / P`` with the reference per-example costs ``c``.
 
         ``w`` (P,) are the normalised row weights of ``Network._load`` (they sum to P), so
         this is the weighted mean cost. A backend scalar (no host synchronisation).
         """
-        return self.xp.dot(reference_kernels.example_costs(a, y, loss), w) / a.shape[0]
+        return self.xp.dot(reference_kernels.example_costs(a, y, loss, loss_param), w) / a.shape[0]
 
     def sparse_to_device(self, matrix):
         """A host SciPy sparse batch as this backend's CSR matrix (``cupyx`` on CUDA)."""

@@ -260,7 +260,7 @@ class CudaBackend(Backend):
         self.kernels.bias_activation(self._nb(z, flat=ACTIVATIONS[activation].elementwise), self._nb(b),
                                      activation, stream=self._stream())
 
-    def output_delta(self, a, y, activation, loss, delta):
+    def output_delta(self, a, y, activation, loss, delta, loss_param=0.0):
         """Launch the fused output kernel; returns the mean cost as a 0-d backend array.
 
         The cost stays on the device (converting it would synchronise); ``float(cost)``
@@ -275,7 +275,7 @@ class CudaBackend(Backend):
         if scalar is None or scalar.base is not cost:
             scalar = self._scalars[a.dtype] = cost.reshape(())
         self.kernels.output_delta(self._nb(a), self._nb(y), activation, loss,
-                                  self._nb(delta),
+                                  self._nb(delta), loss_param=loss_param,
                                   sums=self.kernels.CostSums(self._nb(partials), self._nb(cost),
                                                              self._nb(self.cost_total)),
                                   stream=self._stream())

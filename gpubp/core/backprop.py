@@ -111,11 +111,12 @@ def backward(net, P, reduction):
     everything below it follows unchanged.
     """
     be, a, delta, L = net.backend, net.activations, net.deltas, net.L
-    cost = be.output_delta(a[L][:P], net.targets[:P], net.output, net.loss_name, delta[L][:P])
+    cost = be.output_delta(a[L][:P], net.targets[:P], net.output, net.loss_name, delta[L][:P],
+                           net.loss_param)
     if net._weighted:
         w = net._row_weights[:P]
         delta[L][:P] *= w[:, None]
-        cost = be.weighted_cost(a[L][:P], net.targets[:P], net.loss_name, w)
+        cost = be.weighted_cost(a[L][:P], net.targets[:P], net.loss_name, w, net.loss_param)
     if reduction.delta_scale != 1.0:
         delta[L][:P] *= reduction.delta_scale
     for l in range(L, 0, -1):

@@ -43,7 +43,7 @@ _probes = {}  # (sizes, batch_size, dtype) -> [threads (1 or None), epochs since
 
 # The compiled epoch's output step knows these losses; the Poisson loss (exp output) and
 # anything newer take the per-kernel step.
-COMPILED_LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
+COMPILED_LOSSES = ("mse", "binary_cross_entropy", "cross_entropy", "huber", "l1")
 
 
 def supported(net, optimizer):
@@ -121,7 +121,8 @@ def layout(net):
         forward=[kernels.forward_code(g, net.dtype) for g in net.activation_names],
         derivative=[kernels.activation_code(g) for g in net.activation_names],
         loss=kernels.loss_code(net.loss_name), tiny=kernels._CLIP[net.dtype][0],
-        one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier)
+        one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier,
+        loss_param=net.loss_param)
     net._epoch_layout = (key, (offsets, codes))
     return offsets, codes
 
@@ -130,7 +131,7 @@ def buffers(net):
     """``net``'s flat parameters, gradients and workspaces as a
     :class:`~gpubp.kernels.epoch_args.Buffers` (views: valid until the workspaces grow)."""
     return Buffers(theta=net.theta, nabla=net.nabla_theta, acts=net._activations_flat,
-                   deltas=net._deltas_flat, targets=net.targets)
+                   deltas=net._deltas_flat, targets=net.targets, row_weights=net._row_weights)
 
 
 def _update(net, optimizer):
@@ -145,7 +146,7 @@ def _update(net, optimizer):
                       optimizer.weight_decay, velocity, optimizer.iterations, optimizer.penalty)
 
 
-def train_epoch(net, optimizer, X, Y, order, batch_size):
+def train_epoch(net, optimizer, X, Y, order, batch_size, weights=None):
     """One epoch of ``net.fit`` in one compiled call (three when it probes BLAS threads).
 
     Parameters
@@ -159,6 +160,9 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
         Checked arrays of the network's dtype.
     order : ndarray of int, shape (P_total,)
     batch_size : int
+    weights : ndarray, shape (P_total,), or None
+        The rows' sample weights: each batch's cost is ``Σ s_p c_p / Σ s_p`` (and an
+        optimizer's penalty divides by the batch's ``Σ s_p``), as on the per-kernel step.
 
     Returns
     -------
@@ -181,7 +185,8 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
         """The compiled epoch over the batches of ``rows`` (whole batches of ``order``)."""
         with _BlasThreads(threads):
             cost_sum, correct, step, penalty_sum = _compiled(
-                net, Batches.of(X, Y, rows, batch_size), _update(net, optimizer))
+                net, Batches.of(X, Y, rows, batch_size, weights=weights),
+                _update(net, optimizer))
         optimizer.iterations = int(step)
         totals[0] += float(cost_sum)
         totals[1] += int(correct)

@@ -29,7 +29,7 @@ from gpubp.data.validation import check_dtype
 
 # the keyword arguments of Network() itself (an unknown one is a TypeError that lists them)
 ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "backend",
-             "fallback")
+             "fallback", "label_smoothing", "huber_delta")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
@@ -48,9 +48,9 @@ class Network:
         ``"softmax"`` or ``"exp"``.
     loss : str or None
         One of ``gpubp.losses.NAMES``: ``"mse"``, ``"binary_cross_entropy"`` (sigmoid
-        output), ``"cross_entropy"`` (softmax output) or ``"poisson"`` (exp output). None
-        picks the canonical loss of ``output`` (``mse`` for the elementwise ones other
-        than sigmoid).
+        output), ``"cross_entropy"`` (softmax output), ``"poisson"`` (exp output), or
+        ``"huber"`` / ``"l1"`` (elementwise outputs, as ``mse``). None picks the canonical
+        loss of ``output`` (``mse`` for the elementwise ones other than sigmoid).
     device : {"cpu", "cuda", "auto"} or None
         Where to train. None reads ``$GPUBP_DEVICE`` (default ``"cpu"``). ``"cuda"`` on a
         machine without a usable GPU warns and uses the CPU (``fallback=False`` raises).
@@ -63,6 +63,9 @@ class Network:
         Force a backend; None picks the fastest one for the device.
     fallback : bool
         Whether ``device="cuda"`` may fall back to the CPU.
+    label_smoothing, huber_delta : float
+        The loss's parameter (:mod:`gpubp.losses`): ``ε`` in [0, 1) of the log-losses
+        (PyTorch's; Keras's for binary), ``δ > 0`` of ``huber`` (PyTorch's).
     **backend_options
         Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` on ``cuda``; the
         options of another backend are checked and ignored, so that ``device="cuda"``
@@ -93,7 +96,8 @@ class Network:
     """
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
-                 dtype="float32", seed=None, backend=None, fallback=True, **backend_options):
+                 dtype="float32", seed=None, backend=None, fallback=True, *, label_smoothing=0.0,
+                 huber_delta=1.0, **backend_options):
         check_options(backend_options, backend if isinstance(backend, str) else "cpu",
                       caller="Network()", arguments=ARGUMENTS)
         self.sizes = checks.check_sizes(sizes)
@@ -101,6 +105,8 @@ class Network:
         self.hidden = checks.check_hidden(hidden, self.L - 1)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
+        self.loss_param = losses.loss_param(self.loss_name, label_smoothing=label_smoothing,
+                                            huber_delta=huber_delta)
         self.dtype = check_dtype(dtype)
         self.seed = checks.check_seed(seed)
         checks.check_flag(fallback, "fallback")
@@ -245,15 +251,11 @@ class Network:
 
     @property
     def predict_proba(self):
-        """Class probabilities, for classifiers only (scikit-learn's convention).
-
-        ``predict_proba(X)`` returns ``(P, n_L)`` softmax probabilities (rows sum to 1),
-        ``(P, 2)`` columns ``[1 − p, p]`` for a single sigmoid output (so that
-        ``argmax(axis=1)`` is :meth:`predict`'s label, as in scikit-learn), and ``(P, n_L)``
-        independent probabilities for several sigmoid outputs (multi-label). A regressor
-        has no ``predict_proba``: the attribute raises ``AttributeError`` (so
-        ``hasattr(net, "predict_proba")`` is False); use :meth:`predict` or :meth:`forward`.
-        """
+        """Class probabilities, for classifiers only (scikit-learn's convention): ``(P, n_L)``
+        softmax rows, ``(P, 2)`` columns ``[1 − p, p]`` for one sigmoid output (``argmax``
+        is :meth:`predict`'s label), ``(P, n_L)`` independent ones for several (multi-label).
+        A regressor has none: the attribute raises ``AttributeError`` (``hasattr`` is
+        False); use :meth:`predict` or :meth:`forward`."""
         if not self.is_classifier:
             raise AttributeError(
                 f"predict_proba is only available for classifiers (loss 'cross_entropy' "
@@ -264,16 +266,16 @@ class Network:
     def _predict_proba(self, X):
         return metrics.probabilities(self.forward(X), self.loss_name)
 
-    def evaluate(self, X, Y):
-        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers).
-
-        A loss that is not finite comes with a ``RuntimeWarning`` saying so (see :meth:`loss`).
-        """
+    def evaluate(self, X, Y, sample_weight=None):
+        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers;
+        both weighted means with ``sample_weight``). A loss that is not finite comes with a
+        ``RuntimeWarning`` saying so (see :meth:`loss`)."""
         X, Yc = self._check_XY(X, Y)
+        s = check_sample_weight(sample_weight, X.shape[0])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
+            result = {"loss": self._cost_and_gradients(X, Yc, False, s)[0]}
             if self.is_classifier:
-                result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name)
+                result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name, s)
         metrics.warn_non_finite(self, result["loss"], "evaluate", X.shape[0])
         return result
 
@@ -281,7 +283,7 @@ class Network:
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
             checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-            distributed=False):
+            distributed=False, sample_weight=None, class_weight=None):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.loop.fit`).
 
         Parameters
@@ -344,6 +346,8 @@ class Network:
             the single-process one. Rank 0 alone prints and writes checkpoints.
             ``Group(comm, reduction=name)`` picks how the ranks combine their gradients
             (:mod:`gpubp.distributed.reductions`).
+        sample_weight, class_weight : (P,) weights ``s_p``; "balanced" or {class: weight}
+            Batch costs ``Σ s_p c_p / Σ s_p`` (see :mod:`gpubp.training.class_weight`).
 
         Returns
         -------
@@ -366,7 +370,8 @@ class Network:
                    validation_split=validation_split, schedule=schedule,
                    weight_decay=weight_decay, early_stopping=early_stopping, callbacks=callbacks,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-                   gradient_flow=gradient_flow, distributed=distributed)
+                   gradient_flow=gradient_flow, distributed=distributed,
+                   sample_weight=sample_weight, class_weight=class_weight)
 
     def trace(self, X, Y):
         """Every quantity of backpropagation on the batch ``(X, Y)``, as NumPy arrays.

@@ -115,7 +115,7 @@ class SplitStep:
                 np.matmul(a[l - 1][rows], net.W[l - 1], out=a[l][rows])
                 be.bias_activation(a[l][rows], net.b[l - 1], acts[l - 1])
             cost_sum = be.output_delta(a[L][rows], y, net.output, net.loss_name,
-                                       d[L][rows]) * P_k
+                                       d[L][rows], net.loss_param) * P_k
             d[L][rows] *= P_k / P  # the global 1/P, as the single-process δ^L carries
             if net.is_classifier:
                 correct = int(be.count_correct(a[L][rows], y, net.loss_name))

@@ -53,11 +53,18 @@ def model_arrays(net, inputs="unknown", **extra_header):
     W, b = net.get_params()
     header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
               "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
+              **_loss_parameter(net),
               "inputs": inputs, **extra_header}
     arrays = {"header": header_array(header)}
     arrays.update({f"W{l}": w for l, w in enumerate(W)})
     arrays.update({f"b{l}": v for l, v in enumerate(b)})
     return arrays
+
+
+def _loss_parameter(net):
+    """The header's entry for the loss's parameter (none for a loss without one)."""
+    name = losses.LOSSES[net.loss_name].parameter
+    return {} if name is None else {name: net.loss_param}
 
 
 def save(net, path, inputs="unknown", **extra_header):
@@ -155,7 +162,7 @@ def load(path, device="cpu", dtype=None, **network_options):
     Errors in the file are ValueErrors naming the file; errors in the arguments name
     the argument, as :class:`gpubp.Network` does.
     """
-    architecture = ("sizes", "hidden", "output", "loss")
+    architecture = ("sizes", "hidden", "output", "loss", *losses.PARAMETERS)
     for key in network_options:
         if key in architecture:
             raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
@@ -172,9 +179,11 @@ def load(path, device="cpu", dtype=None, **network_options):
         hidden = check_hidden(header["hidden"] if len(sizes) > 2 else "sigmoid", len(sizes) - 2)
         output = activations.check_activation(header["output"], "output", activations.OUTPUT)
         loss = losses.check_pairing(output, header["loss"], activations.ACTIVATIONS)
+        parameter = {k: header[k] for k in losses.PARAMETERS if k in header}
+        losses.loss_param(loss, **parameter)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
-    net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device,
+    net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device, **parameter,
                   dtype=header["dtype"] if dtype is None else dtype, **network_options)
     net.set_params(W, b)
     return net

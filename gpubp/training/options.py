@@ -37,6 +37,7 @@ class FitOptions:
     gradient_flow: bool = False
     distributed: object = False
     sample_weight: object = None
+    class_weight: object = None
     rng: object = None
     diverged: str = "raise"
 
