@@ -46,13 +46,13 @@ from gpubp import activations, losses
 from gpubp.kernels.cpu_update import (_adam, _count_correct, _sgd,  # noqa: F401 - re-exported
                                       adam_update, count_correct, sgd_update)
 from gpubp.kernels import jit_cache
+from gpubp.kernels.cpu_loss import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, HUBER, L1, MSE,  # noqa: F401
+                                    POISSON, _poisson_delta, _slope_and_cost)
 from gpubp.kernels.cpu_math import _F, _sigmoid_f32, _tanh_f32
 from gpubp.kernels.reference import ACTIVATIONS, ELEMENTWISE, EXP_CAP, LOSSES
 
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
     activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, HUBER, L1 = map(
-    losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson", "huber", "l1"))
 # internal codes, negative so that the tables' codes (>= 0) can grow
 _SIGMOID_F32 = -1  # internal: sigmoid of a float32 array by the vectorised exp below
 _TANH_F32 = -2  # internal: tanh of a float32 array by the vectorised rational function below
@@ -158,19 +158,6 @@ def _bias_activation(z, b, code):
                 row[j] += b[j]
 
 
-@njit(inline="always", error_model="numpy")
-def _slope_and_cost(d, loss, loss_param):
-    """``(∂c/∂a, c)`` of one output of the regression losses, ``d = a − y``."""
-    if loss == HUBER:
-        r = abs(d)
-        if r <= loss_param:
-            return d, 0.5 * d * d
-        return (loss_param if d > 0 else -loss_param) + d * 0, loss_param * (r - 0.5 * loss_param)
-    if loss == L1:
-        return (d > 0) - (d < 0) + d * 0, abs(d)  # sign(0) = 0, PyTorch's subgradient
-    return d, 0.5 * d * d
-
-
 @njit(error_model="numpy")
 def _output_delta(a, y, act, loss, delta, tiny, one_minus, loss_param, w):
     """``δ^L`` and ``Σ_p w_p c_p / P``; ``w`` (P,) the rows' normalised weights, or an
@@ -214,23 +201,6 @@ def _bias_exp(z, b, cap):
         row = z[p]
         for j in range(n):
             row[j] = math.exp(min(row[j] + b[j], cap))
-
-
-@njit(error_model="numpy")
-def _poisson_delta(a, y, delta, tiny):
-    """``δ^L = (a − y) / P`` and the mean of ``Σ_j [y log(y / a) − y + a]`` (0 log 0 = 0)."""
-    P, n = a.shape
-    inv_p = 1.0 / max(P, 1)
-    cost = 0.0
-    for p in range(P):
-        for j in range(n):
-            aj = a[p, j]
-            yj = y[p, j]
-            delta[p, j] = (aj - yj) * inv_p
-            if yj > 0:
-                cost += yj * (math.log(yj) - math.log(max(aj, tiny)))
-            cost += aj - yj
-    return cost / P
 
 
 @njit(error_model="numpy")
@@ -287,7 +257,7 @@ def bias_activation(z, b, activation):
         np.tanh(z, out=z)
 
 
-def output_delta(a, y, activation, loss, delta, loss_param=0.0):
+def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None):
     """Output error ``δ^L`` and the mean cost in one pass.
 
     Parameters
@@ -300,6 +270,8 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0):
         Written with ``δ^L``.
     loss_param : float
         Label smoothing ``ε`` or Huber's ``δ`` (see the reference twin).
+    w : ndarray, shape (P,), or None
+        Row weights, fused into the same pass (see the reference twin).
 
     Returns
     -------
@@ -315,10 +287,11 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0):
         raise ValueError(f"loss='poisson' and activation='exp' go together (the canonical "
                          f"pairing), got activation={activation!r}, loss={loss!r}")
     tiny, one_minus = _CLIP[a.dtype]
+    w = _NO_WEIGHTS[a.dtype] if w is None else w
     if code == POISSON:
-        return float(_ENTRY.poisson_delta(a, y, delta, tiny))
+        return float(_ENTRY.poisson_delta(a, y, delta, tiny, w))
     return float(_ENTRY.output_delta(a, y, act, code, delta, tiny, one_minus,
-                                     float(loss_param), _NO_WEIGHTS[a.dtype]))
+                                     float(loss_param), w))
 
 
 def hidden_delta(delta, a, activation):
@@ -374,10 +347,10 @@ def _entry_points(kernels_digest):
         return _output_delta(a, y, act, loss, delta, tiny, one_minus, loss_param, w)
 
     @njit(cache=True, error_model="numpy")
-    def poisson_delta(a, y, delta, tiny):
+    def poisson_delta(a, y, delta, tiny, w):
         if False:
             kernels_digest
-        return _poisson_delta(a, y, delta, tiny)
+        return _poisson_delta(a, y, delta, tiny, w)
 
     @njit(cache=True, error_model="numpy")
     def hidden_delta(delta, a, code):

@@ -117,7 +117,7 @@ def signatures(dtype):
     f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
     vec, mat, cube = (types.Array(f, ndim, "C") for ndim in (1, 2, 3))
     code = types.int64  # Python ints
-    delta = (mat, mat, mat, vec, code, code, f)  # ..., act, loss, loss_param
+    delta = (mat, mat, mat, vec, code, code, f, vec, types.boolean)  # ..., loss_param, w, weighted
     return {
         "bias_act": (vec, vec, code),
         "bias_softmax": (mat, vec),
@@ -227,11 +227,25 @@ def bias_activation(z, b, activation, *, stream=0):
         _launch_elementwise(k["bias_act"], z.size, stream, _flat(z), b, code)
 
 
+_NO_WEIGHTS = {}  # dtype -> a device vector output_delta passes, unread, for no weights
+
+
+def _no_weights(a):
+    """A vector of ``a``'s dtype that an unweighted launch passes as ``w`` and never reads;
+    its own array: the simulator copies each argument back, so an alias would overwrite."""
+    if isinstance(a, np.ndarray):  # the simulator
+        return np.zeros(1, a.dtype)
+    if a.dtype not in _NO_WEIGHTS:
+        _NO_WEIGHTS[a.dtype] = cuda.device_array(1, dtype=a.dtype)
+    return _NO_WEIGHTS[a.dtype]
+
+
 CostSums = namedtuple("CostSums", "partials cost total")
 CostSums.__doc__ = """The device workspaces of :func:`output_delta`'s cost reduction."""
 
 
-def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, stream=0):
+def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None, *, sums=None,
+                 stream=0):
     """``δ^L`` and the mean cost in one pass over the rows; see the reference twin.
 
     Parameters
@@ -240,6 +254,8 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, st
     activation, loss : str
     loss_param : float
         Label smoothing ``ε`` or Huber's ``δ`` (see the reference twin).
+    w : array, shape (P,), or None
+        Row weights: each row's δ and cost scaled by ``w_p`` in the same pass.
     sums : CostSums or None
         ``partials`` (delta_blocks(P, n_L),), the workspace for the per-block cost sums;
         ``cost`` (1,), which receives the mean cost on the device (the function then
@@ -274,12 +290,14 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, st
     if total is None:
         total = _host_scratch(a, 1, np.float64, "total")
         total[0] = 0
+    weighted = w is not None
+    if not weighted:
+        w = _no_weights(a)
+    args = (a, y, delta, partials, act_code, loss_code, a.dtype.type(loss_param), w, weighted)
     if n > WIDE_OUTPUT:
-        k["output_delta_wide"](blocks, ROW_THREADS, stream, a, y, delta, partials, act_code,
-                               loss_code, a.dtype.type(loss_param))
+        k["output_delta_wide"](blocks, ROW_THREADS, stream, *args)
     else:
-        k["output_delta"](blocks, REDUCE_THREADS, stream, a, y, delta, partials, act_code,
-                          loss_code, a.dtype.type(loss_param))
+        k["output_delta"](blocks, REDUCE_THREADS, stream, *args)
     k["finish_cost"](1, REDUCE_THREADS, stream, partials, cost, total, P)
     return float(cost[0]) if as_float else cost
 

@@ -221,11 +221,12 @@ def delta_kernels(c, dev):
     g_prime, delta_and_cost, tree_sum = dev.g_prime, dev.delta_and_cost, dev.tree_sum
 
     @cuda.jit
-    def output_delta(a, y, delta, partials, act_code, loss_code, loss_param):
+    def output_delta(a, y, delta, partials, act_code, loss_code, loss_param, w, weighted):
         """``δ^L`` with one thread per row (grid-stride), and each block's cost sum.
 
         For narrow output layers. ``partials[blockIdx.x]`` receives the sum of
         ``c(a_p, y_p)`` over the block's rows; :func:`finish_cost` completes the mean.
+        ``weighted``: row p's δ and cost are scaled by ``w[p]`` (``w`` unread otherwise).
         """
         shared = cuda.shared.array(REDUCE_THREADS, dtype)
         t = cuda.threadIdx.x
@@ -236,6 +237,9 @@ def delta_kernels(c, dev):
             for j in range(n):
                 d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows,
                                       loss_param, width)
+                if weighted:  # uniform across the launch: no divergence
+                    d *= w[p]
+                    c *= w[p]
                 delta[p, j] = d
                 cost += c
         # The reduction is outside the loop: every thread reaches each syncthreads.
@@ -246,7 +250,7 @@ def delta_kernels(c, dev):
             partials[cuda.blockIdx.x] = shared[0]
 
     @cuda.jit
-    def output_delta_wide(a, y, delta, partials, act_code, loss_code, loss_param):
+    def output_delta_wide(a, y, delta, partials, act_code, loss_code, loss_param, w, weighted):
         """``δ^L`` with one warp-sized block per row (grid-stride), for wide output layers.
 
         The block's threads stride along the row (coalesced), each keeping its share of
@@ -261,6 +265,9 @@ def delta_kernels(c, dev):
             for j in range(t, n, ROW_THREADS):
                 d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows,
                                       loss_param, width)
+                if weighted:  # uniform across the launch: no divergence
+                    d *= w[p]
+                    c *= w[p]
                 delta[p, j] = d
                 cost += c
         shared[t] = cost

@@ -167,7 +167,7 @@ def example_costs(a, y, loss, loss_param=0.0):
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
-def output_delta(a, y, activation, loss, delta, loss_param=0.0):
+def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None):
     """Output error ``δ^L = ∂C/∂z^L`` and the mean cost, in one pass.
 
     With ``C = (1/P) Σ_p c(a_p, y_p)`` the chain rule gives
@@ -193,6 +193,9 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0):
     loss_param : float
         The loss's parameter (:func:`gpubp.losses.loss_param`): label smoothing ``ε`` of
         the log-losses, ``δ`` of ``huber``; unused by the others.
+    w : ndarray, shape (P,), or None
+        Row weights ``w_p = s_p P / Σ s`` (``gpubp.core.backprop.load``): row p of ``δ^L``
+        is scaled by ``w_p`` and the cost is ``Σ_p w_p c_p / P``, the weighted mean.
 
     Returns
     -------
@@ -209,7 +212,11 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0):
         delta[...] = slope(a - y) * activation_derivative(a, activation) / P
     else:
         delta[...] = (a - smoothed(y, loss, loss_param)) / P
-    return float(example_costs(a, y, loss, loss_param).sum() / P)
+    costs = example_costs(a, y, loss, loss_param)
+    if w is not None:
+        delta *= w[:, None]
+        costs = costs * w
+    return float(costs.sum() / P)
 
 
 def hidden_delta(delta, a, activation):

@@ -260,7 +260,7 @@ class CudaBackend(Backend):
         self.kernels.bias_activation(self._nb(z, flat=ACTIVATIONS[activation].elementwise), self._nb(b),
                                      activation, stream=self._stream())
 
-    def output_delta(self, a, y, activation, loss, delta, loss_param=0.0):
+    def output_delta(self, a, y, activation, loss, delta, loss_param=0.0, w=None):
         """Launch the fused output kernel; returns the mean cost as a 0-d backend array.
 
         The cost stays on the device (converting it would synchronise); ``float(cost)``
@@ -276,6 +276,7 @@ class CudaBackend(Backend):
             scalar = self._scalars[a.dtype] = cost.reshape(())
         self.kernels.output_delta(self._nb(a), self._nb(y), activation, loss,
                                   self._nb(delta), loss_param=loss_param,
+                                  w=None if w is None else self._nb(w),
                                   sums=self.kernels.CostSums(self._nb(partials), self._nb(cost),
                                                              self._nb(self.cost_total)),
                                   stream=self._stream())

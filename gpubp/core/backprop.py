@@ -106,17 +106,14 @@ def backward(net, P, reduction):
     data-parallel run) and is told as each layer's gradient is final, so that it can
     start summing it.
 
-    With weighted rows the cost is ``C = Σ_p s_p c_p / Σ_p s_p``: each row of the
-    seed ``δ^L`` is scaled by ``w_p = s_p P / Σ s`` (it carries ``1/P`` already), and
-    everything below it follows unchanged.
+    With weighted rows the cost is ``C = Σ_p s_p c_p / Σ_p s_p``: the output kernel
+    scales each row of the seed ``δ^L`` by ``w_p = s_p P / Σ s`` (it carries ``1/P``
+    already) and each row's cost with it, and everything below it follows unchanged.
     """
     be, a, delta, L = net.backend, net.activations, net.deltas, net.L
+    w = net._row_weights[:P] if net._weighted else None
     cost = be.output_delta(a[L][:P], net.targets[:P], net.output, net.loss_name, delta[L][:P],
-                           net.loss_param)
-    if net._weighted:
-        w = net._row_weights[:P]
-        delta[L][:P] *= w[:, None]
-        cost = be.weighted_cost(a[L][:P], net.targets[:P], net.loss_name, w, net.loss_param)
+                           net.loss_param, w)
     if reduction.delta_scale != 1.0:
         delta[L][:P] *= reduction.delta_scale
     for l in range(L, 0, -1):
