@@ -326,3 +326,40 @@ def test_class_weight_needs_one_class_per_row(output, loss, sizes):
 def test_cuda_kernels_and_network_in_the_simulator():
     run_simulated(TESTS / "cudasim_loss_options.py", timeout=900)
 
+
+
+# -- the command line -----------------------------------------------------------------------
+def test_cli_trains_with_label_smoothing_and_balanced_class_weights(tmp_path, capsys):
+    from gpubp.cli.commands import main
+
+    model = tmp_path / "m.npz"
+    assert main(["train", "--data", "iris", "--layers", "8", "--epochs", "3", "--verbose", "0",
+                 "--label-smoothing", "0.1", "--class-weight", "balanced",
+                 "--save", str(model)]) == 0, capsys.readouterr().err
+    assert gpubp.io.load(model).loss_param == 0.1
+    for bad, message in ((["--label-smoothing", "1"], "expected a number in [0, 1), got '1'"),
+                         (["--class-weight", "even"], "invalid choice: 'even'")):
+        with pytest.raises(SystemExit):
+            main(["train", "--data", "iris", *bad])
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["--output", "identity", "--loss", "huber", "--huber-delta", "0.3"],
+    ["--output", "tanh", "--loss", "l1"],
+    ["--output", "softmax", "--label-smoothing", "0.2"],
+    ["--output", "sigmoid", "--loss", "binary_cross_entropy", "--label-smoothing", "0.2"],
+])
+def test_cli_gradcheck_takes_the_loss_options(argv, capsys):
+    from gpubp.cli.commands import main
+
+    assert main(["gradcheck", "--layers", "4", "--hidden", "tanh", *argv]) == 0, \
+        capsys.readouterr().err
+    assert "ok:" in capsys.readouterr().out
+
+
+def test_cli_gradcheck_refuses_an_option_its_loss_does_not_take(capsys):
+    from gpubp.cli.commands import main
+
+    assert main(["gradcheck", "--output", "identity", "--label-smoothing", "0.2"]) != 0
+    assert "label_smoothing=0.2 applies to loss" in capsys.readouterr().err
