@@ -199,6 +199,13 @@ def loss_param(loss, **given):
     return float(given.get(own, PARAMETERS[own][0]))
 
 
+def keywords(loss, loss_param):
+    """The :class:`~gpubp.Network` keyword that gives ``loss`` its ``loss_param``, as a
+    dict (``{}`` for a loss without a parameter): how a copy of a network is built."""
+    name = LOSSES[loss].parameter
+    return {} if name is None else {name: loss_param}
+
+
 def is_classifier(loss):
     """Classifiers predict labels and report accuracy; regressors predict outputs."""
     row = LOSSES.get(loss)

@@ -18,6 +18,7 @@ apart (``kinks``) and left out of the error; every other entry is checked as str
 
 import numpy as np
 
+from gpubp import losses
 from gpubp.data.validation import check_positive
 from gpubp.core.network import Network
 from gpubp.kernels.reference import activate
@@ -78,7 +79,8 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False):
                          "atol=0, rtol=0")
 
     probe = Network(net.sizes, hidden=net.hidden, output=net.output, loss=net.loss_name,
-                    device=net.device, dtype="float64", backend=net.backend.name)
+                    device=net.device, dtype="float64", backend=net.backend.name,
+                    **losses.keywords(net.loss_name, net.loss_param))
     W, b = net.get_params()
     W = [w.astype(np.float64) for w in W]
     b = [v.astype(np.float64) for v in b]

@@ -53,18 +53,12 @@ def model_arrays(net, inputs="unknown", **extra_header):
     W, b = net.get_params()
     header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
               "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
-              **_loss_parameter(net),
+              **losses.keywords(net.loss_name, net.loss_param),
               "inputs": inputs, **extra_header}
     arrays = {"header": header_array(header)}
     arrays.update({f"W{l}": w for l, w in enumerate(W)})
     arrays.update({f"b{l}": v for l, v in enumerate(b)})
     return arrays
-
-
-def _loss_parameter(net):
-    """The header's entry for the loss's parameter (none for a loss without one)."""
-    name = losses.LOSSES[net.loss_name].parameter
-    return {} if name is None else {name: net.loss_param}
 
 
 def save(net, path, inputs="unknown", **extra_header):
