@@ -159,9 +159,11 @@ def _bias_activation(z, b, code):
 
 
 @njit(error_model="numpy")
-def _output_delta(a, y, act, loss, delta, tiny, one_minus, loss_param, w):
+def _output_delta(a, y, act, loss, delta, clip, loss_param, w):
     """``δ^L`` and ``Σ_p w_p c_p / P``; ``w`` (P,) the rows' normalised weights, or an
-    empty array: all 1. ``loss_param``: label smoothing ``ε`` or Huber's ``δ``."""
+    empty array: all 1. ``loss_param``: label smoothing ``ε`` or Huber's ``δ``; ``clip``:
+    the log-losses' bounds ``(tiny, one_minus)``."""
+    tiny, one_minus = clip
     P, n = a.shape
     inv_p = 1.0 / max(P, 1)
     weighted = w.size > 0
@@ -290,7 +292,7 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None):
     w = _NO_WEIGHTS[a.dtype] if w is None else w
     if code == POISSON:
         return float(_ENTRY.poisson_delta(a, y, delta, tiny, w))
-    return float(_ENTRY.output_delta(a, y, act, code, delta, tiny, one_minus,
+    return float(_ENTRY.output_delta(a, y, act, code, delta, (tiny, one_minus),
                                      float(loss_param), w))
 
 
@@ -341,10 +343,10 @@ def _entry_points(kernels_digest):
         _bias_exp(z, b, cap)
 
     @njit(cache=True, error_model="numpy")
-    def output_delta(a, y, act, loss, delta, tiny, one_minus, loss_param, w):
+    def output_delta(a, y, act, loss, delta, clip, loss_param, w):
         if False:
             kernels_digest
-        return _output_delta(a, y, act, loss, delta, tiny, one_minus, loss_param, w)
+        return _output_delta(a, y, act, loss, delta, clip, loss_param, w)
 
     @njit(cache=True, error_model="numpy")
     def poisson_delta(a, y, delta, tiny, w):

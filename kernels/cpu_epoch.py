@@ -182,8 +182,8 @@ def _output(y, buffers, layout, codes, P, delta_scale, w):
     n_L = layout.sizes[L]
     a_L = _block(buffers.acts, layout.a_offsets[L], P, n_L)
     delta = _block(buffers.deltas, layout.d_offsets[L], P, n_L)
-    cost = _output_delta(a_L, y, codes.derivative[L - 1], codes.loss, delta, codes.tiny,
-                         codes.one_minus, codes.loss_param, w) * P
+    cost = _output_delta(a_L, y, codes.derivative[L - 1], codes.loss, delta,
+                         (codes.tiny, codes.one_minus), codes.loss_param, w) * P
     correct = 0
     if codes.classifier:
         correct = _count_correct(a_L, y, codes.loss == CROSS_ENTROPY)

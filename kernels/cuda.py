@@ -240,12 +240,12 @@ def _no_weights(a):
     return _NO_WEIGHTS[a.dtype]
 
 
-CostSums = namedtuple("CostSums", "partials cost total")
-CostSums.__doc__ = """The device workspaces of :func:`output_delta`'s cost reduction."""
+CostSums = namedtuple("CostSums", "partials cost total weights", defaults=(None,))
+CostSums.__doc__ = """The device buffers of :func:`output_delta` beyond its operands: the
+workspaces of its cost reduction, and the rows' ``weights`` (None: unweighted)."""
 
 
-def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None, *, sums=None,
-                 stream=0):
+def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, stream=0):
     """``δ^L`` and the mean cost in one pass over the rows; see the reference twin.
 
     Parameters
@@ -254,9 +254,9 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None, *, sums=
     activation, loss : str
     loss_param : float
         Label smoothing ``ε`` or Huber's ``δ`` (see the reference twin).
-    w : array, shape (P,), or None
-        Row weights: each row's δ and cost scaled by ``w_p`` in the same pass.
     sums : CostSums or None
+        ``weights`` (P,), the rows' weights ``w`` of the reference twin (each row's δ and
+        cost scaled by ``w_p`` in the same pass), or None;
         ``partials`` (delta_blocks(P, n_L),), the workspace for the per-block cost sums;
         ``cost`` (1,), which receives the mean cost on the device (the function then
         returns it without waiting for the GPU); ``total``, float64 (1,), to which the
@@ -281,7 +281,7 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None, *, sums=
     k = kernels_for(a.dtype)
     P, n = a.shape
     blocks = delta_blocks(P, n)
-    partials, cost, total = sums if sums is not None else (None, None, None)
+    partials, cost, total, w = sums if sums is not None else (None, None, None, None)
     as_float = cost is None
     if partials is None:
         partials = _host_scratch(a, blocks, a.dtype, "partials")

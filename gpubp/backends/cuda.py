@@ -276,9 +276,9 @@ class CudaBackend(Backend):
             scalar = self._scalars[a.dtype] = cost.reshape(())
         self.kernels.output_delta(self._nb(a), self._nb(y), activation, loss,
                                   self._nb(delta), loss_param=loss_param,
-                                  w=None if w is None else self._nb(w),
                                   sums=self.kernels.CostSums(self._nb(partials), self._nb(cost),
-                                                             self._nb(self.cost_total)),
+                                                             self._nb(self.cost_total),
+                                                             None if w is None else self._nb(w)),
                                   stream=self._stream())
         return scalar
 
