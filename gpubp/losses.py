@@ -9,6 +9,21 @@ Per-example costs (the network reports their mean over the batch):
 - ``cross_entropy``: ``−Σ_j y_j log a_j``, softmax output; ``δ^L = (a − y) / P``.
 - ``poisson``: half the Poisson deviance ``Σ_j [y_j log(y_j / a_j) − y_j + a_j]`` for
   counts or rates ``y >= 0``, exponential output ``a = e^z``; ``δ^L = (a − y) / P``.
+- ``huber``: ``Σ_j h_δ(a_j − y_j)`` with ``h_δ(d) = ½ d²`` for ``|d| <= δ`` and
+  ``δ (|d| − ½ δ)`` beyond (PyTorch's ``HuberLoss(delta=δ)`` summed over the outputs: it is
+  ``n_L`` times PyTorch's elementwise mean, as ``mse`` here is ``n_L / 2`` times
+  ``MSELoss``); ``δ^L = clip(a − y, −δ, δ) ⊙ g_o'(a) / P``. Parameter ``huber_delta``
+  (δ > 0, default 1.0, PyTorch's).
+- ``l1``: ``Σ_j |a_j − y_j|`` (``n_L`` times PyTorch's ``L1Loss``); ``δ^L = sign(a − y) ⊙
+  g_o'(a) / P`` with ``sign(0) = 0``, PyTorch's subgradient at the kink.
+
+Label smoothing (parameter ``label_smoothing`` ``ε`` in [0, 1), of the two log-losses):
+the targets become ``(1 − ε) y + ε / K`` inside the output kernels, ``K`` the number of
+classes: ``n_L`` for ``cross_entropy`` (PyTorch's ``CrossEntropyLoss(label_smoothing=ε)``),
+2 for each output of ``binary_cross_entropy`` (Keras's ``BinaryCrossentropy``: ``y (1 − ε)
++ ε / 2``; PyTorch's ``BCELoss`` has none). The cost is taken against the smoothed
+targets, as both report it, and ``δ^L = (a − ỹ) / P`` still (``ỹ`` sums to 1 per row
+when ``y`` does).
 
 The kernels are in ``gpubp.kernels`` and take their integer codes from here, as do the
 scikit-learn estimators their loss names; ``tests/test_tables.py`` runs every row through
@@ -21,10 +36,16 @@ mse                    0     (none)            no          squared_error  real
 binary_cross_entropy   1     sigmoid           yes         log_loss       binary
 cross_entropy          2     softmax           yes         log_loss       labels
 poisson                3     exp               no          poisson        counts
+huber                  4     (none)            no          (none)         real
+l1                     5     (none)            no          (none)         real
 =====================  ====  ================  ==========  =============  =======
+
+Each row's ``parameter`` names the one scalar it takes (the :class:`~gpubp.Network`
+keyword), None for none; the kernels take its value as ``loss_param``.
 """
 
 import difflib
+import numbers
 
 from dataclasses import dataclass
 
@@ -52,6 +73,9 @@ class Loss:
     targets : str
         One of :data:`TARGETS`: real values, 0/1 labels, one class per row (one-hot), or
         counts ``>= 0``.
+    parameter : str or None
+        The keyword of its one parameter (``"label_smoothing"``, ``"huber_delta"``), whose
+        value the kernels take as ``loss_param``; None: it has none.
     """
 
     name: str
@@ -60,14 +84,21 @@ class Loss:
     classifier: bool
     sklearn: str | None
     targets: str
+    parameter: str | None = None
 
 
 LOSSES = {l.name: l for l in (
     Loss("mse", 0, None, False, "squared_error", "real"),
-    Loss("binary_cross_entropy", 1, "sigmoid", True, "log_loss", "binary"),
-    Loss("cross_entropy", 2, "softmax", True, "log_loss", "labels"),
+    Loss("binary_cross_entropy", 1, "sigmoid", True, "log_loss", "binary", "label_smoothing"),
+    Loss("cross_entropy", 2, "softmax", True, "log_loss", "labels", "label_smoothing"),
     Loss("poisson", 3, "exp", False, "poisson", "counts"),
+    Loss("huber", 4, None, False, None, "real", "huber_delta"),
+    Loss("l1", 5, None, False, None, "real"),
 )}
+
+# the loss parameters: keyword -> (default, what it must be)
+PARAMETERS = {"label_smoothing": (0.0, "a number in [0, 1)"),
+              "huber_delta": (1.0, "a number > 0")}
 
 NAMES = tuple(LOSSES)
 CODES = {l.name: l.code for l in LOSSES.values()}
@@ -83,6 +114,7 @@ def _check_table():
     assert len(DEFAULT_LOSS) == len(CANONICAL_OUTPUT), "one canonical loss per output"
     for l in LOSSES.values():
         assert l.targets in TARGETS, l
+        assert l.parameter is None or l.parameter in PARAMETERS, l
 
 
 _check_table()
@@ -135,6 +167,43 @@ def check_pairing(output, loss, activations):
             f"output={output!r}; use loss={DEFAULT_LOSS[output]!r} with {output}"
         )
     return loss
+
+
+def loss_param(loss, **given):
+    """The value the kernels take as ``loss_param`` for ``loss``, from the keywords of
+    :data:`PARAMETERS` (``label_smoothing=``, ``huber_delta=``); 0.0 for a loss without one.
+
+    Raises
+    ------
+    TypeError
+        A value that is not a real number.
+    ValueError
+        A value out of its range, or a keyword other than its default with a loss that
+        does not take it (nothing is silently ignored).
+    """
+    own = LOSSES[loss].parameter
+    for key, value in given.items():
+        default, expected = PARAMETERS[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{key} must be {expected}, got {value!r}")
+        value = float(value)
+        in_range = (0.0 <= value < 1.0) if key == "label_smoothing" else (0.0 < value < float("inf"))
+        if not in_range:
+            raise ValueError(f"{key} must be {expected}, got {value!r}")
+        if key != own and value != default:
+            takers = [l.name for l in LOSSES.values() if l.parameter == key]
+            raise ValueError(f"{key}={value!r} applies to loss {' or '.join(map(repr, takers))}"
+                             f", got loss={loss!r}")
+    if own is None:
+        return 0.0
+    return float(given.get(own, PARAMETERS[own][0]))
+
+
+def keywords(loss, loss_param):
+    """The :class:`~gpubp.Network` keyword that gives ``loss`` its ``loss_param``, as a
+    dict (``{}`` for a loss without a parameter): how a copy of a network is built."""
+    name = LOSSES[loss].parameter
+    return {} if name is None else {name: loss_param}
 
 
 def is_classifier(loss):

@@ -47,20 +47,22 @@ from gpubp.kernels.cpu_update import (_adam, _clip, _count_correct, _rmsprop,  #
                                       _sgd, adam_update, clip_gradient, count_correct,
                                       rmsprop_update, sgd_update)
 from gpubp.kernels import cpu_activations, jit_cache
+from gpubp.kernels.cpu_loss import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, HUBER, L1, MSE,  # noqa: F401
+                                    POISSON, _poisson_delta, _slope_and_cost)
 from gpubp.kernels.cpu_math import _D, _F, _sigmoid_f32, _sigmoid_f64, _tanh_f32, _tanh_f64
 from gpubp.kernels.reference import ACTIVATIONS, DERIVED, EXP_CAP, LOSSES, SLOPE
 
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
     activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = map(
-    losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson"))
 # internal codes, negative so that the tables' codes (>= 0) can grow
 _SIGMOID_F32 = -1  # internal: sigmoid of a float32 array by the vectorised exp below
 _TANH_F32 = -2  # internal: tanh of a float32 array by the vectorised rational function below
 _SIGMOID_F64, _TANH_F64 = -3, -4  # internal: the same for float64 (kernels/cpu_math.py)
 
+# the row weights of an unweighted batch (see _output_delta), one per dtype
+_NO_WEIGHTS = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 # Clip bounds of the log-losses (reference._clipped), looked up once rather than per call.
-_CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
+CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
          for t in (np.float32, np.float64)}
 
 
@@ -167,27 +169,39 @@ def _bias_activation(z, b, code):
 
 
 @njit(error_model="numpy")
-def _output_delta(a, y, act, loss, delta, tiny, one_minus):
+def _output_delta(a, y, act, loss, delta, clip, loss_param, w):
+    """``δ^L`` and ``Σ_p w_p c_p / P``; ``w`` (P,) the rows' normalised weights, or an
+    empty array: all 1. ``loss_param``: label smoothing ``ε`` or Huber's ``δ``; ``clip``:
+    the log-losses' bounds ``(tiny, one_minus)``."""
+    tiny, one_minus = clip
     P, n = a.shape
     inv_p = 1.0 / max(P, 1)
+    weighted = w.size > 0
+    keep = 1.0 - loss_param  # label smoothing: ỹ = (1 − ε) y + ε / K
+    spread = loss_param / n if loss == CROSS_ENTROPY else 0.5 * loss_param
+    smooth = loss_param != 0 and (loss == CROSS_ENTROPY or loss == BINARY_CROSS_ENTROPY)
     cost = 0.0  # accumulated in float64 whatever the dtype
     for p in range(P):
+        row_scale = w[p] * inv_p if weighted else inv_p
+        row_cost = 0.0
         for j in range(n):
             aj = a[p, j]
-            yj = y[p, j]
+            yj = y[p, j] * keep + spread if smooth else y[p, j]
             d = aj - yj
-            if loss == MSE:
-                delta[p, j] = d * _derivative1(aj, act) * inv_p
-                cost += 0.5 * d * d
+            if loss == MSE or loss == HUBER or loss == L1:
+                slope, c = _slope_and_cost(d, loss, loss_param)
+                delta[p, j] = slope * _derivative1(aj, act) * row_scale
+                row_cost += c
             else:
                 # sigmoid + BCE and softmax + CE: g_o' cancels with dc/da (docs/design.md).
-                delta[p, j] = d * inv_p
+                delta[p, j] = d * row_scale
                 c = min(max(aj, tiny), one_minus)
                 if loss == CROSS_ENTROPY:
                     if yj != 0:
-                        cost -= yj * math.log(c)
+                        row_cost -= yj * math.log(c)
                 else:
-                    cost -= yj * math.log(c) + (1 - yj) * math.log1p(-c)
+                    row_cost -= yj * math.log(c) + (1 - yj) * math.log1p(-c)
+        cost += w[p] * row_cost if weighted else row_cost
     return cost / P
 
 
@@ -199,23 +213,6 @@ def _bias_exp(z, b, cap):
         row = z[p]
         for j in range(n):
             row[j] = math.exp(min(row[j] + b[j], cap))
-
-
-@njit(error_model="numpy")
-def _poisson_delta(a, y, delta, tiny):
-    """``δ^L = (a − y) / P`` and the mean of ``Σ_j [y log(y / a) − y + a]`` (0 log 0 = 0)."""
-    P, n = a.shape
-    inv_p = 1.0 / max(P, 1)
-    cost = 0.0
-    for p in range(P):
-        for j in range(n):
-            aj = a[p, j]
-            yj = y[p, j]
-            delta[p, j] = (aj - yj) * inv_p
-            if yj > 0:
-                cost += yj * (math.log(yj) - math.log(max(aj, tiny)))
-            cost += aj - yj
-    return cost / P
 
 
 @njit(error_model="numpy")
@@ -277,7 +274,7 @@ def bias_activation(z, b, activation, slope=SLOPE, z_out=None):
     _ENTRY.bias_activation(z, b, code)
 
 
-def output_delta(a, y, activation, loss, delta):
+def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None):
     """Output error ``δ^L`` and the mean cost in one pass.
 
     Parameters
@@ -288,6 +285,10 @@ def output_delta(a, y, activation, loss, delta):
         Output activation and loss.
     delta : ndarray, shape (P, n_L)
         Written with ``δ^L``.
+    loss_param : float
+        Label smoothing ``ε`` or Huber's ``δ`` (see the reference twin).
+    w : ndarray, shape (P,), or None
+        Row weights, fused into the same pass (see the reference twin).
 
     Returns
     -------
@@ -296,16 +297,18 @@ def output_delta(a, y, activation, loss, delta):
     """
     act = activation_code(activation)
     code = loss_code(loss)
-    if code == MSE and act == SOFTMAX:
+    if code in (MSE, HUBER, L1) and act == SOFTMAX:
         # g' of softmax is a Jacobian, not elementwise; the reference refuses it too.
         activation_code(activation, elementwise=True)
     if (code == POISSON) != (act == EXP):
         raise ValueError(f"loss='poisson' and activation='exp' go together (the canonical "
                          f"pairing), got activation={activation!r}, loss={loss!r}")
-    tiny, one_minus = _CLIP[a.dtype]
+    tiny, one_minus = CLIP[a.dtype]
+    w = _NO_WEIGHTS[a.dtype] if w is None else w
     if code == POISSON:
-        return float(_ENTRY.poisson_delta(a, y, delta, tiny))
-    return float(_ENTRY.output_delta(a, y, act, code, delta, tiny, one_minus))
+        return float(_ENTRY.poisson_delta(a, y, delta, tiny, w))
+    return float(_ENTRY.output_delta(a, y, act, code, delta, (tiny, one_minus),
+                                     float(loss_param), w))
 
 
 def hidden_delta(delta, a, activation, slope=SLOPE):
@@ -360,16 +363,16 @@ def _entry_points(kernels_digest):
         _bias_exp(z, b, cap)
 
     @njit(cache=True, error_model="numpy")
-    def output_delta(a, y, act, loss, delta, tiny, one_minus):
+    def output_delta(a, y, act, loss, delta, clip, loss_param, w):
         if False:
             kernels_digest
-        return _output_delta(a, y, act, loss, delta, tiny, one_minus)
+        return _output_delta(a, y, act, loss, delta, clip, loss_param, w)
 
     @njit(cache=True, error_model="numpy")
-    def poisson_delta(a, y, delta, tiny):
+    def poisson_delta(a, y, delta, tiny, w):
         if False:
             kernels_digest
-        return _poisson_delta(a, y, delta, tiny)
+        return _poisson_delta(a, y, delta, tiny, w)
 
     @njit(cache=True, error_model="numpy")
     def hidden_delta(delta, a, code):

@@ -174,14 +174,31 @@ def _special(code):
 
 
 @njit(error_model="numpy", inline="always")
-def _output(y, buffers, layout, codes, P, delta_scale):
-    """``δ^L`` (times ``delta_scale``); returns ``P C`` and the correct predictions."""
+def _row_weights(batches, buffers, start, P):
+    """The batch's ``w_p = s_p P / Σ s`` in ``buffers.row_weights`` (all 0 if ``Σ s = 0``)
+    and ``Σ s``; an empty view and ``P`` for an unweighted epoch."""
+    if batches.weights.size == 0:
+        return buffers.row_weights[:0], float(P)
+    w, s, order = buffers.row_weights[:P], batches.weights, batches.order
+    total = 0.0
+    for i in range(P):
+        total += s[order[start + i]]
+    scale = P / total if total > 0 else 0.0
+    for i in range(P):
+        w[i] = s[order[start + i]] * scale
+    return w, total
+
+
+@njit(error_model="numpy", inline="always")
+def _output(y, buffers, layout, codes, P, delta_scale, w):
+    """``δ^L`` (times ``delta_scale``; rows weighted by ``w`` unless it is empty); returns
+    ``P C`` and the correct predictions."""
     L = layout.sizes.size - 1
     n_L = layout.sizes[L]
     a_L = _block(buffers.acts, layout.a_offsets[L], P, n_L)
     delta = _block(buffers.deltas, layout.d_offsets[L], P, n_L)
-    cost = _output_delta(a_L, y, codes.derivative[L - 1], codes.loss, delta, codes.tiny,
-                         codes.one_minus) * P
+    cost = _output_delta(a_L, y, codes.derivative[L - 1], codes.loss, delta,
+                         (codes.tiny, codes.one_minus), codes.loss_param, w) * P
     correct = 0
     if codes.classifier:
         correct = _count_correct(a_L, y, codes.loss == CROSS_ENTROPY)
@@ -287,7 +304,9 @@ def _epoch(batches, buffers, layout, codes, update):
     for start in range(0, order.size, B):
         P = min(B, order.size - start)
         lr = update.lrs[start // B] if update.lrs.size > 0 else update.lr  # per step, or one
-        decay_w = update.weight_decay + update.penalty / P  # the biases' is weight_decay
+        w, n = _row_weights(batches, buffers, start, P)  # n: the batch's rows or Σ s
+        # the biases' decay is weight_decay; the penalty's gradient is α W / n
+        decay_w = update.weight_decay + (update.penalty / n if n > 0 else 0.0)
         descent[0] = -lr
         descent[1] = 1 - lr * decay_w
         # The epoch's last step takes the unfused path, so nabla keeps the gradient of
@@ -297,8 +316,9 @@ def _epoch(batches, buffers, layout, codes, update):
         step_key = _bits(batches.dropout_key, batches.first_batch + start // B)
         _forward(a_0, buffers, layout, codes, P, step_key)
         if update.penalty != 0:  # with the W of the forward pass (fused SGD changes it)
-            penalty_sum += 0.5 * update.penalty * _squared_weights(buffers.theta, layout)
-        cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale)
+            penalty_sum += 0.5 * update.penalty * _squared_weights(buffers.theta, layout) * (
+                P / n if n > 0 else 0.0)
+        cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale, w)
         cost_sum += cost
         correct += hits
         _backward(a_0, buffers, layout, codes, update, descent, fused, step_key)
@@ -332,7 +352,8 @@ def train_epoch(batches, buffers, layout, codes, update):
         Steps taken after this call (``update.step`` plus one per batch, unless
         ``update.code`` is ``NONE``).
     penalty_sum : float
-        ``Σ_batches P_k α ‖W_k‖² / 2P_k``, the penalty's share of the cost (0 without).
+        ``Σ_batches P_k α ‖W_k‖² / 2n_k``, the penalty's share of the cost (0 without), ``n_k``
+        the batch's rows, or its total sample weight.
     """
     # Plain tuples across the boundary: Numba types them from a cached fingerprint, where
     # each namedtuple argument is typed by Python code on every call (~0.1 ms in all)
@@ -366,7 +387,7 @@ def gemm_epoch(n_steps, P, buffers, layout):
 
 @njit(cache=True, error_model="numpy")
 def _gemm_epoch(n_steps, P, buffers, layout):
-    theta, nabla, acts, deltas, _ = buffers
+    theta, nabla, acts, deltas, _, _ = buffers
     sizes, w_offsets, a_offsets, d_offsets, _ = layout
     L = sizes.size - 1
     for _ in range(n_steps):

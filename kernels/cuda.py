@@ -53,7 +53,7 @@ from gpubp import activations, losses
 from gpubp.kernels import cuda_kernels
 from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P,
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
-from gpubp.kernels.cuda_device import EXP, POISSON
+from gpubp.kernels.cuda_device import EXP, POISSON, REGRESSION
 from gpubp.kernels.reference import ACTIVATIONS, DERIVED, LOSSES, SLOPE
 from numba import types
 
@@ -155,7 +155,7 @@ def signatures(dtype):
     f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
     vec, mat, cube = (types.Array(f, ndim, "C") for ndim in (1, 2, 3))
     code = types.int64  # Python ints
-    delta = (mat, mat, mat, vec, code, code)
+    delta = (mat, mat, mat, vec, code, code, f, vec, types.boolean)  # ..., loss_param, w, weighted
     return {
         "bias_act": (vec, vec, code, f),
         "bias_act_keep": (vec, vec, vec, code, f),
@@ -274,18 +274,36 @@ def bias_activation(z, b, activation, slope=SLOPE, z_out=None, *, stream=0):
         _launch_elementwise(k["bias_act"], z.size, stream, _flat(z), b, code, T(slope))
 
 
-CostSums = namedtuple("CostSums", "partials cost total")
-CostSums.__doc__ = """The device workspaces of :func:`output_delta`'s cost reduction."""
+_NO_WEIGHTS = {}  # dtype -> a device vector output_delta passes, unread, for no weights
 
 
-def output_delta(a, y, activation, loss, delta, *, sums=None, stream=0):
+def _no_weights(a):
+    """A vector of ``a``'s dtype that an unweighted launch passes as ``w`` and never reads;
+    its own array: the simulator copies each argument back, so an alias would overwrite."""
+    if isinstance(a, np.ndarray):  # the simulator
+        return np.zeros(1, a.dtype)
+    if a.dtype not in _NO_WEIGHTS:
+        _NO_WEIGHTS[a.dtype] = cuda.device_array(1, dtype=a.dtype)
+    return _NO_WEIGHTS[a.dtype]
+
+
+CostSums = namedtuple("CostSums", "partials cost total weights", defaults=(None,))
+CostSums.__doc__ = """The device buffers of :func:`output_delta` beyond its operands: the
+workspaces of its cost reduction, and the rows' ``weights`` (None: unweighted)."""
+
+
+def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, stream=0):
     """``δ^L`` and the mean cost in one pass over the rows; see the reference twin.
 
     Parameters
     ----------
     a, y, delta : arrays, shape (P, n_L)
     activation, loss : str
+    loss_param : float
+        Label smoothing ``ε`` or Huber's ``δ`` (see the reference twin).
     sums : CostSums or None
+        ``weights`` (P,), the rows' weights ``w`` of the reference twin (each row's δ and
+        cost scaled by ``w_p`` in the same pass), or None;
         ``partials`` (delta_blocks(P, n_L),), the workspace for the per-block cost sums;
         ``cost`` (1,), which receives the mean cost on the device (the function then
         returns it without waiting for the GPU); ``total``, float64 (1,), to which the
@@ -303,14 +321,14 @@ def output_delta(a, y, activation, loss, delta, *, sums=None, stream=0):
     if loss_code is None:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     # g_o' from a is only needed (and only defined) for mse; softmax there is invalid.
-    act_code = _activation_code(activation, allow_softmax=loss_code != MSE)
+    act_code = _activation_code(activation, allow_softmax=loss_code not in REGRESSION)
     if (loss_code == POISSON) != (act_code == EXP):
         raise ValueError(f"loss='poisson' and activation='exp' go together (the canonical "
                          f"pairing), got activation={activation!r}, loss={loss!r}")
     k = kernels_for(a.dtype)
     P, n = a.shape
     blocks = delta_blocks(P, n)
-    partials, cost, total = sums if sums is not None else (None, None, None)
+    partials, cost, total, w = sums if sums is not None else (None, None, None, None)
     as_float = cost is None
     if partials is None:
         partials = _host_scratch(a, blocks, a.dtype, "partials")
@@ -319,12 +337,14 @@ def output_delta(a, y, activation, loss, delta, *, sums=None, stream=0):
     if total is None:
         total = _host_scratch(a, 1, np.float64, "total")
         total[0] = 0
+    weighted = w is not None
+    if not weighted:
+        w = _no_weights(a)
+    args = (a, y, delta, partials, act_code, loss_code, a.dtype.type(loss_param), w, weighted)
     if n > WIDE_OUTPUT:
-        k["output_delta_wide"](blocks, ROW_THREADS, stream, a, y, delta, partials, act_code,
-                               loss_code)
+        k["output_delta_wide"](blocks, ROW_THREADS, stream, *args)
     else:
-        k["output_delta"](blocks, REDUCE_THREADS, stream, a, y, delta, partials, act_code,
-                          loss_code)
+        k["output_delta"](blocks, REDUCE_THREADS, stream, *args)
     k["finish_cost"](1, REDUCE_THREADS, stream, partials, cost, total, P)
     return float(cost[0]) if as_float else cost
 

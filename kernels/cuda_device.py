@@ -34,8 +34,9 @@ LEAKY_RELU, ELU, SELU, SOFTPLUS, GELU, GELU_TANH, SILU = map(
 # g and g' branch once on `code >= LEAKY_RELU` into the newer rows' functions
 assert max(SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP) < LEAKY_RELU == min(
     LEAKY_RELU, ELU, SELU, SOFTPLUS, GELU, GELU_TANH, SILU)
-MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON = map(
-    losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson"))
+MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, HUBER, L1 = map(
+    losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson", "huber", "l1"))
+REGRESSION = (MSE, HUBER, L1)  # ∂c/∂a ⊙ g_o'(a): the losses with any elementwise output
 
 # Block shapes compiled into the kernels (shared-memory sizes depend on them). The grid
 # sizes and their caps are host-side choices, in gpubp.kernels.cuda.
@@ -186,11 +187,30 @@ def device_functions(c):
         return a
 
     @cuda.jit(device=True, inline="always")
-    def delta_and_cost(a, y, act_code, loss_code, rows):
-        """``(δ_pj, c_pj)`` of one output entry: the error and its share of the cost."""
+    def delta_and_cost(a, y, act_code, loss_code, rows, loss_param, n):
+        """``(δ_pj, c_pj)`` of one output entry: the error and its share of the cost.
+
+        ``loss_param``: Huber's ``δ``, or the log-losses' label smoothing ``ε`` (the
+        target becomes ``(1 − ε) y + ε / K``, ``K`` = ``n`` outputs for cross-entropy, 2
+        for binary cross-entropy); ``n``: the row's outputs, as a ``T``.
+        """
+        if loss_code == CROSS_ENTROPY:
+            y = (one - loss_param) * y + loss_param / n
+        elif loss_code == BINARY_CROSS_ENTROPY:
+            y = (one - loss_param) * y + half * loss_param
         diff = a - y
         if loss_code == MSE:
             return diff * g_prime(a, act_code, zero) / rows, half * diff * diff
+        if loss_code == HUBER:
+            r = abs(diff)
+            if r > loss_param:  # false for NaN, which takes the quadratic branch and stays
+                slope = loss_param if diff > zero else -loss_param
+                return slope * g_prime(a, act_code, zero) / rows, loss_param * (r - half * loss_param)
+            return diff * g_prime(a, act_code, zero) / rows, half * diff * diff
+        if loss_code == L1:
+            # sign(0) = 0 (PyTorch's subgradient); diff * 0 keeps NaN
+            slope = one if diff > zero else (-one if diff < zero else diff * zero)
+            return slope * g_prime(a, act_code, zero) / rows, abs(diff)
         # Canonical pairs: the derivative of g_o cancels, δ = (a - y) / P.
         if loss_code == POISSON:
             # y log(y / a) − y + a, with 0 log 0 = 0 and a >= tiny inside the log
@@ -295,20 +315,25 @@ def delta_kernels(c, dev):
     g_prime, delta_and_cost, tree_sum = dev.g_prime, dev.delta_and_cost, dev.tree_sum
 
     @cuda.jit
-    def output_delta(a, y, delta, partials, act_code, loss_code):
+    def output_delta(a, y, delta, partials, act_code, loss_code, loss_param, w, weighted):
         """``δ^L`` with one thread per row (grid-stride), and each block's cost sum.
 
         For narrow output layers. ``partials[blockIdx.x]`` receives the sum of
         ``c(a_p, y_p)`` over the block's rows; :func:`finish_cost` completes the mean.
+        ``weighted``: row p's δ and cost are scaled by ``w[p]`` (``w`` unread otherwise).
         """
         shared = cuda.shared.array(REDUCE_THREADS, dtype)
         t = cuda.threadIdx.x
         P, n = a.shape
-        rows = T(P)
+        rows, width = T(P), T(n)
         cost = zero
         for p in range(cuda.grid(1), P, cuda.gridsize(1)):
             for j in range(n):
-                d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows)
+                d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows,
+                                      loss_param, width)
+                if weighted:  # uniform across the launch: no divergence
+                    d *= w[p]
+                    c *= w[p]
                 delta[p, j] = d
                 cost += c
         # The reduction is outside the loop: every thread reaches each syncthreads.
@@ -319,7 +344,7 @@ def delta_kernels(c, dev):
             partials[cuda.blockIdx.x] = shared[0]
 
     @cuda.jit
-    def output_delta_wide(a, y, delta, partials, act_code, loss_code):
+    def output_delta_wide(a, y, delta, partials, act_code, loss_code, loss_param, w, weighted):
         """``δ^L`` with one warp-sized block per row (grid-stride), for wide output layers.
 
         The block's threads stride along the row (coalesced), each keeping its share of
@@ -328,11 +353,15 @@ def delta_kernels(c, dev):
         shared = cuda.shared.array(ROW_THREADS, dtype)
         t = cuda.threadIdx.x
         P, n = a.shape
-        rows = T(P)
+        rows, width = T(P), T(n)
         cost = zero
         for p in range(cuda.blockIdx.x, P, cuda.gridDim.x):
             for j in range(t, n, ROW_THREADS):
-                d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows)
+                d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows,
+                                      loss_param, width)
+                if weighted:  # uniform across the launch: no divergence
+                    d *= w[p]
+                    c *= w[p]
                 delta[p, j] = d
                 cost += c
         shared[t] = cost

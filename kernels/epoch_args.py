@@ -27,7 +27,7 @@ Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a
   (gelu, gelu_tanh, silu), block ``l`` at ``z_offsets[l]`` (-1 for the layers that keep
   none);
 - ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
-- ``targets``: ``(cap, n_L)``, the gathered ``y`` rows.
+- ``targets``: ``(cap, n_L)``, the gathered ``y`` rows; ``row_weights``: ``(cap,)``.
 """
 
 from collections import namedtuple
@@ -40,7 +40,7 @@ SGD, ADAM, NONE, RMSPROP = 0, 1, 2, 3  # NONE: gradients only, the caller sums a
 
 
 class Batches(namedtuple("Batches", "X Y order batch_size delta_scale dropout_key "
-                                    "first_batch")):
+                                    "first_batch weights")):
     """The epoch's batches: batch ``k`` is rows ``order[k B : (k + 1) B]``.
 
     ``X`` (P_total, n_0) and ``Y`` (P_total, n_L) C-contiguous, of ``theta``'s dtype;
@@ -50,20 +50,25 @@ class Batches(namedtuple("Batches", "X Y order batch_size delta_scale dropout_ke
     ``dropout_key`` (uint64) the epoch's dropout key and ``first_batch`` the epoch's index
     of batch 0 here: batch ``k`` draws the masks of ``bits(dropout_key, first_batch + k)``
     (:mod:`gpubp.kernels.dropout`; unused where ``Codes.drop_threshold`` is 0).
+    ``weights`` float64, the rows' sample weights ``s`` (P_total,), or empty: unweighted
+    (each batch's cost is then ``Σ s_p c_p / Σ s_p``, as in ``gpubp.core.backprop.load``).
     """
 
     __slots__ = ()
 
     @classmethod
-    def of(cls, X, Y, order, batch_size, delta_scale=1.0, dropout_key=0, first_batch=0):
+    def of(cls, X, Y, order, batch_size, delta_scale=1.0, dropout_key=0, first_batch=0,
+           weights=None):
         """With the field types the compiled epoch is specialised for."""
+        weights = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
         return cls(X, Y, order, int(batch_size), float(delta_scale), np.uint64(dropout_key),
-                   int(first_batch))
+                   int(first_batch), weights)
 
 
-class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets")):
+class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets row_weights")):
     """Flat parameters (updated in place) and gradients, shape (N,), and the workspaces,
-    laid out as in the module docstring. On return ``nabla`` holds the gradient of the
+    laid out as in the module docstring (``row_weights`` (cap,): a weighted batch's
+    normalised row weights ``w_p = s_p P / Σ s``). On return ``nabla`` holds the gradient of the
     call's last step (plain SGD folds the others' ``∂W`` straight into ``W``)."""
 
     __slots__ = ()
@@ -79,7 +84,7 @@ class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets z_offsets
 
 
 class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifier "
-                                "drop_threshold drop_keep drop_scale slope")):
+                                "drop_threshold drop_keep drop_scale slope loss_param")):
     """What the network computes: the activation codes of layers 1..L (int64, (L,)) as
     :func:`gpubp.kernels.cpu.bias_activation` dispatches them (``forward``: float32
     sigmoid and tanh by their vectorised variants) and as the derivative kernels take
@@ -87,21 +92,24 @@ class Codes(namedtuple("Codes", "forward derivative loss tiny one_minus classifi
     clip bounds for the dtype; ``classifier``, whether to count correct predictions;
     the dropout of layers 1..L (``(L,)``, the output layer's 0): ``drop_threshold``
     (uint64, 0 without dropout), ``drop_keep`` ``1 − p`` and ``drop_scale`` ``1/(1 − p)``
-    (in ``theta``'s dtype); ``slope``, leaky_relu's negative slope."""
+    (in ``theta``'s dtype); ``slope``, leaky_relu's negative slope.; ``loss_param``, the loss's parameter (label
+    smoothing ``ε``, Huber's ``δ``)."""
 
     __slots__ = ()
 
     @classmethod
-    def of(cls, forward, derivative, loss, tiny, one_minus, classifier, dropout, slope=0.01):
-        """With the field types the compiled epoch is specialised for; ``dropout`` the
-        ``(rates of the hidden layers, dtype)``."""
+    def of(cls, forward, derivative, loss, clip, classifier, dropout, slope=0.01,
+           loss_param=0.0):
+        """With the field types the compiled epoch is specialised for; ``clip`` the
+        log-losses' ``(tiny, one_minus)``, ``dropout`` the ``(rates of the hidden
+        layers, dtype)``."""
         rates, dtype = dropout
         p = np.array(list(rates) + [0.0])
         thresholds = [threshold(r) for r in p]
         return cls(np.asarray(forward, np.int64), np.asarray(derivative, np.int64), int(loss),
-                   float(tiny), float(one_minus), bool(classifier),
+                   float(clip[0]), float(clip[1]), bool(classifier),
                    np.array(thresholds, np.uint64), (1 - p).astype(dtype),
-                   (1 / (1 - p)).astype(dtype), float(slope))
+                   (1 / (1 - p)).astype(dtype), float(slope), float(loss_param))
 
 
 _HYPER = dict(lr=0.0, momentum=0.0, nesterov=False, weight_decay=0.0, beta1=0.0, beta2=0.0,

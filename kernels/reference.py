@@ -220,14 +220,38 @@ def _clipped(a):
     return np.clip(a, finfo.tiny, 1 - finfo.epsneg)
 
 
-def example_costs(a, y, loss):
+def smoothed(y, loss, loss_param):
+    """The targets of a log-loss with label smoothing ``ε = loss_param``:
+    ``(1 − ε) y + ε / K``, ``K = n_L`` for ``cross_entropy``, 2 for ``binary_cross_entropy``
+    (:mod:`gpubp.losses`); ``y`` itself for ``ε = 0`` or another loss."""
+    if not loss_param or loss not in ("cross_entropy", "binary_cross_entropy"):
+        return y
+    K = y.shape[1] if loss == "cross_entropy" else 2
+    return (1 - loss_param) * y + loss_param / K
+
+
+def huber_slope(d, huber_delta):
+    """``∂h_δ/∂d = clip(d, −δ, δ)`` of the Huber function (``h_δ`` in :mod:`gpubp.losses`)."""
+    return np.clip(d, -huber_delta, huber_delta)
+
+
+def example_costs(a, y, loss, loss_param=0.0):
     """Per-example cost ``c(a_p, y_p)``, shape (P,).
 
     ``mse``: ``½ Σ_j (a_j − y_j)²``; ``binary_cross_entropy``:
     ``−Σ_j [y_j log a_j + (1 − y_j) log(1 − a_j)]``; ``cross_entropy``: ``−Σ_j y_j log a_j``;
     ``poisson`` (half the Poisson deviance, scikit-learn's): ``Σ_j [y_j log(y_j / a_j) −
-    y_j + a_j]``, with ``0 log 0 = 0``. Works on NumPy and CuPy arrays alike.
+    y_j + a_j]``, with ``0 log 0 = 0``; ``huber``: ``Σ_j h_δ(a_j − y_j)``, ``δ =
+    loss_param``; ``l1``: ``Σ_j |a_j − y_j|``. The log-losses take ``y`` smoothed by
+    ``ε = loss_param`` (:func:`smoothed`). Works on NumPy and CuPy arrays alike.
     """
+    y = smoothed(y, loss, loss_param)
+    if loss == "huber":
+        r = np.abs(a - y)
+        return np.where(r <= loss_param, 0.5 * r * r, loss_param * (r - 0.5 * loss_param)
+                        ).sum(axis=1)
+    if loss == "l1":
+        return np.abs(a - y).sum(axis=1)
     if loss == "mse":
         return 0.5 * ((a - y) ** 2).sum(axis=1)
     if loss == "binary_cross_entropy":
@@ -242,7 +266,7 @@ def example_costs(a, y, loss):
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
-def output_delta(a, y, activation, loss, delta):
+def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None):
     """Output error ``δ^L = ∂C/∂z^L`` and the mean cost, in one pass.
 
     With ``C = (1/P) Σ_p c(a_p, y_p)`` the chain rule gives
@@ -251,7 +275,9 @@ def output_delta(a, y, activation, loss, delta):
     ``∂c/∂a = (a − y) / (a (1 − a))`` and ``g_o' = a (1 − a)`` cancel; for softmax +
     cross-entropy the Jacobian of softmax contracts with ``−y/a`` to ``a − Σ_j y_j a``,
     which is ``a − y`` for targets that sum to 1. For exp + Poisson ``∂c/∂a = 1 − y/a``
-    and ``g_o' = a``. All three give ``δ^L = (a − y) / P``.
+    and ``g_o' = a``. All three give ``δ^L = (a − y) / P`` (with the smoothed targets
+    under label smoothing). ``huber``: ``∂c/∂a = clip(a − y, −δ, δ)``; ``l1``:
+    ``sign(a − y)``, 0 at 0; each times ``g_o'(a) / P``.
 
     Parameters
     ----------
@@ -263,6 +289,12 @@ def output_delta(a, y, activation, loss, delta):
         Output activation and loss (a pairing accepted by ``gpubp.losses``).
     delta : ndarray, shape (P, n_L)
         Written with ``δ^L``.
+    loss_param : float
+        The loss's parameter (:func:`gpubp.losses.loss_param`): label smoothing ``ε`` of
+        the log-losses, ``δ`` of ``huber``; unused by the others.
+    w : ndarray, shape (P,), or None
+        Row weights ``w_p = s_p P / Σ s`` (``gpubp.core.backprop.load``): row p of ``δ^L``
+        is scaled by ``w_p`` and the cost is ``Σ_p w_p c_p / P``, the weighted mean.
 
     Returns
     -------
@@ -273,11 +305,17 @@ def output_delta(a, y, activation, loss, delta):
     if (loss == "poisson") != (activation == "exp"):
         raise ValueError(f"loss='poisson' and activation='exp' go together (the canonical "
                          f"pairing), got activation={activation!r}, loss={loss!r}")
-    if loss == "mse":
-        delta[...] = (a - y) * activation_derivative(a, activation) / P
+    slope = {"mse": lambda d: d, "l1": np.sign,
+             "huber": lambda d: huber_slope(d, loss_param)}.get(loss)
+    if slope is not None:  # ∂c/∂a ⊙ g_o'(a): any elementwise output
+        delta[...] = slope(a - y) * activation_derivative(a, activation) / P
     else:
-        delta[...] = (a - y) / P
-    return float(example_costs(a, y, loss).sum() / P)
+        delta[...] = (a - smoothed(y, loss, loss_param)) / P
+    costs = example_costs(a, y, loss, loss_param)
+    if w is not None:
+        delta *= w[:, None]
+        costs = costs * w
+    return float(costs.sum() / P)
 
 
 def hidden_delta(delta, a, activation, slope=SLOPE, dropout=None):

@@ -33,8 +33,8 @@ def test_gradcheck_detects_a_wrong_gradient(monkeypatch, factor, at_least):
     assert np.all(gpubp.gradcheck(net, X, Y) < 0.1)
     true_output_delta = reference.output_delta
 
-    def scaled(a, y, activation, loss, delta):
-        cost = true_output_delta(a, y, activation, loss, delta)
+    def scaled(a, y, activation, loss, delta, *loss_param_and_weights):
+        cost = true_output_delta(a, y, activation, loss, delta, *loss_param_and_weights)
         delta *= factor
         return cost
 

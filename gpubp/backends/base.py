@@ -7,7 +7,7 @@ Every backend offers the same small set of operations on its own arrays:
 ``to_device/to_host``     move arrays between the host (NumPy) and the backend
 ``matmul``                dense product into a preallocated ``out``
 ``bias_activation``       forward epilogue ``a = g(z + b)`` in place (``z`` kept on request)
-``output_delta``          ``δ^L`` and the mean cost in one pass
+``output_delta``          ``δ^L`` and the mean cost in one pass (rows weighted by ``w``)
 ``hidden_delta``          ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(a^l)`` (or ``g'(z^l)``) in place
                           (both: with the layer's dropout mask when given one)
 ``weight_bias_gradients`` ``∂W = a^{l-1 T} δ^l`` and ``∂b = Σ_p δ^l``
@@ -20,7 +20,6 @@ Every backend offers the same small set of operations on its own arrays:
 ``in_place/batch_order``  a device X used as given; the epoch's order where rows are read
 ``row_weights``           a batch's normalised sample weights, where they live
 ``cost_sum``              the epoch's sum of the example costs, synchronised once
-``weighted_cost``         ``Σ_p w_p c_p / P`` for per-row weights ``w``
 ``sparse_*``              first layer of a sparse ``a^0``: copy, product, gradients
 ========================  =====================================================
 
@@ -216,8 +215,8 @@ class Backend:
         else:
             self.kernels.bias_activation(z, b, activation, dropout=dropout)
 
-    def output_delta(self, a, y, activation, loss, delta):
-        return self.kernels.output_delta(a, y, activation, loss, delta)
+    def output_delta(self, a, y, activation, loss, delta, loss_param=0.0, w=None):
+        return self.kernels.output_delta(a, y, activation, loss, delta, loss_param, w)
 
     def hidden_delta(self, delta, a, activation, slope=reference_kernels.SLOPE, dropout=None):
         """``δ ⊙= g'(a)``; with ``dropout``, ``δ ⊙= g'(a (1 − p)) ⊙ m / (1 − p)``."""
@@ -256,14 +255,6 @@ class Backend:
         return xp.all((a > 0.5) == (y > 0.5), axis=1).sum()
 
     # -- weighted rows and sparse inputs (array-module code: NumPy or CuPy alike) -------------
-    def weighted_cost(self, a, y, loss, w):
-        """``Σ_p w_p c(a_p, y_p) / P`` with the reference per-example costs ``c``.
-
-        ``w`` (P,) are the normalised row weights of ``Network._load`` (they sum to P), so
-        this is the weighted mean cost. A backend scalar (no host synchronisation).
-        """
-        return self.xp.dot(reference_kernels.example_costs(a, y, loss), w) / a.shape[0]
-
     def sparse_to_device(self, matrix):
         """A host SciPy sparse batch as this backend's CSR matrix (``cupyx`` on CUDA)."""
         if self.xp is np:

@@ -305,7 +305,7 @@ class CudaBackend(Backend):
                                      None if z_out is None else self._nb(z_out, flat=flat),
                                      stream=self._stream())
 
-    def output_delta(self, a, y, activation, loss, delta):
+    def output_delta(self, a, y, activation, loss, delta, loss_param=0.0, w=None):
         """Launch the fused output kernel; returns the mean cost as a 0-d backend array.
 
         The cost stays on the device (converting it would synchronise); ``float(cost)``
@@ -320,19 +320,12 @@ class CudaBackend(Backend):
         if scalar is None or scalar.base is not cost:
             scalar = self._scalars[a.dtype] = cost.reshape(())
         self.kernels.output_delta(self._nb(a), self._nb(y), activation, loss,
-                                  self._nb(delta),
+                                  self._nb(delta), loss_param=loss_param,
                                   sums=self.kernels.CostSums(self._nb(partials), self._nb(cost),
-                                                             self._nb(self.cost_total)),
+                                                             self._nb(self.cost_total),
+                                                             None if w is None else self._nb(w)),
                                   stream=self._stream())
         return scalar
-
-    def weighted_cost(self, a, y, loss, w):
-        """The weighted mean cost (see the base class), which also replaces this batch's
-        unweighted cost sum, added to :attr:`cost_total` by :meth:`output_delta`'s
-        kernel just before, by the weighted one (on the device: no synchronisation)."""
-        cost = super().weighted_cost(a, y, loss, w)
-        self.cost_total += (cost - self._scalars[a.dtype]) * a.shape[0]
-        return cost
 
     def hidden_delta(self, delta, a, activation, slope=SLOPE, dropout=None):
         if dropout is not None:

@@ -45,7 +45,7 @@ def cmd_train(args, out):
     sizes = [data.n_features, *args.layers, data.n_classes]
     net = gpubp.Network(sizes, hidden=args.hidden, output="softmax", device=args.device,
                         dtype=args.dtype, seed=args.seed, dropout=args.dropout,
-                        negative_slope=args.negative_slope)
+                        negative_slope=args.negative_slope, label_smoothing=args.label_smoothing)
     n_params = sum(w.size + b.size for w, b in zip(net.W, net.b))
     print(f"data: {data.name}, {len(data.X_train)} train / {len(data.X_test)} test examples, "
           f"{data.n_features} features, {data.n_classes} classes", file=out)
@@ -68,7 +68,8 @@ def cmd_train(args, out):
                       clip_norm=args.clip_norm, clip_value=args.clip_value,
                       early_stopping=args.early_stopping, checkpoint=args.checkpoint,
                       checkpoint_every=args.checkpoint_every, resume=args.resume,
-                      gradient_flow=bool(args.plot), distributed=args.distributed)
+                      gradient_flow=bool(args.plot), distributed=args.distributed,
+                      class_weight=args.class_weight)
     seconds = time.perf_counter() - start
     print(f"trained {len(history)} epochs in {seconds:.2f} s; final train loss "
           f"{history['loss'][-1]:.4f}, train accuracy {history['accuracy'][-1]:.4f}", file=out)
@@ -178,6 +179,13 @@ def cmd_bench(args, out):
     return 0
 
 
+def _loss_options(args):
+    """gradcheck's loss parameters: those that differ from their defaults (a Network refuses
+    a parameter its loss does not take)."""
+    given = {"label_smoothing": args.label_smoothing, "huber_delta": args.huber_delta}
+    return {k: v for k, v in given.items() if v != losses.PARAMETERS[k][0]}
+
+
 def cmd_gradcheck(args, out):
     import gpubp  # keeps the command line's start light
 
@@ -185,7 +193,7 @@ def cmd_gradcheck(args, out):
     checks.check_negative_slope(args)
     net = gpubp.Network(sizes, hidden=args.hidden, output=args.output, loss=args.loss,
                         device=args.device, dtype="float64", seed=args.seed, backend=args.backend,
-                        negative_slope=args.negative_slope)
+                        negative_slope=args.negative_slope, **_loss_options(args))
     rng = np.random.default_rng(args.seed)
     X = rng.normal(size=(args.examples, args.inputs))
     targets = losses.LOSSES[net.loss_name].targets

@@ -140,6 +140,10 @@ def _add_train(commands):
                        help="learning rate (default 0.5 for sgd, momentum and nesterov, "
                             "1e-3 for adam and adamw, 1e-2 for rmsprop)")
     train.add_argument("--weight-decay", type=_number(0), default=0.0, help="L2 penalty (default 0)")
+    train.add_argument("--label-smoothing", type=_number(0, 1, high_open=True), default=0.0,
+                       help="cross-entropy label smoothing ε in [0, 1) (PyTorch's; default 0)")
+    train.add_argument("--class-weight", choices=("balanced",), default=None,
+                       help="balanced: weigh each class by P / (K n_k) (scikit-learn's)")
     train.add_argument("--schedule", default="constant",
                        help="learning-rate schedule: constant, step or cosine (per epoch); "
                             "warmup, warmup_cosine or one_cycle (per step)")
@@ -243,6 +247,10 @@ def _add_gradcheck(commands):
     grad.add_argument("--output", default="softmax", help=", ".join(activations.OUTPUT))
     grad.add_argument("--loss", default=None, help=", ".join(losses.NAMES) + " (default: the "
                       "output's canonical loss, else mse)")
+    grad.add_argument("--label-smoothing", type=_number(0, 1, high_open=True), default=0.0,
+                      help="label smoothing of the log-losses (default 0)")
+    grad.add_argument("--huber-delta", type=_number(0, low_open=True), default=1.0,
+                      help="δ of the huber loss (default 1)")
     grad.add_argument("--inputs", type=_positive(int), default=6)
     grad.add_argument("--outputs", type=_positive(int), default=3)
     grad.add_argument("--examples", type=_positive(int), default=8)

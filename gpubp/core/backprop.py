@@ -143,14 +143,16 @@ def propagate(net, a, zs, rows, sparse_a0=None, drops=None):
                            slope=slope(net), z_out=z_out, dropout=drop)
 
 
-def output_error(net, a_L, y, delta_L, scale=1.0):
+def output_error(net, a_L, y, delta_L, scale=1.0, w=None):
     """``δ^L = scale · (1/P) ∂c/∂a^L ⊙ g_o'(z^L)`` in ``delta_L``; returns the mean cost.
 
     ``a_L``, ``y``, ``delta_L`` are (P, n_L) rows of one batch (or of a rank's share);
     ``scale`` turns the share's ``1/P`` into the ``1/P_global`` of the whole batch
-    (exactly 1.0 skips the product).
+    (exactly 1.0 skips the product); ``w`` (P,), the rows' weights ``s_p P / Σ s`` (see
+    :func:`backward`), or None.
     """
-    cost = net.backend.output_delta(a_L, y, net.output, net.loss_name, delta_L)
+    cost = net.backend.output_delta(a_L, y, net.output, net.loss_name, delta_L,
+                                    net.loss_param, w)
     if scale != 1.0:
         delta_L *= scale
     return cost
@@ -199,18 +201,15 @@ def backward(net, P, reduction, drops=None):
     data-parallel run) and is told as each layer's gradient is final, so that it can
     start summing it.
 
-    With weighted rows the cost is ``C = Σ_p s_p c_p / Σ_p s_p``: each row of the
-    seed ``δ^L`` is scaled by ``w_p = s_p P / Σ s`` (it carries ``1/P`` already), and
-    everything below it follows unchanged. ``drops``: those of :func:`forward`, whose
-    masks enter each hidden δ.
+    With weighted rows the cost is ``C = Σ_p s_p c_p / Σ_p s_p``: the output kernel
+    scales each row of the seed ``δ^L`` by ``w_p = s_p P / Σ s`` (it carries ``1/P``
+    already) and each row's cost with it, and everything below it follows unchanged.
+    ``drops``: those of :func:`forward`, whose masks enter each hidden δ.
     """
     be, a, delta, L = net.backend, net.activations, net.deltas, net.L
     rows = slice(0, P)
-    cost = output_error(net, a[L][rows], net.targets[rows], delta[L][rows])
-    if net._weighted:
-        w = net._row_weights[rows]
-        delta[L][rows] *= w[:, None]
-        cost = be.weighted_cost(a[L][rows], net.targets[rows], net.loss_name, w)
+    w = net._row_weights[rows] if net._weighted else None
+    cost = output_error(net, a[L][rows], net.targets[rows], delta[L][rows], w=w)
     if reduction.delta_scale != 1.0:
         delta[L][rows] *= reduction.delta_scale
 

@@ -44,7 +44,7 @@ _probes = {}  # (sizes, batch_size, dtype) -> [threads (1 or None), epochs since
 
 # The compiled epoch's output step knows these losses; the Poisson loss (exp output) and
 # anything newer take the per-kernel step.
-COMPILED_LOSSES = ("mse", "binary_cross_entropy", "cross_entropy")
+COMPILED_LOSSES = ("mse", "binary_cross_entropy", "cross_entropy", "huber", "l1")
 
 
 def supported(net, optimizer):
@@ -125,9 +125,9 @@ def layout(net):
     codes = Codes.of(
         forward=[kernels.forward_code(g, net.dtype) for g in net.activation_names],
         derivative=[kernels.activation_code(g) for g in net.activation_names],
-        loss=kernels.loss_code(net.loss_name), tiny=kernels._CLIP[net.dtype][0],
-        one_minus=kernels._CLIP[net.dtype][1], classifier=net.is_classifier,
-        dropout=(net.dropout, net.dtype), slope=backprop.slope(net))
+        loss=kernels.loss_code(net.loss_name), clip=kernels.CLIP[net.dtype],
+        classifier=net.is_classifier,
+        dropout=(net.dropout, net.dtype), slope=backprop.slope(net), loss_param=net.loss_param)
     net._epoch_layout = (key, (offsets, codes))
     return offsets, codes
 
@@ -136,7 +136,7 @@ def buffers(net):
     """``net``'s flat parameters, gradients and workspaces as a
     :class:`~gpubp.kernels.epoch_args.Buffers` (views: valid until the workspaces grow)."""
     return Buffers(theta=net.theta, nabla=net.nabla_theta, acts=net._activations_flat,
-                   deltas=net._deltas_flat, targets=net.targets)
+                   deltas=net._deltas_flat, targets=net.targets, row_weights=net._row_weights)
 
 
 def _update(net, optimizer, steps=None):
@@ -165,7 +165,7 @@ def _update(net, optimizer, steps=None):
     return update.per_step(lrs, optimizer.clip_norm, optimizer.clip_value)
 
 
-def train_epoch(net, optimizer, X, Y, order, batch_size):
+def train_epoch(net, optimizer, X, Y, order, batch_size, weights=None):
     """One epoch of ``net.fit`` in one compiled call (three when it probes BLAS threads).
 
     Parameters
@@ -180,6 +180,9 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
         Checked arrays of the network's dtype.
     order : ndarray of int, shape (P_total,)
     batch_size : int
+    weights : ndarray, shape (P_total,), or None
+        The rows' sample weights: each batch's cost is ``Σ s_p c_p / Σ s_p`` (and an
+        optimizer's penalty divides by the batch's ``Σ s_p``), as on the per-kernel step.
 
     Returns
     -------
@@ -204,7 +207,7 @@ def train_epoch(net, optimizer, X, Y, order, batch_size):
     def run(begin, end, threads):
         """The compiled epoch over the batches of ``order[begin:end]`` (whole batches)."""
         batches = Batches.of(X, Y, order[begin:end], batch_size, dropout_key=stream[0],
-                             first_batch=stream[1] + begin // batch_size)
+                             first_batch=stream[1] + begin // batch_size, weights=weights)
         with _BlasThreads(threads):
             cost_sum, correct, step, penalty_sum = _compiled(
                 net, batches, _update(net, optimizer, -(-(end - begin) // batch_size)))

@@ -70,7 +70,7 @@ def data_sums(net, X, Y, rows, group=ALONE, gradients=False, abs_deltas=False):
                     abs_delta[l] += P * float(np.abs(be.to_host(net.deltas[l + 1][:P])).sum())
             else:
                 cost = be.output_delta(a, net.targets[:P], net.output, net.loss_name,
-                                       net.deltas[L][:P])
+                                       net.deltas[L][:P], net.loss_param)
             total += float(cost) * P
             if net.is_classifier:
                 correct += float(net._count_correct(P))

@@ -22,6 +22,7 @@ import functools
 import numpy as np
 
 from gpubp.activations import ACTIVATIONS
+from gpubp import losses
 from gpubp.data.validation import check_positive
 from gpubp.core.network import Network
 from gpubp.kernels.reference import activate
@@ -87,7 +88,8 @@ def gradcheck(net, X, Y, eps=1e-6, atol=1e-8, rtol=1e-6, return_kinks=False,
 
     probe = Network(net.sizes, hidden=net.hidden, output=net.output, loss=net.loss_name,
                     device=net.device, dtype="float64", backend=net.backend.name,
-                    dropout=net.dropout, negative_slope=net.negative_slope)
+                    dropout=net.dropout, negative_slope=net.negative_slope,
+                    **losses.keywords(net.loss_name, net.loss_param))
     W, b = net.get_params()
     W = [w.astype(np.float64) for w in W]
     b = [v.astype(np.float64) for v in b]

@@ -22,11 +22,14 @@ def labels(a, loss):
     return a
 
 
-def accuracy(a, Y, loss):
-    """Fraction of examples whose predicted labels all match the targets ``Y`` (P, n_L)."""
+def accuracy(a, Y, loss, sample_weight=None):
+    """Fraction of examples whose predicted labels all match the targets ``Y`` (P, n_L);
+    the ``sample_weight``-weighted fraction when given (scikit-learn's ``score``)."""
     if _targets(loss) == "labels":
-        return float(np.mean(np.argmax(a, axis=1) == np.argmax(Y, axis=1)))
-    return float(np.mean(np.all((a > 0.5) == (Y > 0.5), axis=1)))
+        right = np.argmax(a, axis=1) == np.argmax(Y, axis=1)
+    else:
+        right = np.all((a > 0.5) == (Y > 0.5), axis=1)
+    return float(np.average(right, weights=sample_weight))
 
 
 def probabilities(a, loss):

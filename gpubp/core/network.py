@@ -29,7 +29,7 @@ from gpubp.data.validation import check_dtype
 
 # the keyword arguments of Network() itself (an unknown one is a TypeError that lists them)
 ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "backend",
-             "fallback", "dropout", "negative_slope", "init")
+             "fallback", "dropout", "negative_slope", "init", "label_smoothing", "huber_delta")
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
@@ -49,9 +49,9 @@ class Network(PerExample):
         ``"softmax"`` or ``"exp"``.
     loss : str or None
         One of ``gpubp.losses.NAMES``: ``"mse"``, ``"binary_cross_entropy"`` (sigmoid
-        output), ``"cross_entropy"`` (softmax output) or ``"poisson"`` (exp output). None
-        picks the canonical loss of ``output`` (``mse`` for the elementwise ones other
-        than sigmoid).
+        output), ``"cross_entropy"`` (softmax output), ``"poisson"`` (exp output), or
+        ``"huber"`` / ``"l1"`` (elementwise outputs, as ``mse``). None picks the canonical
+        loss of ``output`` (``mse`` for the elementwise ones other than sigmoid).
     device : {"cpu", "cuda", "auto"} or None
         Where to train. None reads ``$GPUBP_DEVICE`` (default ``"cpu"``). ``"cuda"`` on a
         machine without a usable GPU warns and uses the CPU (``fallback=False`` raises).
@@ -71,6 +71,9 @@ class Network(PerExample):
         leaky_relu's slope for ``z < 0`` (PyTorch's name; None: 0.01); refused without one.
     init : str, callable or None
         A rule of ``gpubp.activations.INITS``, ``init(shape, rng) -> W``, or None (by g).
+    label_smoothing, huber_delta : float
+        The loss's parameter (:mod:`gpubp.losses`): ``ε`` in [0, 1) of the log-losses
+        (PyTorch's; Keras's for binary), ``δ > 0`` of ``huber`` (PyTorch's).
     **backend_options
         Passed to the backend (e.g. ``weight_grad="fused" | "cublas"`` and
         ``precision="tf32"`` (TF32 float32 GEMMs) on ``cuda``; the options of another
@@ -102,7 +105,8 @@ class Network(PerExample):
 
     def __init__(self, sizes, hidden="sigmoid", output="softmax", loss=None, device=None,
                  dtype="float32", seed=None, backend=None, fallback=True, dropout=0.0,
-                 negative_slope=None, init=None, **backend_options):
+                 negative_slope=None, init=None, *, label_smoothing=0.0, huber_delta=1.0,
+                 **backend_options):
         check_options(backend_options, backend if isinstance(backend, str) else "cpu",
                       caller="Network()", arguments=ARGUMENTS)
         self.sizes = checks.check_sizes(sizes)
@@ -111,6 +115,8 @@ class Network(PerExample):
         self.dropout = check_rates(dropout, self.L - 1, self.hidden)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
+        self.loss_param = losses.loss_param(self.loss_name, label_smoothing=label_smoothing,
+                                            huber_delta=huber_delta)
         self.dtype = check_dtype(dtype)
         self.seed = checks.check_seed(seed)
         checks.check_flag(fallback, "fallback")
@@ -262,15 +268,11 @@ class Network(PerExample):
 
     @property
     def predict_proba(self):
-        """Class probabilities, for classifiers only (scikit-learn's convention).
-
-        ``predict_proba(X)`` returns ``(P, n_L)`` softmax probabilities (rows sum to 1),
-        ``(P, 2)`` columns ``[1 − p, p]`` for a single sigmoid output (so that
-        ``argmax(axis=1)`` is :meth:`predict`'s label, as in scikit-learn), and ``(P, n_L)``
-        independent probabilities for several sigmoid outputs (multi-label). A regressor
-        has no ``predict_proba``: the attribute raises ``AttributeError`` (so
-        ``hasattr(net, "predict_proba")`` is False); use :meth:`predict` or :meth:`forward`.
-        """
+        """Class probabilities, for classifiers only (scikit-learn's convention): ``(P, n_L)``
+        softmax rows, ``(P, 2)`` columns ``[1 − p, p]`` for one sigmoid output (``argmax``
+        is :meth:`predict`'s label), ``(P, n_L)`` independent ones for several (multi-label).
+        A regressor has none: the attribute raises ``AttributeError`` (``hasattr`` is
+        False); use :meth:`predict` or :meth:`forward`."""
         if not self.is_classifier:
             raise AttributeError(
                 f"predict_proba is only available for classifiers (loss 'cross_entropy' "
@@ -281,16 +283,16 @@ class Network(PerExample):
     def _predict_proba(self, X):
         return metrics.probabilities(self.forward(X), self.loss_name)
 
-    def evaluate(self, X, Y):
-        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers).
-
-        A loss that is not finite comes with a ``RuntimeWarning`` saying so (see :meth:`loss`).
-        """
+    def evaluate(self, X, Y, sample_weight=None):
+        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers;
+        both weighted means with ``sample_weight``). A loss that is not finite comes with a
+        ``RuntimeWarning`` saying so (see :meth:`loss`)."""
         X, Yc = self._check_XY(X, Y)
+        s = check_sample_weight(sample_weight, X.shape[0])
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            result = {"loss": self._cost_and_gradients(X, Yc, want_gradients=False)[0]}
+            result = {"loss": self._cost_and_gradients(X, Yc, False, s)[0]}
             if self.is_classifier:
-                result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name)
+                result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name, s)
         metrics.warn_non_finite(self, result["loss"], "evaluate", X.shape[0])
         return result
 
@@ -298,7 +300,8 @@ class Network(PerExample):
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
             checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
-            distributed=False, clip_norm=None, clip_value=None, privacy=None):
+            distributed=False, clip_norm=None, clip_value=None, privacy=None,
+            sample_weight=None, class_weight=None):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.loop.fit`).
 
         Parameters
@@ -368,6 +371,8 @@ class Network(PerExample):
         privacy : DPSGD or None
             Differentially private SGD (:mod:`gpubp.training.privacy`); ``"epsilon"`` in
             the History, the privacy spent, at the given δ, after each epoch.
+        sample_weight, class_weight : (P,) weights ``s_p``; "balanced" or {class: weight}
+            Batch costs ``Σ s_p c_p / Σ s_p`` (see :mod:`gpubp.training.class_weight`).
 
         Returns
         -------
@@ -391,7 +396,8 @@ class Network(PerExample):
                    weight_decay=weight_decay, early_stopping=early_stopping, callbacks=callbacks,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                    gradient_flow=gradient_flow, distributed=distributed, clip_norm=clip_norm,
-                   clip_value=clip_value, privacy=privacy)
+                   clip_value=clip_value, privacy=privacy, sample_weight=sample_weight,
+                   class_weight=class_weight)
 
     # every quantity of backpropagation on a batch: a Trace (a, z, delta, dW, db, masks)
     trace = tracing.trace

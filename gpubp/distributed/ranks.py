@@ -325,7 +325,8 @@ def start_facts(net, X, Y, **arguments):
     storage = "sparse" if is_sparse(X) else "memory-mapped" if mapped.is_mapped(X) \
         else "in memory"
     facts = {"layer sizes": net.sizes, "activations": net.activation_names,
-             "loss": net.loss_name, "dtype": net.dtype.name, "seed": net.seed,
+             "loss": net.loss_name, "loss parameter": net.loss_param,
+             "dtype": net.dtype.name, "seed": net.seed,
              "backend": net.backend.name, "X shape": tuple(X.shape), "X storage": storage,
              "Y shape": tuple(Y.shape)}
     rows = sorted({0, X.shape[0] // 2, X.shape[0] - 1})

@@ -65,6 +65,7 @@ def header_of(net, inputs="unknown", **extra_header):
         raise ValueError(f"inputs must be one of {tuple(INPUTS)}, got {inputs!r}")
     header = {"format": FORMAT, "version": VERSION, "sizes": net.sizes, "hidden": net.hidden,
               "output": net.output, "loss": net.loss_name, "dtype": net.dtype.name,
+              **losses.keywords(net.loss_name, net.loss_param),
               "inputs": inputs, "dropout": net.dropout, **extra_header}
     if net.negative_slope is not None:  # leaky_relu's
         header["negative_slope"] = net.negative_slope
@@ -196,7 +197,8 @@ def load(path, device="cpu", dtype=None, **network_options):
     Errors in the file are ValueErrors naming the file; errors in the arguments name
     the argument, as :class:`gpubp.Network` does.
     """
-    architecture = ("sizes", "hidden", "output", "loss", "dropout", "negative_slope", "init")
+    architecture = ("sizes", "hidden", "output", "loss", "dropout", "negative_slope", "init",
+                    *losses.PARAMETERS)
     for key in network_options:
         if key in architecture:
             raise TypeError(f"load() got an unexpected keyword argument {key!r}: the "
@@ -215,10 +217,13 @@ def load(path, device="cpu", dtype=None, **network_options):
         loss = losses.check_pairing(output, header["loss"], activations.ACTIVATIONS)
         dropout = check_rates(header.get("dropout", 0.0), len(sizes) - 2)  # 0: older files
         slope = activations.check_negative_slope(header.get("negative_slope"), hidden)
+        parameter = {k: header[k] for k in losses.PARAMETERS if k in header}
+        losses.loss_param(loss, **parameter)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{path} has an invalid header ({type(exc).__name__}: {exc})") from None
     net = Network(sizes, hidden=hidden, output=output, loss=loss, device=device, dropout=dropout,
                   negative_slope=None if slope is None or "leaky_relu" not in hidden else slope,
+                  **parameter,
                   dtype=header["dtype"] if dtype is None else dtype, **network_options)
     net.set_params(W, b)
     return net

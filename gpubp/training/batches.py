@@ -90,10 +90,11 @@ class BatchCalls:
         self.stopped = self.run.stop_training
         return self.stopped
 
-    def compiled_epoch(self, net, optimizer, X, Y, order, batch_size):
+    def compiled_epoch(self, net, optimizer, X, Y, order, batch_size, weights=None):
         """:func:`gpubp.core.compiled.train_epoch` in chunks of :attr:`every` batches, the
         callbacks due between them; returns the same ``(cost_sum, correct, penalty_sum)``
-        over the rows trained (all of ``order`` unless a callback stopped the run)."""
+        over the rows trained (all of ``order`` unless a callback stopped the run);
+        ``weights``: the rows' sample weights, or None."""
         X = np.ascontiguousarray(X, dtype=net.dtype)  # once, not once per chunk
         Y = np.ascontiguousarray(Y, dtype=net.dtype)
         totals = [0.0, 0, 0.0]
@@ -101,7 +102,7 @@ class BatchCalls:
         for start in range(0, len(order), chunk):
             rows = order[start:start + chunk]
             for i, figure in enumerate(compiled.train_epoch(net, optimizer, X, Y, rows,
-                                                            batch_size)):
+                                                            batch_size, weights)):
                 totals[i] += figure
             last_batch = (start + len(rows) - 1) // batch_size
             if self.after(last_batch, len(rows), lambda: totals[:2]):

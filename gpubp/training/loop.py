@@ -14,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gpubp.training import checkpoint as ckpt_io
+from gpubp.training.class_weight import row_weights
 from gpubp.core import backprop, compiled, dropout
 from gpubp.data import mapped
 from gpubp.training.batches import BatchCalls
@@ -63,9 +64,11 @@ class Plan:
 def fit(net, X, Y, **options):
     """Train ``net`` in place; see :meth:`gpubp.Network.fit` for the options.
 
-    Three more, for callers that need them (:mod:`gpubp.sklearn`): ``sample_weight``
-    (P,), each batch's cost the weighted mean ``Σ s_p c_p / Σ s_p`` (the per-kernel
-    step; an optimizer's ``penalty`` then divides by the batch's ``Σ s_p``), and ``rng``,
+    ``sample_weight`` (P,) makes each batch's cost the weighted mean ``Σ s_p c_p / Σ s_p``
+    (an optimizer's ``penalty`` then divides by the batch's ``Σ s_p``), on the compiled
+    epoch as on the per-kernel step; ``class_weight`` multiplies it by the weight of each
+    row's class (:mod:`gpubp.training.class_weight`). Two more, for callers that need them
+    (:mod:`gpubp.sklearn`): ``rng``,
     the generator or ``RandomState`` the epochs are shuffled with (default ``net.rng``;
     not recorded in checkpoints); ``diverged="continue"`` trains on after a non-finite
     epoch instead of raising :class:`TrainingDiverged` (scikit-learn's behaviour: its
@@ -104,6 +107,7 @@ def _plan(net, X, Y, o, group):
     split = rows = None  # rows: the training rows of X (all of them without a split)
     if o.validation_split:
         split, rows, validation = _validation_split(net, X, Y, o.validation_split, state)
+    weights = row_weights(o.class_weight, Y, net.loss_name, weights, rows, group.size)
     P_total = X.shape[0] if rows is None else len(rows)
     o = replace(o, batch_size=min(o.batch_size, P_total))
     plan = Plan(optimizer, X, Y, rows, np.arange(P_total), History(), 0, o, validation,
@@ -293,9 +297,9 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
     """One pass over the rows ``order`` of ``X``, in that order; returns the epoch's figures
     from its batches.
 
-    ``data``: ``(X, Y)``. ``weights``: the rows' sample weights (the per-kernel step weighs
-    them). ``batches``: the per-batch callbacks (:class:`~gpubp.training.batches.BatchCalls`),
-    or None: then the compiled epoch is one call.
+    ``data``: ``(X, Y)``. ``weights``: the rows' sample weights (one process only: see
+    ``check_extras``). ``batches``: the per-batch callbacks
+    (:class:`~gpubp.training.batches.BatchCalls`), or None: then the compiled epoch is one call.
 
     With a :class:`~gpubp.distributed.ranks.Group`, each global batch of ``batch_size`` rows is
     split among the ranks (each takes its :meth:`~gpubp.distributed.ranks.Local.rows`), the
@@ -317,7 +321,7 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
     # the compiled code gathers rows through the mapping of a memory-mapped X (which
     # would map the whole file in time), and takes dense X only (a sparse X multiplies
     # sparse x dense in the per-kernel step)
-    compiled_ok = not mapped.is_mapped(X) and not is_sparse(X) and weights is None \
+    compiled_ok = not mapped.is_mapped(X) and not is_sparse(X) \
         and compiled.supported(net, optimizer)
     penalty = 0.0
     reduction = group.reduction_for(net, optimizer, split=compiled_ok)
@@ -325,7 +329,7 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
         # nothing to add between the steps: the whole epoch in one compiled call (with
         # per-batch callbacks, one per chunk of batches between their calls)
         epoch = compiled.train_epoch if batches is None else batches.compiled_epoch
-        total, correct, penalty = epoch(net, optimizer, X, Y, order, batch_size)
+        total, correct, penalty = epoch(net, optimizer, X, Y, order, batch_size, weights)
     elif compiled_ok:
         # "shared": the ranks of one machine split each batch's rows and each W's rows
         # between them (gpubp.distributed.split_step); the others: one compiled call per

@@ -38,6 +38,7 @@ class FitOptions:
     distributed: object = False
     privacy: object = None
     sample_weight: object = None
+    class_weight: object = None
     rng: object = None
     diverged: str = "raise"
     clip_norm: object = None
