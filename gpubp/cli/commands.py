@@ -34,14 +34,7 @@ def cmd_train(args, out):
     lr = args.lr if args.lr is not None else parser.default_lr(args.optimizer)
     root = not args.distributed or distributed.is_root()  # one rank prints and writes
     out = out if root else open(os.devnull, "w")  # noqa: SIM115 - a sink for the other ranks
-    if args.features or args.labels:
-        data, scaler = npy_data(args, parser.DEFAULTS["data"]), None  # scaling would copy the file
-    else:
-        data = load_training_data(args)
-        scaler = fit_scaler(data.X_train)
-    if data.n_classes < 2:
-        raise CliError(f"--data must hold at least 2 classes, got {data.n_classes}")
-    X_train, X_test = scaled(data.X_train, scaler), scaled(data.X_test, scaler)
+    data, scaler, X_train, X_test = _training_data(args)
     sizes = [data.n_features, *args.layers, data.n_classes]
     net = gpubp.Network(sizes, hidden=args.hidden, output="softmax", device=args.device,
                         dtype=args.dtype, seed=args.seed, dropout=args.dropout,
@@ -91,6 +84,20 @@ def cmd_train(args, out):
         history.plot(args.plot, title=f"{data.name}: {'-'.join(map(str, sizes))}")
         print(f"curves written to {args.plot}", file=out)
     return 0
+
+
+def _training_data(args):
+    """``(data, scaler, X_train, X_test)`` of ``gpubp train``: the data set of ``--data``
+    scaled by the training rows' (mean, std), or the ``--features`` / ``--labels`` files
+    unscaled (``scaler`` None)."""
+    if args.features or args.labels:
+        data, scaler = npy_data(args, parser.DEFAULTS["data"]), None  # scaling would copy the file
+    else:
+        data = load_training_data(args)
+        scaler = fit_scaler(data.X_train)
+    if data.n_classes < 2:
+        raise CliError(f"--data must hold at least 2 classes, got {data.n_classes}")
+    return data, scaler, scaled(data.X_train, scaler), scaled(data.X_test, scaler)
 
 
 def cmd_evaluate(args, out):

@@ -1,12 +1,14 @@
 """A fully connected network trained by explicit backpropagation: :class:`Network`.
 
 The network holds the parameters (one flat ``theta``, per-layer views), the workspaces
-and the public API. The algorithm itself (load, forward, backward, one step) is
-:mod:`gpubp.core.backprop`, written once over the Backend contract, and a step reduces
-its gradient through :mod:`gpubp.core.reduction` (the identity for one process). The only
-imports from the layers above: :meth:`Network.fit` (:mod:`gpubp.training.loop`),
-:meth:`Network.save` (:mod:`gpubp.io.model`), :meth:`Network.to_onnx` (:mod:`gpubp.io.onnx`)
-and :meth:`Network.to_torch` (:mod:`gpubp.io.torch_weights`), each inside its method.
+and the public API; its passes over data that train nothing (forward to evaluate) are
+:mod:`gpubp.core.evaluation`, the per-example terms :mod:`gpubp.core.per_example`. The
+algorithm itself (load, forward, backward, one step) is :mod:`gpubp.core.backprop`,
+written once over the Backend contract, and a step reduces its gradient through
+:mod:`gpubp.core.reduction` (the identity for one process). The only imports from the
+layers above: :meth:`Network.fit` (:mod:`gpubp.training.loop`), :meth:`Network.save`
+(:mod:`gpubp.io.model`), :meth:`Network.to_onnx` (:mod:`gpubp.io.onnx`) and
+:meth:`Network.to_torch` (:mod:`gpubp.io.torch_weights`), each inside its method.
 
 What it is not: a general autodiff framework. Layers are dense, the cost is a mean over
 the batch, and the gradient is the derivation of ``DESIGN.md`` §1, not a traced graph.
@@ -16,13 +18,13 @@ import numpy as np
 
 from gpubp import activations, losses
 from gpubp.data import mapped
-from gpubp.core import backprop, checks, describe, layout, metrics, state
+from gpubp.core import backprop, checks, describe, layout, state
+from gpubp.core.evaluation import Evaluation
 from gpubp.core.per_example import PerExample
 from gpubp.core.reduction import Identity
 from gpubp.backends import get_backend, resolve_device
-from gpubp.data.inputs import check_sample_weight
 from gpubp.core import trace as tracing
-from gpubp.core.dropout import check_masks, check_rates
+from gpubp.core.dropout import check_rates
 from gpubp.backends.base import check_options
 from gpubp.data.validation import check_dtype
 
@@ -33,7 +35,7 @@ ARGUMENTS = ("sizes", "hidden", "output", "loss", "device", "dtype", "seed", "ba
 CHUNK = 1024  # rows per pass when predicting or evaluating large inputs
 
 
-class Network(PerExample):
+class Network(Evaluation, PerExample):
     """A multilayer perceptron ``n_0 → n_1 → … → n_L``.
 
     Parameters
@@ -192,7 +194,7 @@ class Network(PerExample):
         ``weights`` (P_total,) the rows' sample weights (see :meth:`_load`)."""
         return backprop.train_step(self, optimizer, X, Y, index, Identity(self), weights=weights)
 
-    # -- public API ------------------------------------------------------------------------
+    # -- public API (forward, loss, gradients, predict, evaluate: gpubp.core.evaluation) ---
     _check_X = checks.check_inputs
     _check_XY = checks.check_inputs_and_targets
 
@@ -200,101 +202,6 @@ class Network(PerExample):
         """Row slices of at most one workspace (or ``CHUNK``) rows covering ``P`` rows; the
         pages of memory-mapped ``arrays`` read through them are released as the pass goes."""
         return mapped.chunks(P, max(self._capacity, CHUNK), arrays)
-
-    def forward(self, X):
-        """Output activations ``a^L``.
-
-        Parameters
-        ----------
-        X : array-like, shape (P, n_0)
-
-        Returns
-        -------
-        ndarray, shape (P, n_L)
-        """
-        X = self._check_X(X)
-        out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
-        for rows in self._chunks(X.shape[0], X):
-            P = self._load(X[rows])
-            out[rows] = self.backend.to_host(self._forward(P))
-        return out
-
-    def loss(self, X, Y, sample_weight=None, dropout_mask=None):
-        """Mean over the P examples of the per-example cost, as a float.
-
-        ``sample_weight`` (P,) makes it the weighted mean ``Σ_p s_p c_p / Σ_p s_p``.
-        ``X`` may be a SciPy sparse matrix. ``dropout_mask``: see :meth:`gradients`.
-
-        A loss that is not finite (parameters that overflow, e.g. after a divergence) is
-        returned as is, with one clearly worded ``RuntimeWarning`` (not an error, so that
-        the value can be inspected; NumPy's overflow warnings are silenced).
-        """
-        X, Y = self._check_XY(X, Y)
-        sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        masks = check_masks(self, dropout_mask, X.shape[0])
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            cost = self._cost_and_gradients(X, Y, False, sample_weight, masks)[0]
-        metrics.warn_non_finite(self, cost, "loss", X.shape[0])
-        return cost
-
-    def gradients(self, X, Y, sample_weight=None, dropout_mask=None):
-        """Exact gradient of :meth:`loss` (with the same ``sample_weight`` and mask).
-
-        ``dropout_mask``: fixed masks, a 0/1 array ``(P, n_l)`` (or None) per hidden layer
-        (:meth:`trace`'s ``masks``), kept units scaled by ``1/(1 − p_l)``; None: no dropout.
-
-        Returns
-        -------
-        dW, db : list of ndarray
-            Shaped like ``W`` and ``b`` of :meth:`get_params`.
-        """
-        X, Y = self._check_XY(X, Y)
-        sample_weight = check_sample_weight(sample_weight, X.shape[0])
-        return self._cost_and_gradients(X, Y, True, sample_weight,
-                                        check_masks(self, dropout_mask, X.shape[0]))[1:]
-
-    def predict(self, X):
-        """Class labels for classifiers, output activations for regressors.
-
-        Returns
-        -------
-        ndarray
-            ``(P,)`` int labels for softmax or a single sigmoid output, ``(P, n_L)`` 0/1
-            labels for several sigmoid outputs (multi-label), ``(P, n_L)`` floats for
-            regressors.
-        """
-        a = self.forward(X)
-        return metrics.labels(a, self.loss_name)
-
-    @property
-    def predict_proba(self):
-        """Class probabilities, for classifiers only (scikit-learn's convention): ``(P, n_L)``
-        softmax rows, ``(P, 2)`` columns ``[1 − p, p]`` for one sigmoid output (``argmax``
-        is :meth:`predict`'s label), ``(P, n_L)`` independent ones for several (multi-label).
-        A regressor has none: the attribute raises ``AttributeError`` (``hasattr`` is
-        False); use :meth:`predict` or :meth:`forward`."""
-        if not self.is_classifier:
-            raise AttributeError(
-                f"predict_proba is only available for classifiers (loss 'cross_entropy' "
-                f"or 'binary_cross_entropy'); this network's loss is {self.loss_name!r}: "
-                f"use predict or forward for its outputs")
-        return self._predict_proba
-
-    def _predict_proba(self, X):
-        return metrics.probabilities(self.forward(X), self.loss_name)
-
-    def evaluate(self, X, Y, sample_weight=None):
-        """``{"loss": mean cost, "accuracy": fraction correct}`` (accuracy for classifiers;
-        both weighted means with ``sample_weight``). A loss that is not finite comes with a
-        ``RuntimeWarning`` saying so (see :meth:`loss`)."""
-        X, Yc = self._check_XY(X, Y)
-        s = check_sample_weight(sample_weight, X.shape[0])
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            result = {"loss": self._cost_and_gradients(X, Yc, False, s)[0]}
-            if self.is_classifier:
-                result["accuracy"] = metrics.accuracy(self.forward(X), Yc, self.loss_name, s)
-        metrics.warn_non_finite(self, result["loss"], "evaluate", X.shape[0])
-        return result
 
     def fit(self, X, Y, epochs=10, batch_size=32, lr=None, shuffle=True, tol=None,
             validation_data=None, verbose=1, optimizer="sgd", *, validation_split=0.0,

@@ -2,7 +2,8 @@
 
 Kept apart from the network so that the algorithm (``network.py``) reads in one sitting
 and the bookkeeping around it lives here: validation (given or split off), the schedule,
-callbacks and early stopping, checkpoints and resumption, progress, divergence.
+callbacks and early stopping, checkpoints and resumption, progress, divergence (the
+restoration itself: :mod:`gpubp.training.divergence`).
 
 Resuming is exact: a run interrupted after a checkpoint and resumed from it takes the same
 steps, on the same batches, with the same optimizer state, as one never interrupted.
@@ -24,11 +25,11 @@ from gpubp.distributed.ranks import group as distributed_group
 from gpubp.training.history import History
 from gpubp.data.inputs import is_sparse
 from gpubp.optim.optimizers import get_optimizer
-from gpubp.errors import TrainingDiverged
 from gpubp.io.atomic import fspath
 from gpubp.training.options import (FitOptions, callbacks_of, check_extras, checkpoint_path,
                                     check_validation_data, fit_options, split_permutation)
 from gpubp.core.diagnostics import data_sums, flow_figures
+from gpubp.training.divergence import Snapshots, restore_finite
 from gpubp.training import privacy as dp
 
 
@@ -156,34 +157,10 @@ def _facts(net, plan):
         resumed_from=plan.resumed_from, gradient_flow=o.gradient_flow)
 
 
-class _Snapshots:
-    """The parameters at the start of the epoch, of the epoch before and of the run, one
-    flat copy each: a diverged epoch restores the latest of them whose loss is finite."""
-
-    def __init__(self, net, first_epoch):
-        self.net, self.first_epoch = net, first_epoch
-        be, theta = net.backend, net.theta
-        self.now, self.previous, self.first = (be.empty(theta.shape, theta.dtype)
-                                               for _ in range(3))
-        be.copyto(self.first, theta)
-
-    def take(self):
-        self.now, self.previous = self.previous, self.now  # previous: the last epoch's start
-        self.net.backend.copyto(self.now, self.net.theta)
-
-    def candidates(self, epoch):
-        found = [(epoch, self.now)]
-        if epoch > self.first_epoch:
-            found.append((epoch - 1, self.previous))
-        if epoch - 1 > self.first_epoch:
-            found.append((self.first_epoch, self.first))
-        return found
-
-
 def _epochs(net, plan):
     """The loop over epochs of :func:`fit`, after its checks; returns the History."""
     o, group = plan.options, plan.group
-    snapshots = _Snapshots(net, plan.first_epoch)
+    snapshots = Snapshots(net, plan.first_epoch)
     # the training data where a step reads it: on a GPU, uploaded once for the run
     # a sparse X stays on the host: its batches go up as sparse matrices (Network._load)
     X = plan.X if plan.device_X is None else plan.device_X
@@ -237,8 +214,8 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
     if o.diverged == "raise" and not group.all(finite):
         group.restore(net, snapshots.now)
-        raise _restore_finite(net, plan, snapshots.candidates(epoch), epoch,
-                              (epoch_loss, lr_now))
+        raise restore_finite(net, plan, snapshots.candidates(epoch), epoch,
+                             (epoch_loss, lr_now))
     figures = _epoch_figures(net, plan, epoch_loss, epoch_accuracy)
     figures["lr"] = lr_now
     if penalty is not None:
@@ -262,34 +239,6 @@ def _checkpoint(net, plan, run, epoch):
     plan.group.check_identical(net)
     if plan.group.is_root:
         ckpt_io.save(plan.checkpoint, net, plan, epoch, stopped=run.stop_training)
-
-
-def _restore_finite(net, plan, candidates, epoch, diverged):
-    """Put back the first of ``candidates`` ((start epoch, flat parameters), latest first)
-    whose full training loss is finite (the last one if none is); return the
-    :class:`TrainingDiverged` to raise, ``diverged`` being the epoch's ``(loss, lr)``.
-    Collective: every rank checks the same ones."""
-    X, Y, rows, group = plan.X, plan.Y, plan.rows, plan.group
-    epoch_loss, lr = diverged
-    for start, params in candidates:
-        net.backend.copyto(net.theta, params)
-        sums = data_sums(net, X, Y, rows, group)
-        loss = float(sums[0] / sums[2])
-        if np.isfinite(loss):
-            break
-    which = "that epoch" if start == epoch else f"epoch {start}"
-    if np.isfinite(loss):
-        restored = (f"the parameters from the start of {which} were restored (training "
-                    f"loss {loss:.6g})")
-    else:
-        restored = (f"the parameters from the start of {which} were restored, but even "
-                    f"their training loss is {loss}: the data or the initial weights "
-                    f"overflow {net.dtype.name}")
-    error = TrainingDiverged(f"training diverged in epoch {epoch}: the loss became "
-                             f"{epoch_loss} (lr={lr}); {restored}. Try a smaller learning "
-                             f"rate.")
-    error.epoch, error.restored_epoch, error.restored_loss = epoch, start, loss
-    return error
 
 
 def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=None,
