@@ -26,7 +26,7 @@ loop (docs/performance.md). Divisions by zero give inf/nan as in NumPy.
 Activations and losses are dispatched inside the compiled code by the integer codes of
 their tables (:mod:`gpubp.activations`, :mod:`gpubp.losses`), so that each kernel is
 compiled once per dtype and array layout, not once per activation; the public functions
-take the names. JIT cache: a fresh process loads the machine code from ``__pycache__``
+take the names (:mod:`gpubp.kernels.cpu_codes` looks the codes up). JIT cache: a fresh process loads the machine code from ``__pycache__``
 instead of spending seconds in LLVM. Numba stamps a cached function with its own file
 only, yet the codes come from the tables' files, so the loops are not cached on their
 own: the entry points Python calls (``_ENTRY``) are cached closures over
@@ -42,62 +42,23 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from gpubp import activations, losses
 from gpubp.kernels.cpu_update import (_adam, _clip, _count_correct, _rmsprop,  # noqa: F401 - re-exported
                                       _sgd, adam_update, clip_gradient, count_correct,
                                       rmsprop_update, sgd_update)
 from gpubp.kernels import cpu_activations, jit_cache
+from gpubp.kernels.cpu_codes import (_SIGMOID_F32, _SIGMOID_F64, _TANH_F32, _TANH_F64,  # noqa: F401
+                                     EXP, IDENTITY, RELU, SIGMOID, SOFTMAX, TANH,
+                                     activation_code, forward_code, loss_code)
 from gpubp.kernels.cpu_loss import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, HUBER, L1, MSE,  # noqa: F401
                                     POISSON, _poisson_delta, _slope_and_cost)
 from gpubp.kernels.cpu_math import _D, _F, _sigmoid_f32, _sigmoid_f64, _tanh_f32, _tanh_f64
-from gpubp.kernels.reference import ACTIVATIONS, DERIVED, EXP_CAP, LOSSES, SLOPE
-
-SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
-    activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
-# internal codes, negative so that the tables' codes (>= 0) can grow
-_SIGMOID_F32 = -1  # internal: sigmoid of a float32 array by the vectorised exp below
-_TANH_F32 = -2  # internal: tanh of a float32 array by the vectorised rational function below
-_SIGMOID_F64, _TANH_F64 = -3, -4  # internal: the same for float64 (kernels/cpu_math.py)
+from gpubp.kernels.reference import EXP_CAP, SLOPE
 
 # the row weights of an unweighted batch (see _output_delta), one per dtype
 _NO_WEIGHTS = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 # Clip bounds of the log-losses (reference._clipped), looked up once rather than per call.
 CLIP = {np.dtype(t): (float(np.finfo(t).tiny), float(1 - np.finfo(t).epsneg))
-         for t in (np.float32, np.float64)}
-
-
-def activation_code(activation, elementwise=False):
-    """The integer code of an activation name (what the compiled kernels dispatch on);
-    ``ValueError`` for an unknown name, or one without ``g'`` of its own where only those
-    make sense (``elementwise=True``), with the same messages as the reference kernels."""
-    code = activations.CODES.get(activation)
-    if code is None:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if elementwise and activation not in DERIVED:
-        raise ValueError(
-            f"activation must be an elementwise activation {DERIVED}, "
-            f"got {activation!r}"
-        )
-    return code
-
-
-def forward_code(activation, dtype):
-    """The code ``_bias_activation`` takes: sigmoid and tanh by their vectorised variants
-    for the dtype (``_sigmoid_f32``, ``_tanh_f32``, ``_sigmoid_f64``, ``_tanh_f64``)."""
-    code = activation_code(activation)
-    if np.dtype(dtype) == np.float32:
-        code = {SIGMOID: _SIGMOID_F32, TANH: _TANH_F32}.get(code, code)
-    elif np.dtype(dtype) == np.float64:
-        code = {SIGMOID: _SIGMOID_F64, TANH: _TANH_F64}.get(code, code)
-    return code
-
-
-def loss_code(loss):
-    """The integer code of a loss name."""
-    code = losses.CODES.get(loss)
-    if code is None:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-    return code
+        for t in (np.float32, np.float64)}
 
 
 # -- compiled loops ------------------------------------------------------------------------

@@ -37,11 +37,10 @@ stale cache would serve the old loops with the new codes. So the compiled epoch 
 module this one imports (transitively, :func:`gpubp.kernels.jit_cache.kernel_sources`), and Numba keys a cached
 closure by the values it captures as well as by its code: a change to any of those files
 compiles a new epoch.
-The helpers that call those loops (``_epoch``, ``_forward``, ...) are not cached on
-their own, for the same reason; they are compiled only into a newly compiled epoch.
+The helpers that call those loops (``_epoch``, ``_forward``, ...; the optimizer's step,
+:mod:`gpubp.kernels.cpu_epoch_update`) are not cached on their own, for the same reason;
+they are compiled only into a newly compiled epoch.
 """
-
-import math
 
 import numpy as np
 from numba import njit, types
@@ -54,14 +53,11 @@ from gpubp.kernels.cpu import (
     _hidden_delta,
     _output_delta,
     _sgd,
-    _adam,
-    _clip,
-    _rmsprop,
 )
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop
-from gpubp.kernels.epoch_args import (ADAM, NONE, RMSPROP, SGD, Batches, Buffers, Codes, Layout,
-                                      Update)
+from gpubp.kernels.cpu_epoch_update import _apply
+from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
 # and ``beta`` that np.dot fixes at 1 and 0: ``C = alpha op(A) op(B) + beta C`` on
@@ -242,44 +238,6 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, step_key):
             cpu_activations.hidden_delta(delta_prev, s, derivative[l - 2], codes.slope)
         elif l > 1:
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
-
-
-@njit(error_model="numpy", inline="always")
-def _apply(buffers, layout, update, step, decay_w, lr):
-    """The optimizer's step ``step`` (1-based) at rate ``lr``, after the clipping of the
-    gradient: one fused pass over the flat vector, or, with a penalty (the weights' decay
-    ``decay_w`` is not the biases'), one per block."""
-    theta, nabla, m, v, c, sizes = (buffers.theta, buffers.nabla, update.m, update.v,
-                                    update.c, layout.sizes)
-    if update.clip_norm > 0 or update.clip_value > 0:
-        _clip(nabla, update.clip_norm, update.clip_value)
-    if decay_w == update.weight_decay:
-        _span(theta, nabla, (m, v, c), update, step, update.weight_decay, lr)
-        return
-    for l in range(1, sizes.size):
-        w = layout.w_offsets[l - 1]
-        b = w + sizes[l - 1] * sizes[l]
-        end = b + sizes[l]
-        _span(theta[w:b], nabla[w:b], (m[w:b], v[w:b], c[w:b]), update, step, decay_w, lr)
-        _span(theta[b:end], nabla[b:end], (m[b:end], v[b:end], c[b:end]), update, step,
-              update.weight_decay, lr)
-
-
-@njit(error_model="numpy", inline="always")
-def _span(theta, nabla, state, update, step, decay, lr):
-    """The optimizer's step over a span of the flat vector (its state's same spans)."""
-    m, v, c = state
-    if update.code == ADAM:
-        b1, b2 = update.beta1, update.beta2
-        eps = update.eps / math.sqrt(1 - math.pow(b2, step)) if update.eps_hat else update.eps
-        _adam(theta, nabla, m, v, (lr, b1, 1 - b1, b2, 1 - b2, eps, 1 - math.pow(b1, step),
-                                   1 - math.pow(b2, step), decay, 1 - lr * update.decoupled))
-    elif update.code == RMSPROP:
-        _rmsprop(theta, nabla, m, v, c, (lr, update.alpha, 1 - update.alpha, update.eps,
-                                         decay, update.momentum), update.centered)
-    else:
-        _sgd(theta, nabla, m, lr, update.momentum, update.nesterov, decay,
-             update.momentum != 0)
 
 
 @njit(error_model="numpy", inline="always")

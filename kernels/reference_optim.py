@@ -1,11 +1,11 @@
-"""Reference kernels of the newer optimizer steps: RMSprop and gradient clipping.
+"""Reference kernels of the optimizer steps: SGD, Adam/AdamW, RMSprop, gradient clipping.
 
-The NumPy twins, written as the equations (PyTorch's ``torch.optim.RMSprop`` and
-``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_``), of the fused kernels in
-:mod:`gpubp.kernels.cpu_update` and :mod:`gpubp.kernels.cuda`. Re-exported by
-:mod:`gpubp.kernels.reference`, which the backend contract reads; kept apart so that
-the update steps grow without growing the forward and backward kernels' module.
-AdamW is :func:`gpubp.kernels.reference.adam_update` with ``decoupled_decay``.
+The NumPy twins, written as the equations (PyTorch's ``torch.optim.SGD``, ``Adam``,
+``AdamW``, ``RMSprop`` and ``torch.nn.utils.clip_grad_norm_`` / ``clip_grad_value_``),
+of the fused kernels in :mod:`gpubp.kernels.cpu_update` and :mod:`gpubp.kernels.cuda`.
+Re-exported by :mod:`gpubp.kernels.reference`, which the backend contract reads; kept
+apart so that the update steps grow without growing the forward and backward kernels'
+module. AdamW is :func:`adam_update` with ``decoupled_decay``.
 """
 
 from collections import namedtuple
@@ -14,6 +14,64 @@ import numpy as np
 
 # torch.nn.utils.clip_grad_norm_: the scale is max_norm / (‖g‖ + 1e-6), at most 1
 CLIP_NORM_EPS = 1e-6
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+    """Gradient-descent step in place, with optional momentum and L2 weight decay.
+
+    ``g = grad + weight_decay * param``; without momentum ``param -= lr * g``. With
+    momentum (PyTorch's convention) ``v = momentum * v + g`` and ``param -= lr * v``, or
+    ``param -= lr * (g + momentum * v)`` for Nesterov.
+
+    Parameters
+    ----------
+    param, grad : ndarray, same shape
+    velocity : ndarray or None
+        Momentum buffer, same shape as ``param``; unused (may be None) when
+        ``momentum == 0``.
+    lr, momentum, weight_decay : float
+    nesterov : bool
+    """
+    g = grad + weight_decay * param
+    if momentum:
+        velocity *= momentum
+        velocity += g
+        step = g + momentum * velocity if nesterov else velocity
+    else:
+        step = g
+    param -= lr * step
+
+
+AdamStep = namedtuple("AdamStep", "lr beta1 beta2 eps step weight_decay decoupled_decay",
+                      defaults=(0.0,))
+AdamStep.__doc__ = """The hyperparameters of one Adam step: ``step`` counts from 1;
+``decoupled_decay`` is AdamW's ``λ`` (0 for Adam)."""
+
+
+def adam_update(param, grad, m, v, hyper):
+    """Adam step in place (Kingma & Ba, 2015), L2 weight decay added to the gradient.
+
+    ``hyper`` is an :class:`AdamStep` ``(lr, beta1, beta2, eps, step, weight_decay,
+    decoupled_decay)``.
+
+    AdamW (Loshchilov & Hutter, 2019; PyTorch's ``AdamW``) first shrinks the parameter,
+    ``param *= 1 − lr · decoupled_decay``, then takes the Adam step below (whose
+    ``weight_decay`` is then 0). ``g = grad + weight_decay * param``; ``m = β1 m + (1 − β1) g``;
+    ``v = β2 v + (1 − β2) g²``; ``param -= lr · m̂ / (√v̂ + ε)`` with the bias corrections
+    ``m̂ = m / (1 − β1^t)``, ``v̂ = v / (1 − β2^t)``, ``t = step`` (1 for the first step).
+    """
+    lr, beta1, beta2, eps, step, weight_decay, decoupled_decay = hyper
+    if decoupled_decay:
+        param *= 1 - lr * decoupled_decay
+    g = grad + weight_decay * param
+    m *= beta1
+    m += (1 - beta1) * g
+    v *= beta2
+    v += (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**step)
+    v_hat = v / (1 - beta2**step)
+    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
 
 RMSpropStep = namedtuple("RMSpropStep", "lr alpha eps weight_decay momentum centered")
 RMSpropStep.__doc__ = """The hyperparameters of one RMSprop step (PyTorch's names)."""

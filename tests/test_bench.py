@@ -80,8 +80,8 @@ def test_gemm_only_of_a_large_step_times_both_thread_counts(monkeypatch):
 
     monkeypatch.setattr(compiled, "ONE_THREAD_BELOW", 0)  # every step counts as large
     limits = []
-    limiter = compiled._BlasThreads
-    monkeypatch.setattr(compiled, "_BlasThreads", lambda n: limits.append(n) or limiter(n))
+    limiter = compiled.BlasThreads
+    monkeypatch.setattr(compiled, "BlasThreads", lambda n: limits.append(n) or limiter(n))
     case = bench.parse_case("12-7-3@5")
     epoch = bench.make_runner("gemm-only", case, bench.make_batches(case, 2))
     assert limits[-1:] == [None]  # the compiling run, on all threads

@@ -148,10 +148,10 @@ def test_blas_threads_are_limited_and_restored():
         return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
     before = counts()
-    with compiled._BlasThreads(1):
+    with compiled.BlasThreads(1):
         assert all(n == 1 for n in counts())
     assert counts() == before
-    with compiled._BlasThreads(None):
+    with compiled.BlasThreads(None):
         assert counts() == before
 
 
@@ -169,8 +169,8 @@ def test_probing_blas_threads_splits_the_epoch_without_changing_it(monkeypatch):
     monkeypatch.setattr(compiled, "blas_threads", lambda sizes, batch_size: None)
     monkeypatch.setattr(compiled, "REPROBE_EVERY", 2)
     calls = []
-    limiter = compiled._BlasThreads
-    monkeypatch.setattr(compiled, "_BlasThreads", lambda n: calls.append(n) or limiter(n))
+    limiter = compiled.BlasThreads
+    monkeypatch.setattr(compiled, "BlasThreads", lambda n: calls.append(n) or limiter(n))
     got = compiled.train_epoch(nets[1], opts[1], X, Y, order, 8)
     # each trial an untimed step then a timed one, the order alternating by round
     assert calls == [1, 1, None, None, None, None, 1, 1, 1, 1, None, None,
@@ -201,13 +201,13 @@ def test_one_slow_trial_does_not_decide_the_thread_count(monkeypatch):
     durations = {1: [0, 5, 0, 5, 0, 5], None: [0, 50, 0, 3, 0, 3, 0]}
     clock = [0.0]
     monkeypatch.setattr(compiled.time, "perf_counter", lambda: clock[0])
-    limiter = compiled._BlasThreads
+    limiter = compiled.BlasThreads
 
     def timed(n):
         clock[0] += durations[n].pop(0) if durations[n] else 0
         return limiter(n)
 
-    monkeypatch.setattr(compiled, "_BlasThreads", timed)
+    monkeypatch.setattr(compiled, "BlasThreads", timed)
     compiled.train_epoch(net, SGD(lr=0.1), X, Y, np.arange(100), 8)
     assert compiled._probes[((6, 5, 3), 8, "float64")][0] is None  # all threads
     durations.update({1: [0, 5, 0, 4, 0, 5, 0], None: [0, 6, 0, 6, 0, 6]})  # one is faster
@@ -227,6 +227,7 @@ def test_the_jit_cache_is_keyed_by_the_kernels_it_compiles_in():
 
     sources = jit_cache.kernel_sources("gpubp.kernels.cpu_epoch")
     assert sources["gpubp.kernels.cpu"] == cpu.__file__
+    assert "gpubp.kernels.cpu_epoch_update" in sources  # the optimizer's step, inlined
     assert "gpubp.kernels.cpu_epoch" not in sources  # Numba's own stamp covers it
     h = hashlib.sha256()
     for name, path in sources.items():

@@ -268,7 +268,7 @@ def _gemm_only_cpu(net, case, n_batches):
     buffers, (layout, _) = compiled.buffers(net), compiled.layout(net)
 
     def run(threads):
-        with compiled._BlasThreads(threads):
+        with compiled.BlasThreads(threads):
             gemm_epoch(n_batches, case.batch_size, buffers, layout)
 
     threads = compiled.blas_threads(net.sizes, case.batch_size)

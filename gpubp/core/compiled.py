@@ -80,7 +80,7 @@ def _blas_controllers():
     return [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
 
 
-class _BlasThreads:
+class BlasThreads:
     """Context manager: at most ``n`` threads in every loaded BLAS (None: unchanged)."""
 
     def __init__(self, n):
@@ -208,7 +208,7 @@ def train_epoch(net, optimizer, X, Y, order, batch_size, weights=None):
         """The compiled epoch over the batches of ``order[begin:end]`` (whole batches)."""
         batches = Batches.of(X, Y, order[begin:end], batch_size, dropout_key=stream[0],
                              first_batch=stream[1] + begin // batch_size, weights=weights)
-        with _BlasThreads(threads):
+        with BlasThreads(threads):
             cost_sum, correct, step, penalty_sum = _compiled(
                 net, batches, _update(net, optimizer, -(-(end - begin) // batch_size)))
         optimizer.iterations = int(step)
@@ -272,7 +272,7 @@ def gradient_step(net, X, Y, rows, delta_scale):
     assert not any(net.dropout), "dropout is refused in data-parallel runs (training.loop)"
     net._workspace(P)
     batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale)
-    with _BlasThreads(blas_threads(net.sizes, P)):
+    with BlasThreads(blas_threads(net.sizes, P)):
         cost_sum, correct, _, _ = _compiled(net, batches, Update.gradient_only(net.nabla_theta))
     return float(cost_sum), int(correct)
 
