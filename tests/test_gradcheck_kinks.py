@@ -36,8 +36,8 @@ def test_the_check_stays_strict_away_from_the_kink(monkeypatch):
     net, X, Y = _relu_net_with_a_dead_example()
     real = Network.gradients
 
-    def wrong(self, X, Y, sample_weight=None):
-        dW, db = real(self, X, Y, sample_weight)
+    def wrong(self, X, Y, sample_weight=None, **options):
+        dW, db = real(self, X, Y, sample_weight, **options)
         dW[1][0, 0] += 1e-4  # one differentiable entry of layer 2, slightly off
         return dW, db
 

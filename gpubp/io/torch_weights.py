@@ -51,16 +51,25 @@ def to_torch(net):
 
 
 def _activation_of(module):
-    """The gpubp name of activation ``module`` (a ``torch.nn`` instance), or a ValueError."""
-    for row in activations.ACTIVATIONS.values():
-        if row.torch is not None and type(module).__name__ == row.torch \
-                and type(module).__module__.startswith("torch.nn"):
-            for attr, value in row.torch_arguments:
-                got = getattr(module, attr, None)
-                if not (got == value or (attr == "dim" and {got, value} == {1, -1})):
-                    raise ValueError(f"module: {module!r} must have {attr}={value!r} to be "
-                                     f"gpubp's {row.name!r}, got {attr}={got!r}")
+    """The gpubp name of activation ``module`` (a ``torch.nn`` instance), or a ValueError.
+
+    A class may be several rows (``GELU``: gelu, gelu_tanh): the row whose
+    ``torch_arguments`` the module's attributes match."""
+    rows = [row for row in activations.ACTIVATIONS.values()
+            if row.torch is not None and type(module).__name__ == row.torch
+            and type(module).__module__.startswith("torch.nn")]
+    mismatch = None
+    for row in rows:
+        for attr, value in row.torch_arguments:
+            got = getattr(module, attr, None)
+            if not (got == value or (attr == "dim" and {got, value} == {1, -1})):
+                mismatch = mismatch or (f"module: {module!r} must have {attr}={value!r} to "
+                                        f"be gpubp's {row.name!r}, got {attr}={got!r}")
+                break
+        else:
             return row.name
+    if mismatch:
+        raise ValueError(mismatch)
     supported = ["Linear"] + [a.torch for a in activations.ACTIVATIONS.values() if a.torch]
     raise ValueError(f"module: from_torch() reads nn.Sequential of {supported}; got "
                      f"{type(module).__name__} ({module!r})")
