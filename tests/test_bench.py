@@ -151,3 +151,10 @@ def test_peers_train_like_gpubp(text):
         for l, (W, b) in enumerate(run.params()):
             np.testing.assert_allclose(W, net.W[l], rtol=1e-7, atol=1e-10, err_msg=name)
             np.testing.assert_allclose(b, net.b[l], rtol=1e-7, atol=1e-10, err_msg=name)
+
+
+def test_a_case_gpubp_cannot_train_is_unavailable_not_a_crash():
+    # dropout takes only some hidden activations yet (gpubp.core.dropout.WITH_DROPOUT)
+    case = runners.parse_case("16-8-4@8:gelu,adamw,float32,dropout=0.2")
+    with pytest.raises(runners.Unavailable, match="no dropout with gelu"):
+        runners.make_runner("cpu", case, runners.make_batches(case, 2))
