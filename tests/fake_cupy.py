@@ -423,20 +423,22 @@ class _Kernels(types.SimpleNamespace):
         return launch
 
 
-def _output_delta(a, y, activation, loss, delta, *, sums, stream):
+def _output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums, stream):
     assert stream is not None and not isinstance(stream, int), "a stream object"
     LEDGER.launches += 2
-    cost = reference.output_delta(_host(a), _host(y), activation, loss, _host(delta))
+    cost = reference.output_delta(_host(a), _host(y), activation, loss, _host(delta),
+                                  loss_param, None if sums.weights is None else _host(sums.weights))
     _host(sums.cost)[0] = cost
     _host(sums.total)[0] += cost * a.shape[0]
     return sums.cost
 
 
-def _bias_activation(z, b, activation, *, stream):
+def _bias_activation(z, b, activation, slope, z_out, *, stream):
     assert stream is not None and not isinstance(stream, int), "a stream object"
     LEDGER.launches += 1
     z = _host(z)  # the elementwise activations get z flat
-    reference.bias_activation(z.reshape(-1, b.size), _host(b), activation)
+    reference.bias_activation(z.reshape(-1, b.size), _host(b), activation, slope,
+                              None if z_out is None else _host(z_out).reshape(-1, b.size))
 
 
 def kernels():
