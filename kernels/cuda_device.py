@@ -21,7 +21,8 @@ import numpy as np
 from numba import cuda, float64
 
 from gpubp import activations, losses
-from gpubp.kernels import reference as R
+from gpubp.kernels.cuda_activations import (ELU, GELU, GELU_TANH, LEAKY_RELU, SELU, SILU,
+                                            SOFTPLUS, special_functions)
 from gpubp.kernels.reference import EXP_CAP
 
 # Activation and loss codes, from their tables (gpubp.activations, gpubp.losses). A branch
@@ -29,8 +30,6 @@ from gpubp.kernels.reference import EXP_CAP
 # kernel per activation.
 SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP = map(
     activations.code, ("sigmoid", "tanh", "relu", "identity", "softmax", "exp"))
-LEAKY_RELU, ELU, SELU, SOFTPLUS, GELU, GELU_TANH, SILU = map(
-    activations.code, ("leaky_relu", "elu", "selu", "softplus", "gelu", "gelu_tanh", "silu"))
 # g and g' branch once on `code >= LEAKY_RELU` into the newer rows' functions
 assert max(SIGMOID, TANH, RELU, IDENTITY, SOFTMAX, EXP) < LEAKY_RELU == min(
     LEAKY_RELU, ELU, SELU, SOFTPLUS, GELU, GELU_TANH, SILU)
@@ -53,9 +52,6 @@ GRAD_BLOCK = GRAD_THREADS * GRAD_THREADS
 
 Constants = namedtuple("Constants", "T zero one half neg_inf clip_lo clip_hi exp_cap dtype")
 Device = namedtuple("Device", "g g_prime clip delta_and_cost tree_sum")
-# the constants of the activations added with gelu, as (name, value) of reference's
-SPECIAL_CONSTANTS = ("LAMBDA", "LAMBDA_ALPHA", "SQRT_2_OVER_PI", "SQRT_HALF", "INV_SQRT_2PI",
-                     "GELU_TANH_C", "GELU_TANH_CLAMP", "GELU_PDF_CLAMP")
 
 
 def constants(dtype):
@@ -67,75 +63,6 @@ def constants(dtype):
     clip_lo, clip_hi = T(finfo.tiny), T(1 - finfo.epsneg)
     exp_cap = T(EXP_CAP[np.dtype(dtype)])  # exp(min(z, cap)) never overflows
     return Constants(T, zero, one, half, neg_inf, clip_lo, clip_hi, exp_cap, dtype)
-
-
-def special_functions(c):
-    """``g`` and ``g'`` of the activations added with gelu (leaky_relu ... silu), in the
-    dtype's arithmetic: the formulas of :mod:`gpubp.kernels.reference`, clamps written as
-    comparisons (selects) so that NaN stays NaN. ``g'`` takes ``a`` or, for gelu,
-    gelu_tanh and silu, ``z``."""
-    T, zero, one, half = c.T, c.zero, c.one, c.half
-    lam, lam_alpha, k_tanh, k_half, k_pdf, k_cube, tanh_clamp, pdf_clamp = (
-        T(getattr(R, name)) for name in SPECIAL_CONSTANTS)
-    three = T(3)
-
-    @cuda.jit(device=True, inline="always")
-    def clamp(z, bound):
-        if z > bound:
-            return bound
-        if z < -bound:
-            return -bound
-        return z
-
-    @cuda.jit(device=True, inline="always")
-    def sigmoid(z):
-        e = T(math.exp(-abs(z)))  # in (0, 1]: never overflows
-        if z >= zero:
-            return one / (one + e)
-        return e / (one + e)
-
-    @cuda.jit(device=True, inline="always")
-    def g_special(z, code, slope):
-        if code == LEAKY_RELU:
-            return z if not z < zero else z * slope  # not z > 0: NaN stays NaN
-        if code == ELU or code == SELU:
-            neg = T(math.expm1(zero if z > zero else z))  # e^z of z <= 0 only
-            if code == ELU:
-                return z if z > zero else neg
-            return lam * z if z > zero else lam_alpha * neg
-        if code == SOFTPLUS:
-            # a select that keeps a NaN z, not max(z, 0), which PTX would make drop it
-            return (z if not z < zero else zero) + T(math.log1p(T(math.exp(-abs(z)))))
-        if code == GELU:
-            return half * z * (one + T(math.erf(z * k_half)))
-        if code == GELU_TANH:
-            zc = clamp(z, tanh_clamp)
-            return half * z * (one + T(math.tanh(k_tanh * (zc + k_cube * zc * zc * zc))))
-        return z * sigmoid(z)  # silu
-
-    @cuda.jit(device=True, inline="always")
-    def g_prime_special(s, code, slope):
-        if code == LEAKY_RELU:
-            return one if s > zero else slope
-        if code == ELU:
-            return one if s > zero else s + one
-        if code == SELU:
-            return lam if s > zero else s + lam_alpha
-        if code == SOFTPLUS:
-            return -T(math.expm1(-s))
-        if code == GELU:
-            zc = clamp(s, pdf_clamp)
-            return (half * (one + T(math.erf(s * k_half)))
-                    + s * k_pdf * T(math.exp(-half * zc * zc)))
-        if code == GELU_TANH:
-            zc = clamp(s, tanh_clamp)
-            t = T(math.tanh(k_tanh * (zc + k_cube * zc * zc * zc)))
-            du = k_tanh * (one + three * k_cube * zc * zc)
-            return half * (one + t) + half * zc * (one - t * t) * du
-        sg = sigmoid(s)  # silu
-        return sg * (one + s * (one - sg))
-
-    return g_special, g_prime_special
 
 
 def device_functions(c):

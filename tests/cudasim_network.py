@@ -15,6 +15,7 @@ from numba import config
 
 import gpubp
 from gpubp.backends import cuda as cuda_backend
+from gpubp.backends import cuda_rows
 from gpubp.kernels import cuda as K
 from tests.cudasim_support import prepare
 
@@ -204,7 +205,7 @@ def test_resident_data_is_uploaded_once_per_fit(monkeypatch):
     net.fit(X, Y, epochs=2, batch_size=8, verbose=0)
     # X and Y once, the shuffled order once per epoch; nothing per step
     assert be.counts["copies"] - before == 2 + 2
-    monkeypatch.setattr(cuda_backend, "RESIDENT_FRACTION", 0.0)  # nothing fits
+    monkeypatch.setattr(cuda_rows, "RESIDENT_FRACTION", 0.0)  # nothing fits
     before = be.counts["copies"]
     net.fit(X, Y, epochs=1, batch_size=8, verbose=0)
     assert be.counts["copies"] - before == 2 * 3  # X and Y rows, staged, every step

@@ -27,22 +27,21 @@ import weakref
 import numpy as np
 
 from gpubp.activations import ACTIVATIONS, NEGATIVE_SLOPE as SLOPE
-from gpubp.data import mapped
 from gpubp.backends import cuda_probe
 from gpubp.backends.base import PRECISIONS, WEIGHT_GRADS, Backend, check_options
 from gpubp.backends.cuda_probe import simulated
+from gpubp.backends.cuda_rows import RESIDENT_FRACTION, CudaRows  # noqa: F401 - re-exported
 
 # weight_grad="auto": the fused kernel while a layer's product 2 P (n_in + 1) n_out stays
 # at or below this many flops, cuBLAS and a column sum above (docs/cuda.md, "the size rule").
 FUSED_MAX_FLOP = 2**25
 MAX_VIEWS = 512  # cached Numba views; more means arrays come and go, not a training loop
-RESIDENT_FRACTION = 0.5  # of the free device memory that resident training data may take
 # CuPy's compute types (cupy/_core/_routines_linalg.pxd): DEFAULT is cuBLAS's exact
 # CUBLAS_COMPUTE_32F for float32, TF32 its CUBLAS_COMPUTE_32F_FAST_TF32 (tensor cores)
 COMPUTE_TYPES = {"float32": 1, "tf32": 7}
 
 
-class CudaBackend(Backend):
+class CudaBackend(CudaRows, Backend):
     """CuPy arrays and cuBLAS GEMMs plus the Numba CUDA fused kernels.
 
     Parameters
@@ -168,108 +167,6 @@ class CudaBackend(Backend):
     def synchronize(self):
         if not self.simulated:
             self.xp.cuda.get_current_stream().synchronize()
-
-    # -- resident data ----------------------------------------------------------------
-    def _is_resident(self, array):
-        if self.simulated:  # NumPy stands for device memory: track what was uploaded
-            base = getattr(array, "base", None)  # None for a SciPy matrix
-            owner = array if base is None else base
-            return self._resident.get(id(owner)) is owner
-        return isinstance(array, self.xp.ndarray)
-
-    def in_place(self, given, checked):
-        """``given`` itself when it is a CuPy array of the checked dtype and shape,
-        C-contiguous (trained on in place: no host round trip); else ``checked``."""
-        if (not self.simulated and isinstance(given, self.xp.ndarray)
-                and given.dtype == checked.dtype and given.shape == checked.shape
-                and given.flags.c_contiguous):
-            return given
-        return checked
-
-    def batch_order(self, order, sources):
-        """The order on the device (uploaded here, once per epoch) when every source is
-        resident, so that a step gathers its rows with no transfer; else the host order
-        itself: host rows are gathered on the host, and a device index there would be
-        read back at every step."""
-        if all(src is None or self._is_resident(src) for src in sources):
-            return self.resident(order)
-        return order
-
-    def _free_bytes(self):
-        if self.simulated:
-            return 2**40
-        return self.xp.cuda.Device().mem_info[0]
-
-    def resident(self, array):
-        """``array`` on the device, uploaded once, if it fits; else ``array`` itself.
-
-        ``fit`` calls it for ``X`` and ``Y`` once per run and for the shuffled order once
-        per epoch, so that a step gathers its batch on the device (:meth:`gather_rows`)
-        with no transfer. Data larger than RESIDENT_FRACTION of the free device memory
-        stays on the host and is staged batch by batch instead, and so does a memory-mapped
-        file (never read whole).
-        """
-        if (self._is_resident(array) or mapped.is_mapped(array)
-                or array.nbytes > RESIDENT_FRACTION * self._free_bytes()):
-            return array
-        device = self.to_device(np.ascontiguousarray(array))
-        self._resident[id(device)] = device
-        return device
-
-    def gather_rows(self, src, index, out, staging):
-        """``out[:] = src[index]`` (all of ``src`` when ``index`` is None).
-
-        Resident ``src``: one gather on the device (``take``), no transfer. Host ``src``:
-        gathered on the host into pinned staging, then one asynchronous upload.
-        """
-        if self._is_resident(src):
-            if index is None:
-                self.copyto(out, src)
-            else:
-                if not self._is_resident(index):
-                    index = self.to_device(np.asarray(index))
-                self.xp.take(src, index, axis=0, out=out)
-            return out
-        if index is not None and not isinstance(index, np.ndarray):
-            index = self.to_host(index)  # not from fit (see batch_order): one read, counted
-        pinned = self._pinned(out.shape, out.dtype)
-        if index is None:
-            np.copyto(pinned, src)
-        else:  # a memory-mapped file's rows are read, not mapped
-            mapped.take(src, index, out=pinned)
-        self.to_device(pinned, out=out)
-        self._uploaded(pinned)
-        return out
-
-    def _pinned(self, shape, dtype):
-        """The next of two page-locked host buffers of this shape; waits until its last
-        upload has finished (so that the host never overwrites rows still in flight)."""
-        key = (shape, np.dtype(dtype))
-        slot = self._staging.get(key)
-        if slot is None:
-            slot = self._staging[key] = [[self._pinned_empty(shape, dtype) for _ in range(2)],
-                                         [None, None], 0]
-        buffers, events, i = slot
-        if events[i] is not None:
-            events[i].synchronize()
-        return buffers[i]
-
-    def _pinned_empty(self, shape, dtype):
-        if self.simulated:
-            return np.empty(shape, dtype)
-        import cupyx  # optional: CuPy
-
-        return cupyx.empty_pinned(shape, dtype=dtype)
-
-    def _uploaded(self, pinned):
-        """Record the upload from ``pinned`` just queued; the other buffer is next."""
-        slot = self._staging[(pinned.shape, pinned.dtype)]
-        i = slot[2]
-        if not self.simulated:
-            event = slot[1][i] or self.xp.cuda.Event(block=False, disable_timing=True)
-            event.record()
-            slot[1][i] = event
-        slot[2] = 1 - i
 
     # -- the epoch's cost ------------------------------------------------------------------
     def cost_sum(self):

@@ -1,0 +1,84 @@
+"""How the CUDA kernels are launched: :class:`Kernel`, and the streams it launches on.
+
+A :class:`Kernel` is one kernel of one dtype with the one signature it is built for
+(:func:`gpubp.kernels.cuda.kernels_for` and :func:`gpubp.kernels.cuda_dropout.kernels_for`
+make them); :func:`stream_of_handle` turns a ``cudaStream_t`` handle (CuPy's current
+stream) into the ``cuda.core`` stream a launch takes. The launch arithmetic (grids,
+blocks, workspaces) stays with the kernels' host functions in :mod:`gpubp.kernels.cuda`.
+"""
+
+import numpy as np
+from numba import config, types
+
+
+class Kernel:
+    """One kernel of one dtype, launched with the single signature it is built for.
+
+    ``kernel(grid, block, stream, *args)`` launches it. On a GPU the compiled kernel is
+    looked up once (``dispatcher.compile``, which compiles or loads it) and launched with
+    ``launch(args, grid, block, stream, 0)``: no typing of the arguments, no launch
+    configuration object, no warning machinery per call. ``stream`` is a ``cuda.core``
+    stream or anything with ``__cuda_stream__``; an int (``0``, the default of the
+    functions below) is taken as a stream handle and wrapped once. Numba's per-call
+    typing is replaced by a check of each array argument's dtype and dimensions against
+    the signature (a mismatch would otherwise be reinterpreted silently): a TypeError.
+    Under the simulator, which has no compiled kernels, it is the ordinary
+    ``dispatcher[grid, block, stream](*args)``.
+
+    Attributes
+    ----------
+    name : str
+    dispatcher : numba CUDA dispatcher (``FakeCUDAKernel`` under the simulator)
+    signature : numba signature, ``void(argtypes...)``
+    """
+
+    __slots__ = ("name", "dispatcher", "signature", "simulated", "_compiled", "_arrays")
+
+    def __init__(self, name, dispatcher, signature, simulated=None):
+        self.name = name
+        self.dispatcher = dispatcher
+        self.signature = signature
+        self.simulated = bool(config.ENABLE_CUDASIM) if simulated is None else simulated
+        self._compiled = None
+        # (position, dtype, ndim) of each array argument, checked at every launch
+        self._arrays = tuple((i, np.dtype(t.dtype.name), t.ndim)
+                             for i, t in enumerate(signature.args)
+                             if isinstance(t, types.Array))
+
+    def __call__(self, grid, block, stream, *args):
+        if self.simulated:
+            self.dispatcher[grid, block, stream](*args)
+            return
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = self.dispatcher.compile(self.signature)
+        if len(args) != len(self.signature.args):
+            raise TypeError(f"{self!r} takes {len(self.signature.args)} arguments, got "
+                            f"{len(args)}")
+        for i, dtype, ndim in self._arrays:
+            arg = args[i]
+            if getattr(arg, "dtype", None) != dtype or getattr(arg, "ndim", None) != ndim:
+                raise TypeError(f"{self!r}: argument {i} must be a {ndim}-d {dtype} device "
+                                f"array, got {type(arg).__name__} "
+                                f"{getattr(arg, 'dtype', '')} {getattr(arg, 'shape', '')}")
+        if isinstance(stream, int):
+            stream = stream_of_handle(stream)
+        compiled.launch(args, grid, block, stream, 0)
+
+    def __repr__(self):
+        return f"<Kernel {self.name}({', '.join(map(str, self.signature.args))})>"
+
+
+_STREAMS = {}
+
+
+def stream_of_handle(handle):
+    """The ``cuda.core`` stream of a ``cudaStream_t`` handle (0: the legacy default
+    stream, CuPy's null stream), made once per handle; ``cuda.core``'s launch takes
+    stream objects only."""
+    stream = _STREAMS.get(handle)
+    if stream is None:
+        from cuda.core import Stream  # cuda-core, on a real GPU only (numba-cuda needs it)
+
+        stream = _STREAMS[handle] = Stream.from_handle(handle)
+    return stream
