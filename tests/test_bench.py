@@ -27,7 +27,10 @@ def test_run_bench_prints_every_runner():
     for word in ("Training", "Inference", "reference", "cpu", "gemm-only", "% GEMM bound"):
         assert word in text
     train = next(r for r in rows if r["runner"] == "cpu")
-    assert train["samples_per_s"] > 0 and train["speedup"] > 0 and train["gemm_fraction"] > 0
+    assert train["samples_per_s"] > 0 and train["speedup"] > 0
+    # None ("-") when the GEMM-only bound timed slower than the step it bounds: on a case
+    # this tiny, timing noise (docs/benchmarks.md)
+    assert train["gemm_fraction"] is None or 0 < train["gemm_fraction"] <= 1
 
 
 def test_each_runner_is_timed_in_its_own_process():

@@ -117,7 +117,7 @@ def test_warm_start_continues(iris):
 
 @pytest.mark.parametrize("params,exc,pattern", [
     ({"solver": "newton"}, ValueError, r"solver must be one of \('lbfgs', 'sgd', 'adam'\).*got 'newton'"),
-    ({"activation": "softplus"}, ValueError, r"activation must be one of .*got 'softplus'"),
+    ({"activation": "swish"}, ValueError, r"activation must be one of .*got 'swish'"),
     ({"hidden_layer_sizes": (0,)}, ValueError, r"hidden_layer_sizes must hold positive"),
     ({"learning_rate": "optimal"}, ValueError, r"learning_rate must be one of .*got 'optimal'"),
     ({"n_iter_no_change": 0}, ValueError, r"n_iter_no_change must be >= 1, got 0"),

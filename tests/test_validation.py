@@ -198,7 +198,7 @@ def test_Y_with_nan(data):
     ({"lr": -0.1}, ValueError, r"lr must be > 0, got -0.1"),
     ({"lr": float("nan")}, ValueError, r"lr must be > 0, got nan"),
     ({"verbose": 3}, ValueError, r"verbose must be 0, 1 or 2, got 3"),
-    ({"optimizer": "rmsprop"}, ValueError, r"optimizer must be one of .*got 'rmsprop'"),
+    ({"optimizer": "adagrad"}, ValueError, r"optimizer must be one of .*got 'adagrad'"),
     ({"validation_data": np.zeros(3)}, ValueError, r"validation_data must be a tuple"),
 ])
 def test_bad_fit_arguments(net, data, kwargs, exc, pattern):
