@@ -34,6 +34,7 @@ host and the MPI path runs.
 
 import contextlib
 import sys
+import time
 import traceback
 import warnings
 import zlib
@@ -49,6 +50,9 @@ from gpubp.distributed.mpi import MPI_HINT, import_mpi, is_root, rank, size, wor
 from gpubp.distributed.watchdog import Watchdog
 from gpubp.distributed import reductions
 from gpubp.distributed.reductions import check_name
+
+ABORT_GRACE = 0.25  # seconds between a failed rank's traceback and its MPI_Abort
+
 
 def group(distributed):
     """The :class:`Local` or :class:`Group` that ``fit(distributed=...)`` asks for.
@@ -278,6 +282,9 @@ class Group(Local):
             sys.stderr.write(f"gpubp: rank {self.rank} of {self.size} failed; aborting the "
                              f"MPI job.\n{text}")
             sys.stderr.flush()
+            # MPI_Abort kills every rank at once; mpiexec's proxy may not yet have read the
+            # traceback from this rank's pipe (CI once showed an empty stderr): a moment first
+            time.sleep(ABORT_GRACE)
             self.comm.Abort(1)
             raise  # not reached: MPI_Abort does not return
         else:
