@@ -42,10 +42,11 @@ def clipped_sum(net, P, max_grad_norm):
     drops = dropout.step_drops(net)  # this step's masks (None without dropout)
     backprop.forward(net, P, drops)
     cost = per_example.own_deltas(net, P, drops)
-    # δ^l carries 1/P: P δ_p^l is example p's own error
-    scale = clip_factors(net, P, max_grad_norm) * P
+    # δ^l carries 1/P: P δ_p^l is example p's own error (the scale includes the P)
+    inputs = [net._sparse_a0 if l == 1 and net._sparse_a0 is not None else a[l - 1][:P]
+              for l in range(1, net.L + 1)]
+    be.clip_example_rows(inputs, [delta[l][:P] for l in range(1, net.L + 1)], max_grad_norm)
     for l in range(net.L, 0, -1):
-        delta[l][:P] *= scale[:, None]
         if l == 1 and net._sparse_a0 is not None:
             be.sparse_weight_bias_gradients(net._sparse_a0, delta[1][:P],
                                             net.nabla_w[0], net.nabla_b[0])
@@ -55,13 +56,20 @@ def clipped_sum(net, P, max_grad_norm):
     return cost
 
 
-def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_batch):
+def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_batch,
+                 reduction=None):
     """One DP-SGD step on the rows ``index`` of ``X`` (may be empty); returns ``(cost, P)``.
 
     ``noise`` (N,) host array: the draws of ``N(0, σ² C²)`` added to the clipped sum, laid
     out as ``theta`` (None: no noise). The update is ``optimizer``'s on
     ``(Σ_p clip(g_p) + noise) / expected_batch`` (Opacus's ``expected_batch_size``),
     made in place in ``nabla_theta``: two passes over it, no temporary on the host.
+
+    ``reduction`` (None: one process): on the ranks of a data-parallel run, ``index`` is
+    this rank's share of the batch; each rank clips its own rows (the norms are per
+    example), one rank passes the noise, and ``(share's sum + noise) / expected_batch``
+    is summed over the ranks by the reduction (:mod:`gpubp.core.reduction`) before its
+    update: the one-process step, up to the order of the additions.
     """
     P = len(index)
     cost = 0.0
@@ -74,5 +82,11 @@ def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_bat
     if noise is not None:
         net.nabla_theta += noise if be.shares_host_memory else be.to_device(noise)
     net.nabla_theta *= 1.0 / expected_batch
-    backprop.update(net, optimizer)
+    if reduction is None:
+        backprop.update(net, optimizer)
+        return cost, P
+    for l in range(net.L - 1, -1, -1):  # every layer final: the sums may start
+        reduction.layer_done(l)
+    reduction.wait()
+    reduction.update(optimizer)
     return cost, P
