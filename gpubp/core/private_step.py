@@ -56,20 +56,27 @@ def clipped_sum(net, P, max_grad_norm):
     return cost
 
 
-def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_batch,
-                 reduction=None):
+def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_batch):
     """One DP-SGD step on the rows ``index`` of ``X`` (may be empty); returns ``(cost, P)``.
 
     ``noise`` (N,) host array: the draws of ``N(0, σ² C²)`` added to the clipped sum, laid
     out as ``theta`` (None: no noise). The update is ``optimizer``'s on
     ``(Σ_p clip(g_p) + noise) / expected_batch`` (Opacus's ``expected_batch_size``),
     made in place in ``nabla_theta``: two passes over it, no temporary on the host.
+    """
+    cost, P = private_gradient(net, X, Y, index, max_grad_norm, noise, expected_batch)
+    backprop.update(net, optimizer)
+    return cost, P
 
-    ``reduction`` (None: one process): on the ranks of a data-parallel run, ``index`` is
-    this rank's share of the batch; each rank clips its own rows (the norms are per
-    example), one rank passes the noise, and ``(share's sum + noise) / expected_batch``
-    is summed over the ranks by the reduction (:mod:`gpubp.core.reduction`) before its
-    update: the one-process step, up to the order of the additions.
+
+def private_gradient(net, X, Y, index, max_grad_norm, noise, expected_batch):
+    """:func:`private_step` without its update: ``nabla_theta = (Σ_p clip(g_p) + noise)
+    / expected_batch`` of the rows ``index``; returns ``(cost, P)``.
+
+    On the ranks of a data-parallel run ``index`` is this rank's share of the batch and
+    one rank passes the noise (the others None): the sum of the ranks' ``nabla_theta``
+    (:func:`reduced_update`) is one process's, up to the order of the additions, as the
+    norms are per example.
     """
     P = len(index)
     cost = 0.0
@@ -77,16 +84,18 @@ def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_bat
     if P:
         backprop.load(net, X, Y, index)
         cost = clipped_sum(net, P, max_grad_norm)
-    else:  # an empty Poisson batch: the noise alone
+    else:  # an empty Poisson batch (or share): the noise alone
         net.nabla_theta[...] = 0
     if noise is not None:
         net.nabla_theta += noise if be.shares_host_memory else be.to_device(noise)
     net.nabla_theta *= 1.0 / expected_batch
-    if reduction is None:
-        backprop.update(net, optimizer)
-        return cost, P
-    for l in range(net.L - 1, -1, -1):  # every layer final: the sums may start
+    return cost, P
+
+
+def reduced_update(net, optimizer, reduction):
+    """Sum every rank's :func:`private_gradient` through ``reduction``
+    (:mod:`gpubp.core.reduction`), then its update."""
+    for l in range(net.L - 1, -1, -1):  # every layer is final: the sums may start
         reduction.layer_done(l)
     reduction.wait()
     reduction.update(optimizer)
-    return cost, P

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpubp.core.private_step import private_step
+from gpubp.core.private_step import private_gradient, private_step, reduced_update
 from gpubp.distributed.ranks import LOCAL
 from gpubp.data.validation import check_positive
 
@@ -131,12 +131,12 @@ def schedule(privacy, P_total, batch_size):
     return steps, batch_size / P_total, batch_size
 
 
-def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_done,
-                group=LOCAL):
+def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_done):
     """One private epoch over the rows ``order`` of ``data = (X, Y)``, drawing the
     batches and the noise from ``rng``.
 
-    With the ``group`` of a data-parallel run, every rank draws the same batches and the
+    ``data = (X, Y, group)`` on the ranks of a data-parallel run (the
+    :class:`~gpubp.distributed.ranks.Group`): every rank draws the same batches and the
     same noise (their generators are rank 0's, broadcast at the start), trains on its
     share of each batch's rows (:meth:`~gpubp.distributed.ranks.Local.rows`) and adds the
     noise on rank 0 only, so that the sum over the ranks is one process's step; the
@@ -148,7 +148,7 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
     penalty's share of the loss (None without one), and ε after ``epochs_done`` epochs
     (the step count alone decides it, so a resumed run reports the same).
     """
-    X, Y = data
+    X, Y, group = data if len(data) == 3 else (*data, LOCAL)
     P_total, dim = len(order), net.theta.size
     steps, q, B = schedule(privacy, P_total, batch_size)
     std = privacy.noise_multiplier * privacy.max_grad_norm
@@ -171,9 +171,14 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
             if optimizer.penalty:  # α ‖W‖²/2B: no data in it, so added after the noise
                 penalty = penalty + optimizer.begin_batch(net.backend, net.params,
                                                           B_step) * len(batch)
-            cost, P = private_step(net, optimizer, X, Y, batch[group.rows(len(batch))],
-                                   privacy.max_grad_norm, noise if group.is_root else None,
-                                   B_step, reduction)
+            if reduction is None:
+                cost, P = private_step(net, optimizer, X, Y, batch, privacy.max_grad_norm,
+                                       noise, B_step)
+            else:  # this rank's rows; the noise added once, by rank 0
+                cost, P = private_gradient(net, X, Y, batch[group.rows(len(batch))],
+                                           privacy.max_grad_norm,
+                                           noise if group.is_root else None, B_step)
+                reduced_update(net, optimizer, reduction)
             total.add(cost, P)
             seen += P
             if net.is_classifier and P:
