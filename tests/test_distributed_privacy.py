@@ -11,6 +11,7 @@ History (ε included) figure by figure. Launched with ``mpiexec`` and a timeout,
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,3 +58,18 @@ def test_private_ranks_end_with_the_single_process_result(launches, case, n):
         assert_same_run(expected, got, rtol, f"{case['name']} rank {r} of {n}")
         path = (launches / f"n{n}" / f"{case['name']}.rank{r}.sum").read_text()
         assert path.startswith(SUM_PATH.get(case["name"], "slice-sums")), path
+
+
+def test_private_cuda_ranks_under_the_simulator_equal_one_cpu_process(tmp_path):
+    """The clipping kernels of each rank's simulated GPU, the sums through the host."""
+    case = {"name": "dp-cudasim", "sizes": [4, 5, 3], "P": 26, "dtype": "float64",
+            "device": "cuda", "fit": {"epochs": 2, "batch_size": 6, "lr": 0.2,
+                                      "privacy": DP}}
+    proc = launch(2, [case], tmp_path, timeout=300, env={"NUMBA_ENABLE_CUDASIM": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    on_cpu = single(dict(case, device="cpu"))
+    for r in range(2):
+        with np.load(tmp_path / f"dp-cudasim.rank{r}.npz") as data:
+            assert str(data["backend"]) == "cuda"
+        got = read_result(tmp_path / f"dp-cudasim.rank{r}.npz")
+        assert_same_run(on_cpu, got, 1e-12, f"private, cuda simulator, rank {r}")
