@@ -8,15 +8,16 @@ and the sum is divided by the expected batch size ``B``:
 
 Every ``g_p`` is rank one per layer, ``outer([a_p^{l-1}, 1], P δ_p^l)``, so the clipping
 is one scaling of row p of every ``δ^l`` by ``P min(1, C/‖g_p‖)`` before the
-weight-gradient products (:func:`gpubp.core.backprop.backward`'s GEMMs), and the norms
-come from :func:`gpubp.core.per_example.layer_norms`: no per-example gradient is made.
+weight-gradient products (:func:`gpubp.core.backprop.backward`'s GEMMs), done by the
+backend's ``clip_example_rows`` (array-module code; on CUDA the kernels of
+:mod:`gpubp.kernels.cuda_private`): no per-example gradient is made. :func:`clip_factors`
+gives the same factors from :func:`gpubp.core.per_example.layer_norms`.
 The noise is drawn by the caller (:mod:`gpubp.training.privacy`), so that a test can give
 the same draws to an independent computation.
 """
 
 from gpubp.core import backprop, dropout, per_example
-
-CLIP_EPS = 1e-6  # Opacus's min(1, C / (‖g_p‖ + 1e-6)), kept so that the steps agree
+from gpubp.kernels.reference_private import CLIP_EPS  # Opacus's 1e-6, one definition
 
 
 def clip_factors(net, P, max_grad_norm):
