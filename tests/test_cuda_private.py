@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpubp.kernels import reference_private as RP
-from tests.test_cuda_kernels import PTXAS, TESTS, _ptxas, run_simulated
+from tests.test_cuda_kernels import PTXAS, TESTS, _gpu_or_skip, _ptxas, run_simulated
 
 CCS = [(7, 0), (8, 0), (9, 0)]
 NAMES = {f"{k}_{d}" for k in ("example_norm", "clip_rows") for d in ("float32", "float64")}
@@ -72,3 +72,26 @@ def test_the_twin_clips_to_C_and_keeps_nan():
     np.testing.assert_allclose(clipped[finite], np.minimum(1, 0.5 / (norms + 1e-6))[finite]
                                * norms[finite], rtol=1e-12)
     assert np.isnan(deltas[0][3]).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clipping_kernels_on_the_gpu(dtype):
+    _gpu_or_skip()
+    import cupy
+
+    from gpubp.backends.cuda import CudaBackend
+
+    be, rng = CudaBackend(), np.random.default_rng(4)
+    tol = {np.float32: 1e-5, np.float64: 1e-12}[dtype]
+    P, sizes = 300, [70, 33, 1, 10]
+    inputs = [rng.normal(size=(P, n)).astype(dtype) for n in sizes[:-1]]
+    deltas = [(rng.normal(size=(P, n)) / P).astype(dtype) for n in sizes[1:]]
+    stream = cupy.cuda.Stream(non_blocking=True)  # not the default: launches must follow
+    with stream:
+        got = [cupy.asarray(d) for d in deltas]
+        be.clip_example_rows([cupy.asarray(a) for a in inputs], got, 0.05)
+        stream.synchronize()
+    RP.clip_example_rows(inputs, deltas, 0.05)
+    for g, w in zip(got, deltas):
+        np.testing.assert_allclose(cupy.asnumpy(g), w, rtol=tol, atol=0)
