@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpubp.core.private_step import private_gradient, private_step, reduced_update
-from gpubp.distributed.ranks import LOCAL
 from gpubp.data.validation import check_positive
+from gpubp.distributed.ranks import LOCAL
 
 ACCOUNTANTS = ("rdp", "pld")
 
