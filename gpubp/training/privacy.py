@@ -17,20 +17,24 @@ here.
 The noise and the Poisson samples come from the fit's generator (the network's, recorded
 in checkpoints), a NumPy ``Generator``: not a cryptographically secure source (Opacus's
 ``secure_mode=False``). Targets: the per-kernel step of every backend (reference, cpu,
-cuda) on one process; a private run does not take the compiled CPU epoch and refuses
-``distributed``.
+cuda) and, on ``cpu``, the compiled steps of :mod:`gpubp.core.private_epoch`, on one
+process (``distributed`` is refused). Per-batch callbacks are called as in a plain epoch.
 """
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from gpubp.core import private_epoch
 from gpubp.core.private_step import private_step
 from gpubp.data.validation import check_positive
 
 ACCOUNTANTS = ("rdp", "pld")
+PLD_INTERVAL = 1e-4  # PLDAccountant's default value_discretization_interval
+NOISE_BYTES = 2 ** 25  # the noise block of one compiled call of private steps: 32 MiB at most
 
 
 @dataclass(frozen=True)
@@ -72,24 +76,60 @@ class DPSGD:
                              f"got {self.accountant!r}")
 
     def epsilon(self, sample_rate, steps):
-        """ε at :attr:`delta` after ``steps`` steps of sampling rate ``sample_rate``."""
+        """ε at :attr:`delta` after ``steps`` steps of sampling rate ``sample_rate``.
+
+        ``dp-accounting``'s own figure, that of a fresh accountant composing ``steps``
+        Poisson subsampled Gaussian mechanisms, bit for bit, at the cost of one epoch's:
+        the work that does not depend on ``steps`` is cached per ``(q, σ)``
+        (:func:`_one_step`), so that a run's epochs do not each redo it.
+        """
         if self.noise_multiplier == 0:
             return math.inf
-        import dp_accounting  # optional: gpubp[privacy]; kept out of `import gpubp`
+        return _epsilon(self.accountant, float(sample_rate), float(self.noise_multiplier),
+                        int(steps), float(self.delta))
 
-        event = dp_accounting.PoissonSampledDpEvent(
-            sample_rate, dp_accounting.GaussianDpEvent(self.noise_multiplier))
-        accountant = (dp_accounting.rdp.RdpAccountant() if self.accountant == "rdp"
-                      else dp_accounting.pld.PLDAccountant())
-        # the RDP accountant logs each fractional order it excludes (its series did not
-        # converge) through absl, every epoch; ε is the bound over the orders it keeps
-        quiet = _Excluding("failed to converge")
-        logging.getLogger("absl").addFilter(quiet)
-        try:
-            accountant.compose(event, int(steps))
-            return float(accountant.get_epsilon(self.delta))
-        finally:
-            logging.getLogger("absl").removeFilter(quiet)
+
+@functools.lru_cache(maxsize=256)
+def _epsilon(accountant, q, sigma, steps, delta):
+    """:meth:`DPSGD.epsilon`, cached: a run reports the same ``(q, σ, steps, δ)`` again
+    when resumed, and a benchmark's repeated fits do."""
+    one = _one_step(accountant, q, sigma)
+    if accountant == "rdp":  # RdpAccountant.compose: rdp = 0 + steps · rdp₁
+        from dp_accounting.rdp import rdp_privacy_accountant  # optional: gpubp[privacy]
+
+        return float(rdp_privacy_accountant.compute_epsilon(one.orders, steps * one.rdp,
+                                                            delta)[0])
+    import dp_accounting  # optional: gpubp[privacy]; kept out of `import gpubp`
+
+    # PLDAccountant.compose: identity ∘ (one step's PLD)^steps
+    pld = dp_accounting.pld.privacy_loss_distribution.identity(
+        value_discretization_interval=PLD_INTERVAL).compose(one.self_compose(steps))
+    return float(pld.get_epsilon_for_delta(delta))
+
+
+@functools.lru_cache(maxsize=8)
+def _one_step(accountant, q, sigma):
+    """The part of the accounting that ``steps`` does not change: the RDP accountant
+    after one step (its RDP at every order; the fractional orders' series are most of
+    the cost), or the PLD of one step (its discretisation), as ``dp-accounting``'s accountants build them."""
+    import dp_accounting  # optional: gpubp[privacy]; kept out of `import gpubp`
+
+    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(sigma))
+    # the RDP accountant logs each fractional order it excludes (its series did not
+    # converge) through absl; ε is the bound over the orders it keeps
+    quiet = _Excluding("failed to converge")
+    logging.getLogger("absl").addFilter(quiet)
+    try:
+        if accountant == "rdp":
+            one = dp_accounting.rdp.RdpAccountant()
+            one.compose(event, 1)
+            return one
+        return dp_accounting.pld.privacy_loss_distribution.from_gaussian_mechanism(
+            standard_deviation=sigma, value_discretization_interval=PLD_INTERVAL,
+            sampling_prob=q,
+            neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+    finally:
+        logging.getLogger("absl").removeFilter(quiet)
 
 
 class _Excluding(logging.Filter):
@@ -131,32 +171,66 @@ def schedule(privacy, P_total, batch_size):
     return steps, batch_size / P_total, batch_size
 
 
-def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_done):
+def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_done,
+                batches=None):
     """One private epoch over the rows ``order`` of ``data = (X, Y)``, drawing the
     batches and the noise from ``rng``.
+
+    On the ``cpu`` backend (:func:`gpubp.core.private_epoch.supported`) the steps run in
+    compiled calls of :data:`NOISE_BYTES` of noise at most (and one per chunk of
+    ``batches.every`` batches with per-batch callbacks), each after the draws of its
+    steps; elsewhere one :func:`~gpubp.core.private_step.private_step` per step. Both
+    draw from ``rng`` in the same order (:func:`_draw_step`: the step's Poisson sample,
+    then its noise), so they take the same steps.
 
     Returns ``(loss, accuracy, penalty, epsilon)``: the mean cost (with an optimizer's
     penalty, ``α ‖W‖² / 2B`` per step, data-independent, so outside the clipping and
     noise), the accuracy (None for a regressor) of the rows the epoch's batches held, the
     penalty's share of the loss (None without one), and ε after ``epochs_done`` epochs
-    (the step count alone decides it, so a resumed run reports the same).
+    (the step count alone decides it, so a resumed run reports the same; a callback that
+    stops the run inside the epoch counts the steps taken).
     """
+    X = data[0]
+    steps = schedule(privacy, len(order), batch_size)[0]
+    run = _compiled_steps if private_epoch.supported(net, optimizer, X) else _kernel_steps
+    total, correct, seen, penalty, done = run(net, optimizer, data, order, batch_size,
+                                              privacy, rng, batches)
+    seen = max(seen, 1)
+    accuracy = float(correct) / seen if net.is_classifier else None
+    penalty = float(penalty) / seen if optimizer.penalty else None
+    loss = float(total) / seen + (penalty or 0.0)
+    q = schedule(privacy, len(order), batch_size)[1]
+    return loss, accuracy, penalty, privacy.epsilon(q, (epochs_done - 1) * steps + done)
+
+
+def _draw_step(privacy, order, step, batch_size, rng, noise):
+    """Step ``step``'s batch (rows of ``order``) and its expected size ``B``; its noise,
+    times ``σ C``, drawn into ``noise`` (None: no noise). The one place the epoch draws
+    from ``rng``: both paths call it step by step."""
+    P_total = len(order)
+    _, q, B = schedule(privacy, P_total, batch_size)
+    if privacy.poisson:
+        batch = order[rng.random(P_total) < q]
+    else:
+        batch = order[step * batch_size:(step + 1) * batch_size]
+    if noise is not None:
+        _draw_normal(rng, noise)
+        noise *= privacy.noise_multiplier * privacy.max_grad_norm
+    return batch, (B if privacy.poisson else len(batch))
+
+
+def _kernel_steps(net, optimizer, data, order, batch_size, privacy, rng, batches):
+    """The epoch's steps by :func:`private_step`; returns ``(cost sum, correct, rows,
+    penalty sum, steps)``."""
     X, Y = data
-    P_total, dim = len(order), net.theta.size
-    steps, q, B = schedule(privacy, P_total, batch_size)
-    std = privacy.noise_multiplier * privacy.max_grad_norm
+    steps = schedule(privacy, len(order), batch_size)[0]
     total, correct, seen, penalty = net.backend.cost_sum(), 0.0, 0, 0.0
-    noise = np.empty(dim, net.dtype) if std else None  # drawn in place, step by step
+    std = privacy.noise_multiplier * privacy.max_grad_norm
+    noise = np.empty(net.theta.size, net.dtype) if std else None  # drawn in place
+    step = 0
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        for step in range(steps):
-            if privacy.poisson:
-                batch = order[rng.random(P_total) < q]
-            else:
-                batch = order[step * batch_size:(step + 1) * batch_size]
-            B_step = B if privacy.poisson else len(batch)
-            if std:
-                _draw_normal(rng, noise)
-                noise *= std
+        while step < steps:
+            batch, B_step = _draw_step(privacy, order, step, batch_size, rng, noise)
             if optimizer.penalty:  # α ‖W‖²/2B: no data in it, so added after the noise
                 penalty = penalty + optimizer.begin_batch(net.backend, net.params,
                                                           B_step) * len(batch)
@@ -166,11 +240,45 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
             seen += P
             if net.is_classifier and P:
                 correct = correct + net._count_correct(P)
-    seen = max(seen, 1)
-    accuracy = float(correct) / seen if net.is_classifier else None
-    penalty = float(penalty) / seen if optimizer.penalty else None
-    loss = float(total) / seen + (penalty or 0.0)
-    return loss, accuracy, penalty, privacy.epsilon(q, epochs_done * steps)
+            step += 1
+            if batches is not None and batches.after(step - 1, P,
+                                                     lambda: (total, correct)):
+                break
+    return total, correct, seen, penalty, step
+
+
+def _compiled_steps(net, optimizer, data, order, batch_size, privacy, rng, batches):
+    """The epoch's steps in compiled calls (:func:`gpubp.core.private_epoch.train_steps`),
+    chunk by chunk; returns as :func:`_kernel_steps`."""
+    X, Y = (np.ascontiguousarray(a, dtype=net.dtype) for a in data)
+    steps = schedule(privacy, len(order), batch_size)[0]
+    std = privacy.noise_multiplier * privacy.max_grad_norm
+    N = net.theta.size
+    per_call = max(1, NOISE_BYTES // (N * net.dtype.itemsize)) if std else steps
+    every = batches.every if batches is not None else steps
+    noise = np.empty((min(per_call, every, steps) if std else 0, N), net.dtype)
+    totals, step = [0.0, 0, 0, 0.0], 0
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        while step < steps:
+            # up to the next callback (or the noise block's size)
+            end = min(steps, step + per_call, (step // every + 1) * every)
+            drawn = [_draw_step(privacy, order, k, batch_size, rng,
+                                noise[k - step] if std else None) for k in range(step, end)]
+            bounds = np.cumsum([0] + [len(b) for b, _ in drawn])
+            rows = np.concatenate([b for b, _ in drawn]) if drawn else order[:0]
+            figures = private_epoch.train_steps(
+                net, optimizer, (X, Y),
+                (rows, bounds, noise[:end - step], [B for _, B in drawn]),
+                privacy.max_grad_norm)
+            totals[0] += figures[0]
+            totals[1] += figures[1]
+            totals[2] += int(bounds[-1])
+            totals[3] += figures[2]
+            step = end
+            if batches is not None and batches.after(end - 1, int(bounds[-1]),
+                                                     lambda: totals[:2]):
+                break
+    return totals[0], totals[1], totals[2], totals[3], step
 
 
 def _draw_normal(rng, out):
