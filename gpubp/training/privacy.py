@@ -171,10 +171,11 @@ def schedule(privacy, P_total, batch_size):
     return steps, batch_size / P_total, batch_size
 
 
-def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_done,
-                batches=None):
+def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epoch):
     """One private epoch over the rows ``order`` of ``data = (X, Y)``, drawing the
-    batches and the noise from ``rng``.
+    batches and the noise from ``rng``; ``epoch``: ``(epochs_done, batches)``, the epochs
+    done after this one and the per-batch callbacks
+    (:class:`~gpubp.training.batches.BatchCalls`, or None).
 
     On the ``cpu`` backend (:func:`gpubp.core.private_epoch.supported`) the steps run in
     compiled calls of :data:`NOISE_BYTES` of noise at most (and one per chunk of
@@ -190,7 +191,7 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
     (the step count alone decides it, so a resumed run reports the same; a callback that
     stops the run inside the epoch counts the steps taken).
     """
-    X = data[0]
+    X, (epochs_done, batches) = data[0], epoch
     steps = schedule(privacy, len(order), batch_size)[0]
     run = _compiled_steps if private_epoch.supported(net, optimizer, X) else _kernel_steps
     total, correct, seen, penalty, done = run(net, optimizer, data, order, batch_size,
