@@ -84,7 +84,14 @@ def test_private_epoch_against_a_plain_epoch(benchmark, timing):
         seconds[name] = _fit_epoch(net, X, y, batch, privacy, timing)
     dp = _dp()
     steps = -(-len(X) // batch)
-    accountant = _best(lambda: dp.epsilon(1 / steps, steps * EPOCHS), timing)
+    clear = getattr(gpubp_privacy, "_epsilon", None)  # ε of a new step count, as each epoch's
+
+    def epsilon():
+        if clear is not None:
+            clear.cache_clear()
+        dp.epsilon(1 / steps, steps * EPOCHS)
+
+    accountant = _best(epsilon, timing)
     _record(benchmark, plain_epoch_s=seconds["plain"], private_epoch_s=seconds["private"],
             accountant_s=accountant, ratio=seconds["private"] / seconds["plain"],
             samples_per_s=len(X) / seconds["private"])

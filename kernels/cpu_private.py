@@ -190,7 +190,8 @@ def train_private(batches, buffers, layout, codes, update, private):
 def _make_compiled_private(kernels_digest):
     """The compiled :func:`train_private`, a closure over ``kernels_digest``."""
 
-    @njit(cache=True, error_model="numpy")
+    # nogil: the draws of the next chunk run on another thread meanwhile (training.privacy)
+    @njit(cache=True, error_model="numpy", nogil=True)
     def compiled_private(batches, buffers, layout, codes, update, private):
         if False:  # never runs: the captured digest is only part of the cache key
             kernels_digest

@@ -21,9 +21,11 @@ cuda) and, on ``cpu``, the compiled steps of :mod:`gpubp.core.private_epoch`, on
 process (``distributed`` is refused). Per-batch callbacks are called as in a plain epoch.
 """
 
+import contextlib
 import functools
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +36,8 @@ from gpubp.data.validation import check_positive
 
 ACCOUNTANTS = ("rdp", "pld")
 PLD_INTERVAL = 1e-4  # PLDAccountant's default value_discretization_interval
-NOISE_BYTES = 2 ** 25  # the noise block of one compiled call of private steps: 32 MiB at most
+NOISE_BYTES = 2 ** 25  # the noise blocks of the compiled private steps: 32 MiB at most
+AHEAD_CHUNKS = 4  # compiled calls an epoch at least, when the draws run ahead of the steps
 
 
 @dataclass(frozen=True)
@@ -250,36 +253,63 @@ def _kernel_steps(net, optimizer, data, order, batch_size, privacy, rng, batches
 
 def _compiled_steps(net, optimizer, data, order, batch_size, privacy, rng, batches):
     """The epoch's steps in compiled calls (:func:`gpubp.core.private_epoch.train_steps`),
-    chunk by chunk; returns as :func:`_kernel_steps`."""
+    chunk by chunk; returns as :func:`_kernel_steps`.
+
+    Without per-batch callbacks the next chunk's draws are made on a second thread while
+    the compiled call of this one runs (it releases the GIL, and so does NumPy's
+    generator): the same draws in the same order, out of the way of the steps. With
+    callbacks the draws wait for the chunk before them, so that a callback that stops
+    the run leaves ``rng`` where the per-kernel loop leaves it.
+    """
     X, Y = (np.ascontiguousarray(a, dtype=net.dtype) for a in data)
     steps = schedule(privacy, len(order), batch_size)[0]
     std = privacy.noise_multiplier * privacy.max_grad_norm
+    ahead = bool(std) and batches is None
     N = net.theta.size
-    per_call = max(1, NOISE_BYTES // (N * net.dtype.itemsize)) if std else steps
+    per_call = max(1, NOISE_BYTES // (2 * N * net.dtype.itemsize)) if std else steps
+    if ahead:  # chunks enough for the draws to hide behind the steps
+        per_call = min(per_call, -(-steps // AHEAD_CHUNKS))
     every = batches.every if batches is not None else steps
-    noise = np.empty((min(per_call, every, steps) if std else 0, N), net.dtype)
-    totals, step = [0.0, 0, 0, 0.0], 0
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        while step < steps:
-            # up to the next callback (or the noise block's size)
-            end = min(steps, step + per_call, (step // every + 1) * every)
-            drawn = [_draw_step(privacy, order, k, batch_size, rng,
-                                noise[k - step] if std else None) for k in range(step, end)]
-            bounds = np.cumsum([0] + [len(b) for b, _ in drawn])
-            rows = np.concatenate([b for b, _ in drawn]) if drawn else order[:0]
-            figures = private_epoch.train_steps(
-                net, optimizer, (X, Y),
-                (rows, bounds, noise[:end - step], [B for _, B in drawn]),
-                privacy.max_grad_norm)
-            totals[0] += figures[0]
-            totals[1] += figures[1]
-            totals[2] += int(bounds[-1])
-            totals[3] += figures[2]
-            step = end
-            if batches is not None and batches.after(end - 1, int(bounds[-1]),
+    per_call = min(per_call, every, steps)
+    ends = [0]  # each chunk up to the next callback, or the block's size
+    while ends[-1] < steps:
+        ends.append(min(steps, ends[-1] + per_call, (ends[-1] // every + 1) * every))
+    ends = ends[1:]
+    blocks = [np.empty((per_call if std else 0, N), net.dtype) for _ in range(1 + ahead)]
+    draw = functools.partial(_draw_chunk, privacy, order, batch_size, rng)
+    totals, done = [0.0, 0, 0, 0.0], 0
+    with ThreadPoolExecutor(1) if ahead else contextlib.nullcontext() as pool, \
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        pending = pool.submit(draw, 0, ends[0], blocks[0]) if ahead else \
+            draw(0, ends[0], blocks[0])
+        for i, end in enumerate(ends):
+            chunk = pending.result() if ahead else pending
+            if i + 1 < len(ends):
+                args = (end, ends[i + 1], blocks[(i + 1) % len(blocks)])
+                pending = pool.submit(draw, *args) if ahead else None
+            figures = private_epoch.train_steps(net, optimizer, (X, Y), chunk,
+                                                privacy.max_grad_norm)
+            for j, figure in enumerate((figures[0], figures[1], int(chunk[1][-1]),
+                                        figures[2])):
+                totals[j] += figure
+            done = end
+            if batches is not None and batches.after(end - 1, int(chunk[1][-1]),
                                                      lambda: totals[:2]):
                 break
-    return totals[0], totals[1], totals[2], totals[3], step
+            if not ahead and i + 1 < len(ends):
+                pending = draw(*args)
+    return totals[0], totals[1], totals[2], totals[3], done
+
+
+def _draw_chunk(privacy, order, batch_size, rng, first, end, noise):
+    """Steps ``first..end - 1`` drawn by :func:`_draw_step` as
+    :func:`gpubp.core.private_epoch.train_steps` takes them: ``(rows, bounds, noise,
+    expected)``, the noise into the first rows of ``noise`` (0 rows: none)."""
+    drawn = [_draw_step(privacy, order, k, batch_size, rng,
+                        noise[k - first] if len(noise) else None) for k in range(first, end)]
+    bounds = np.cumsum([0] + [len(b) for b, _ in drawn])
+    return (np.concatenate([b for b, _ in drawn]), bounds, noise[:end - first],
+            [B for _, B in drawn])
 
 
 def _draw_normal(rng, out):
