@@ -106,13 +106,20 @@ def test_empty_poisson_batches_step_on_the_noise_alone(monkeypatch):
 
 
 def test_noise_blocks_split_the_epoch_into_calls(monkeypatch):
-    """Noise blocks of one step's draws: one compiled call per step, the same steps."""
+    """One call, calls with the draws ahead on a thread, noise blocks of one step's
+    draws (a call per step): the same steps."""
     dp = DPSGD(max_grad_norm=0.4, noise_multiplier=1.1)
+    monkeypatch.setattr(privacy, "_spare_core", lambda: False)
     whole, _, calls = _fit(True, monkeypatch, dp, epochs=1)
-    assert calls == [2, 2, 2]  # privacy.AHEAD_CHUNKS: the draws run ahead
+    assert calls == [6]
+    monkeypatch.setattr(privacy, "_spare_core", lambda: True)
+    ahead, _, calls = _fit(True, monkeypatch, dp, epochs=1)
+    assert calls == [2, 2, 2]  # privacy.AHEAD_CHUNKS: the draws run ahead on a thread
     monkeypatch.setattr(privacy, "NOISE_BYTES", 1)
+    monkeypatch.setattr(privacy, "_spare_core", lambda: False)
     split, _, calls = _fit(True, monkeypatch, dp, epochs=1)
     assert calls == [1] * 6
+    np.testing.assert_array_equal(whole.theta, ahead.theta)
     np.testing.assert_array_equal(whole.theta, split.theta)
 
 

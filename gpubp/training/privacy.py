@@ -25,6 +25,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -255,16 +256,17 @@ def _compiled_steps(net, optimizer, data, order, batch_size, privacy, rng, batch
     """The epoch's steps in compiled calls (:func:`gpubp.core.private_epoch.train_steps`),
     chunk by chunk; returns as :func:`_kernel_steps`.
 
-    Without per-batch callbacks the next chunk's draws are made on a second thread while
-    the compiled call of this one runs (it releases the GIL, and so does NumPy's
-    generator): the same draws in the same order, out of the way of the steps. With
-    callbacks the draws wait for the chunk before them, so that a callback that stops
-    the run leaves ``rng`` where the per-kernel loop leaves it.
+    Without per-batch callbacks, and with a core to spare (:func:`_spare_core`), the next
+    chunk's draws are made on a second thread while the compiled call of this one runs
+    (it releases the GIL, and so does NumPy's generator): the same draws in the same
+    order, out of the way of the steps. With callbacks the draws wait for the chunk
+    before them, so that a callback that stops the run leaves ``rng`` where the
+    per-kernel loop leaves it. The chunking changes no step.
     """
     X, Y = (np.ascontiguousarray(a, dtype=net.dtype) for a in data)
     steps = schedule(privacy, len(order), batch_size)[0]
     std = privacy.noise_multiplier * privacy.max_grad_norm
-    ahead = bool(std) and batches is None
+    ahead = bool(std) and batches is None and _spare_core()
     N = net.theta.size
     per_call = max(1, NOISE_BYTES // (2 * N * net.dtype.itemsize)) if std else steps
     if ahead:  # chunks enough for the draws to hide behind the steps
@@ -299,6 +301,16 @@ def _compiled_steps(net, optimizer, data, order, batch_size, privacy, rng, batch
             if not ahead and i + 1 < len(ends):
                 pending = draw(*args)
     return totals[0], totals[1], totals[2], totals[3], done
+
+
+def _spare_core():
+    """Whether the machine has a core idle for the draws' thread (the 1-minute load average
+    at least one below this process's CPUs); on a loaded machine the second thread only
+    waits for one (docs/per_example.md, "Cost")."""
+    try:
+        return os.getloadavg()[0] + 1 <= len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no load average or affinity on this platform
+        return False
 
 
 def _draw_chunk(privacy, order, batch_size, rng, first, end, noise):
