@@ -158,6 +158,17 @@ def test_per_batch_callbacks_in_private_epochs(monkeypatch, every, stop_at):
     assert history["loss"] == pytest.approx(twin_history["loss"], rel=1e-13)
 
 
+def test_a_callback_after_an_empty_poisson_batch_sees_no_rows():
+    calls = Recorder()
+    net = gpubp.Network([4, 3], output="softmax", dtype="float64", seed=1)
+    gpubp.training.fit(net, *_data(), epochs=1, batch_size=1, verbose=0, callbacks=[calls],
+                       privacy=DPSGD(max_grad_norm=0.4, noise_multiplier=1.0),
+                       rng=np.random.default_rng(3))
+    assert len(calls.calls) == P
+    empty = [logs for _, logs in calls.calls if logs["size"] == 0]
+    assert empty and all(logs["loss"] == 0.0 for logs in empty)
+
+
 @pytest.mark.parametrize("accountant", ["rdp", "pld"])
 def test_cached_epsilon_is_a_fresh_accountants_figure(accountant):
     dp = DPSGD(max_grad_norm=1.0, noise_multiplier=0.9, delta=1e-6, accountant=accountant)

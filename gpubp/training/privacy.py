@@ -184,7 +184,8 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epoch):
     On the ``cpu`` backend (:func:`gpubp.core.private_epoch.supported`) the steps run in
     compiled calls of :data:`NOISE_BYTES` of noise at most (and one per chunk of
     ``batches.every`` batches with per-batch callbacks), each after the draws of its
-    steps; elsewhere one :func:`~gpubp.core.private_step.private_step` per step. Both
+    steps (made on a second thread during the call before, with a core to spare);
+    elsewhere one :func:`~gpubp.core.private_step.private_step` per step. Both
     draw from ``rng`` in the same order (:func:`_draw_step`: the step's Poisson sample,
     then its noise), so they take the same steps.
 
@@ -196,7 +197,7 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epoch):
     stops the run inside the epoch counts the steps taken).
     """
     X, (epochs_done, batches) = data[0], epoch
-    steps = schedule(privacy, len(order), batch_size)[0]
+    steps, q, _ = schedule(privacy, len(order), batch_size)
     run = _compiled_steps if private_epoch.supported(net, optimizer, X) else _kernel_steps
     total, correct, seen, penalty, done = run(net, optimizer, data, order, batch_size,
                                               privacy, rng, batches)
@@ -204,7 +205,6 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epoch):
     accuracy = float(correct) / seen if net.is_classifier else None
     penalty = float(penalty) / seen if optimizer.penalty else None
     loss = float(total) / seen + (penalty or 0.0)
-    q = schedule(privacy, len(order), batch_size)[1]
     return loss, accuracy, penalty, privacy.epsilon(q, (epochs_done - 1) * steps + done)
 
 
