@@ -9,6 +9,7 @@ import torch
 
 import gpubp
 from gpubp import DPSGD
+from gpubp.core import private_epoch
 from gpubp.core.private_step import private_step
 from gpubp.training import privacy
 
@@ -42,7 +43,16 @@ def test_one_step_equals_the_clipped_sum_by_hand(backend, C):
     np.testing.assert_allclose(net.backend.to_host(net.theta), expected, rtol=0, atol=1e-12)
 
 
-def test_one_step_equals_opacus_given_the_same_noise(monkeypatch):
+def compiled_private_step(net, optimizer, X, Y, index, C, noise, B):
+    """private_step's signature on the compiled steps (gpubp.core.private_epoch)."""
+    X, Y = np.ascontiguousarray(X), np.ascontiguousarray(Y)
+    cost_sum, _, _ = private_epoch.train_steps(
+        net, optimizer, (X, Y), (index, [0, len(index)], noise[None], [B]), C)
+    return cost_sum / len(index), len(index)
+
+
+@pytest.mark.parametrize("step", [private_step, compiled_private_step])
+def test_one_step_equals_opacus_given_the_same_noise(monkeypatch, step):
     opacus = pytest.importorskip("opacus")
     from opacus.optimizers import optimizer as dp_optimizer  # to hand it our noise
 
@@ -69,7 +79,7 @@ def test_one_step_equals_opacus_given_the_same_noise(monkeypatch):
     loss.backward()
     opt.step()
     _, Yc = net._check_XY(X, Y)
-    private_step(net, gpubp.SGD(lr=lr), X, Yc, np.arange(9), C, noise, B)
+    step(net, gpubp.SGD(lr=lr), X, Yc, np.arange(9), C, noise, B)
     W2, b2 = net.get_params()
     for l, (w, v) in enumerate(zip(W2, b2)):
         np.testing.assert_allclose(w, model._module[2 * l].weight.detach().numpy().T,

@@ -80,10 +80,11 @@ class BatchCalls:
         n = self.rows_done - seen_rows
         self._seen = (cost_sum, correct, self.rows_done)
         net = self.run.net
-        logs = {"loss": (cost_sum - seen_cost) / n, "size": n,
+        n_div = max(n, 1)  # 0 rows (empty Poisson batches of DP-SGD): figures of 0
+        logs = {"loss": (cost_sum - seen_cost) / n_div, "size": n,
                 "step": int(self.run.optimizer.iterations)}
         if net.is_classifier:
-            logs["accuracy"] = (correct - seen_correct) / n
+            logs["accuracy"] = (correct - seen_correct) / n_div
         for cb in self.callbacks:
             if (batch + 1) % getattr(cb, "batch_every", 1) == 0:
                 cb.on_batch_end(self.run, batch, dict(logs))

@@ -213,7 +213,7 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     else:  # DP-SGD: clipped, noised steps; ε after this epoch (gpubp.training.privacy)
         epoch_loss, epoch_accuracy, penalty, epsilon = dp.train_epoch(
             net, optimizer, (*data, group), epoch_rows, o.batch_size, o.privacy, rng,
-            epoch + 1)
+            (epoch + 1, plan.batches or None))
     finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
     if o.diverged == "raise" and not group.all(finite):
         group.restore(net, snapshots.now)
