@@ -16,6 +16,8 @@ can assert that a training step reads nothing back. :func:`install` puts the fak
 arrays' host storage (the kernels themselves are tested under the simulator).
 """
 
+import contextlib
+import functools
 import sys
 import traceback
 import types
@@ -407,6 +409,29 @@ def _host(value):
     return value.data_ if isinstance(value, DeviceArray) else value
 
 
+_RECORDERS = []  # as gpubp.kernels.cuda_launch.recording: each fake launch, bound
+
+
+@contextlib.contextmanager
+def recording():
+    launches = []
+    _RECORDERS.append(launches)
+    try:
+        yield launches
+    finally:
+        _RECORDERS.pop()
+
+
+def _launches(run):
+    """A fake kernel function that a recording() block binds, as Kernel.bind does."""
+    @functools.wraps(run)
+    def launch(*args, **kwargs):
+        if _RECORDERS:
+            _RECORDERS[-1].append(functools.partial(run, *args, **kwargs))
+        return run(*args, **kwargs)
+    return launch
+
+
 class _Kernels(types.SimpleNamespace):
     """Stands in for :mod:`gpubp.kernels.cuda`: each kernel runs its reference twin."""
 
@@ -420,7 +445,7 @@ class _Kernels(types.SimpleNamespace):
                 if isinstance(arg, np.ndarray) and arg.ndim:
                     raise TypeError(f"{name}: a host array given to a device kernel")
             return twin(*map(_host, args), **kwargs)
-        return launch
+        return _launches(launch)
 
 
 def _output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums, stream):
@@ -431,6 +456,8 @@ def _output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums, stream
                                   loss_param, w)
     _host(sums.cost)[0] = cost
     _host(sums.total)[0] += cost * a.shape[0]
+    if sums.correct is not None:  # the kernel counts the right rows in the same pass
+        _host(sums.correct)[0] += reference.count_correct(_host(a), _host(y), loss)
     return sums.cost
 
 
@@ -446,6 +473,8 @@ def kernels():
     """A stand-in for :mod:`gpubp.kernels.cuda` (built on the real launch arithmetic)."""
     from gpubp.kernels import cuda as real  # the launch arithmetic: pure Python
 
-    return _Kernels(output_delta=_output_delta, bias_activation=_bias_activation, CostSums=real.CostSums,
+    return _Kernels(output_delta=_launches(_output_delta),
+                    bias_activation=_launches(_bias_activation), CostSums=real.CostSums,
                     delta_blocks=real.delta_blocks, grad_splits=real.grad_splits,
-                    stream_of_handle=real.stream_of_handle)
+                    stream_of_handle=real.stream_of_handle, recording=recording,
+                    count_code=real.count_code)

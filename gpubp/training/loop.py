@@ -298,8 +298,9 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
                 total += cost_sum
                 correct += right
     else:
-        total, correct = net.backend.cost_sum(), 0.0
+        total = net.backend.cost_sum()
         classifier = net.is_classifier
+        correct = net.backend.correct_sum(net.loss_name) if classifier else 0.0
         pages = mapped.PageBudget([X, Y])
         host_order = order
         alone = reduction.name == "identity"  # weights and a penalty: one process only
@@ -323,8 +324,8 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
                                               len(batch), weights=step_weights)
                 # backend scalars (device arrays on CUDA): converted once, after the loop
                 total.add(cost, P)
-                if classifier and P:
-                    correct = correct + net._count_correct(P)
+                if classifier and P:  # (on CUDA counted by the output kernel already)
+                    correct.add(net.activations[net.L][:P], net.targets[:P])
                 pages.touched(P)
                 if batches is not None and batches.after(start // batch_size, len(batch),
                                                          lambda: (total, correct)):
