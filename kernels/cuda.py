@@ -54,7 +54,8 @@ from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, G
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
 from gpubp.kernels.cuda_device import EXP, POISSON, REGRESSION
 from gpubp.kernels.cuda_device import count_code  # noqa: F401 - re-exported for the backend
-from gpubp.kernels.cuda_launch import Kernel, stream_of_handle  # noqa: F401 - re-exported
+from gpubp.kernels.cuda_gather import advance, gather_rows  # noqa: F401 - re-exported
+from gpubp.kernels.cuda_launch import Kernel, recording, stream_of_handle  # noqa: F401
 from gpubp.kernels.reference import ACTIVATIONS, DERIVED, LOSSES, SLOPE
 from numba import types
 

@@ -333,6 +333,18 @@ def count_correct(a, y, loss):
     return 0
 
 
+def gather_rows(src, order, offset, out):
+    """``out = src[order[offset[0]:offset[0] + P]]`` with ``P = len(out)``: the batch of a
+    CUDA-graph step, its start ``offset`` (int64 (1,)) kept on the device."""
+    start = int(offset[0])
+    np.take(src, order[start:start + out.shape[0]], axis=0, out=out)
+
+
+def advance(offset, P, dtype=None):
+    """``offset[0] += P``: the next batch's start (``dtype`` unused, as on the device)."""
+    offset[0] += P
+
+
 def hidden_delta(delta, a, activation, slope=SLOPE, dropout=None):
     """Hidden error ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(z^l)``, in place on the GEMM output.
 

@@ -30,6 +30,7 @@ from gpubp.training.options import (FitOptions, callbacks_of, check_extras, chec
                                     check_validation_data, fit_options, split_permutation)
 from gpubp.core.diagnostics import data_sums, flow_figures
 from gpubp.training.divergence import Snapshots, restore_finite
+from gpubp.training import graph_epoch
 from gpubp.training import privacy as dp
 
 
@@ -60,6 +61,7 @@ class Plan:
     resumed_from: object = None  # (epoch, steps) of the checkpoint a run resumes
     device_X: object = None  # the X steps read: X, or X as given if trained on in place
     batches: object = None  # the per-batch callbacks (training.batches.BatchCalls)
+    graphs: object = None  # the run's CUDA graphs of a step (training.graph_epoch)
 
 
 def fit(net, X, Y, **options):
@@ -102,6 +104,7 @@ def _plan(net, X, Y, o, group):
     weights = check_extras(X, o.sample_weight, o.rng, o.diverged, optimizer, group,
                             checkpoint is not None or o.resume is not None)
     dp.check_privacy(o.privacy, group, weights, optimizer)
+    graph_epoch.check_mode(o.cuda_graph, net.backend.name)
     callbacks = callbacks_of(o.callbacks, o.early_stopping,
                            validation is not None or bool(o.validation_split))
     state = None if o.resume is None else ckpt_io.load(fspath(o.resume, "resume"))
@@ -204,7 +207,12 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
     lr_now = optimizer.start_epoch(epoch, o.epochs, -(-len(epoch_rows) // o.batch_size))
     plan.batches.begin(run)
-    if o.privacy is None:
+    graphs = None if o.privacy is not None else \
+        graph_epoch.graphs_for(net, optimizer, plan, data)
+    if graphs is not None:  # the whole step captured once, replayed (cuda_graph=)
+        epoch_loss, epoch_accuracy, penalty = graph_epoch.train_epoch(
+            net, optimizer, data, epoch_rows, o.batch_size, graphs)
+    elif o.privacy is None:
         epoch_loss, epoch_accuracy, penalty = _train_epoch(
             net, optimizer, data, epoch_rows, o.batch_size, group, plan.weights,
             plan.batches or None)
