@@ -165,3 +165,9 @@ def test_a_capture_refuses_reads_and_allocations(fake_gpu):
     graph.launch(stream)
     graph.launch(stream)
     assert x.data_.tolist() == [2, 2, 2]
+
+
+def test_the_graph_kernels_in_the_simulator():
+    from tests.test_cuda_kernels import TESTS, run_simulated
+
+    run_simulated(TESTS / "cudasim_graph.py", timeout=600)

@@ -53,8 +53,8 @@ def why_not(net, optimizer, plan, data):
 def graphs_for(net, optimizer, plan, data):
     """The run's :class:`StepGraphs`, made once per fit (None: eager steps)."""
     mode = plan.options.cuda_graph
-    if mode is False:
-        return None
+    if mode is False or (mode == "auto" and getattr(net.backend, "simulated", False)):
+        return None  # (the simulator: nothing to capture; True runs the graph's kernels)
     reason = why_not(net, optimizer, plan, data)
     if reason is not None:
         if mode is True:

@@ -306,8 +306,7 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
                 total += cost_sum
                 correct += right
     else:
-        total = net.backend.cost_sum()
-        classifier = net.is_classifier
+        total, classifier = net.backend.cost_sum(), net.is_classifier
         correct = net.backend.correct_sum(net.loss_name) if classifier else 0.0
         pages = mapped.PageBudget([X, Y])
         host_order = order
