@@ -171,3 +171,21 @@ def test_the_graph_kernels_in_the_simulator():
     from tests.test_cuda_kernels import TESTS, run_simulated
 
     run_simulated(TESTS / "cudasim_graph.py", timeout=600)
+
+
+@pytest.mark.parametrize("mode", [False, True])
+def test_a_new_learning_rate_is_new_launches_and_a_new_graph(fake_gpu, mode):
+    """The bound launches and the graphs are keyed by the learning rate: a per-epoch
+    schedule trains at each epoch's rate within one fit (as the reference backend)."""
+    from gpubp.optim.schedules import StepDecay
+
+    X, Y = _data()
+    got = _net()
+    want = gpubp.Network([6, 8, 3], hidden="tanh", output="softmax", loss="cross_entropy",
+                         backend="reference", seed=0)
+    for net in (got, want):
+        net.fit(X, Y, epochs=3, batch_size=32, verbose=0, lr=0.1, shuffle=False,
+                schedule=StepDecay(step_size=1, gamma=0.2),
+                **({"cuda_graph": mode} if net is got else {}))
+    for a, b in zip(*(n.get_params()[0] for n in (got, want))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
