@@ -171,7 +171,7 @@ def test_views_are_rebuilt_when_a_workspace_grows():
     # no view of the old workspaces is kept (they are released): every cached view is
     # of a current workspace, the parameters or the backend's own scratch
     live = [net._activations_flat, net._deltas_flat, net.targets, net.theta,
-            net.nabla_theta, be.cost_total, *be._scratch.values()]
+            net.nabla_theta, be.cost_total, be.correct_total, *be._scratch.values()]
     for view in be._views.values():
         owner = view if view.base is None else view.base
         assert any(owner is array for array in live), view.shape
