@@ -17,6 +17,7 @@ import gpubp
 from gpubp.backends import cuda as cuda_backend
 from gpubp.backends import cuda_rows
 from gpubp.kernels import cuda as K
+from tests.conftest import make_targets
 from tests.cudasim_support import prepare
 
 if not config.ENABLE_CUDASIM:
@@ -31,13 +32,7 @@ RTOL = {"float32": 1e-5, "float64": 1e-10}
 def _problem(loss, P=37, n_in=13, n_out=5, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(P, n_in))
-    if loss == "cross_entropy":
-        Y = np.eye(n_out)[rng.integers(0, n_out, P)]
-    elif loss == "binary_cross_entropy":
-        Y = rng.integers(0, 2, (P, n_out)).astype(float)
-    else:
-        Y = rng.normal(size=(P, n_out))
-    return X, Y
+    return X, make_targets(rng, P, n_out, loss)
 
 
 def _pair(dtype, hidden, output, loss, **options):

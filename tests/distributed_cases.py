@@ -98,6 +98,8 @@ def run(case, distributed=False, rank=0):
     X, y = make_data(case, rank)
     net = run.net = make_network(case)  # the worker saves it when fit raises
     kwargs = dict(case["fit"])
+    if "privacy" in kwargs:  # the keyword arguments of a DPSGD
+        kwargs["privacy"] = gpubp.DPSGD(**kwargs["privacy"])
     if case.get("spread_sgd"):
         kwargs["optimizer"] = SpreadSGD(lr=kwargs.pop("lr"), momentum=0.5)
     if distributed and "group" in case:

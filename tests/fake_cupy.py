@@ -543,6 +543,21 @@ def _core_stream(handle):
     return _CORE_STREAMS.setdefault(handle, types.SimpleNamespace(handle=handle))
 
 
+def private_kernels():
+    """A stand-in for :mod:`gpubp.kernels.cuda_private`: its twins on the host storage."""
+    from gpubp.kernels import reference_private  # the twins of the clipping kernels
+
+    def clip_example_rows(inputs, deltas, max_grad_norm, total, flat, *, stream):
+        assert stream is not None and not isinstance(stream, int), "a stream object"
+        assert len(flat) == len(deltas) and total.shape == (deltas[0].shape[0],)
+        LEDGER.launches += 2 * len(deltas)
+        reference_private.clip_example_rows([_host(a) for a in inputs],
+                                            [_host(d) for d in deltas], max_grad_norm,
+                                            _host(total))
+
+    return types.SimpleNamespace(clip_example_rows=clip_example_rows)
+
+
 def kernels():
     """A stand-in for :mod:`gpubp.kernels.cuda` (built on the real launch arithmetic)."""
     from gpubp.kernels import cuda as real  # the launch arithmetic: pure Python

@@ -36,6 +36,8 @@ CASES = {
                                                       weight_decay=1e-3, schedule="step")},
     "adam+cosine+split+early": {"optimizer": lambda: Adam(lr=0.01, schedule="cosine"),
                                     "validation_split": 0.2, "early_stopping": 4},
+    "adam+label_smoothing": {"optimizer": lambda: Adam(lr=0.01),
+                             "network": {"label_smoothing": 0.1}},
 }
 
 
@@ -43,10 +45,12 @@ CASES = {
 def test_interrupted_and_resumed_equals_uninterrupted(backend, case, wine, tmp_path):
     opts = dict(CASES[case])
     make_opt = opts.pop("optimizer")
+    net_kwargs = opts.pop("network", {})
     kwargs = dict(epochs=9, batch_size=16, verbose=0, **opts)
 
     def network(seed):
-        return gpubp.Network([13, 10, 3], hidden="tanh", seed=seed, backend=backend)
+        return gpubp.Network([13, 10, 3], hidden="tanh", seed=seed, backend=backend,
+                             **net_kwargs)
 
     straight = network(1)
     h_straight = straight.fit(wine.X_train, wine.y_train, optimizer=make_opt(), **kwargs)
@@ -123,6 +127,40 @@ def test_resume_refuses_a_different_run(wine, tmp_path, change, pattern):
         net.fit(wine.X_train[:n], wine.y_train[:n], epochs=4, resume=path, verbose=0,
                 optimizer=change.get("optimizer", "sgd"), lr=change.get("lr"),
                 batch_size=change.get("batch_size", 32))
+
+
+def test_resume_of_a_huber_run_is_exact_and_keeps_its_delta(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(60, 4))
+    Y = X @ rng.normal(size=(4, 2)) + 3 * rng.standard_t(2, size=(60, 2))  # heavy tails
+
+    def network(seed, delta=0.5):
+        return gpubp.Network([4, 6, 2], hidden="tanh", output="identity", loss="huber",
+                             huber_delta=delta, seed=seed, backend="reference")
+
+    kwargs = dict(epochs=6, batch_size=8, verbose=0, optimizer="adam")
+    straight = network(1)
+    h_straight = straight.fit(X, Y, **kwargs)
+    path = tmp_path / "run.npz"
+    with pytest.raises(Interrupt):
+        network(1).fit(X, Y, checkpoint=path, callbacks=[_interrupt_at(4)], **kwargs)
+    with pytest.raises(ValueError, match=r"resume: the network's huber_delta must match "
+                                         r"the checkpoint's \(0\.5\), got 1\.0"):
+        network(2, delta=1.0).fit(X, Y, resume=path, **kwargs)
+    resumed = network(2)
+    assert resumed.fit(X, Y, resume=path, **kwargs).history == h_straight.history
+    np.testing.assert_array_equal(resumed.theta, straight.theta)
+
+
+def test_resume_refuses_another_label_smoothing(wine, tmp_path):
+    path = tmp_path / "run.npz"
+    gpubp.Network([13, 5, 3], seed=0, backend="reference", label_smoothing=0.1).fit(
+        wine.X_train, wine.y_train, epochs=2, checkpoint=path, verbose=0)
+    for other in (0.0, 0.2):
+        net = gpubp.Network([13, 5, 3], seed=0, backend="reference", label_smoothing=other)
+        with pytest.raises(ValueError, match=r"resume: the network's label_smoothing must "
+                                             rf"match the checkpoint's \(0\.1\), got {other}"):
+            net.fit(wine.X_train, wine.y_train, epochs=4, resume=path, verbose=0)
 
 
 def test_resume_needs_a_checkpoint_file(wine, tmp_path):

@@ -32,6 +32,8 @@ def fake_gpu(monkeypatch):
         self.kernels = fake_cupy.kernels()
 
     monkeypatch.setattr(cuda_backend.CudaBackend, "__init__", fake_init)
+    monkeypatch.setattr(cuda_backend.CudaBackend, "_private_kernels",
+                        staticmethod(fake_cupy.private_kernels))
     monkeypatch.setattr(cuda_backend.CudaBackend, "_wrap", lambda self, array: array)
     monkeypatch.setattr(fake_cupy._Device, "free", 2**30)
     return ledger
@@ -72,7 +74,8 @@ def _mapped_x(tmp_path, X):
 
 
 @pytest.mark.parametrize("case", ["resident", "host", "mapped", "sparse", "weights",
-                                  "weights-host", "momentum", "adam"])
+                                  "weights-host", "momentum", "adam", "private",
+                                  "private-shuffled", "private-host"])
 def test_no_device_to_host_read_per_step(fake_gpu, monkeypatch, tmp_path, case):
     X, Y = _data()
     fit, x = {}, X
@@ -89,15 +92,24 @@ def test_no_device_to_host_read_per_step(fake_gpu, monkeypatch, tmp_path, case):
             _host_x(monkeypatch)
     elif case in ("momentum", "adam"):
         fit["optimizer"] = "adam" if case == "adam" else "momentum"
+    elif case.startswith("private"):  # DP-SGD: the noise goes up once per step, nothing comes back
+        fit["privacy"] = gpubp.DPSGD(max_grad_norm=0.5, noise_multiplier=1.0,
+                                     poisson=case != "private-shuffled")
+        if case == "private-host":
+            _host_x(monkeypatch)
     few, few_log = _reads(fake_gpu, _net(), x, Y, 128, **fit)  # 2 steps per epoch
     many, many_log = _reads(fake_gpu, _net(), x, Y, 32, **fit)  # 8 steps per epoch
     assert few["d2h"] == many["d2h"], "\n".join(many_log[-many["d2h"]:])
     assert few["syncs"] == many["syncs"]
     # at most one per staged array (X, Y) and step, and only where rows are staged
-    staged = case in ("host", "mapped", "weights-host")
+    staged = case in ("host", "mapped", "weights-host", "private-host")
     assert many["upload waits"] <= (2 * 2 * 256 // 32 if staged else 0)
     # the documented reads: the epoch's cost and accuracy, the divergence check
     assert many["d2h"] <= 3 * 2 + 2, "\n".join(many_log[-many["d2h"]:])
+    if case.startswith("private"):  # uploads per step: the noise (and a Poisson batch's
+        # rows; the shuffled order goes up once per epoch), or the staged X and Y
+        per_step = (many["h2d"] - few["h2d"]) / (2 * (8 - 2))
+        assert per_step == {"private": 2, "private-shuffled": 1, "private-host": 3}[case]
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["plain", "sample-weights"])

@@ -49,6 +49,32 @@ def test_validation_split_and_data_are_exclusive(iris):
         net.fit(iris.X_train, iris.y_train, validation_split=1.0, verbose=0)
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_weighted_validation_data_reports_evaluates_weighted_means(iris, backend):
+    s = np.random.default_rng(2).uniform(0, 3, size=len(iris.y_test))
+    seen = []
+
+    class Record(Callback):  # evaluate with the parameters the epoch's figures saw
+        def on_epoch_end(self, run, epoch, logs):
+            seen.append((logs, run.net.evaluate(iris.X_test, iris.y_test, sample_weight=s),
+                         run.net.evaluate(iris.X_test, iris.y_test)))
+
+    net = gpubp.Network([4, 6, 3], seed=0, backend=backend)
+    net.fit(iris.X_train, iris.y_train, epochs=3, verbose=0, callbacks=[Record()],
+            validation_data=(iris.X_test, iris.y_test, s))
+    for logs, weighted, plain in seen:
+        assert logs["val_loss"] == pytest.approx(weighted["loss"], rel=1e-12)
+        assert logs["val_accuracy"] == pytest.approx(weighted["accuracy"], rel=1e-12)
+        assert logs["val_loss"] != pytest.approx(plain["loss"], rel=1e-6)  # weights count
+    unit = gpubp.Network([4, 6, 3], seed=0, backend=backend)
+    ones = unit.fit(iris.X_train, iris.y_train, epochs=3, verbose=0,
+                    validation_data=(iris.X_test, iris.y_test, np.ones(len(iris.y_test))))
+    none = gpubp.Network([4, 6, 3], seed=0, backend=backend).fit(
+        iris.X_train, iris.y_train, epochs=3, verbose=0,
+        validation_data=(iris.X_test, iris.y_test, None))
+    np.testing.assert_allclose(ones.history["val_loss"], none.history["val_loss"], rtol=1e-12)
+
+
 def test_early_stopping_stops_and_restores_the_best_parameters(iris):
     """A large learning rate makes val_loss bounce; the kept parameters are the best epoch's."""
     snapshots = []

@@ -17,6 +17,7 @@ from gpubp.kernels import cpu as cpu_kernels
 from gpubp.kernels import reference
 from gpubp.optim.optimizers import SGD, Adam
 from tests.test_cuda_kernels import TESTS, run_simulated
+from tests.conftest import make_targets
 
 # (output, loss, Network keywords): every new loss and option
 CASES = [
@@ -35,12 +36,9 @@ IDS = [f"{o}-{l}-" + "-".join(f"{k}={v}" for k, v in kw.items()) for o, l, kw in
 def _problem(loss, P=23, n_in=4, n_out=3, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(P, n_in))
-    if loss == "cross_entropy":
-        Y = np.eye(n_out)[rng.integers(0, n_out, P)]
-    elif loss == "binary_cross_entropy":
-        Y = rng.integers(0, 2, (P, n_out)).astype(float)
-    else:
-        Y = 1.5 * rng.normal(size=(P, n_out))  # residuals on both sides of huber's δ
+    Y = make_targets(rng, P, n_out, loss)
+    if loss not in ("cross_entropy", "binary_cross_entropy"):
+        Y *= 1.5  # residuals on both sides of huber's δ
     return X, Y
 
 

@@ -6,31 +6,24 @@ import dp_accounting
 import numpy as np
 import pytest
 import torch
-from torch.func import grad, vmap
 
 import gpubp
 from gpubp import DPSGD
 from gpubp.core.private_step import private_step
 from gpubp.training import privacy
 
-from tests.test_per_example import make, torch_cost, torch_forward
+from tests.test_per_example import make, torch_per_example
 
 
 def torch_clipped_step(net, X, Y, C, noise, B, lr):
     """Opacus's DP-SGD step written out in PyTorch: per-sample gradients, each clipped by
     min(1, C / (‖g_p‖ + 1e-6)), summed, noise added, divided by B, an SGD step."""
-    W, b = net.get_params()
-    params = [torch.tensor(p) for pair in zip(W, b) for p in pair]
-    Yt = torch.tensor(net._check_XY(X, Y)[1])
-
-    def cost(params, x, y):
-        return torch_cost(torch_forward(params, x[None], net)[0], y, net.loss_name)
-
-    grads = vmap(grad(cost), in_dims=(None, 0, 0))(params, torch.tensor(X), Yt)
-    flat = torch.cat([g.reshape(len(X), -1) for g in grads], dim=1)
+    flat = torch.tensor(torch_per_example(net, X, Y))
     factor = (C / (flat.norm(dim=1) + 1e-6)).clamp(max=1.0)
     step = ((factor[:, None] * flat).sum(dim=0) + torch.tensor(noise)) / B
-    return torch.cat([p.reshape(-1) for p in params]).numpy() - lr * step.numpy()
+    W, b = net.get_params()
+    theta = np.concatenate([p.reshape(-1) for pair in zip(W, b) for p in pair])
+    return theta - lr * step.numpy()
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])

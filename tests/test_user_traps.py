@@ -207,11 +207,15 @@ def test_validation_data_errors_name_the_validation_data():
         _net().fit(X, y, epochs=1, verbose=0, validation_data=(X, y[:3]))
 
 
-def test_validation_data_of_three_says_so():
+def test_validation_data_of_four_says_so():
     X, y = _data()
-    with pytest.raises(ValueError, match=r"validation_data must be a tuple \(X_val, Y_val\), "
-                                         r"got a tuple of 3"):
-        _net().fit(X, y, epochs=1, verbose=0, validation_data=(X, y, None))
+    with pytest.raises(ValueError, match=r"validation_data must be a tuple \(X_val, Y_val\) "
+                                         r"or \(X_val, Y_val, sample_weight_val\), got a "
+                                         r"tuple of 4"):
+        _net().fit(X, y, epochs=1, verbose=0, validation_data=(X, y, None, None))
+    with pytest.raises(ValueError, match=r"validation_data\[2\] \(sample_weight_val\) must "
+                                         r"have shape \(40,\)"):
+        _net().fit(X, y, epochs=1, verbose=0, validation_data=(X, y, np.ones(3)))
 
 
 @pytest.mark.parametrize("lr", [float("inf"), float("nan")])

@@ -15,6 +15,7 @@ Every backend offers the same small set of operations on its own arrays:
 ``adam_update``           fused Adam / AdamW step
 ``rmsprop_update``        fused RMSprop step (momentum, centered)
 ``clip_gradient``         the flat gradient clipped by its global norm or by value
+``clip_example_rows``     DP-SGD: each example's δ rows scaled to clip its gradient
 ``count_correct``         correct predictions of a batch (the epoch's accuracy)
 ``resident/gather_rows``  training data on the backend once; a batch's rows gathered
 ``in_place/batch_order``  a device X used as given; the epoch's order where rows are read
@@ -37,6 +38,7 @@ import numpy as np
 from gpubp import losses
 from gpubp.data import mapped
 from gpubp.kernels import reference as reference_kernels
+from gpubp.kernels.reference_private import CLIP_EPS
 
 WEIGHT_GRADS = ("auto", "fused", "cublas")
 PRECISIONS = ("float32", "tf32")  # of float32 GEMMs on CUDA (docs/cuda.md, "precision")
@@ -247,6 +249,31 @@ class Backend:
     def clip_gradient(self, grad, max_norm=0.0, max_value=0.0):
         """Clip the flat ``grad`` in place (:func:`gpubp.kernels.reference.clip_gradient`)."""
         self.kernels.clip_gradient(grad, max_norm, max_value)
+
+    def clip_example_rows(self, inputs, deltas, max_grad_norm):
+        """DP-SGD's clipping: row p of every ``δ^l`` scaled in place by
+        ``P min(1, C / (‖g_p‖ + 10⁻⁶))``, ``‖g_p‖² = P² Σ_l (‖a_p^{l-1}‖² + 1) ‖δ_p^l‖²``
+        (:mod:`gpubp.core.private_step`; the twin of the CUDA kernels is
+        :func:`gpubp.kernels.reference_private.clip_example_rows`).
+
+        Parameters
+        ----------
+        inputs : list, ``a^{l-1}`` (P, n_{l-1}) of l = 1..L (``a^0`` may be sparse)
+        deltas : list, ``δ^l`` (P, n_l) of l = 1..L, each carrying the batch's ``1/P``
+        max_grad_norm : float
+        """
+        xp, P, dtype = self.xp, deltas[0].shape[0], deltas[0].dtype
+        norms = xp.empty((len(deltas), P), dtype=dtype)  # ‖∂c_p/∂θ^l‖, layer by layer
+        for l, (a, d) in enumerate(zip(inputs, deltas)):
+            if hasattr(a, "multiply"):  # a sparse a^0 (SciPy or cupyx) stays sparse
+                squares = xp.asarray(a.multiply(a).sum(axis=1)).ravel().astype(dtype) + 1
+            else:
+                squares = xp.einsum("pi,pi->p", a, a) + 1
+            norms[l] = xp.sqrt(squares * xp.einsum("pj,pj->p", d, d)) * P
+        total = xp.sqrt(xp.einsum("lp,lp->p", norms, norms))
+        scale = xp.minimum(1.0, max_grad_norm / (total + CLIP_EPS)).astype(dtype) * P
+        for d in deltas:
+            d *= scale[:, None]
 
     def count_correct(self, a, y, loss):
         """Rows of ``a`` (P, n_L) whose labels match the targets ``y``, as a backend scalar.

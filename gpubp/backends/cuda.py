@@ -14,7 +14,7 @@ Host work per step is kept near zero (``docs/cuda.md`` counts it):
   and each kernel call of a step is made once per workspace: its launches are recorded
   bound (arguments checked and packed, :meth:`Kernel.bind`) under a key of the arrays'
   pointers, shapes and the scalar arguments, and replayed on every later step with the
-  same key (:meth:`CudaBackend._launch`), skipping the launch arithmetic;
+  same key (:mod:`gpubp.backends.cuda_launches`), skipping the launch arithmetic;
 - training data that fits in device memory is uploaded once per ``fit``
   (:meth:`CudaBackend.resident`) and each batch is gathered on the device; otherwise
   batches go through pinned, double-buffered staging, so uploads are truly asynchronous;
@@ -34,19 +34,19 @@ from gpubp.activations import ACTIVATIONS, NEGATIVE_SLOPE as SLOPE
 from gpubp.backends import cuda_probe
 from gpubp.backends.base import PRECISIONS, WEIGHT_GRADS, Backend, check_options
 from gpubp.backends.cuda_probe import simulated
+from gpubp.backends.cuda_launches import BoundLaunches
 from gpubp.backends.cuda_rows import RESIDENT_FRACTION, CudaRows  # noqa: F401 - re-exported
 
 # weight_grad="auto": the fused kernel while a layer's product 2 P (n_in + 1) n_out stays
 # at or below this many flops, cuBLAS and a column sum above (docs/cuda.md, "the size rule").
 FUSED_MAX_FLOP = 2**25
 MAX_VIEWS = 512  # cached Numba views; more means arrays come and go, not a training loop
-MAX_LAUNCHES = 512  # cached bound launches (keys), likewise
 # CuPy's compute types (cupy/_core/_routines_linalg.pxd): DEFAULT is cuBLAS's exact
 # CUBLAS_COMPUTE_32F for float32, TF32 its CUBLAS_COMPUTE_32F_FAST_TF32 (tensor cores)
 COMPUTE_TYPES = {"float32": 1, "tf32": 7}
 
 
-class CudaBackend(CudaRows, Backend):
+class CudaBackend(CudaRows, BoundLaunches, Backend):
     """CuPy arrays and cuBLAS GEMMs plus the Numba CUDA fused kernels.
 
     Parameters
@@ -142,34 +142,6 @@ class CudaBackend(CudaRows, Backend):
             return 0
         # ptr 0 is CuPy's null stream, the legacy default stream.
         return self.kernels.stream_of_handle(self.xp.cuda.get_current_stream().ptr)
-
-    def _launch(self, name, arrays, scalars, run):
-        """Run a kernel call, ``run()``, or replay its launches bound the first time.
-
-        The key is ``name``, the current stream, the ``scalars`` (every non-array argument
-        the launches depend on) and each array's pointer, shape and strides: the same key
-        means the same launches with the same arguments. A bound launch holds its views,
-        so a cached pointer cannot be reused by another array; the cache is dropped with
-        the views' (:meth:`empty`).
-        """
-        if self.simulated:
-            arrays = tuple((a.ctypes.data, a.shape, a.strides) for a in arrays)
-            stream = 0
-        else:
-            arrays = tuple((a.data.ptr, a.shape, a.strides) for a in arrays)
-            stream = self.xp.cuda.get_current_stream().ptr
-        key = (name, stream, scalars, arrays)
-        launches = self._launches.get(key)
-        if launches is not None:
-            for launch in launches:
-                launch()
-            return
-        if len(self._launches) >= MAX_LAUNCHES:
-            self._launches.clear()
-        with self.kernels.recording() as launches:
-            run()
-        self._launches[key] = launches
-        self.counts["bound"] += len(launches)
 
     def _workspace(self, name, shape, dtype):
         key = (name, shape, np.dtype(dtype))
@@ -365,6 +337,35 @@ class CudaBackend(CudaRows, Backend):
         norm_sq.fill(0)  # on CuPy an asynchronous memset on the current stream
         self.kernels.clip_gradient(self._nb(grad, flat=True), max_norm, max_value,
                                    norm_sq=self._nb(norm_sq), stream=self._stream())
+
+    def clip_example_rows(self, inputs, deltas, max_grad_norm):
+        """DP-SGD's clipping in the kernels of :mod:`gpubp.kernels.cuda_private`: the
+        per-example norms summed on the device over the layers, then the rows scaled;
+        no synchronisation (a sparse ``a^0``: the array-module code of the base)."""
+        if hasattr(inputs[0], "multiply"):  # cupyx sparse: no kernel reads it
+            super().clip_example_rows(inputs, deltas, max_grad_norm)
+            return
+        P = deltas[0].shape[0]
+        total = self._norms_workspace(P, deltas[0].dtype)
+        self._private_kernels().clip_example_rows(
+            [self._nb(a) for a in inputs], [self._nb(d) for d in deltas], max_grad_norm,
+            self._nb(total), [self._nb(d, flat=True) for d in deltas], stream=self._stream())
+
+    def _norms_workspace(self, P, dtype):
+        """A (P,) view of one workspace that grows to the largest batch: Poisson batches
+        change P at every step, and a workspace per size would pile up."""
+        key = ("example_norms", np.dtype(dtype))
+        array = self._scratch.get(key)
+        if array is None or array.size < P:
+            array = self._scratch[key] = self.xp.empty(max(P, 2 * getattr(array, "size", 0)),
+                                                       dtype=dtype)
+        return array[:P]
+
+    @staticmethod
+    def _private_kernels():
+        from gpubp.kernels import cuda_private  # keeps import gpubp light: numba.cuda loads with the cuda backend only
+
+        return cuda_private
 
 
 class _DeviceCostSum:

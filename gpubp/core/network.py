@@ -229,8 +229,9 @@ class Network(Evaluation, PerExample):
         tol : float or None
             Stop when the full-data gradient norm ``‖∇C‖`` falls to ``tol`` (checked at the
             end of each epoch, at the cost of one extra pass over the data).
-        validation_data : tuple (X_val, Y_val) or None
-            Evaluated after every epoch (``val_loss``, ``val_accuracy``).
+        validation_data : tuple (X_val, Y_val[, sample_weight_val]) or None
+            Evaluated after every epoch (``val_loss``, ``val_accuracy``); with weights, as
+            in Keras, both are the weighted means of :meth:`evaluate`.
         verbose : {0, 1, 2}
             0 silent, 1 a progress bar (hidden when output is not a terminal), 2 one line
             per epoch.

@@ -8,15 +8,16 @@ and the sum is divided by the expected batch size ``B``:
 
 Every ``g_p`` is rank one per layer, ``outer([a_p^{l-1}, 1], P δ_p^l)``, so the clipping
 is one scaling of row p of every ``δ^l`` by ``P min(1, C/‖g_p‖)`` before the
-weight-gradient products (:func:`gpubp.core.backprop.backward`'s GEMMs), and the norms
-come from :func:`gpubp.core.per_example.layer_norms`: no per-example gradient is made.
+weight-gradient products (:func:`gpubp.core.backprop.backward`'s GEMMs), done by the
+backend's ``clip_example_rows`` (array-module code; on CUDA the kernels of
+:mod:`gpubp.kernels.cuda_private`): no per-example gradient is made. :func:`clip_factors`
+gives the same factors from :func:`gpubp.core.per_example.layer_norms`.
 The noise is drawn by the caller (:mod:`gpubp.training.privacy`), so that a test can give
 the same draws to an independent computation.
 """
 
 from gpubp.core import backprop, dropout, per_example
-
-CLIP_EPS = 1e-6  # Opacus's min(1, C / (‖g_p‖ + 1e-6)), kept so that the steps agree
+from gpubp.kernels.reference_private import CLIP_EPS  # Opacus's 1e-6, one definition
 
 
 def clip_factors(net, P, max_grad_norm):
@@ -42,10 +43,11 @@ def clipped_sum(net, P, max_grad_norm):
     drops = dropout.step_drops(net)  # this step's masks (None without dropout)
     backprop.forward(net, P, drops)
     cost = per_example.own_deltas(net, P, drops)
-    # δ^l carries 1/P: P δ_p^l is example p's own error
-    scale = clip_factors(net, P, max_grad_norm) * P
+    # δ^l carries 1/P: P δ_p^l is example p's own error (the scale includes the P)
+    inputs = [net._sparse_a0 if l == 1 and net._sparse_a0 is not None else a[l - 1][:P]
+              for l in range(1, net.L + 1)]
+    be.clip_example_rows(inputs, [delta[l][:P] for l in range(1, net.L + 1)], max_grad_norm)
     for l in range(net.L, 0, -1):
-        delta[l][:P] *= scale[:, None]
         if l == 1 and net._sparse_a0 is not None:
             be.sparse_weight_bias_gradients(net._sparse_a0, delta[1][:P],
                                             net.nabla_w[0], net.nabla_b[0])
@@ -63,16 +65,38 @@ def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_bat
     ``(Σ_p clip(g_p) + noise) / expected_batch`` (Opacus's ``expected_batch_size``),
     made in place in ``nabla_theta``: two passes over it, no temporary on the host.
     """
+    cost, P = private_gradient(net, X, Y, index, max_grad_norm, noise, expected_batch)
+    backprop.update(net, optimizer)
+    return cost, P
+
+
+def private_gradient(net, X, Y, index, max_grad_norm, noise, expected_batch):
+    """:func:`private_step` without its update: ``nabla_theta = (Σ_p clip(g_p) + noise)
+    / expected_batch`` of the rows ``index``; returns ``(cost, P)``.
+
+    On the ranks of a data-parallel run ``index`` is this rank's share of the batch and
+    one rank passes the noise (the others None): the sum of the ranks' ``nabla_theta``
+    (:func:`reduced_update`) is one process's, up to the order of the additions, as the
+    norms are per example.
+    """
     P = len(index)
     cost = 0.0
     be = net.backend
     if P:
         backprop.load(net, X, Y, index)
         cost = clipped_sum(net, P, max_grad_norm)
-    else:  # an empty Poisson batch: the noise alone
+    else:  # an empty Poisson batch (or share): the noise alone
         net.nabla_theta[...] = 0
     if noise is not None:
         net.nabla_theta += noise if be.shares_host_memory else be.to_device(noise)
     net.nabla_theta *= 1.0 / expected_batch
-    backprop.update(net, optimizer)
     return cost, P
+
+
+def reduced_update(net, optimizer, reduction):
+    """Sum every rank's :func:`private_gradient` through ``reduction``
+    (:mod:`gpubp.core.reduction`), then its update."""
+    for l in range(net.L - 1, -1, -1):  # every layer is final: the sums may start
+        reduction.layer_done(l)
+    reduction.wait()
+    reduction.update(optimizer)

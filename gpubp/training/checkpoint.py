@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gpubp import losses
 from gpubp.training.history import History
 from gpubp.io.model import check_parameters, model_arrays, read_npz
 from gpubp.io.atomic import atomic_savez
@@ -124,7 +125,10 @@ def load(path):
             path=str(path),
             model={**{k: header[k] for k in ("sizes", "hidden", "output", "loss", "dtype")},
                    "dropout": header.get("dropout", [0.0] * (len(sizes) - 2)),
-                   "negative_slope": header.get("negative_slope")},  # leaky_relu's
+                   "negative_slope": header.get("negative_slope"),  # leaky_relu's
+                   # label_smoothing / huber_delta: files without one had the default
+                   **{k: header.get(k, default)
+                      for k, (default, _) in losses.PARAMETERS.items()}},
             epoch=_count(info["epoch"]), iterations=_count(info["iterations"]),
             optimizer=dict(info["optimizer"]), rng=dict(info["rng"]),
             history=History.from_dict(info["history"]), batch_size=_count(info["batch_size"]),
@@ -195,6 +199,8 @@ def check_compatible(ckpt, net, optimizer, batch_size, shuffle, n_examples):
              "loss": net.loss_name, "dtype": net.dtype.name, "dropout": net.dropout}
     if net.negative_slope is not None:  # leaky_relu's (older checkpoints have none)
         model["negative_slope"] = net.negative_slope
+    # a different smoothing or Huber δ is another loss: resuming would mix two runs
+    model.update(losses.keywords(net.loss_name, net.loss_param))
     for key, ours in model.items():
         theirs = ckpt.model.get(key)
         if key == "hidden" and len(net.sizes) == 2:

@@ -26,8 +26,10 @@ from gpubp.training.history import History
 from gpubp.data.inputs import is_sparse
 from gpubp.optim.optimizers import get_optimizer
 from gpubp.io.atomic import fspath
-from gpubp.training.options import (FitOptions, callbacks_of, check_extras, checkpoint_path,
-                                    check_validation_data, fit_options, split_permutation)
+from gpubp.training.options import (FitOptions, Validation, callbacks_of, check_extras,
+                                    checkpoint_path, check_validation_data, fit_options,
+                                    split_permutation)
+from gpubp.core import metrics
 from gpubp.core.diagnostics import data_sums, flow_figures
 from gpubp.training.divergence import Snapshots, restore_finite
 from gpubp.training import graph_epoch
@@ -144,7 +146,7 @@ def _validation_split(net, X, Y, fraction, state):
     if n_val >= X.shape[0]:
         raise ValueError(f"validation_split={fraction} leaves no training example out of "
                          f"{X.shape[0]}")
-    return split, np.sort(split[n_val:]), (X, Y, np.sort(split[:n_val]))
+    return split, np.sort(split[n_val:]), Validation(X, Y, np.sort(split[:n_val]))
 
 
 def _facts(net, plan):
@@ -218,7 +220,8 @@ def _epoch(net, plan, run, epoch, data, snapshots):
             plan.batches or None)
     else:  # DP-SGD: clipped, noised steps; ε after this epoch (gpubp.training.privacy)
         epoch_loss, epoch_accuracy, penalty, epsilon = dp.train_epoch(
-            net, optimizer, data, epoch_rows, o.batch_size, o.privacy, rng, epoch + 1)
+            net, optimizer, (*data, group), epoch_rows, o.batch_size, o.privacy, rng,
+            epoch + 1)
     finite = np.isfinite(epoch_loss) and net.backend.all_finite([net.theta])
     if o.diverged == "raise" and not group.all(finite):
         group.restore(net, snapshots.now)
@@ -358,8 +361,10 @@ def _epoch_figures(net, plan, epoch_loss, epoch_accuracy):
     figures = {"loss": epoch_loss}
     if epoch_accuracy is not None:
         figures["accuracy"] = epoch_accuracy
-    if validation is not None:
-        val = data_sums(net, *validation, group)
+    if validation is not None and validation.weights is not None:
+        figures.update(_weighted_validation(net, validation))
+    elif validation is not None:
+        val = data_sums(net, validation.X, validation.Y, validation.rows, group)
         figures["val_loss"] = val[0] / val[2]
         if net.is_classifier:
             figures["val_accuracy"] = val[1] / val[2]
@@ -371,4 +376,16 @@ def _epoch_figures(net, plan, epoch_loss, epoch_accuracy):
             figures["grad_norm"] = float(np.sqrt(np.sum(grad ** 2)))
         if gradient_flow:
             figures.update(flow_figures(net, grad, sums[3 + N:], P))
+    return figures
+
+
+def _weighted_validation(net, validation):
+    """``val_loss`` and ``val_accuracy`` as the weighted means of ``evaluate`` (every rank
+    evaluates all of the validation rows: they are the user's, not split over ranks)."""
+    X, Y, s = validation.X, validation.Y, validation.weights
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # as data_sums
+        figures = {"val_loss": float(net._cost_and_gradients(X, Y, False, s)[0])}
+        if net.is_classifier:
+            figures["val_accuracy"] = float(metrics.accuracy(net.forward(X), Y,
+                                                             net.loss_name, s))
     return figures

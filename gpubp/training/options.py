@@ -4,6 +4,7 @@ three for :mod:`gpubp.sklearn`), as one checked structure."""
 import numbers
 import os
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import numpy as np
 
@@ -86,17 +87,37 @@ def fit_options(options):
     return o
 
 
+class Validation(NamedTuple):
+    """The examples evaluated after each epoch: ``rows`` of (X, Y) (None: all of them),
+    ``weights`` (P_val,) their sample weights or None."""
+
+    X: object
+    Y: object
+    rows: object = None
+    weights: object = None
+
+
 def check_validation_data(net, o):
-    """``(X_val, Y_val, None)`` of ``o.validation_data`` checked against ``net``, or None."""
+    """:class:`Validation` of ``o.validation_data`` checked against ``net``, or None.
+
+    ``(X_val, Y_val)`` or, as in Keras, ``(X_val, Y_val, sample_weight_val)``: the
+    validation loss and accuracy are then the weighted means ``evaluate`` reports.
+    """
     data = o.validation_data
     if data is None:
         return None
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
+    if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
         got = (f"a {type(data).__name__} of {len(data)}" if isinstance(data, (tuple, list))
                else type(data).__name__)
-        raise ValueError(f"validation_data must be a tuple (X_val, Y_val), got {got}")
-    return (*net._check_XY(*data, names=("validation_data[0] (X_val)",
-                                         "validation_data[1] (Y_val)")), None)
+        raise ValueError("validation_data must be a tuple (X_val, Y_val) or (X_val, Y_val, "
+                         f"sample_weight_val), got {got}")
+    X, Y = net._check_XY(*data[:2], names=("validation_data[0] (X_val)",
+                                           "validation_data[1] (Y_val)"))
+    weights = None
+    if len(data) == 3 and data[2] is not None:
+        weights = check_sample_weight(data[2], X.shape[0],
+                                      name="validation_data[2] (sample_weight_val)")
+    return Validation(X, Y, None, weights)
 
 
 def check_extras(X, sample_weight, rng, diverged, optimizer, group, checkpointed):

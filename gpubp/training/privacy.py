@@ -17,8 +17,9 @@ here.
 The noise and the Poisson samples come from the fit's generator (the network's, recorded
 in checkpoints), a NumPy ``Generator``: not a cryptographically secure source (Opacus's
 ``secure_mode=False``). Targets: the per-kernel step of every backend (reference, cpu,
-cuda) on one process; a private run does not take the compiled CPU epoch and refuses
-``distributed``.
+cuda; on CUDA the clipping is :mod:`gpubp.kernels.cuda_private`'s kernels), on one
+process or on the ranks of ``distributed`` (each clips its own rows; the noise is added
+once); a private run does not take the compiled CPU epoch.
 """
 
 import logging
@@ -27,8 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpubp.core.private_step import private_step
+from gpubp.core.private_step import private_gradient, private_step, reduced_update
 from gpubp.data.validation import check_positive
+from gpubp.distributed.ranks import LOCAL
 
 ACCOUNTANTS = ("rdp", "pld")
 
@@ -109,8 +111,6 @@ def check_privacy(privacy, group, weights, optimizer):
         return None
     if not isinstance(privacy, DPSGD):
         raise TypeError(f"privacy must be None or a DPSGD, got {type(privacy).__name__}")
-    if group.size > 1:
-        raise ValueError(f"privacy=DPSGD(...) trains on one process, got {group.size} ranks")
     if weights is not None:
         raise ValueError("privacy=DPSGD(...) takes no sample_weight (each example's "
                          "gradient is its own cost's, clipped alike)")
@@ -135,24 +135,35 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
     """One private epoch over the rows ``order`` of ``data = (X, Y)``, drawing the
     batches and the noise from ``rng``.
 
+    ``data = (X, Y, group)`` on the ranks of a data-parallel run (the
+    :class:`~gpubp.distributed.ranks.Group`): every rank draws the same batches and the
+    same noise (their generators are rank 0's, broadcast at the start), trains on its
+    share of each batch's rows (:meth:`~gpubp.distributed.ranks.Local.rows`) and adds the
+    noise on rank 0 only, so that the sum over the ranks is one process's step; the
+    figures are summed over the ranks.
+
     Returns ``(loss, accuracy, penalty, epsilon)``: the mean cost (with an optimizer's
     penalty, ``α ‖W‖² / 2B`` per step, data-independent, so outside the clipping and
     noise), the accuracy (None for a regressor) of the rows the epoch's batches held, the
     penalty's share of the loss (None without one), and ε after ``epochs_done`` epochs
     (the step count alone decides it, so a resumed run reports the same).
     """
-    X, Y = data
+    X, Y, group = data if len(data) == 3 else (*data, LOCAL)
     P_total, dim = len(order), net.theta.size
     steps, q, B = schedule(privacy, P_total, batch_size)
     std = privacy.noise_multiplier * privacy.max_grad_norm
     total, correct, seen, penalty = net.backend.cost_sum(), 0.0, 0, 0.0
     noise = np.empty(dim, net.dtype) if std else None  # drawn in place, step by step
+    reduction = None if group.size == 1 else group.reduction_for(net, optimizer)
+    # on a GPU with resident data: the shuffled order uploaded once per epoch, a Poisson
+    # batch's rows once per step (not once per array gathered)
+    device_order = net.backend.batch_order(order, (X, Y))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for step in range(steps):
             if privacy.poisson:
-                batch = order[rng.random(P_total) < q]
+                batch = net.backend.batch_order(order[rng.random(P_total) < q], (X, Y))
             else:
-                batch = order[step * batch_size:(step + 1) * batch_size]
+                batch = device_order[step * batch_size:(step + 1) * batch_size]
             B_step = B if privacy.poisson else len(batch)
             if std:
                 _draw_normal(rng, noise)
@@ -160,12 +171,20 @@ def train_epoch(net, optimizer, data, order, batch_size, privacy, rng, epochs_do
             if optimizer.penalty:  # α ‖W‖²/2B: no data in it, so added after the noise
                 penalty = penalty + optimizer.begin_batch(net.backend, net.params,
                                                           B_step) * len(batch)
-            cost, P = private_step(net, optimizer, X, Y, batch, privacy.max_grad_norm,
-                                   noise, B_step)
+            if reduction is None:
+                cost, P = private_step(net, optimizer, X, Y, batch, privacy.max_grad_norm,
+                                       noise, B_step)
+            else:  # this rank's rows; the noise added once, by rank 0
+                cost, P = private_gradient(net, X, Y, batch[group.rows(len(batch))],
+                                           privacy.max_grad_norm,
+                                           noise if group.is_root else None, B_step)
+                reduced_update(net, optimizer, reduction)
             total.add(cost, P)
             seen += P
             if net.is_classifier and P:
                 correct = correct + net._count_correct(P)
+    if group.size > 1:
+        total, correct, seen = group.sum([float(total), float(correct), seen])
     seen = max(seen, 1)
     accuracy = float(correct) / seen if net.is_classifier else None
     penalty = float(penalty) / seen if optimizer.penalty else None
