@@ -189,3 +189,25 @@ def test_a_new_learning_rate_is_new_launches_and_a_new_graph(fake_gpu, mode):
                 **({"cuda_graph": mode} if net is got else {}))
     for a, b in zip(*(n.get_params()[0] for n in (got, want))):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_grown_workspaces_are_captured_anew(fake_gpu, keep_graphs):
+    """Workspaces that grow between epochs (here by hand, as a larger evaluation chunk
+    would) get new graphs; the old ones stay alive while graphs captured on them exist."""
+    from gpubp.training.callbacks import Callback
+
+    class Grow(Callback):
+        def on_epoch_end(self, run, epoch, logs):
+            if epoch == 0:
+                net._workspace(100)  # larger than the batch: new buffers
+
+    X, Y = _data()
+    net = _net()
+    eager = _net()
+    h_eager = _fit(eager, X, Y, epochs=2, cuda_graph=False).history
+    h = _fit(net, X, Y, epochs=2, cuda_graph=True, callbacks=[Grow()]).history
+    assert h == h_eager
+    _same(net, eager)
+    [graphs] = keep_graphs[-1:]
+    assert graphs.counts["captured"] == 2  # one per workspace generation
+    assert len(graphs._held) == 2

@@ -71,6 +71,7 @@ class StepGraphs:
         self.offset = xp.zeros(1, dtype=np.int64)
         self.order = None
         self.graphs, self._warm = {}, set()
+        self._held = {}  # id -> the workspaces a graph was captured on, kept alive
         self.counts = {"eager": 0, "captured": 0, "replayed": 0}
 
     @contextlib.contextmanager
@@ -104,11 +105,21 @@ class StepGraphs:
         self.order[...] = order  # a device copy (an int64 cast where needed)
         self.offset.fill(0)
 
+    def hold(self, workspaces):
+        """A key part for the step's ``workspaces`` (a tuple of arrays): their identity,
+        and they are kept alive, so that a graph captured on them never writes to freed
+        memory, and a network whose workspaces grew (a larger validation chunk, say)
+        captures anew instead of replaying onto the old ones."""
+        token = id(workspaces[0])
+        if self._held.get(token, (None,))[0] is not workspaces[0]:
+            self._held[token] = workspaces
+        return token
+
     def step(self, key, P, run, optimizer, state):
         """One step of ``P`` rows: ``run(index)`` eagerly, or its graph replayed.
 
-        ``key``: what fixes the step's launches besides the workspaces (the batch size,
-        the learning rate); ``optimizer``: its ``iterations`` advance as an eager step's
+        ``key``: what fixes the step's launches (the batch size, the learning rate, the
+        workspaces' :meth:`hold` token); ``optimizer``: its ``iterations`` advance as an eager step's
         would; ``state()``: the device arrays the step changes (for the check).
         """
         index = OffsetIndex(self.order, self.offset, P)

@@ -84,7 +84,8 @@ def train_epoch(net, optimizer, data, order, batch_size, graphs):
     with graphs.epoch(be.resident(order)):
         for start in range(0, P_total, batch_size):
             P = min(batch_size, P_total - start)
-            graphs.step((P, lr), P, lambda index, P=P: backprop.train_step(
+            held = graphs.hold((net._activations_flat, net._deltas_flat, net.targets))
+            graphs.step((P, lr, held), P, lambda index, P=P: backprop.train_step(
                 net, optimizer, X, Y, index, alone, P), optimizer, state)
     accuracy = float(correct) / P_total if net.is_classifier else None
     return float(total) / P_total, accuracy, None
