@@ -8,8 +8,8 @@ pytest; torch and jax optional; nothing is installed)::
 It writes ``OUTDIR/gpu_check.json`` and ``OUTDIR/gpu_check.md`` (the table for
 docs/cuda.md): the environment and the probe's answer; the ``gpu``-marked tests; every
 CUDA kernel against its NumPy twin on device arrays (both dtypes, odd shapes, a
-non-default stream); the host CPU µs per ``fit`` step; and ``fit``'s ms per step of gpubp
-cuda (eager, TF32), gpubp cpu, PyTorch CUDA (eager and a CUDA-graph step) and JAX on the
+non-default stream); the host CPU µs per ``fit`` step (eager, CUDA graph, TF32); and
+``fit``'s ms per step of gpubp cuda (eager, CUDA graph, TF32), gpubp cpu, PyTorch CUDA (eager and a CUDA-graph step) and JAX on the
 GPU, each in its own process, for 784-128-10 @ 64 and 784-1024-1024-10 @ 256. Each part
 runs under a timeout within ``--budget`` (default 450 s): a part that fails or runs out
 of time is recorded and the rest go on. Without a usable GPU it says why, runs the CPU
@@ -28,9 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RUNNERS = Path(__file__).resolve().with_name("gpu_check_runners.py")
 CASES = {"784-128-10@64": 300, "784-1024-1024-10@256": 100}  # case -> steps timed
-GPU_RUNNERS = ("gpubp-cuda", "gpubp-cuda-tf32", "torch-eager", "torch-graph", "jax-gpu")
-NOT_IMPLEMENTED = {"gpubp-cuda-graph": "CUDA-graph capture of a gpubp step is not "
-                                       "implemented (docs/cuda.md)"}
+# gpubp-cuda: eager steps (cuda_graph=False); -graph: cuda_graph=True; -tf32: TF32 GEMMs
+# with the default cuda_graph="auto"
+GPU_RUNNERS = ("gpubp-cuda", "gpubp-cuda-graph", "gpubp-cuda-tf32", "torch-eager",
+               "torch-graph", "jax-gpu")
+NOT_IMPLEMENTED = {}
 
 
 class Budget:

@@ -71,6 +71,20 @@ def _compare(name, got, want, dtype, results, **what):
                     "ok": bool(err <= tol and np.isfinite(got).all())})
 
 
+def _check_gather(xp, be, src, order, P, dtype, results):
+    """A graph step's gather: rows ``order[3:3 + P]`` by a device offset, then advanced."""
+    from gpubp.backends.cuda_graph import OffsetIndex
+    from gpubp.kernels import reference as R
+
+    src_dev, order_dev = be.resident(src), xp.asarray(order.astype(np.int64))
+    offset, out = xp.full(1, 3, dtype=np.int64), xp.zeros((P, src.shape[1]), dtype)
+    be.gather_rows(src_dev, OffsetIndex(order_dev, offset, P), out, None)
+    want = np.zeros((P, src.shape[1]), dtype)
+    R.gather_rows(src, order.astype(np.int64), np.array([3]), want)
+    _compare("gather_rows", getattr(xp, "asnumpy", np.array)(out), want, dtype, results,
+             shape=[P, src.shape[1]])
+
+
 def _check_kernels_of(xp, be, dtype, P, n, results):
     """One shape and dtype: each kernel on device arrays vs its twin on host copies."""
     from gpubp.kernels import reference as R
@@ -103,6 +117,11 @@ def _check_kernels_of(xp, be, dtype, P, n, results):
         want = R.output_delta(a, y, act, loss, delta)
         _compare("output_delta", xp_asnumpy(delta_dev), delta, dtype, results, loss=loss, **shape)
         _compare("output_delta cost", [cost], [want], dtype, results, loss=loss, **shape)
+        be.correct_total.fill(0)  # the rows right, counted in the same kernel
+        be.output_delta(dev(a), dev(y), act, loss, delta_dev)
+        _compare("output_delta count", [int(be.correct_total[0])],
+                 [R.count_correct(a, y, loss)], dtype, results, loss=loss, **shape)
+    _check_gather(xp, be, host(P + 5, n), rng.permutation(P + 5), P, dtype, results)
     for variant in ("fused", "cublas"):
         be.weight_grad = variant
         a_prev, d = host(P, n + 3), host(P, n)
@@ -188,9 +207,10 @@ def host(case, steps):
     X, Y = _data(sizes, batch * steps)
     X, Y = cupy.asarray(X), cupy.asarray(Y)
     out = {}
-    for label, options in (("eager", {}), ("tf32", {"precision": "tf32"})):
+    for label, (options, graph) in (("eager", ({}, False)), ("graph", ({}, True)),
+                                    ("tf32", ({"precision": "tf32"}, "auto"))):
         net = _gpubp_net(sizes, "cuda", **options)
-        seconds = _epoch_seconds(net, X, Y, batch, clock=time.thread_time)
+        seconds = _epoch_seconds(net, X, Y, batch, clock=time.thread_time, cuda_graph=graph)
         out[label] = round(seconds / steps * 1e6, 1)
     return {"case": case, "host_us_per_step": out, "profile": _profile(net, X, Y, batch, steps)}
 
@@ -212,7 +232,7 @@ def _profile(net, X, Y, batch, steps, top=15):
             for (file, line, name), (_, calls, tottime, _, _) in rows]
 
 
-def _epoch_seconds(net, X, Y, batch, clock=time.perf_counter, epochs=4):
+def _epoch_seconds(net, X, Y, batch, clock=time.perf_counter, epochs=4, **fit):
     """The fastest epoch of one ``fit`` of ``epochs`` epochs after the first, timed from
     each epoch's start to its end by a callback (the input checks of ``fit`` itself, paid
     once per call, are not charged to its steps; each epoch ends by reading its cost,
@@ -230,7 +250,7 @@ def _epoch_seconds(net, X, Y, batch, clock=time.perf_counter, epochs=4):
 
     timer = EpochTimer()
     net.fit(X, Y, epochs=epochs, batch_size=batch, shuffle=False, verbose=0, lr=LR,
-            callbacks=[timer])
+            callbacks=[timer], **fit)
     return min(timer.seconds[1:])
 
 
@@ -243,6 +263,7 @@ def _time(epoch, steps, repeats=3):
 def _fit_gpubp(runner, sizes, batch, steps):
     device = "cpu" if runner == "gpubp-cpu" else "cuda"
     options = {"precision": "tf32"} if runner == "gpubp-cuda-tf32" else {}
+    fit = {"cuda_graph": {"gpubp-cuda": False, "gpubp-cuda-graph": True}.get(runner, "auto")}
     net = _gpubp_net(sizes, device, **options)
     X, Y = _data(sizes, batch * steps)
     if device == "cuda":
@@ -250,7 +271,7 @@ def _fit_gpubp(runner, sizes, batch, steps):
 
         X, Y = cupy.asarray(X), cupy.asarray(Y)
 
-    return round(_epoch_seconds(net, X, Y, batch) / steps * 1e3, 4)
+    return round(_epoch_seconds(net, X, Y, batch, **fit) / steps * 1e3, 4)
 
 
 def _fit_torch(runner, sizes, batch, steps):

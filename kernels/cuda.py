@@ -20,7 +20,7 @@ kernel                 what it computes                              launch
 ``bias_act_keep``      the same, also writing ``z + b`` (gelu, silu)  1-D grid-stride
 ``bias_softmax``       ``a = softmax(z + b)`` per row, in place      a 32-thread block
                                                                      per row (stride)
-``output_delta``       ``δ^L`` and per-block sums of the costs       a thread per row,
+``output_delta``       ``δ^L``, per-block cost sums, rows right      a thread per row,
                                                                      128/block (stride)
 ``output_delta_wide``  the same for more than WIDE_OUTPUT columns    a 32-thread block
                                                                      per row (stride)
@@ -38,10 +38,9 @@ kernel                 what it computes                              launch
 =====================  ============================================  ===================
 
 Every kernel is built once per dtype (float32, float64) by :func:`kernels_for` and
-launched through :class:`Kernel` (:mod:`gpubp.kernels.cuda_launch`): on a GPU that looks
-up the compiled kernel of its one signature once and then launches it directly, without
-Numba's per-call type dispatch (and without its low-occupancy warning, which only Numba's
-``kernel[grid, block]`` configuration emits). :func:`compile_ptx` compiles all of them ahead of time.
+launched through :class:`Kernel` (:mod:`gpubp.kernels.cuda_launch`: the compiled kernel
+of its one signature, launched without Numba's per-call dispatch, or bound once).
+:func:`compile_ptx` compiles all of them ahead of time.
 """
 
 from collections import namedtuple
@@ -54,7 +53,9 @@ from gpubp.kernels import cuda_kernels
 from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P,
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
 from gpubp.kernels.cuda_device import EXP, POISSON, REGRESSION
-from gpubp.kernels.cuda_launch import Kernel, stream_of_handle  # noqa: F401 - re-exported
+from gpubp.kernels.cuda_device import count_code  # noqa: F401 - re-exported for the backend
+from gpubp.kernels.cuda_gather import advance, gather_rows  # noqa: F401 - re-exported
+from gpubp.kernels.cuda_launch import Kernel, recording, stream_of_handle  # noqa: F401
 from gpubp.kernels.reference import ACTIVATIONS, DERIVED, LOSSES, SLOPE
 from numba import types
 
@@ -83,7 +84,9 @@ def signatures(dtype):
     f = types.float32 if np.dtype(dtype) == np.float32 else types.float64
     vec, mat, cube = (types.Array(f, ndim, "C") for ndim in (1, 2, 3))
     code = types.int64  # Python ints
-    delta = (mat, mat, mat, vec, code, code, f, vec, types.boolean)  # ..., loss_param, w, weighted
+    # ..., loss_param, w, weighted, correct (int64), count
+    delta = (mat, mat, mat, vec, code, code, f, vec, types.boolean,
+             types.Array(types.int64, 1, "C"), code)
     return {
         "bias_act": (vec, vec, code, f),
         "bias_act_keep": (vec, vec, vec, code, f),
@@ -202,23 +205,25 @@ def bias_activation(z, b, activation, slope=SLOPE, z_out=None, *, stream=0):
         _launch_elementwise(k["bias_act"], z.size, stream, _flat(z), b, code, T(slope))
 
 
-_NO_WEIGHTS = {}  # dtype -> a device vector output_delta passes, unread, for no weights
+_UNREAD = {}  # dtype -> a device vector a launch passes for an argument it never reads
 
 
-def _no_weights(a):
-    """A vector of ``a``'s dtype that an unweighted launch passes as ``w`` and never reads;
-    its own array: the simulator copies each argument back, so an alias would overwrite."""
+def _unread(a, dtype):
+    """A (1,) vector of ``dtype`` passed for an unread argument (no weights, no count);
+    its own array under the simulator, which copies each argument back after a launch
+    (an alias would be overwritten)."""
     if isinstance(a, np.ndarray):  # the simulator
-        return np.zeros(1, a.dtype)
-    if a.dtype not in _NO_WEIGHTS:
-        _NO_WEIGHTS[a.dtype] = cuda.device_array(1, dtype=a.dtype)
-    return _NO_WEIGHTS[a.dtype]
+        return np.zeros(1, dtype)
+    dtype = np.dtype(dtype)
+    if dtype not in _UNREAD:
+        _UNREAD[dtype] = cuda.device_array(1, dtype=dtype)
+    return _UNREAD[dtype]
 
 
-CostSums = namedtuple("CostSums", "partials cost total weights", defaults=(None,))
+CostSums = namedtuple("CostSums", "partials cost total weights correct", defaults=(None, None))
 CostSums.__doc__ = """The device buffers of :func:`output_delta` beyond its operands: the
-workspaces of its cost reduction, and the rows' ``weights`` (None: unweighted)."""
-
+workspaces of its cost reduction, the rows' ``weights`` (None: unweighted) and ``correct``,
+an int64 (1,) count of the rows predicted right (None: not counted)."""
 
 def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, stream=0):
     """``δ^L`` and the mean cost in one pass over the rows; see the reference twin.
@@ -235,7 +240,9 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, st
         ``partials`` (delta_blocks(P, n_L),), the workspace for the per-block cost sums;
         ``cost`` (1,), which receives the mean cost on the device (the function then
         returns it without waiting for the GPU); ``total``, float64 (1,), to which the
-        sum of the example costs is *added* (the epoch's running sum).
+        sum of the example costs is *added* (the epoch's running sum); ``correct``, int64
+        (1,), to which the rows predicted right are *added* (the losses whose
+        :func:`count_code` is not 0), or None.
     stream : stream, optional
 
     ``sums`` may be left out for NumPy arrays (the simulator); the function then returns
@@ -256,7 +263,7 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, st
     k = kernels_for(a.dtype)
     P, n = a.shape
     blocks = delta_blocks(P, n)
-    partials, cost, total, w = sums if sums is not None else (None, None, None, None)
+    partials, cost, total, w, correct = sums if sums is not None else (None,) * 5
     as_float = cost is None
     if partials is None:
         partials = _host_scratch(a, blocks, a.dtype, "partials")
@@ -267,8 +274,11 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums=None, st
         total[0] = 0
     weighted = w is not None
     if not weighted:
-        w = _no_weights(a)
-    args = (a, y, delta, partials, act_code, loss_code, a.dtype.type(loss_param), w, weighted)
+        w = _unread(a, a.dtype)
+    count = 0 if correct is None else count_code(loss)
+    correct = _unread(a, np.int64) if correct is None else correct
+    args = (a, y, delta, partials, act_code, loss_code, a.dtype.type(loss_param), w, weighted,
+            correct, count)
     if n > WIDE_OUTPUT:
         k["output_delta_wide"](blocks, ROW_THREADS, stream, *args)
     else:

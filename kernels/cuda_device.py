@@ -18,7 +18,7 @@ import math
 from collections import namedtuple
 
 import numpy as np
-from numba import cuda, float64
+from numba import cuda, float64, int64
 
 from gpubp import activations, losses
 from gpubp.kernels.cuda_activations import (ELU, GELU, GELU_TANH, LEAKY_RELU, SELU, SILU,
@@ -40,6 +40,8 @@ REGRESSION = (MSE, HUBER, L1)  # ∂c/∂a ⊙ g_o'(a): the losses with any elem
 # Block shapes compiled into the kernels (shared-memory sizes depend on them). The grid
 # sizes and their caps are host-side choices, in gpubp.kernels.cuda.
 ROW_THREADS = 32  # one warp per row: softmax, and the output delta of wide layers
+COUNT_NONE, COUNT_LABELS, COUNT_BINARY = 0, 1, 2  # output_delta's count of right rows
+COUNT_CODES = {"labels": COUNT_LABELS, "binary": COUNT_BINARY}  # by the losses' targets
 REDUCE_THREADS = 128  # output delta of narrow layers (a thread per row); cost reduction
 GRAD_THREADS = 16  # weight gradient: 16 x 16 threads ...
 GRAD_ROWS = 4  # ... each computing GRAD_ROWS x GRAD_COLS outputs: a 64 x 32 tile
@@ -236,25 +238,69 @@ def forward_kernels(c, dev):
     }
 
 
+def count_code(loss):
+    """How ``output_delta`` counts right rows for ``loss`` (COUNT_NONE: a regressor's)."""
+    return COUNT_CODES.get(losses.LOSSES[loss].targets, COUNT_NONE)
+
+
+def row_right(c):
+    """``right(a, y, p, mode)``: 1 when row p's prediction matches its target, else 0.
+
+    ``COUNT_LABELS``: the first arg-max of ``a[p]`` is that of ``y[p]``, with NaN the
+    largest value as in ``np.argmax``; ``COUNT_BINARY``: every output on the side of 0.5
+    of its target (``(a > 0.5) == (y > 0.5)``). The rule of
+    :meth:`gpubp.backends.base.Backend.count_correct`.
+    """
+    half = c.half
+
+    @cuda.jit(device=True, inline="always")
+    def right(a, y, p, mode):
+        n = a.shape[1]
+        if mode == COUNT_LABELS:
+            ia, iy, ba, by = 0, 0, a[p, 0], y[p, 0]
+            for j in range(1, n):
+                v, u = a[p, j], y[p, j]
+                if ba == ba and (v > ba or v != v):  # once NaN, the arg-max stays
+                    ia, ba = j, v
+                if by == by and (u > by or u != u):
+                    iy, by = j, u
+            return 1 if ia == iy else 0
+        for j in range(n):
+            if (a[p, j] > half) != (y[p, j] > half):
+                return 0
+        return 1
+
+    return right
+
+
 def delta_kernels(c, dev):
     """The errors: ``δ^L`` with the batch cost, and ``δ^l ⊙= g'(a^l)``."""
     T, zero, dtype = c.T, c.zero, c.dtype
     g_prime, delta_and_cost, tree_sum = dev.g_prime, dev.delta_and_cost, dev.tree_sum
+    right = row_right(c)
 
     @cuda.jit
-    def output_delta(a, y, delta, partials, act_code, loss_code, loss_param, w, weighted):
+    def output_delta(a, y, delta, partials, act_code, loss_code, loss_param, w, weighted,
+                     correct, count):
         """``δ^L`` with one thread per row (grid-stride), and each block's cost sum.
 
         For narrow output layers. ``partials[blockIdx.x]`` receives the sum of
         ``c(a_p, y_p)`` over the block's rows; :func:`finish_cost` completes the mean.
         ``weighted``: row p's δ and cost are scaled by ``w[p]`` (``w`` unread otherwise).
+        ``count`` (a COUNT_ code, 0: none): the block's rows predicted right
+        (:func:`row_right`) are added to the int64 ``correct[0]`` (one atomic per block;
+        integer sums, so the order does not matter).
         """
         shared = cuda.shared.array(REDUCE_THREADS, dtype)
+        hits = cuda.shared.array(REDUCE_THREADS, int64)
         t = cuda.threadIdx.x
         P, n = a.shape
         rows, width = T(P), T(n)
         cost = zero
+        mine = 0
         for p in range(cuda.grid(1), P, cuda.gridsize(1)):
+            if count != COUNT_NONE:
+                mine += right(a, y, p, count)
             for j in range(n):
                 d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows,
                                       loss_param, width)
@@ -269,20 +315,32 @@ def delta_kernels(c, dev):
         tree_sum(shared, t, REDUCE_THREADS)
         if t == 0:
             partials[cuda.blockIdx.x] = shared[0]
+        if count != COUNT_NONE:  # uniform across the launch: every thread or none
+            hits[t] = mine
+            cuda.syncthreads()
+            tree_sum(hits, t, REDUCE_THREADS)
+            if t == 0 and hits[0] != 0:
+                cuda.atomic.add(correct, 0, hits[0])
 
     @cuda.jit
-    def output_delta_wide(a, y, delta, partials, act_code, loss_code, loss_param, w, weighted):
+    def output_delta_wide(a, y, delta, partials, act_code, loss_code, loss_param, w, weighted,
+                          correct, count):
         """``δ^L`` with one warp-sized block per row (grid-stride), for wide output layers.
 
         The block's threads stride along the row (coalesced), each keeping its share of
         the costs of all the block's rows; one reduction at the end gives the block's sum.
+        Thread 0 tells whether each of the block's rows is right (``count``, as in
+        :func:`output_delta`: a serial pass over the row, as ``argmax`` is).
         """
         shared = cuda.shared.array(ROW_THREADS, dtype)
         t = cuda.threadIdx.x
         P, n = a.shape
         rows, width = T(P), T(n)
         cost = zero
+        mine = 0
         for p in range(cuda.blockIdx.x, P, cuda.gridDim.x):
+            if count != COUNT_NONE and t == 0:
+                mine += right(a, y, p, count)
             for j in range(t, n, ROW_THREADS):
                 d, c = delta_and_cost(a[p, j], y[p, j], act_code, loss_code, rows,
                                       loss_param, width)
@@ -296,6 +354,8 @@ def delta_kernels(c, dev):
         tree_sum(shared, t, ROW_THREADS)
         if t == 0:
             partials[cuda.blockIdx.x] = shared[0]
+            if mine != 0:
+                cuda.atomic.add(correct, 0, mine)
 
     @cuda.jit
     def finish_cost(partials, cost, total, P):

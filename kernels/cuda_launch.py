@@ -5,10 +5,35 @@ A :class:`Kernel` is one kernel of one dtype with the one signature it is built 
 make them); :func:`stream_of_handle` turns a ``cudaStream_t`` handle (CuPy's current
 stream) into the ``cuda.core`` stream a launch takes. The launch arithmetic (grids,
 blocks, workspaces) stays with the kernels' host functions in :mod:`gpubp.kernels.cuda`.
+
+:meth:`Kernel.bind` makes a launch once (stream normalised, arguments checked and packed,
+:mod:`gpubp.kernels.cuda_packed`) and returns it as a zero-argument callable; inside
+``with recording() as launches:`` every launch of every Kernel is also bound and appended
+to ``launches``, so that a caller (the CUDA backend, per workspace) can replay a host
+function's launches without running its launch arithmetic again.
 """
+
+import contextlib
+import functools
 
 import numpy as np
 from numba import config, types
+
+from gpubp.kernels import cuda_packed
+
+_RECORDERS = []  # the lists of recording() blocks in progress, innermost last
+
+
+@contextlib.contextmanager
+def recording():
+    """``with recording() as launches:`` appends each launch made inside, bound
+    (:meth:`Kernel.bind`), to the list ``launches``."""
+    launches = []
+    _RECORDERS.append(launches)
+    try:
+        yield launches
+    finally:
+        _RECORDERS.pop()
 
 
 class Kernel:
@@ -46,12 +71,43 @@ class Kernel:
                              if isinstance(t, types.Array))
 
     def __call__(self, grid, block, stream, *args):
-        if self.simulated:
-            self.dispatcher[grid, block, stream](*args)
+        if _RECORDERS:
+            launch = self.bind(grid, block, stream, *args)
+            _RECORDERS[-1].append(launch)
+            launch()
             return
+        if self.simulated:
+            self._simulate(grid, block, stream, args)
+            return
+        self._check(args)
+        if isinstance(stream, int):
+            stream = stream_of_handle(stream)
+        self._kernel().launch(args, grid, block, stream, 0)
+
+    def bind(self, grid, block, stream, *args):
+        """This launch as a zero-argument callable, made once: the stream normalised,
+        the arguments checked against the signature and packed
+        (:func:`gpubp.kernels.cuda_packed.bind`). It holds ``args`` (so their memory)."""
+        if self.simulated:
+            launch = functools.partial(self._simulate, grid, block, stream, args)
+            launch.packed, launch.keep = False, args
+            return launch
+        self._check(args)
+        if isinstance(stream, int):
+            stream = stream_of_handle(stream)
+        return cuda_packed.bind(self._kernel(), args, grid, block, stream)
+
+    def _simulate(self, grid, block, stream, args):
+        self.dispatcher[grid, block, stream](*args)
+
+    def _kernel(self):
         compiled = self._compiled
         if compiled is None:
             compiled = self._compiled = self.dispatcher.compile(self.signature)
+        return compiled
+
+    def _check(self, args):
+        """Numba's per-call typing, replaced: each array argument's dtype and ndim."""
         if len(args) != len(self.signature.args):
             raise TypeError(f"{self!r} takes {len(self.signature.args)} arguments, got "
                             f"{len(args)}")
@@ -61,9 +117,6 @@ class Kernel:
                 raise TypeError(f"{self!r}: argument {i} must be a {ndim}-d {dtype} device "
                                 f"array, got {type(arg).__name__} "
                                 f"{getattr(arg, 'dtype', '')} {getattr(arg, 'shape', '')}")
-        if isinstance(stream, int):
-            stream = stream_of_handle(stream)
-        compiled.launch(args, grid, block, stream, 0)
 
     def __repr__(self):
         return f"<Kernel {self.name}({', '.join(map(str, self.signature.args))})>"

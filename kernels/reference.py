@@ -317,6 +317,34 @@ def output_delta(a, y, activation, loss, delta, loss_param=0.0, w=None):
     return float(costs.sum() / P)
 
 
+def count_correct(a, y, loss):
+    """Rows of ``a`` (P, n_L) predicted right against the targets ``y``: the count the
+    CUDA output kernel adds up in the same pass as ``δ^L`` (``0`` for a regressor's loss).
+
+    ``labels`` targets (cross-entropy): the first arg-max of each row of ``a`` (NaN the
+    largest) is that of ``y``; ``binary`` targets: every output on the side of 0.5 of its
+    target. The rule of :func:`gpubp.core.metrics.accuracy`.
+    """
+    targets = losses.LOSSES[loss].targets
+    if targets == "labels":
+        return int((np.argmax(a, axis=1) == np.argmax(y, axis=1)).sum())
+    if targets == "binary":
+        return int(np.all((a > 0.5) == (y > 0.5), axis=1).sum())
+    return 0
+
+
+def gather_rows(src, order, offset, out):
+    """``out = src[order[offset[0]:offset[0] + P]]`` with ``P = len(out)``: the batch of a
+    CUDA-graph step, its start ``offset`` (int64 (1,)) kept on the device."""
+    start = int(offset[0])
+    np.take(src, order[start:start + out.shape[0]], axis=0, out=out)
+
+
+def advance(offset, P, dtype=None):
+    """``offset[0] += P``: the next batch's start (``dtype`` unused, as on the device)."""
+    offset[0] += P
+
+
 def hidden_delta(delta, a, activation, slope=SLOPE, dropout=None):
     """Hidden error ``δ^l = (δ^{l+1} W^{l+1 T}) ⊙ g'(z^l)``, in place on the GEMM output.
 

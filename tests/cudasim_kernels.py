@@ -162,15 +162,66 @@ def test_output_delta(rng, caps, dtype, activation, loss, rows, n):
         strides(caps, rows, blocks)
     partials = np.full(blocks, np.nan, dtype)
     cost, total = np.full(1, np.nan, dtype), np.array([0.25])
-    out = K.output_delta(a, y, activation, loss, got, sums=K.CostSums(partials, cost, total))
+    correct = np.array([5], np.int64)  # added to: the epoch's count so far
+    out = K.output_delta(a, y, activation, loss, got,
+                         sums=K.CostSums(partials, cost, total, correct=correct))
     want_cost = R.output_delta(a, y, activation, loss, want)
     assert out is cost and np.isfinite(cost[0])
+    assert correct[0] - 5 == R.count_correct(a, y, loss)
+    if K.count_code(loss) and n == N_OUT:  # not trivially 0 or P (70 classes: 0)
+        assert 0 < correct[0] - 5 < rows
     assert_close(got, want, dtype)
     assert_close(cost[0], want_cost, dtype)
     # the epoch sum: float64, added to what it held
     assert total.dtype == np.float64
     assert total[0] - 0.25 == pytest.approx(want_cost * rows, rel=RTOL[dtype])
     assert K.output_delta(a, y, activation, loss, got) == pytest.approx(float(cost[0]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [N_OUT, 70])
+def test_output_delta_counts_like_argmax(dtype, n):
+    """Ties (the first maximum wins), NaN (the largest, first NaN wins) in outputs and in
+    targets, as np.argmax: the count equals the reference's row for row."""
+    rng = np.random.default_rng(3)
+    a = rng.random((P, n)).astype(dtype)
+    y = np.zeros((P, n), dtype)
+    y[np.arange(P), rng.integers(0, n, P)] = 1
+    a[0, :3] = 2.0  # a tie: arg-max 0
+    y[0] = 0
+    y[0, 1] = 1  # wrong: the target's class is 1
+    a[1, :] = 0.5
+    a[1, 2] = np.nan  # NaN wins over larger values
+    y[1] = 0
+    y[1, 2] = 1
+    a[2, 4], a[2, 1] = np.nan, np.nan  # the first NaN
+    y[2] = 0
+    y[2, 1] = 1
+    y[3, :] = 0  # no class: arg-max 0
+    a[3, 0] = 2.0
+    for rows in ([0], [1], [2], [3], slice(None)):
+        sub_a, sub_y = np.ascontiguousarray(a[rows]), np.ascontiguousarray(y[rows])
+        correct = np.zeros(1, np.int64)
+        partials = np.empty(K.delta_blocks(len(sub_a), n), dtype)
+        with np.errstate(invalid="ignore"):
+            K.output_delta(sub_a, sub_y, "softmax", "cross_entropy", np.empty_like(sub_a),
+                           sums=K.CostSums(partials, np.empty(1, dtype), np.zeros(1),
+                                           correct=correct))
+        assert correct[0] == R.count_correct(sub_a, sub_y, "cross_entropy"), rows
+    assert [R.count_correct(a[[i]], y[[i]], "cross_entropy") for i in range(4)] == [0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_output_delta_counts_binary_rows(dtype):
+    """Several sigmoid outputs: a row is right when every output is on its target's side
+    of 0.5 (0.5 itself is the negative side)."""
+    a = np.array([[0.9, 0.2], [0.9, 0.7], [0.5, 0.1], [0.5, 0.6]], dtype)
+    y = np.array([[1, 0], [1, 0], [0, 0], [1, 1]], dtype)
+    correct = np.zeros(1, np.int64)
+    K.output_delta(a, y, "sigmoid", "binary_cross_entropy", np.empty_like(a),
+                   sums=K.CostSums(np.empty(1, dtype), np.empty(1, dtype), np.zeros(1),
+                                   correct=correct))
+    assert correct[0] == 2 == R.count_correct(a, y, "binary_cross_entropy")
 
 
 def test_epoch_total_is_float64():

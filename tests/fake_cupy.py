@@ -16,6 +16,8 @@ can assert that a training step reads nothing back. :func:`install` puts the fak
 arrays' host storage (the kernels themselves are tested under the simulator).
 """
 
+import contextlib
+import functools
 import sys
 import traceback
 import types
@@ -35,6 +37,7 @@ class Ledger:
     def __init__(self):
         self.d2h, self.h2d, self.syncs = [], [], []
         self.launches = 0
+        self.graph_launches = 0  # Graph.launch calls (each replays a captured step)
         self.events = []  # ("record" | "wait_event", stream pointer, event id), in order
         self.compute_types = {}  # dtype -> CuPy compute type (cupy._core), as set
 
@@ -46,7 +49,8 @@ class Ledger:
         return "?"
 
     def read(self, what):
-        """A device→host copy, which waits for the device."""
+        """A device→host copy, which waits for the device (refused during a capture)."""
+        _no_capture(f"{what}: a device-to-host copy")
         where = self._where()
         self.d2h.append(f"{what} at {where}")
         self.syncs.append(f"{what} at {where}")
@@ -64,6 +68,22 @@ class Ledger:
 LEDGER = Ledger()
 
 
+def _no_capture(what):
+    """What a stream capture cannot record (a sync, an allocation) is an error, as in
+    CUDA (cudaErrorStreamCaptureUnsupported)."""
+    if _STATE["capture"] is not None:
+        raise RuntimeError(f"{what} during a CUDA stream capture")
+
+
+def _enqueue(op):
+    """Run a device operation now, or record it in the capture in progress."""
+    capture = _STATE["capture"]
+    if capture is not None:
+        capture.append(op)
+        return None
+    return op()
+
+
 def _unwrap(value, strict=True):
     """Host storage of device arrays inside ``value``; a NumPy array is a TypeError."""
     if isinstance(value, DeviceArray):
@@ -76,6 +96,8 @@ def _unwrap(value, strict=True):
 
 
 def _wrap(value):
+    if isinstance(value, (np.ndarray, np.generic)):
+        _no_capture("an allocation")
     if isinstance(value, np.ndarray):
         return DeviceArray(value)
     if isinstance(value, np.generic):  # CuPy reductions return 0-d device arrays
@@ -95,7 +117,8 @@ def _binary(op, reflected=False):
 
 def _inplace(op):
     def method(self, other):
-        op(self.data_, _unwrap(other), out=self.data_)
+        other = _unwrap(other)
+        _enqueue(functools.partial(op, self.data_, other, out=self.data_))
         return self
     return method
 
@@ -140,6 +163,7 @@ class DeviceArray:
         return self.data_.copy()
 
     def set(self, host, stream=None):
+        _no_capture("a pageable host-to-device copy")
         LEDGER.write("set")
         self.data_[...] = host
 
@@ -193,8 +217,10 @@ class DeviceArray:
 
     def __setitem__(self, key, value):
         if isinstance(value, np.ndarray):
+            _no_capture("a host-to-device copy")
             LEDGER.write("setitem")
-        self.data_[_unwrap(key, strict=False)] = _unwrap(value, strict=False)
+        key, value = _unwrap(key, strict=False), _unwrap(value, strict=False)
+        _enqueue(functools.partial(self.data_.__setitem__, key, value))
 
     def reshape(self, *shape):
         return DeviceArray(self.data_.reshape(*shape))
@@ -209,15 +235,17 @@ class DeviceArray:
         return DeviceArray(self.data_.copy())
 
     def fill(self, value):
-        self.data_.fill(value)
+        _enqueue(functools.partial(self.data_.fill, value))
 
     def view(self, dtype=None):
         return DeviceArray(self.data_.view(dtype))
 
     def sum(self, axis=None, dtype=None, out=None, keepdims=False):
-        result = self.data_.sum(axis=axis, dtype=dtype, keepdims=keepdims,
-                                out=_unwrap(out))
-        return out if out is not None else _wrap(result)
+        if out is not None:
+            _enqueue(functools.partial(self.data_.sum, axis=axis, dtype=dtype,
+                                       keepdims=keepdims, out=_unwrap(out)))
+            return out
+        return _wrap(self.data_.sum(axis=axis, dtype=dtype, keepdims=keepdims))
 
     def __getattr__(self, name):  # max, min, all, any, argmax, mean, dot, ...
         if name in ("max", "min", "all", "any", "argmax", "mean", "dot", "nonzero", "clip"):
@@ -255,7 +283,11 @@ def _device_function(name):
     func = getattr(np, name)
 
     def device(*args, **kwargs):
-        return _wrap(func(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()}))
+        args, host = _unwrap(args), {k: _unwrap(v) for k, v in kwargs.items()}
+        if kwargs.get("out") is not None:  # into an existing array: capturable
+            _enqueue(functools.partial(func, *args, **host))
+            return kwargs["out"]
+        return _wrap(func(*args, **host))
     device.__name__ = name
     return device
 
@@ -283,7 +315,25 @@ class _Stream:
         self.non_blocking = non_blocking
 
     def synchronize(self):
+        _no_capture("stream.synchronize")
         LEDGER.sync("stream.synchronize")
+
+    def begin_capture(self, mode=None):
+        """CuPy's: not on the legacy default stream; records until end_capture."""
+        if self.ptr in (0, 1):
+            raise RuntimeError("cannot capture on the default (legacy) stream")
+        if _STATE["capture"] is not None:
+            raise RuntimeError("a capture is already in progress")
+        _STATE["capture"] = []
+        _STATE["capturing"] = self
+
+    def end_capture(self):
+        ops, _STATE["capture"], _STATE["capturing"] = _STATE["capture"], None, None
+        LEDGER.captures = getattr(LEDGER, "captures", 0) + 1
+        return _Graph(ops)
+
+    def is_capturing(self):
+        return _STATE["capturing"] is self
 
     def wait_event(self, event):
         LEDGER.events.append(("wait_event", self.ptr, id(event)))
@@ -294,6 +344,22 @@ class _Stream:
 
     def __exit__(self, *exc):
         _STATE["stream"] = _STATE["null"]
+
+
+class _Graph:
+    """``cupy.cuda.Graph``: the operations recorded by a capture, run again on launch."""
+
+    def __init__(self, ops):
+        self.ops = ops
+
+    def launch(self, stream=None):
+        _no_capture("Graph.launch")
+        LEDGER.graph_launches += 1
+        for op in self.ops:
+            op()
+
+    def upload(self, stream=None):
+        pass
 
 
 class _Event:
@@ -325,7 +391,7 @@ class _Device:
         LEDGER.sync("device.synchronize")
 
 
-_STATE = {"null": _Stream(0)}
+_STATE = {"null": _Stream(0), "capture": None, "capturing": None}
 _STATE["stream"] = _STATE["null"]
 
 
@@ -362,7 +428,8 @@ def module():
     for name in ("empty", "zeros", "ones", "full", "arange", "take", "matmul", "sum",
                  "argmax", "all", "any", "isfinite", "dot", "vdot", "where", "maximum",
                  "minimum", "sqrt", "exp", "log", "abs", "copyto", "concatenate",
-                 "zeros_like", "empty_like", "multiply", "add", "divide", "clip"):
+                 "zeros_like", "empty_like", "multiply", "add", "divide", "clip",
+                 "array_equal"):
         setattr(xp, name, _device_function(name))
     xp.array = _array
     xp.asarray = lambda a, dtype=None: a if isinstance(a, DeviceArray) and dtype in (
@@ -376,7 +443,7 @@ def module():
         set_compute_type=lambda dtype, kind: LEDGER.compute_types.__setitem__(
             np.dtype(dtype), kind))
     xp.cuda = types.SimpleNamespace(
-        get_current_stream=lambda: _STATE["stream"], Stream=_Stream, Event=_Event,
+        get_current_stream=lambda: _STATE["stream"], Stream=_Stream, Event=_Event, Graph=_Graph,
         Device=_Device,
         runtime=types.SimpleNamespace(getDeviceCount=lambda: 1, driverGetVersion=lambda: 13000,
                                       runtimeGetVersion=lambda: 13000,
@@ -407,6 +474,30 @@ def _host(value):
     return value.data_ if isinstance(value, DeviceArray) else value
 
 
+_RECORDERS = []  # as gpubp.kernels.cuda_launch.recording: each fake launch, bound
+
+
+@contextlib.contextmanager
+def recording():
+    launches = []
+    _RECORDERS.append(launches)
+    try:
+        yield launches
+    finally:
+        _RECORDERS.pop()
+
+
+def _launches(run):
+    """A fake kernel function that a recording() block binds, as Kernel.bind does."""
+    @functools.wraps(run)
+    def launch(*args, **kwargs):
+        op = functools.partial(_enqueue, functools.partial(run, *args, **kwargs))
+        if _RECORDERS:
+            _RECORDERS[-1].append(op)
+        return op()
+    return launch
+
+
 class _Kernels(types.SimpleNamespace):
     """Stands in for :mod:`gpubp.kernels.cuda`: each kernel runs its reference twin."""
 
@@ -420,7 +511,7 @@ class _Kernels(types.SimpleNamespace):
                 if isinstance(arg, np.ndarray) and arg.ndim:
                     raise TypeError(f"{name}: a host array given to a device kernel")
             return twin(*map(_host, args), **kwargs)
-        return launch
+        return _launches(launch)
 
 
 def _output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums, stream):
@@ -431,6 +522,8 @@ def _output_delta(a, y, activation, loss, delta, loss_param=0.0, *, sums, stream
                                   loss_param, w)
     _host(sums.cost)[0] = cost
     _host(sums.total)[0] += cost * a.shape[0]
+    if sums.correct is not None:  # the kernel counts the right rows in the same pass
+        _host(sums.correct)[0] += reference.count_correct(_host(a), _host(y), loss)
     return sums.cost
 
 
@@ -440,6 +533,14 @@ def _bias_activation(z, b, activation, slope=reference.SLOPE, z_out=None, *, str
     z = _host(z)  # the elementwise activations get z flat
     kept = None if z_out is None else _host(z_out).reshape(-1, b.size)
     reference.bias_activation(z.reshape(-1, b.size), _host(b), activation, slope, kept)
+
+
+_CORE_STREAMS = {}
+
+
+def _core_stream(handle):
+    """A stand-in for ``cuda.core.Stream.from_handle`` (which needs the driver)."""
+    return _CORE_STREAMS.setdefault(handle, types.SimpleNamespace(handle=handle))
 
 
 def private_kernels():
@@ -461,6 +562,8 @@ def kernels():
     """A stand-in for :mod:`gpubp.kernels.cuda` (built on the real launch arithmetic)."""
     from gpubp.kernels import cuda as real  # the launch arithmetic: pure Python
 
-    return _Kernels(output_delta=_output_delta, bias_activation=_bias_activation, CostSums=real.CostSums,
+    return _Kernels(output_delta=_launches(_output_delta),
+                    bias_activation=_launches(_bias_activation), CostSums=real.CostSums,
                     delta_blocks=real.delta_blocks, grad_splits=real.grad_splits,
-                    stream_of_handle=real.stream_of_handle)
+                    stream_of_handle=_core_stream, recording=recording,
+                    count_code=real.count_code)

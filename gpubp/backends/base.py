@@ -198,6 +198,12 @@ class Backend:
         """
         return CostSum()
 
+    def correct_sum(self, loss):
+        """An accumulator of an epoch's right predictions: ``acc.add(a, y)`` after each
+        batch's forward pass (``a``, ``y`` its outputs and targets), ``float(acc)``.
+        The CUDA backend counts them in its output kernel instead (``add`` does nothing)."""
+        return CorrectSum(self, loss)
+
     def all_finite(self, arrays):
         return all(bool(self.xp.isfinite(a).all()) for a in arrays)
 
@@ -309,6 +315,19 @@ class CostSum:
 
     def add(self, cost, P):
         self.total = self.total + float(cost) * P
+
+    def __float__(self):
+        return float(self.total)
+
+
+class CorrectSum:
+    """Right predictions over an epoch's batches (see :meth:`Backend.correct_sum`)."""
+
+    def __init__(self, backend, loss):
+        self.backend, self.loss, self.total = backend, loss, 0
+
+    def add(self, a, y):
+        self.total = self.total + self.backend.count_correct(a, y, self.loss)
 
     def __float__(self):
         return float(self.total)

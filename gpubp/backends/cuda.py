@@ -11,6 +11,10 @@ Host work per step is kept near zero (``docs/cuda.md`` counts it):
   allocated with ``empty`` (a view holds its array alive, so a cached pointer can never
   be reused by another array);
 - kernels are launched through :class:`gpubp.kernels.cuda.Kernel`: no per-call typing;
+  and each kernel call of a step is made once per workspace: its launches are recorded
+  bound (arguments checked and packed, :meth:`Kernel.bind`) under a key of the arrays'
+  pointers, shapes and the scalar arguments, and replayed on every later step with the
+  same key (:mod:`gpubp.backends.cuda_launches`), skipping the launch arithmetic;
 - training data that fits in device memory is uploaded once per ``fit``
   (:meth:`CudaBackend.resident`) and each batch is gathered on the device; otherwise
   batches go through pinned, double-buffered staging, so uploads are truly asynchronous;
@@ -30,6 +34,7 @@ from gpubp.activations import ACTIVATIONS, NEGATIVE_SLOPE as SLOPE
 from gpubp.backends import cuda_probe
 from gpubp.backends.base import PRECISIONS, WEIGHT_GRADS, Backend, check_options
 from gpubp.backends.cuda_probe import simulated
+from gpubp.backends.cuda_launches import BoundLaunches
 from gpubp.backends.cuda_rows import RESIDENT_FRACTION, CudaRows  # noqa: F401 - re-exported
 
 # weight_grad="auto": the fused kernel while a layer's product 2 P (n_in + 1) n_out stays
@@ -41,7 +46,7 @@ MAX_VIEWS = 512  # cached Numba views; more means arrays come and go, not a trai
 COMPUTE_TYPES = {"float32": 1, "tf32": 7}
 
 
-class CudaBackend(CudaRows, Backend):
+class CudaBackend(CudaRows, BoundLaunches, Backend):
     """CuPy arrays and cuBLAS GEMMs plus the Numba CUDA fused kernels.
 
     Parameters
@@ -86,13 +91,16 @@ class CudaBackend(CudaRows, Backend):
         super().__init__(xp=xp, kernels=kernels)
         self.weight_grad = weight_grad
         self.precision = precision
-        self.counts = {"views": 0, "copies": 0}
+        self.counts = {"views": 0, "copies": 0, "bound": 0}
+        self._launches = {}  # key of a kernel call (see _launch) -> its bound launches
         self._views = {}  # (pointer, shape, strides, dtype, flat) -> Numba view
         self._scratch = {}  # (name, shape, dtype) -> workspace of the kernels
         self._scalars = {}  # dtype -> 0-d view of the "cost" workspace
         self._resident = weakref.WeakValueDictionary()  # id -> array uploaded by resident()
         self._staging = {}  # (shape, dtype) -> [two pinned buffers, their upload events, next]
         self.cost_total = xp.zeros(1, dtype=np.float64)  # Σ example costs since reset
+        # rows predicted right since reset: output_delta counts them (classifiers)
+        self.correct_total = xp.zeros(1, dtype=np.int64)
 
     # -- Numba views and streams ------------------------------------------------------
     def _nb(self, array, flat=False):
@@ -148,6 +156,7 @@ class CudaBackend(CudaRows, Backend):
         # of the old ones go, and the old memory with them. (Zeroed state, allocated once
         # by an optimizer's first step, keeps the views of that step.)
         self._views.clear()
+        self._launches.clear()  # they hold views too
         return self.xp.empty(shape, dtype=dtype)
 
     def to_device(self, host, dtype=None, out=None):
@@ -178,6 +187,15 @@ class CudaBackend(CudaRows, Backend):
         self.cost_total.fill(0)
         return _DeviceCostSum(self.cost_total)
 
+    def correct_sum(self, loss):
+        """Start counting an epoch's right predictions: ``acc.add(a, y)``, ``float(acc)``.
+
+        ``output_delta`` already counts each batch's rows into :attr:`correct_total` (an
+        int64 on the device, for the losses of :func:`gpubp.kernels.cuda.count_code`), so ``add`` does
+        nothing and ``float`` is one read per epoch."""
+        self.correct_total.fill(0)
+        return _DeviceCostSum(self.correct_total)
+
     # -- kernels ----------------------------------------------------------------------
     def _gemm_precision(self, dtype):
         """Make CuPy's float32 GEMMs this backend's :attr:`precision`. CuPy keeps one
@@ -198,9 +216,12 @@ class CudaBackend(CudaRows, Backend):
             self._dropout_forward(z, b, activation, dropout)
             return
         flat = ACTIVATIONS[activation].elementwise
-        self.kernels.bias_activation(self._nb(z, flat=flat), self._nb(b), activation, slope,
-                                     None if z_out is None else self._nb(z_out, flat=flat),
-                                     stream=self._stream())
+        self._launch("bias_activation", (z, b) if z_out is None else (z, b, z_out),
+                     (activation, slope),
+                     lambda: self.kernels.bias_activation(
+                         self._nb(z, flat=flat), self._nb(b), activation, slope,
+                         None if z_out is None else self._nb(z_out, flat=flat),
+                         stream=self._stream()))
 
     def output_delta(self, a, y, activation, loss, delta, loss_param=0.0, w=None):
         """Launch the fused output kernel; returns the mean cost as a 0-d backend array.
@@ -216,20 +237,28 @@ class CudaBackend(CudaRows, Backend):
         scalar = self._scalars.get(a.dtype)
         if scalar is None or scalar.base is not cost:
             scalar = self._scalars[a.dtype] = cost.reshape(())
-        self.kernels.output_delta(self._nb(a), self._nb(y), activation, loss,
-                                  self._nb(delta), loss_param=loss_param,
-                                  sums=self.kernels.CostSums(self._nb(partials), self._nb(cost),
-                                                             self._nb(self.cost_total),
-                                                             None if w is None else self._nb(w)),
-                                  stream=self._stream())
+        counted = self.kernels.count_code(loss) != 0
+        arrays = (a, y, delta, partials, cost, self.cost_total, self.correct_total)
+        self._launch("output_delta", arrays if w is None else arrays + (w,),
+                     (activation, loss, loss_param),
+                     lambda: self.kernels.output_delta(
+                         self._nb(a), self._nb(y), activation, loss, self._nb(delta),
+                         loss_param=loss_param,
+                         sums=self.kernels.CostSums(
+                             self._nb(partials), self._nb(cost), self._nb(self.cost_total),
+                             None if w is None else self._nb(w),
+                             self._nb(self.correct_total) if counted else None),
+                         stream=self._stream()))
         return scalar
 
     def hidden_delta(self, delta, a, activation, slope=SLOPE, dropout=None):
         if dropout is not None:
             self._dropout_delta(delta, a, activation, dropout)
             return
-        self.kernels.hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
-                                  activation, slope, stream=self._stream())
+        self._launch("hidden_delta", (delta, a), (activation, slope),
+                     lambda: self.kernels.hidden_delta(
+                         self._nb(delta, flat=True), self._nb(a, flat=True), activation,
+                         slope, stream=self._stream()))
 
     def _dropout_forward(self, z, b, activation, drop):
         """The epilogue with the mask drawn in the kernel (a fixed mask: array code)."""
@@ -270,6 +299,11 @@ class CudaBackend(CudaRows, Backend):
             self.matmul(a_prev.T, delta, out=dW)
             self.xp.sum(delta, axis=0, out=db)
             return
+        self._launch("weight_bias_gradients", (a_prev, delta, dW, db), (),
+                     lambda: self._fused_gradients(a_prev, delta, dW, db))
+
+    def _fused_gradients(self, a_prev, delta, dW, db):
+        (P, n_in), n_out = a_prev.shape, delta.shape[1]
         splits, _ = self.kernels.grad_splits(P, n_in, n_out)
         split = self._workspace("split", (splits, n_in + 1, n_out) if splits > 1 else
                                 (1, 1, 1), a_prev.dtype)
@@ -279,9 +313,12 @@ class CudaBackend(CudaRows, Backend):
 
     def sgd_update(self, param, grad, velocity, lr, momentum=0.0, nesterov=False,
                    weight_decay=0.0):
-        self.kernels.sgd_update(self._nb(param, flat=True), self._nb(grad, flat=True),
-                                None if velocity is None else self._nb(velocity, flat=True),
-                                lr, momentum, nesterov, weight_decay, stream=self._stream())
+        self._launch("sgd_update", (param, grad) if velocity is None else
+                     (param, grad, velocity), (lr, momentum, nesterov, weight_decay),
+                     lambda: self.kernels.sgd_update(
+                         self._nb(param, flat=True), self._nb(grad, flat=True),
+                         None if velocity is None else self._nb(velocity, flat=True),
+                         lr, momentum, nesterov, weight_decay, stream=self._stream()))
 
     def adam_update(self, param, grad, m, v, hyper):
         self.kernels.adam_update(self._nb(param, flat=True), self._nb(grad, flat=True),
@@ -332,13 +369,14 @@ class CudaBackend(CudaRows, Backend):
 
 
 class _DeviceCostSum:
-    """The epoch's cost sum kept by the cost kernel in a float64 device scalar."""
+    """The epoch's cost sum (or count of right rows) kept by the output kernels in a
+    device scalar."""
 
     def __init__(self, total):
         self.total = total
 
-    def add(self, cost, P):
-        """Nothing to do: the kernel that computed ``cost`` has added it already."""
+    def add(self, *done):
+        """Nothing to do: the kernel that computed the batch has added it already."""
 
     def __float__(self):
         return float(self.total[0])

@@ -10,6 +10,7 @@ its ``_resident`` and ``_staging`` dictionaries (made in ``CudaBackend.__init__`
 
 import numpy as np
 
+from gpubp.backends.cuda_graph import OffsetIndex
 from gpubp.data import mapped
 
 RESIDENT_FRACTION = 0.5  # of the free device memory that resident training data may take
@@ -67,12 +68,18 @@ class CudaRows:
     def gather_rows(self, src, index, out, staging):
         """``out[:] = src[index]`` (all of ``src`` when ``index`` is None).
 
-        Resident ``src``: one gather on the device (``take``), no transfer. Host ``src``:
+        Resident ``src``: one gather on the device (``take``; the gather kernel for the
+        :class:`~gpubp.backends.cuda_graph.OffsetIndex` of a graph's step), no transfer. Host ``src``:
         gathered on the host into pinned staging, then one asynchronous upload.
         """
         if self._is_resident(src):
             if index is None:
                 self.copyto(out, src)
+            elif isinstance(index, OffsetIndex):  # a graph's step: the start on the device
+                self._launch("gather_rows", (src, index.order, index.offset, out), (),
+                             lambda: self.kernels.gather_rows(
+                                 self._nb(src), self._nb(index.order), self._nb(index.offset),
+                                 self._nb(out), stream=self._stream()))
             else:
                 if not self._is_resident(index):
                     index = self.to_device(np.asarray(index))

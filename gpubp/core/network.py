@@ -208,7 +208,7 @@ class Network(Evaluation, PerExample):
             schedule=None, weight_decay=None, early_stopping=None, callbacks=None,
             checkpoint=None, checkpoint_every=1, resume=None, gradient_flow=False,
             distributed=False, clip_norm=None, clip_value=None, privacy=None,
-            sample_weight=None, class_weight=None):
+            sample_weight=None, class_weight=None, cuda_graph="auto"):
         """Mini-batch gradient descent (the loop itself is :func:`gpubp.training.loop.fit`).
 
         Parameters
@@ -281,6 +281,13 @@ class Network(Evaluation, PerExample):
             the History, the privacy spent, at the given δ, after each epoch.
         sample_weight, class_weight : (P,) weights ``s_p``; "balanced" or {class: weight}
             Batch costs ``Σ s_p c_p / Σ s_p`` (see :mod:`gpubp.training.class_weight`).
+        cuda_graph : {"auto", True, False}
+            On ``device="cuda"``, capture the whole step once per batch shape as a CUDA
+            graph and replay it (:mod:`gpubp.training.graph_epoch`): "auto" where the run
+            allows it (SGD or momentum, resident data, no dropout, weights, clipping or
+            per-batch callbacks; checked bit for bit against an eager step once per
+            process), eager steps otherwise; True: a ValueError where it cannot (and on
+            the CPU backends); False: eager steps.
 
         Returns
         -------
@@ -305,7 +312,7 @@ class Network(Evaluation, PerExample):
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
                    gradient_flow=gradient_flow, distributed=distributed, clip_norm=clip_norm,
                    clip_value=clip_value, privacy=privacy, sample_weight=sample_weight,
-                   class_weight=class_weight)
+                   class_weight=class_weight, cuda_graph=cuda_graph)
 
     # every quantity of backpropagation on a batch: a Trace (a, z, delta, dW, db, masks)
     trace = tracing.trace

@@ -32,6 +32,7 @@ from gpubp.training.options import (FitOptions, Validation, callbacks_of, check_
 from gpubp.core import metrics
 from gpubp.core.diagnostics import data_sums, flow_figures
 from gpubp.training.divergence import Snapshots, restore_finite
+from gpubp.training import graph_epoch
 from gpubp.training import privacy as dp
 
 
@@ -62,6 +63,7 @@ class Plan:
     resumed_from: object = None  # (epoch, steps) of the checkpoint a run resumes
     device_X: object = None  # the X steps read: X, or X as given if trained on in place
     batches: object = None  # the per-batch callbacks (training.batches.BatchCalls)
+    graphs: object = None  # the run's CUDA graphs of a step (training.graph_epoch)
 
 
 def fit(net, X, Y, **options):
@@ -104,6 +106,7 @@ def _plan(net, X, Y, o, group):
     weights = check_extras(X, o.sample_weight, o.rng, o.diverged, optimizer, group,
                             checkpoint is not None or o.resume is not None)
     dp.check_privacy(o.privacy, group, weights, optimizer)
+    graph_epoch.check_mode(o.cuda_graph, net.backend.name)
     callbacks = callbacks_of(o.callbacks, o.early_stopping,
                            validation is not None or bool(o.validation_split))
     state = None if o.resume is None else ckpt_io.load(fspath(o.resume, "resume"))
@@ -206,7 +209,12 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
     lr_now = optimizer.start_epoch(epoch, o.epochs, -(-len(epoch_rows) // o.batch_size))
     plan.batches.begin(run)
-    if o.privacy is None:
+    graphs = None if o.privacy is not None else \
+        graph_epoch.graphs_for(net, optimizer, plan, data)
+    if graphs is not None:  # the whole step captured once, replayed (cuda_graph=)
+        epoch_loss, epoch_accuracy, penalty = graph_epoch.train_epoch(
+            net, optimizer, data, epoch_rows, o.batch_size, graphs)
+    elif o.privacy is None:
         epoch_loss, epoch_accuracy, penalty = _train_epoch(
             net, optimizer, data, epoch_rows, o.batch_size, group, plan.weights,
             plan.batches or None)
@@ -301,8 +309,8 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
                 total += cost_sum
                 correct += right
     else:
-        total, correct = net.backend.cost_sum(), 0.0
-        classifier = net.is_classifier
+        total, classifier = net.backend.cost_sum(), net.is_classifier
+        correct = net.backend.correct_sum(net.loss_name) if classifier else 0.0
         pages = mapped.PageBudget([X, Y])
         host_order = order
         alone = reduction.name == "identity"  # weights and a penalty: one process only
@@ -326,8 +334,8 @@ def _train_epoch(net, optimizer, data, order, batch_size, group=LOCAL, weights=N
                                               len(batch), weights=step_weights)
                 # backend scalars (device arrays on CUDA): converted once, after the loop
                 total.add(cost, P)
-                if classifier and P:
-                    correct = correct + net._count_correct(P)
+                if classifier and P:  # (on CUDA counted by the output kernel already)
+                    correct.add(net.activations[net.L][:P], net.targets[:P])
                 pages.touched(P)
                 if batches is not None and batches.after(start // batch_size, len(batch),
                                                          lambda: (total, correct)):

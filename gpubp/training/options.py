@@ -44,6 +44,7 @@ class FitOptions:
     diverged: str = "raise"
     clip_norm: object = None
     clip_value: object = None
+    cuda_graph: object = "auto"
 
 
 NAMES = tuple(f.name for f in fields(FitOptions))
