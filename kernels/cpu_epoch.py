@@ -228,15 +228,18 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, step_key):
                  update.weight_decay, False)
         else:
             np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
-        if l > 1 and codes.drop_threshold[l - 2] > 0:  # the mask fused into the δ kernel
-            _hidden_delta_drop(delta_prev, a_prev, derivative[l - 2], _bits(step_key, l - 1),
-                               codes.drop_threshold[l - 2], codes.drop_keep[l - 2],
-                               codes.drop_scale[l - 2])
-        elif l > 1 and _special(derivative[l - 2]):  # g' from a^{l-1}, or from z^{l-1}
-            z_at = layout.z_offsets[l - 1]
-            s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
+        if l == 1:
+            continue
+        z_at = layout.z_offsets[l - 1]  # g' from a^{l-1}, or from z^{l-1} (kept before the mask)
+        s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
+        if codes.drop_threshold[l - 2] > 0:  # the mask fused into the δ kernel
+            keep = codes.drop_keep[l - 2]  # g' of the unscaled a; of z itself (x 1)
+            _hidden_delta_drop(delta_prev, s, derivative[l - 2], codes.slope,
+                               _bits(step_key, l - 1), codes.drop_threshold[l - 2],
+                               keep if z_at < 0 else keep * 0 + 1, codes.drop_scale[l - 2])
+        elif _special(derivative[l - 2]):
             cpu_activations.hidden_delta(delta_prev, s, derivative[l - 2], codes.slope)
-        elif l > 1:
+        else:
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
 
 

@@ -103,13 +103,22 @@ def forward(a, drop):
     a[~m] = 0
 
 
-def backward(delta, a, drop, derivative):
-    """``δ ⊙ g'(a (1 − p)) ⊙ m / (1 − p)`` in place: the reference hidden δ with dropout.
+def unscaling(drop, from_z):
+    """The factor that turns a layer's stored quantity into what its ``g'`` is taken of:
+    ``1 − p`` for the scaled activations ``a`` (``from_z`` False), 1 for a kept ``z``."""
+    return 1.0 if from_z else drop.keep
 
-    ``derivative(a)`` is ``g'`` from the unscaled activations.
+
+def backward(delta, s, drop, derivative, from_z=False):
+    """``δ ⊙ g'(s u) ⊙ m / (1 − p)`` in place: the reference hidden δ with dropout.
+
+    ``s`` is the layer's stored activations ``a`` (scaled by the mask), or its kept
+    ``z`` when ``from_z``; ``u`` is :func:`unscaling`; ``derivative(s u)`` is ``g'`` from
+    the unscaled activations, or from ``z``.
     """
-    T = a.dtype.type
-    m = kept(drop, a.shape)
-    delta *= derivative(a * T(drop.keep))
+    T = s.dtype.type
+    m = kept(drop, s.shape)
+    u = unscaling(drop, from_z)
+    delta *= derivative(s * T(u) if u != 1.0 else s)
     np.multiply(delta, T(drop.scale), out=delta, where=m)
     delta[~m] = 0

@@ -23,15 +23,9 @@ import numpy as np
 from gpubp.kernels import dropout as masks
 
 
-# the hidden activations the mask kernels take: g' from a alone, no parameter (the others,
-# leaky_relu's slope and the z kept by gelu/silu, are not yet fused with the mask)
-WITH_DROPOUT = ("sigmoid", "tanh", "relu", "identity")
-
-
-def check_rates(dropout, n_hidden, hidden=None):
-    """The dropout rate of each hidden layer, ``0 <= p < 1`` (one number is repeated);
-    with ``hidden`` (the layers' activations), a layer that drops must be one of
-    :data:`WITH_DROPOUT`."""
+def check_rates(dropout, n_hidden):
+    """The dropout rate of each hidden layer, ``0 <= p < 1`` (one number is repeated); every
+    hidden activation takes dropout."""
     if isinstance(dropout, (numbers.Real, np.floating)) and not isinstance(dropout, bool):
         if dropout and not n_hidden:
             raise ValueError(f"dropout applies to hidden layers, and sizes has none, got "
@@ -54,10 +48,6 @@ def check_rates(dropout, n_hidden, hidden=None):
         if not 0 <= p < 1:
             raise ValueError(f"{where} must be in [0, 1) (the probability of dropping a "
                              f"unit), got {p!r}")
-        if p and hidden is not None and hidden[i] not in WITH_DROPOUT:
-            raise ValueError(f"dropout with hidden={hidden[i]!r} (layer {i + 1}) is not "
-                             f"supported yet: dropout takes the hidden activations "
-                             f"{WITH_DROPOUT}, got {where}={p!r}")
     return [float(p) for p in rates]
 
 
