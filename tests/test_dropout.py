@@ -395,7 +395,8 @@ def test_cuda_dropout_kernels_compile_to_ptx():
     from gpubp.kernels import cuda_dropout  # compiles nothing until asked
 
     ptx = cuda_dropout.compile_ptx(cc=(8, 0))
-    assert set(ptx) == {f"{k}_{d}" for k in ("bias_act_drop", "hidden_delta_drop")
+    assert set(ptx) == {f"{k}_{d}" for k in ("bias_act_drop", "bias_act_keep_drop",
+                                             "hidden_delta_drop")
                         for d in ("float32", "float64")}
     for name, text in ptx.items():
         assert ".entry" in text and "mul.lo.s64" in text, name  # the 64-bit integer hash
