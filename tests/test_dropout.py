@@ -178,13 +178,15 @@ def test_gradients_with_a_fixed_mask_against_pytorch(backend, hidden):
 # -- training ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend, optimizer", [("reference", "sgd"), ("cpu", "sgd"),
-                                                ("cpu", "per-kernel")])
-def test_a_training_step_descends_the_gradient_of_its_masks(backend, optimizer):
+@pytest.mark.parametrize("backend, optimizer, hidden", [
+    ("reference", "sgd", ("tanh", "relu")), ("cpu", "sgd", ("tanh", "relu")),
+    ("cpu", "per-kernel", ("tanh", "relu")), ("cpu", "sgd", ("gelu", "leaky_relu")),
+    ("reference", "sgd", ("silu", "selu")), ("cpu", "per-kernel", ("gelu_tanh", "softplus"))])
+def test_a_training_step_descends_the_gradient_of_its_masks(backend, optimizer, hidden):
     """One fit step (the compiled epoch on cpu with sgd) is θ − η ∇C of the masks that
     trace shows for the first step of an epoch drawn from the same generator state."""
     X, y = _data(40)
-    net, probe = _net(backend), _net(backend)
+    net, probe = _net(backend, hidden=hidden), _net(backend, hidden=hidden)
     tr = probe.trace(X, y)  # draws the key as the first epoch does (shuffle=False)
     assert [m.shape for m in tr.masks] == [(40, 9), (40, 7)]
     for m, a, p in zip(tr.masks, tr.a[1:-1], net.dropout):
