@@ -15,7 +15,8 @@ bits (a few integer multiplies per entry, next to the GEMM's ``n_{l-1}`` multipl
   activations and ``u = 1 − p`` (their unscaled value), or a kept ``z`` (gelu,
   gelu_tanh, silu: stored before the mask) and ``u = 1``
   (:func:`gpubp.kernels.dropout.unscaling`); leaky_relu takes its slope;
-- :func:`_layer_key`: ``bits(bits(epoch_key, batch), layer)``, for the compiled epoch.
+- :func:`_layer_key`: ``bits(bits(epoch_key, batch), layer)``, and :func:`_key_at`, a
+  layer's key from a row of the batch on (a rank's share), for the compiled epoch.
 
 JIT cache: as in :mod:`gpubp.kernels.cpu`, the loops compile ``_derivative1`` and
 :func:`gpubp.kernels.cpu_activations.g_prime` (and the activation codes) in, so the entry points Python calls are closures over this module's
@@ -56,6 +57,13 @@ def _kept(key, i, threshold):
 def _layer_key(epoch_key, batch, layer):
     """The key of ``layer`` in batch ``batch`` of the epoch of ``epoch_key``."""
     return _bits(_bits(epoch_key, batch), layer)
+
+
+@njit(inline="always", error_model="numpy")
+def _key_at(step_key, layer, first_row, n):
+    """The key of ``layer`` (width ``n``) in the step of ``step_key``, seen from global
+    row ``first_row`` of the batch on (``gpubp.kernels.dropout.from_row``)."""
+    return _bits(step_key, layer) + np.uint64(first_row * n) * _GOLDEN
 
 
 @njit(error_model="numpy")

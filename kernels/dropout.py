@@ -79,6 +79,21 @@ def fixed_drop(mask, p):
     return Drop(0, threshold(p), 1.0 - p, 1.0 / (1.0 - p), mask)
 
 
+def from_row(drop, first_row, n):
+    """The :class:`Drop` of a layer of width ``n`` seen from row ``first_row`` of its batch
+    on (a rank's share): its entry ``(p, j)`` is the batch's ``(first_row + p, j)``.
+
+    The bits of entry ``i`` are SplitMix64's output ``i + 1``, ``mix(key + (i + 1) G)``, so
+    starting ``first_row n`` entries later is the key ``key + first_row n G`` (mod 2^64):
+    the kernels need no row offset. A fixed mask is sliced instead.
+    """
+    if not first_row:
+        return drop
+    if drop.mask is not None:
+        return drop._replace(mask=drop.mask[first_row:])
+    return drop._replace(key=(drop.key + first_row * n * GOLDEN) & MASK64)
+
+
 def keep_mask(key, shape, thresh):
     """The boolean keep-mask (True: kept) of a layer's ``shape`` (P, n) from its ``key``."""
     i = np.arange(1, int(np.prod(shape)) + 1, dtype=_U)
