@@ -25,6 +25,7 @@ import numpy as np
 from numba import config, cuda, types
 
 from gpubp.kernels.cuda import DTYPES, Kernel, _activation_code, _flat, _launch_elementwise
+from gpubp.kernels import cuda_launch
 from gpubp.kernels.cuda_device import constants, device_functions
 from gpubp.kernels.dropout import GOLDEN, KEEP_BITS, MIX1, MIX2, unscaling
 from gpubp.kernels.reference import FROM_Z, SLOPE
@@ -147,10 +148,4 @@ def hidden_delta(delta, a, activation, drop, slope=SLOPE, *, stream=0):
 
 def compile_ptx(cc=(9, 0)):
     """PTX of the two kernels for every dtype (as :func:`gpubp.kernels.cuda.compile_ptx`)."""
-    ptx = {}
-    for dtype in DTYPES:
-        for name, kernel in kernels_for(dtype).items():
-            text, _ = cuda.compile_ptx(kernel.dispatcher.py_func, kernel.signature,
-                                       cc=tuple(cc))
-            ptx[f"{name}_{np.dtype(dtype).name}"] = text
-    return ptx
+    return cuda_launch.compile_ptx(kernels_for, cc, DTYPES)
