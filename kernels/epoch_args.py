@@ -60,11 +60,12 @@ class Batches(namedtuple("Batches", "X Y order batch_size delta_scale dropout_ke
 
     @classmethod
     def of(cls, X, Y, order, batch_size, delta_scale=1.0, dropout_key=0, first_batch=0,
-           weights=None, first_row=0):
-        """With the field types the compiled epoch is specialised for."""
+           weights=None):
+        """With the field types the compiled epoch is specialised for (``first_row`` 0:
+        ``._replace(first_row=int(r))`` for a rank's share)."""
         weights = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
         return cls(X, Y, order, int(batch_size), float(delta_scale), np.uint64(dropout_key),
-                   int(first_batch), weights, int(first_row))
+                   int(first_batch), weights, 0)
 
 
 class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets row_weights")):

@@ -275,7 +275,7 @@ def gradient_step(net, X, Y, rows, delta_scale, masks=None):
     net._workspace(P)
     key, batch, first_row = (0, 0, 0) if masks is None else masks
     batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale,
-                         dropout_key=key, first_batch=batch, first_row=first_row)
+                         dropout_key=key, first_batch=batch)._replace(first_row=int(first_row))
     with BlasThreads(blas_threads(net.sizes, P)):
         cost_sum, correct, _, _ = _compiled(net, batches, Update.gradient_only(net.nabla_theta))
     return float(cost_sum), int(correct)
