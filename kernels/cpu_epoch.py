@@ -55,7 +55,7 @@ from gpubp.kernels.cpu import (
     _sgd,
 )
 from gpubp.kernels import cpu_activations, jit_cache
-from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop
+from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop, _key_at
 from gpubp.kernels.cpu_epoch_update import _apply
 from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
@@ -137,9 +137,10 @@ def _batch(batches, buffers, layout, start, P):
 
 
 @njit(error_model="numpy", inline="always")
-def _forward(a_0, buffers, layout, codes, P, step_key):
+def _forward(a_0, buffers, layout, codes, P, masks_at):
     """``z^l = a^{l-1} W^l`` by BLAS, then ``a^l = g(z^l + b^l)`` in place, l = 1..L (times
-    the mask of ``step_key`` over ``1 − p_l`` on a hidden layer with dropout)."""
+    the mask over ``1 − p_l`` on a hidden layer with dropout; ``masks_at``: the step's key
+    and the global row of the batch's row 0)."""
     theta, acts, sizes = buffers.theta, buffers.acts, layout.sizes
     for l in range(1, sizes.size):
         n_in, n_out = sizes[l - 1], sizes[l]
@@ -156,8 +157,8 @@ def _forward(a_0, buffers, layout, codes, P, step_key):
         else:
             _bias_activation(z, theta[b:b + n_out], code)
         if codes.drop_threshold[l - 1] > 0:
-            _drop_forward(z, _bits(step_key, l), codes.drop_threshold[l - 1],
-                          codes.drop_scale[l - 1])
+            _drop_forward(z, _key_at(masks_at[0], l, masks_at[1], n_out),
+                          codes.drop_threshold[l - 1], codes.drop_scale[l - 1])
 
 
 @njit(error_model="numpy", inline="always")
@@ -204,9 +205,9 @@ def _output(y, buffers, layout, codes, P, delta_scale, w):
 
 
 @njit(error_model="numpy", inline="always")
-def _backward(a_0, buffers, layout, codes, update, descent, fused, step_key):
+def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
     """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``
-    (``⊙ m^{l-1} / (1 − p)`` with dropout, the masks of ``step_key``), l = L..1; ``fused``:
+    (``⊙ m^{l-1} / (1 − p)`` with dropout, the masks of ``masks_at``), l = L..1; ``fused``:
     SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the ``(alpha, beta)`` of
     ``descent`` (no pass over a gradient buffer)."""
     theta, nabla, acts, deltas = buffers.theta, buffers.nabla, buffers.acts, buffers.deltas
@@ -228,15 +229,19 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, step_key):
                  update.weight_decay, False)
         else:
             np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
-        if l > 1 and codes.drop_threshold[l - 2] > 0:  # the mask fused into the δ kernel
-            _hidden_delta_drop(delta_prev, a_prev, derivative[l - 2], _bits(step_key, l - 1),
-                               codes.drop_threshold[l - 2], codes.drop_keep[l - 2],
-                               codes.drop_scale[l - 2])
-        elif l > 1 and _special(derivative[l - 2]):  # g' from a^{l-1}, or from z^{l-1}
-            z_at = layout.z_offsets[l - 1]
-            s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
+        if l == 1:
+            continue
+        z_at = layout.z_offsets[l - 1]  # g' from a^{l-1}, or from z^{l-1} (kept before the mask)
+        s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
+        if codes.drop_threshold[l - 2] > 0:  # the mask fused into the δ kernel
+            keep = codes.drop_keep[l - 2]  # g' of the unscaled a; of z itself (x 1)
+            _hidden_delta_drop(delta_prev, s, derivative[l - 2], codes.slope,
+                               _key_at(masks_at[0], l - 1, masks_at[1], n_in),
+                               codes.drop_threshold[l - 2],
+                               keep if z_at < 0 else keep * 0 + 1, codes.drop_scale[l - 2])
+        elif _special(derivative[l - 2]):
             cpu_activations.hidden_delta(delta_prev, s, derivative[l - 2], codes.slope)
-        elif l > 1:
+        else:
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
 
 
@@ -271,15 +276,16 @@ def _epoch(batches, buffers, layout, codes, update):
         # the last backward pass, as on every other path.
         fused = fused_sgd and start + P < order.size
         a_0, y = _batch(batches, buffers, layout, start, P)
-        step_key = _bits(batches.dropout_key, batches.first_batch + start // B)
-        _forward(a_0, buffers, layout, codes, P, step_key)
+        masks_at = (_bits(batches.dropout_key, batches.first_batch + start // B),
+                    batches.first_row)
+        _forward(a_0, buffers, layout, codes, P, masks_at)
         if update.penalty != 0:  # with the W of the forward pass (fused SGD changes it)
             penalty_sum += 0.5 * update.penalty * _squared_weights(buffers.theta, layout) * (
                 P / n if n > 0 else 0.0)
         cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale, w)
         cost_sum += cost
         correct += hits
-        _backward(a_0, buffers, layout, codes, update, descent, fused, step_key)
+        _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at)
         if update.code != NONE:
             step += 1
             if not fused:

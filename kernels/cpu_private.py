@@ -32,7 +32,7 @@ from numba import njit
 
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu import _column_sums, _hidden_delta
-from gpubp.kernels.cpu_dropout import _bits, _hidden_delta_drop
+from gpubp.kernels.cpu_dropout import _bits, _hidden_delta_drop, _key_at
 from gpubp.kernels.cpu_epoch import _batch, _block, _forward, _output, _special, \
     _squared_weights
 from gpubp.kernels.cpu_epoch_update import _apply
@@ -58,8 +58,9 @@ class Private(namedtuple("Private", "bounds noise expected max_grad_norm scale")
 
 
 @njit(error_model="numpy", inline="always")
-def _deltas(a_0, buffers, layout, codes, P, step_key):
-    """``δ^{L-1} .. δ^1`` from ``δ^L``, no weight gradient (``_backward``'s recursion)."""
+def _deltas(a_0, buffers, layout, codes, P, masks_at):
+    """``δ^{L-1} .. δ^1`` from ``δ^L``, no weight gradient (``_backward``'s recursion;
+    ``masks_at`` its ``(step key, first row)``)."""
     theta, acts, deltas, sizes, derivative = (buffers.theta, buffers.acts, buffers.deltas,
                                               layout.sizes, codes.derivative)
     for l in range(sizes.size - 1, 1, -1):
@@ -68,13 +69,15 @@ def _deltas(a_0, buffers, layout, codes, P, step_key):
         delta = _block(deltas, layout.d_offsets[l], P, n_out)
         delta_prev = _block(deltas, layout.d_offsets[l - 1], P, n_in)
         np.dot(delta, _block(theta, layout.w_offsets[l - 1], n_in, n_out).T, delta_prev)
+        z_at = layout.z_offsets[l - 1]  # g' from a^{l-1}, or from z^{l-1} (kept before the mask)
+        s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
         if codes.drop_threshold[l - 2] > 0:
-            _hidden_delta_drop(delta_prev, a_prev, derivative[l - 2], _bits(step_key, l - 1),
-                               codes.drop_threshold[l - 2], codes.drop_keep[l - 2],
-                               codes.drop_scale[l - 2])
+            keep = codes.drop_keep[l - 2]  # g' of the unscaled a; of z itself (x 1)
+            _hidden_delta_drop(delta_prev, s, derivative[l - 2], codes.slope,
+                               _key_at(masks_at[0], l - 1, masks_at[1], n_in),
+                               codes.drop_threshold[l - 2],
+                               keep if z_at < 0 else keep * 0 + 1, codes.drop_scale[l - 2])
         elif _special(derivative[l - 2]):
-            z_at = layout.z_offsets[l - 1]
-            s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
             cpu_activations.hidden_delta(delta_prev, s, derivative[l - 2], codes.slope)
         else:
             _hidden_delta(delta_prev, a_prev, derivative[l - 2])
@@ -142,16 +145,17 @@ def _private_epoch(batches, buffers, layout, codes, update, private):
         if P > 0:
             a_0, y = _batch(batches, buffers, layout, start, P)
             # the masks of the nonempty batches only, as private_step draws them
-            step_key = _bits(batches.dropout_key, batches.first_batch + drawn)
+            masks_at = (_bits(batches.dropout_key, batches.first_batch + drawn),
+                        batches.first_row)
             drawn += 1
-            _forward(a_0, buffers, layout, codes, P, step_key)
+            _forward(a_0, buffers, layout, codes, P, masks_at)
             if update.penalty != 0:
                 penalty_sum += 0.5 * update.penalty * _squared_weights(buffers.theta,
                                                                        layout) * (P / n)
             cost, hits = _output(y, buffers, layout, codes, P, 1.0, buffers.row_weights[:0])
             cost_sum += cost
             correct += hits
-            _deltas(a_0, buffers, layout, codes, P, step_key)
+            _deltas(a_0, buffers, layout, codes, P, masks_at)
             _clip_rows(a_0, buffers, layout, P, private.max_grad_norm, private.scale)
             _weight_gradients(a_0, buffers, layout, P)
         else:  # an empty Poisson batch: the noise alone

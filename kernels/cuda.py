@@ -49,7 +49,7 @@ import numpy as np
 from numba import cuda
 
 from gpubp import activations, losses
-from gpubp.kernels import cuda_kernels
+from gpubp.kernels import cuda_kernels, cuda_launch
 from gpubp.kernels.cuda_device import (GRAD_THREADS, GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P,
                                        MSE, REDUCE_THREADS, ROW_THREADS, SOFTMAX)
 from gpubp.kernels.cuda_device import EXP, POISSON, REGRESSION
@@ -390,10 +390,4 @@ def compile_ptx(cc=(9, 0)):
     dict
         ``"{kernel}_{dtype}"`` (e.g. ``"weight_bias_grad_float32"``) -> PTX text.
     """
-    ptx = {}
-    for dtype in DTYPES:
-        for name, kernel in kernels_for(dtype).items():
-            text, _ = cuda.compile_ptx(kernel.dispatcher.py_func, kernel.signature,
-                                       cc=tuple(cc))
-            ptx[f"{name}_{np.dtype(dtype).name}"] = text
-    return ptx
+    return cuda_launch.compile_ptx(kernels_for, cc, DTYPES)

@@ -3,8 +3,9 @@
 A :class:`Kernel` is one kernel of one dtype with the one signature it is built for
 (:func:`gpubp.kernels.cuda.kernels_for` and :func:`gpubp.kernels.cuda_dropout.kernels_for`
 make them); :func:`stream_of_handle` turns a ``cudaStream_t`` handle (CuPy's current
-stream) into the ``cuda.core`` stream a launch takes. The launch arithmetic (grids,
-blocks, workspaces) stays with the kernels' host functions in :mod:`gpubp.kernels.cuda`.
+stream) into the ``cuda.core`` stream a launch takes; :func:`compile_ptx` is the PTX of a
+module's kernels (both modules'). The launch arithmetic (grids, blocks, workspaces)
+stays with the kernels' host functions in :mod:`gpubp.kernels.cuda`.
 
 :meth:`Kernel.bind` makes a launch once (stream normalised, arguments checked and packed,
 :mod:`gpubp.kernels.cuda_packed`) and returns it as a zero-argument callable; inside
@@ -17,7 +18,7 @@ import contextlib
 import functools
 
 import numpy as np
-from numba import config, types
+from numba import config, cuda, types
 
 from gpubp.kernels import cuda_packed
 
@@ -120,6 +121,19 @@ class Kernel:
 
     def __repr__(self):
         return f"<Kernel {self.name}({', '.join(map(str, self.signature.args))})>"
+
+
+def compile_ptx(kernels_for, cc, dtypes=(np.float32, np.float64)):
+    """PTX of every kernel that ``kernels_for(dtype)`` (name -> :class:`Kernel`) builds, for
+    each of ``dtypes``, compiled for compute capability ``cc`` (needs Numba's NVVM, no GPU);
+    returns ``"{kernel}_{dtype}"`` -> PTX text."""
+    ptx = {}
+    for dtype in dtypes:
+        for name, kernel in kernels_for(dtype).items():
+            text, _ = cuda.compile_ptx(kernel.dispatcher.py_func, kernel.signature,
+                                       cc=tuple(cc))
+            ptx[f"{name}_{np.dtype(dtype).name}"] = text
+    return ptx
 
 
 _STREAMS = {}

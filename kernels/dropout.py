@@ -79,6 +79,21 @@ def fixed_drop(mask, p):
     return Drop(0, threshold(p), 1.0 - p, 1.0 / (1.0 - p), mask)
 
 
+def from_row(drop, first_row, n):
+    """The :class:`Drop` of a layer of width ``n`` seen from row ``first_row`` of its batch
+    on (a rank's share): its entry ``(p, j)`` is the batch's ``(first_row + p, j)``.
+
+    The bits of entry ``i`` are SplitMix64's output ``i + 1``, ``mix(key + (i + 1) G)``, so
+    starting ``first_row n`` entries later is the key ``key + first_row n G`` (mod 2^64):
+    the kernels need no row offset. A fixed mask is sliced instead.
+    """
+    if not first_row:
+        return drop
+    if drop.mask is not None:
+        return drop._replace(mask=drop.mask[first_row:])
+    return drop._replace(key=(drop.key + first_row * n * GOLDEN) & MASK64)
+
+
 def keep_mask(key, shape, thresh):
     """The boolean keep-mask (True: kept) of a layer's ``shape`` (P, n) from its ``key``."""
     i = np.arange(1, int(np.prod(shape)) + 1, dtype=_U)
@@ -103,13 +118,22 @@ def forward(a, drop):
     a[~m] = 0
 
 
-def backward(delta, a, drop, derivative):
-    """``δ ⊙ g'(a (1 − p)) ⊙ m / (1 − p)`` in place: the reference hidden δ with dropout.
+def unscaling(drop, from_z):
+    """The factor that turns a layer's stored quantity into what its ``g'`` is taken of:
+    ``1 − p`` for the scaled activations ``a`` (``from_z`` False), 1 for a kept ``z``."""
+    return 1.0 if from_z else drop.keep
 
-    ``derivative(a)`` is ``g'`` from the unscaled activations.
+
+def backward(delta, s, drop, derivative, from_z=False):
+    """``δ ⊙ g'(s u) ⊙ m / (1 − p)`` in place: the reference hidden δ with dropout.
+
+    ``s`` is the layer's stored activations ``a`` (scaled by the mask), or its kept
+    ``z`` when ``from_z``; ``u`` is :func:`unscaling`; ``derivative(s u)`` is ``g'`` from
+    the unscaled activations, or from ``z``.
     """
-    T = a.dtype.type
-    m = kept(drop, a.shape)
-    delta *= derivative(a * T(drop.keep))
+    T = s.dtype.type
+    m = kept(drop, s.shape)
+    u = unscaling(drop, from_z)
+    delta *= derivative(s * T(u) if u != 1.0 else s)
     np.multiply(delta, T(drop.scale), out=delta, where=m)
     delta[~m] = 0

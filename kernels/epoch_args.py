@@ -40,7 +40,7 @@ SGD, ADAM, NONE, RMSPROP = 0, 1, 2, 3  # NONE: gradients only, the caller sums a
 
 
 class Batches(namedtuple("Batches", "X Y order batch_size delta_scale dropout_key "
-                                    "first_batch weights")):
+                                    "first_batch weights first_row")):
     """The epoch's batches: batch ``k`` is rows ``order[k B : (k + 1) B]``.
 
     ``X`` (P_total, n_0) and ``Y`` (P_total, n_L) C-contiguous, of ``theta``'s dtype;
@@ -52,6 +52,8 @@ class Batches(namedtuple("Batches", "X Y order batch_size delta_scale dropout_ke
     (:mod:`gpubp.kernels.dropout`; unused where ``Codes.drop_threshold`` is 0).
     ``weights`` float64, the rows' sample weights ``s`` (P_total,), or empty: unweighted
     (each batch's cost is then ``Σ s_p c_p / Σ s_p``, as in ``gpubp.core.backprop.load``).
+    ``first_row``: the place of each batch's row 0 in its global batch, for the masks (a
+    rank's share of a data-parallel step; 0 otherwise, :func:`gpubp.kernels.dropout.from_row`).
     """
 
     __slots__ = ()
@@ -59,10 +61,11 @@ class Batches(namedtuple("Batches", "X Y order batch_size delta_scale dropout_ke
     @classmethod
     def of(cls, X, Y, order, batch_size, delta_scale=1.0, dropout_key=0, first_batch=0,
            weights=None):
-        """With the field types the compiled epoch is specialised for."""
+        """With the field types the compiled epoch is specialised for (``first_row`` 0:
+        ``._replace(first_row=int(r))`` for a rank's share)."""
         weights = np.empty(0) if weights is None else np.ascontiguousarray(weights, np.float64)
         return cls(X, Y, order, int(batch_size), float(delta_scale), np.uint64(dropout_key),
-                   int(first_batch), weights)
+                   int(first_batch), weights, 0)
 
 
 class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets row_weights")):

@@ -360,10 +360,12 @@ def hidden_delta(delta, a, activation, slope=SLOPE, dropout=None):
     slope : float
         leaky_relu's slope (the others ignore it).
     dropout : gpubp.kernels.dropout.Drop or None
-        The layer's dropout in this step: ``δ^l ⊙= g'(a (1 − p)) m / (1 − p)``.
+        The layer's dropout in this step: ``δ^l ⊙= g'(a (1 − p)) m / (1 − p)`` (``g'(z)``
+        for an activation of ``FROM_Z``, whose ``z`` was kept before the mask).
     """
     if dropout is not None:
-        masks.backward(delta, a, dropout, lambda u: activation_derivative(u, activation, slope))
+        masks.backward(delta, a, dropout, lambda u: activation_derivative(u, activation, slope),
+                       from_z=activation in FROM_Z)
         return
     delta *= activation_derivative(a, activation, slope)
 

@@ -23,37 +23,50 @@ if not config.ENABLE_CUDASIM:
 prepare()  # a faster GIL switch; a lock the simulator's shared memory lacks
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+SLOPE = 0.2  # leaky_relu's, not the default
 P, N = 37, 11  # a partial block
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
+@pytest.mark.parametrize("activation", gpubp.activations.HIDDEN)
 def test_kernels_drop_the_twins_entries(dtype, activation):
+    """Every hidden activation: leaky_relu with a slope not the default, and gelu,
+    gelu_tanh, silu keeping z (before the mask) and taking g' of it."""
     rng = np.random.default_rng(5)
     drop = D.layer_drop(0x1234_5678_9ABC_DEF0, 2, 0.35)
-    z, b = rng.normal(size=(P, N)).astype(dtype), rng.normal(size=N).astype(dtype)
+    z, b = 2 * rng.normal(size=(P, N)).astype(dtype), rng.normal(size=N).astype(dtype)
+    from_z = activation in R.FROM_Z
     got, want = z.copy(), z.copy()
-    KD.bias_activation(got, b, activation, drop)
-    R.bias_activation(want, b, activation, dropout=drop)
-    np.testing.assert_array_equal(got == 0, want == 0)  # the same entries dropped
+    z_got, z_want = (np.empty_like(z), np.empty_like(z)) if from_z else (None, None)
+    KD.bias_activation(got, b, activation, drop, SLOPE, z_got)
+    R.bias_activation(want, b, activation, SLOPE, z_want, dropout=drop)
+    dropped = ~D.kept(drop, (P, N))
+    assert np.all(got[dropped] == 0) and np.all(want[dropped] == 0)  # the twin's entries
     np.testing.assert_allclose(got, want, rtol=RTOL[dtype], atol=RTOL[dtype])
+    if from_z:
+        np.testing.assert_array_equal(z_got, z_want)  # z^l whole, not masked
     delta = rng.normal(size=(P, N)).astype(dtype)
     got_d, want_d = delta.copy(), delta.copy()
-    KD.hidden_delta(got_d, got, activation, drop)
-    R.hidden_delta(want_d, want, activation, dropout=drop)
-    assert np.array_equal(got_d == 0, ~D.kept(drop, (P, N)) | (want_d == 0))
+    stored = z_want if from_z else want
+    KD.hidden_delta(got_d, stored, activation, drop, SLOPE)
+    R.hidden_delta(want_d, stored, activation, SLOPE, dropout=drop)
+    assert np.all(got_d[dropped] == 0) and 0.2 < dropped.mean() < 0.5
     np.testing.assert_allclose(got_d, want_d, rtol=RTOL[dtype], atol=RTOL[dtype])
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_training_with_dropout_matches_the_reference(dtype):
+@pytest.mark.parametrize("dtype, hidden", [("float32", ("tanh", "relu")),
+                                           ("float64", ("tanh", "relu")),
+                                           ("float64", ("gelu", "leaky_relu")),
+                                           ("float32", ("silu", "elu"))])
+def test_training_with_dropout_matches_the_reference(dtype, hidden):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(45, 6)), rng.integers(0, 3, 45)
     runs = {}
+    slope = SLOPE if "leaky_relu" in hidden else None
     for backend, device in (("reference", "cpu"), ("cuda", "cuda")):
-        net = gpubp.Network([6, 9, 7, 3], hidden=["tanh", "relu"], dropout=[0.3, 0.5],
+        net = gpubp.Network([6, 9, 7, 3], hidden=list(hidden), dropout=[0.3, 0.5],
                             seed=2, device=device, backend=backend, dtype=dtype,
-                            fallback=False)
+                            fallback=False, negative_slope=slope)
         h = net.fit(X, y, epochs=2, batch_size=16, lr=0.2, verbose=0)
         runs[backend] = (net.get_params(), h.history["loss"])
     (W_r, b_r), loss_r = runs["reference"]
@@ -64,13 +77,16 @@ def test_training_with_dropout_matches_the_reference(dtype):
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
 
 
-def test_fixed_masks_on_the_simulated_backend():
+@pytest.mark.parametrize("hidden", ["sigmoid", "gelu", "leaky_relu"])
+def test_fixed_masks_on_the_simulated_backend(hidden):
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(20, 6)), rng.integers(0, 3, 20)
     grads = {}
+    slope = SLOPE if hidden == "leaky_relu" else None
     for backend, device in (("reference", "cpu"), ("cuda", "cuda")):
-        net = gpubp.Network([6, 8, 3], hidden="sigmoid", dropout=0.4, seed=3, device=device,
-                            backend=backend, dtype="float64", fallback=False)
+        net = gpubp.Network([6, 8, 3], hidden=hidden, dropout=0.4, seed=3, device=device,
+                            backend=backend, dtype="float64", fallback=False,
+                            negative_slope=slope)
         mask = [np.random.default_rng(9).random((20, 8)) > 0.4]
         grads[backend] = net.gradients(X, y, dropout_mask=mask)
     for got, want in zip(grads["cuda"][0] + grads["cuda"][1],

@@ -47,7 +47,8 @@ def make_data(case, rank=0):
 def make_network(case):
     return gpubp.Network(case["sizes"], hidden=case.get("hidden", "tanh"), output="softmax",
                          dtype=case.get("dtype", "float64"), seed=case.get("seed", 0),
-                         device=case.get("device", "cpu"), backend=case.get("backend"))
+                         device=case.get("device", "cpu"), backend=case.get("backend"),
+                         dropout=case.get("dropout", 0.0))
 
 
 class RaiseOn(Callback):

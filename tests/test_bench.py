@@ -156,8 +156,18 @@ def test_peers_train_like_gpubp(text):
             np.testing.assert_allclose(b, net.b[l], rtol=1e-7, atol=1e-10, err_msg=name)
 
 
-def test_a_case_gpubp_cannot_train_is_unavailable_not_a_crash():
-    # dropout takes only some hidden activations yet (gpubp.core.dropout.WITH_DROPOUT)
-    case = runners.parse_case("16-8-4@8:gelu,adamw,float32,dropout=0.2")
-    with pytest.raises(runners.Unavailable, match="no dropout with gelu"):
-        runners.make_runner("cpu", case, runners.make_batches(case, 2))
+def test_the_issue_19_case_trains_gelu_with_dropout():
+    # the shape of the issue-19 case (784-512-512-10@128: gelu, dropout, AdamW, warm-up
+    # and cosine per step), small: gpubp runs it, and the masks change the run
+    runs = {}
+    dropping = runners.parse_case("16-8-8-4@8:gelu,adamw,float32,dropout=0.2,warmup_cosine")
+    for case in (dropping, runners.parse_case("16-8-8-4@8:gelu,adamw,float32,warmup_cosine")):
+        batches = runners.make_batches(case, 3)
+        net = runners.make_network("cpu", case)
+        X, Y = runners._stacked(batches)
+        seconds = runners._fit_epoch(net, X, Y, case)()
+        assert seconds > 0 and net.dropout == [case.dropout] * 2
+        runs[case.dropout] = net.W[0].copy()
+    assert abs(runs[0.2] - runs[0.0]).max() > 1e-6
+    epoch = runners.make_runner("cpu", dropping, runners.make_batches(dropping, 3))
+    assert epoch() > 0  # not Unavailable

@@ -140,6 +140,19 @@ EQUAL = [
     {"name": "sgd-clip-norm-allreduce", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
      "group": {"reduction": "allreduce"},
      "fit": {"epochs": 2, "batch_size": 16, "lr": 0.5, "clip_norm": 0.05}},
+    # dropout: a rank masks its rows by their places in the global batch, so the ranks
+    # drop what one process drops; through the split step (gelu keeping z), the compiled
+    # step and an Allreduce (batches of 2: on 3 ranks one share of each is empty, and
+    # still counts the batch), and the per-kernel step
+    {"name": "dropout-gelu-split", "sizes": [5, 7, 6, 3], "P": 101, "dtype": "float64",
+     "hidden": ["gelu", "relu"], "dropout": [0.3, 0.2],
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1}},
+    {"name": "dropout-adam-allreduce-tiny", "sizes": [5, 7, 3], "P": 21, "dtype": "float64",
+     "group": {"reduction": "allreduce"}, "hidden": "silu", "dropout": 0.4,
+     "fit": {"epochs": 2, "batch_size": 2, "lr": 0.05, "optimizer": "adam"}},
+    {"name": "dropout-spread", "sizes": [5, 7, 3], "P": 101, "dtype": "float64",
+     "spread_sgd": True, "hidden": "elu", "dropout": 0.25,
+     "fit": {"epochs": 2, "batch_size": 16, "lr": 0.1}},
 ]
 # the reduction each scenario must have run (the others: "shared", the split step of
 # gpubp.distributed.split_step; spread-sgd asks for it too, but its optimizer cannot split)
@@ -147,7 +160,8 @@ SUM_PATH = {"momentum-iallreduce": "iallreduce ", "adam-allreduce": "allreduce "
             "spread-sgd": "slice-sums shares_parameters=False",
             "momentum-slice-sums": "slice-sums shares_parameters=True",
             "adamw-clip-norm": "slice-sums shares_parameters=False",
-            "sgd-clip-norm-allreduce": "allreduce "}
+            "sgd-clip-norm-allreduce": "allreduce ", "dropout-adam-allreduce-tiny": "allreduce ",
+            "dropout-spread": "slice-sums shares_parameters=False"}
 # 4 ranks as 2 machines of 2 (nodes stand-in): shared memory within, allreduce between
 NODES = [dict(case, name=case["name"] + "-nodes", group={"nodes_of": 2})
          for case in EQUAL if case["name"] in ("sgd-f64", "adam-decay-split-stop",

@@ -32,6 +32,11 @@ CASES = [
     {"name": "dp-poisson-iallreduce", "sizes": [5, 7, 3], "P": 47, "dtype": "float64",
      "group": {"reduction": "iallreduce"},
      "fit": {"epochs": 2, "batch_size": 8, "lr": 0.05, "optimizer": "adam", "privacy": DP}},
+    # dropout: each rank masks its rows by their global places in the batch, counting
+    # every batch with rows, its own share empty or not
+    {"name": "dp-poisson-dropout", "sizes": [5, 7, 6, 3], "P": 47, "dtype": "float64",
+     "hidden": ["gelu", "relu"], "dropout": [0.3, 0.2],
+     "fit": {"epochs": 2, "batch_size": 5, "lr": 0.1, "privacy": DP}},
     {"name": "dp-poisson-f32", "sizes": [5, 8, 3], "P": 47, "dtype": "float32",
      "fit": {"epochs": 2, "batch_size": 7, "lr": 0.2, "privacy": DP}},
 ]

@@ -15,11 +15,16 @@ import torch
 import gpubp
 from gpubp.cli.commands import main
 from gpubp.core import compiled
+from gpubp.kernels import cpu as C
 from gpubp.kernels import cpu_dropout as CD
 from gpubp.kernels import dropout as D
 from gpubp.kernels import reference as R
 from gpubp.optim.optimizers import SGD, Adam
+from tests.test_activations import TORCH
 from tests.test_cuda_kernels import run_simulated, TESTS
+
+HIDDEN = gpubp.activations.HIDDEN  # every hidden activation takes dropout
+SLOPE = 0.2  # leaky_relu's, not the default: the kernels must take it
 
 
 class PerKernelSGD(SGD):
@@ -32,8 +37,15 @@ def _data(P=50, n_in=6, n_out=3, seed=0):
 
 
 def _net(backend="cpu", dtype="float64", dropout=(0.3, 0.5), hidden=("tanh", "relu"), seed=4):
+    slope = SLOPE if "leaky_relu" in hidden else None
     return gpubp.Network([6, 9, 7, 3], hidden=list(hidden), dropout=list(dropout), seed=seed,
-                         backend=backend, dtype=dtype)
+                         backend=backend, dtype=dtype, negative_slope=slope)
+
+
+def _pair(name):
+    """Two hidden layers of ``name`` (silu over tanh: two silu layers of small weights
+    leave too few entries far from 0 to tell a wrong g' apart)."""
+    return (name, "tanh" if name == "silu" else name)
 
 
 # -- the masks ---------------------------------------------------------------------------
@@ -73,21 +85,38 @@ def test_mask_rate_and_independence(p):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "identity"])
+@pytest.mark.parametrize("activation", HIDDEN)
 def test_cpu_loops_match_the_numpy_twin(dtype, activation):
+    """The forward epilogue then the mask, and the fused δ, against the reference: ``g'``
+    of the unscaled ``a``, or of the ``z`` kept before the mask (gelu, gelu_tanh, silu)."""
     rng = np.random.default_rng(1)
     drop = D.layer_drop(0xDEADBEEF12345, 1, 0.4)
-    a = rng.random((37, 13)).astype(dtype)
-    got, want = a.copy(), a.copy()
+    z, b = (2 * rng.normal(size=(37, 13))).astype(dtype), rng.normal(size=13).astype(dtype)
+    from_z = activation in R.FROM_Z
+    got, want = z.copy(), z.copy()
+    z_got, z_want = (np.empty_like(z), np.empty_like(z)) if from_z else (None, None)
+    C.bias_activation(got, b, activation, SLOPE, z_got)
     CD.drop_forward(got, drop)
-    D.forward(want, drop)
-    np.testing.assert_array_equal(got, want)
-    delta = rng.normal(size=a.shape).astype(dtype)
+    R.bias_activation(want, b, activation, SLOPE, z_want, dropout=drop)
+    # the loops (float64 inside) and the twin differ where 1 + erf or 1 + tanh cancel, for z << 0
+    tol = dict(rtol=2e-6, atol=5e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(got, want, **tol)
+    assert np.array_equal(got == 0, ~D.kept(drop, z.shape) | (want == 0))
+    if from_z:  # z^l kept whole, before the mask
+        np.testing.assert_array_equal(z_got, z + b)
+        np.testing.assert_array_equal(z_want, z + b)
+    delta = rng.normal(size=z.shape).astype(dtype)
     got_d, want_d = delta.copy(), delta.copy()
-    CD.hidden_delta(got_d, got, activation, drop)
-    R.hidden_delta(want_d, want, activation, dropout=drop)
-    assert np.array_equal(got_d == 0, ~D.kept(drop, a.shape) | (want_d == 0))
-    np.testing.assert_allclose(got_d, want_d, rtol=1e-6 if dtype == np.float32 else 1e-15)
+    stored = z_want if from_z else want  # the same input: tanh's 1 − a² would amplify ulps
+    CD.hidden_delta(got_d, stored, activation, drop, SLOPE)
+    R.hidden_delta(want_d, stored, activation, SLOPE, dropout=drop)
+    assert np.array_equal(got_d == 0, ~D.kept(drop, z.shape) | (want_d == 0))
+    np.testing.assert_allclose(got_d, want_d, **tol)
+    if dtype == np.float64:  # and the oracle: δ m/(1 − p) g'(z) from the whole z^l
+        g_prime = R.activation_derivative(
+            z + b if from_z else R.activate(z + b, activation, SLOPE), activation, SLOPE)
+        oracle = delta * g_prime * D.kept(drop, z.shape) / (1 - 0.4)
+        np.testing.assert_allclose(got_d, oracle, rtol=1e-13, atol=1e-15)
 
 
 # -- gradients with a fixed mask -----------------------------------------------------------
@@ -99,7 +128,9 @@ def _fixed_masks(net, P, seed=3):
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-@pytest.mark.parametrize("hidden", [("sigmoid", "tanh"), ("relu", "identity")])
+@pytest.mark.parametrize("hidden", [("sigmoid", "tanh"), ("relu", "identity"),
+                                    ("leaky_relu", "gelu"), ("elu", "silu"),
+                                    ("selu", "softplus"), ("gelu_tanh", "leaky_relu")])
 def test_gradients_with_a_fixed_mask_against_central_differences(backend, hidden):
     net = _net(backend, hidden=hidden)
     X, y = _data(20)
@@ -117,24 +148,25 @@ def _torch_gradients(net, X, y, masks):
     W, b = net.get_params()
     Wt = [torch.tensor(w, requires_grad=True) for w in W]
     bt = [torch.tensor(v, requires_grad=True) for v in b]
-    g = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid,
-         "identity": lambda t: t}
     a = torch.tensor(X)
     for l in range(net.L):
         z = a @ Wt[l] + bt[l]
         if l == net.L - 1:
             break
-        a = g[net.hidden[l]](z) * torch.tensor(masks[l], dtype=torch.float64) \
-            / (1 - net.dropout[l])
+        name = net.hidden[l]
+        g = TORCH[name](z, net.negative_slope) if name == "leaky_relu" else TORCH[name](z)
+        a = g * torch.tensor(masks[l], dtype=torch.float64) / (1 - net.dropout[l])
     loss = torch.nn.functional.cross_entropy(z, torch.tensor(y))
     loss.backward()
     return float(loss.detach()), [w.grad.numpy() for w in Wt], [v.grad.numpy() for v in bt]
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu"])
-def test_gradients_with_a_fixed_mask_against_pytorch(backend):
-    net = _net(backend)
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_gradients_with_a_fixed_mask_against_pytorch(backend, hidden):
+    net = _net(backend, hidden=_pair(hidden))
     X, y = _data(30)
+    X *= 2  # both sides of every activation's bend
     masks = _fixed_masks(net, 30)
     cost, tW, tb = _torch_gradients(net, X, y, masks)
     assert net.loss(X, y, dropout_mask=masks) == pytest.approx(cost, rel=1e-12)
@@ -146,13 +178,15 @@ def test_gradients_with_a_fixed_mask_against_pytorch(backend):
 # -- training ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend, optimizer", [("reference", "sgd"), ("cpu", "sgd"),
-                                                ("cpu", "per-kernel")])
-def test_a_training_step_descends_the_gradient_of_its_masks(backend, optimizer):
+@pytest.mark.parametrize("backend, optimizer, hidden", [
+    ("reference", "sgd", ("tanh", "relu")), ("cpu", "sgd", ("tanh", "relu")),
+    ("cpu", "per-kernel", ("tanh", "relu")), ("cpu", "sgd", ("gelu", "leaky_relu")),
+    ("reference", "sgd", ("silu", "selu")), ("cpu", "per-kernel", ("gelu_tanh", "softplus"))])
+def test_a_training_step_descends_the_gradient_of_its_masks(backend, optimizer, hidden):
     """One fit step (the compiled epoch on cpu with sgd) is θ − η ∇C of the masks that
     trace shows for the first step of an epoch drawn from the same generator state."""
     X, y = _data(40)
-    net, probe = _net(backend), _net(backend)
+    net, probe = _net(backend, hidden=hidden), _net(backend, hidden=hidden)
     tr = probe.trace(X, y)  # draws the key as the first epoch does (shuffle=False)
     assert [m.shape for m in tr.masks] == [(40, 9), (40, 7)]
     for m, a, p in zip(tr.masks, tr.a[1:-1], net.dropout):
@@ -191,6 +225,40 @@ def test_every_cpu_path_trains_as_the_reference(dtype):
     plain.fit(X, y, epochs=3, batch_size=16, verbose=0, optimizer="adam")
     assert np.abs(plain.get_params()[0][0].ravel()
                   - runs["reference"][0][:54]).max() > 1e-3
+
+
+@pytest.mark.parametrize("hidden", HIDDEN)
+def test_every_activation_trains_alike_on_every_cpu_path(hidden, monkeypatch):
+    """One epoch with dropout: the compiled epoch (which must take the network: no
+    fallback to the per-kernel step), the per-kernel step and the reference agree for
+    every hidden activation (leaky_relu with a slope of its own; gelu, gelu_tanh, silu
+    with g' of the z kept before the mask)."""
+    X, y = _data(70)
+    X *= 2
+    calls = []
+    original = compiled.train_epoch
+    monkeypatch.setattr(compiled, "train_epoch",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    runs = {}
+    for name, backend, opt in (("reference", "reference", "adam"), ("compiled", "cpu", "adam"),
+                               ("per-kernel", "cpu", None)):
+        net = _net(backend, hidden=_pair(hidden))
+        if opt is None:  # a subclass of Adam: the per-kernel step
+            opt = type("PerKernelAdam", (Adam,), {})()
+        h = net.fit(X, y, epochs=1, batch_size=16, verbose=0, optimizer=opt)
+        assert len(calls) == (name == "compiled")  # the compiled epoch ran, and only there
+        calls.clear()
+        runs[name] = (np.concatenate([w.ravel() for w in net.get_params()[0]]),
+                      h.history["loss"])
+    # the same kernels, the update ordered otherwise: the last bit
+    np.testing.assert_allclose(runs["compiled"][0], runs["per-kernel"][0], rtol=1e-14,
+                               atol=1e-16)
+    for name in ("compiled", "per-kernel"):
+        np.testing.assert_allclose(runs[name][0], runs["reference"][0], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(runs[name][1], runs["reference"][1], rtol=1e-12)
+    plain = _net("reference", hidden=_pair(hidden), dropout=(0, 0))
+    plain.fit(X, y, epochs=1, batch_size=16, verbose=0, optimizer="adam")
+    assert np.abs(plain.get_params()[0][0].ravel() - runs["reference"][0][:54]).max() > 1e-4
 
 
 def test_the_compiled_epoch_in_several_calls_draws_each_batchs_masks():
@@ -329,7 +397,8 @@ def test_cuda_dropout_kernels_compile_to_ptx():
     from gpubp.kernels import cuda_dropout  # compiles nothing until asked
 
     ptx = cuda_dropout.compile_ptx(cc=(8, 0))
-    assert set(ptx) == {f"{k}_{d}" for k in ("bias_act_drop", "hidden_delta_drop")
+    assert set(ptx) == {f"{k}_{d}" for k in ("bias_act_drop", "bias_act_keep_drop",
+                                             "hidden_delta_drop")
                         for d in ("float32", "float64")}
     for name, text in ptx.items():
         assert ".entry" in text and "mul.lo.s64" in text, name  # the 64-bit integer hash

@@ -221,7 +221,7 @@ class Backend:
         if dropout is None:
             self.kernels.bias_activation(z, b, activation, slope, z_out)
         else:
-            self.kernels.bias_activation(z, b, activation, dropout=dropout)
+            self.kernels.bias_activation(z, b, activation, slope, z_out, dropout=dropout)
 
     def output_delta(self, a, y, activation, loss, delta, loss_param=0.0, w=None):
         return self.kernels.output_delta(a, y, activation, loss, delta, loss_param, w)
@@ -231,7 +231,7 @@ class Backend:
         if dropout is None:
             self.kernels.hidden_delta(delta, a, activation, slope)
         else:
-            self.kernels.hidden_delta(delta, a, activation, dropout=dropout)
+            self.kernels.hidden_delta(delta, a, activation, slope, dropout=dropout)
 
     def weight_bias_gradients(self, a_prev, delta, dW, db):
         self.kernels.weight_bias_gradients(a_prev, delta, dW, db)

@@ -63,14 +63,14 @@ class CpuBackend(Backend):
 
     def bias_activation(self, z, b, activation, slope=SLOPE, z_out=None, dropout=None):
         cpu_kernels.bias_activation(z, b, activation, slope, z_out)
-        if dropout is not None:  # (core.dropout: only activations with neither slope nor z)
+        if dropout is not None:  # after z^l is kept: the mask scales a^l only
             cpu_dropout.drop_forward(z, dropout)
 
     def hidden_delta(self, delta, a, activation, slope=SLOPE, dropout=None):
         if dropout is None:
             cpu_kernels.hidden_delta(delta, a, activation, slope)
         else:  # the hidden-δ kernel with the mask fused in
-            cpu_dropout.hidden_delta(delta, a, activation, dropout)
+            cpu_dropout.hidden_delta(delta, a, activation, dropout, slope)
 
     def matmul(self, a, b, out):
         # Straight to NumPy (no xp indirection); transposed views reach BLAS as flags.

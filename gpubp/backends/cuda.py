@@ -30,12 +30,13 @@ import weakref
 
 import numpy as np
 
-from gpubp.activations import ACTIVATIONS, NEGATIVE_SLOPE as SLOPE
+from gpubp.activations import ACTIVATIONS, NEGATIVE_SLOPE as SLOPE, keeps_z
 from gpubp.backends import cuda_probe
 from gpubp.backends.base import PRECISIONS, WEIGHT_GRADS, Backend, check_options
 from gpubp.backends.cuda_probe import simulated
 from gpubp.backends.cuda_launches import BoundLaunches
 from gpubp.backends.cuda_rows import RESIDENT_FRACTION, CudaRows  # noqa: F401 - re-exported
+from gpubp.kernels.dropout import unscaling
 
 # weight_grad="auto": the fused kernel while a layer's product 2 P (n_in + 1) n_out stays
 # at or below this many flops, cuBLAS and a column sum above (docs/cuda.md, "the size rule").
@@ -212,8 +213,8 @@ class CudaBackend(CudaRows, BoundLaunches, Backend):
         return self.xp.matmul(a, b, out=out)
 
     def bias_activation(self, z, b, activation, slope=SLOPE, z_out=None, dropout=None):
-        if dropout is not None:  # (core.dropout: only activations with neither slope nor z)
-            self._dropout_forward(z, b, activation, dropout)
+        if dropout is not None:
+            self._dropout_forward(z, b, activation, dropout, slope, z_out)
             return
         flat = ACTIVATIONS[activation].elementwise
         self._launch("bias_activation", (z, b) if z_out is None else (z, b, z_out),
@@ -253,31 +254,35 @@ class CudaBackend(CudaRows, BoundLaunches, Backend):
 
     def hidden_delta(self, delta, a, activation, slope=SLOPE, dropout=None):
         if dropout is not None:
-            self._dropout_delta(delta, a, activation, dropout)
+            self._dropout_delta(delta, a, activation, dropout, slope)
             return
         self._launch("hidden_delta", (delta, a), (activation, slope),
                      lambda: self.kernels.hidden_delta(
                          self._nb(delta, flat=True), self._nb(a, flat=True), activation,
                          slope, stream=self._stream()))
 
-    def _dropout_forward(self, z, b, activation, drop):
-        """The epilogue with the mask drawn in the kernel (a fixed mask: array code)."""
+    def _dropout_forward(self, z, b, activation, drop, slope, z_out):
+        """The epilogue with the mask drawn in the kernel (a fixed mask: array code);
+        ``z_out`` receives ``z + b`` before the mask."""
         if drop.mask is None:
-            self._drop_kernels().bias_activation(self._nb(z, flat=True), self._nb(b),
-                                                 activation, drop, stream=self._stream())
+            self._drop_kernels().bias_activation(
+                self._nb(z, flat=True), self._nb(b), activation, drop, slope,
+                None if z_out is None else self._nb(z_out, flat=True), stream=self._stream())
             return
-        self.bias_activation(z, b, activation)
+        self.bias_activation(z, b, activation, slope, z_out)
         m = self.xp.asarray(drop.mask) != 0
         z *= self.xp.where(m, z.dtype.type(drop.scale), z.dtype.type(0))
 
-    def _dropout_delta(self, delta, a, activation, drop):
-        """The hidden δ with the mask drawn in the kernel (a fixed mask: array code)."""
+    def _dropout_delta(self, delta, a, activation, drop, slope):
+        """The hidden δ with the mask drawn in the kernel (a fixed mask: array code);
+        ``a`` is the kept ``z`` of an activation whose ``g'`` needs it."""
         if drop.mask is None:
             self._drop_kernels().hidden_delta(self._nb(delta, flat=True), self._nb(a, flat=True),
-                                              activation, drop, stream=self._stream())
+                                              activation, drop, slope, stream=self._stream())
             return
-        unscaled = a * a.dtype.type(drop.keep)
-        self.hidden_delta(delta, unscaled, activation)
+        unscale = unscaling(drop, keeps_z(activation))
+        unscaled = a if unscale == 1.0 else a * a.dtype.type(unscale)
+        self.hidden_delta(delta, unscaled, activation, slope)
         m = self.xp.asarray(drop.mask) != 0
         delta *= self.xp.where(m, delta.dtype.type(drop.scale), delta.dtype.type(0))
 

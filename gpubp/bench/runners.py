@@ -171,10 +171,7 @@ def make_network(backend, case, dtype=None, seed=0, **backend_options):
     """A :class:`gpubp.Network` of the benchmark's architecture with :func:`init_params`, on
     the gpubp backend ``backend`` (``cuda`` runs on the GPU, the others on the CPU)."""
     from gpubp.core.network import Network  # a runner process imports only what it runs (JAX's and PyTorch's never load gpubp's JIT)
-    from gpubp.core.dropout import WITH_DROPOUT  # as above
 
-    if case.dropout and case.activation not in WITH_DROPOUT:
-        raise Unavailable(f"gpubp has no dropout with {case.activation} yet (issue 19)")
     device, dtype = ("cuda" if backend == "cuda" else "cpu"), dtype or case.dtype
     net = Network(list(case.sizes), hidden=case.activation, output="softmax",
                   loss="cross_entropy", device=device, dtype=dtype, seed=seed,

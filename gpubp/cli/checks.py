@@ -87,9 +87,6 @@ def check_train(args):
     if args.dropout and not args.layers:
         raise CliError(f"--dropout applies to hidden layers, got --dropout {args.dropout:g} "
                        f"with --layers none")
-    if args.dropout and args.distributed:
-        raise CliError(f"--dropout with --distributed is not supported, got --dropout "
-                       f"{args.dropout:g}")
     if args.distributed:
         try:
             import mpi4py  # noqa: F401 - the package alone: MPI is initialised later

@@ -253,10 +253,13 @@ def train_step(net, optimizer, X, Y, index, reduction, P_global=None, weights=No
     ``weights`` (P_total,) are the rows' sample weights (see :func:`load`).
     """
     P = len(index) if index is not None else X.shape[0]
-    reduction.begin(P, P if P_global is None else P_global)
+    P_global = P if P_global is None else P_global
+    reduction.begin(P, P_global)
+    # this step's masks for this rank's rows (None without dropout), drawn on every rank
+    # so that each counts every batch
+    drops = dropout.step_drops(net, P_global)
     if P:
         load(net, X, Y, index, weights=weights)
-        drops = dropout.step_drops(net)  # this step's masks (None without dropout)
         forward(net, P, drops)
         cost = backward(net, P, reduction, drops)
     else:  # no row of this batch here: add zeros to the sum

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from gpubp.core import backprop
+from gpubp.core import backprop, dropout
 from gpubp.kernels.epoch_args import Batches, Buffers, Codes, Layout, Update
 from gpubp.optim.optimizers import SGD, Adam, AdamW, RMSprop
 
@@ -242,7 +242,7 @@ def train_epoch(net, optimizer, X, Y, order, batch_size, weights=None):
     return tuple(totals)
 
 
-def gradient_step(net, X, Y, rows, delta_scale):
+def gradient_step(net, X, Y, rows, delta_scale, masks=None):
     """Forward and backward over ``rows`` in one compiled call, no update (a rank's step).
 
     A rank of a data-parallel run (:mod:`gpubp.distributed.ranks`) computes the gradient of its
@@ -260,6 +260,9 @@ def gradient_step(net, X, Y, rows, delta_scale):
         This rank's rows of the batch, ``P >= 1``.
     delta_scale : float
         ``P / P_global``.
+    masks : tuple or None
+        The step's dropout, ``(epoch_key, batch, first_row)`` of
+        :func:`gpubp.core.dropout.next_step` (None without dropout).
 
     Returns
     -------
@@ -269,9 +272,10 @@ def gradient_step(net, X, Y, rows, delta_scale):
         Correct predictions among them (0 for regressors).
     """
     P = len(rows)
-    assert not any(net.dropout), "dropout is refused in data-parallel runs (training.loop)"
     net._workspace(P)
-    batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale)
+    key, batch, first_row = (0, 0, 0) if masks is None else masks
+    batches = Batches.of(X, Y, np.ascontiguousarray(rows, dtype=np.int64), P, delta_scale,
+                         dropout_key=key, first_batch=batch)._replace(first_row=int(first_row))
     with BlasThreads(blas_threads(net.sizes, P)):
         cost_sum, correct, _, _ = _compiled(net, batches, Update.gradient_only(net.nabla_theta))
     return float(cost_sum), int(correct)
@@ -300,8 +304,9 @@ def reduced_step(net, optimizer, X, Y, rows, reduction, P_global):
     """
     P = len(rows)
     reduction.begin(P, P_global)
+    masks = dropout.next_step(net, P_global)  # on every rank: each counts every batch
     if P:
-        cost_sum, correct = gradient_step(net, X, Y, rows, reduction.delta_scale)
+        cost_sum, correct = gradient_step(net, X, Y, rows, reduction.delta_scale, masks)
     else:
         cost_sum, correct = 0.0, 0
         net.nabla_theta[...] = 0

@@ -14,6 +14,13 @@ so such runs are unchanged), and :func:`step_drops` hands each training step the
 counting the batches. The compiled CPU epoch takes the key and its first batch instead
 and draws the same masks inside (:mod:`gpubp.core.compiled`). A checkpoint records the
 generator, so a resumed run draws the same keys: resuming stays exact.
+
+Data-parallel runs. Every rank draws the same keys (the ranks' generators are the same)
+and counts every batch, its share empty or not; a mask entry is a function of the row's
+place in the *global* batch, so rank ``r`` of ``R`` drops, in its share (the rows
+``r P // R ..`` of :meth:`gpubp.distributed.ranks.Group.rows`), exactly the units the
+single process drops in those rows (:func:`gpubp.kernels.dropout.from_row`): the run
+equals the one-process run, on any number of ranks.
 """
 
 import numbers
@@ -23,15 +30,9 @@ import numpy as np
 from gpubp.kernels import dropout as masks
 
 
-# the hidden activations the mask kernels take: g' from a alone, no parameter (the others,
-# leaky_relu's slope and the z kept by gelu/silu, are not yet fused with the mask)
-WITH_DROPOUT = ("sigmoid", "tanh", "relu", "identity")
-
-
-def check_rates(dropout, n_hidden, hidden=None):
-    """The dropout rate of each hidden layer, ``0 <= p < 1`` (one number is repeated);
-    with ``hidden`` (the layers' activations), a layer that drops must be one of
-    :data:`WITH_DROPOUT`."""
+def check_rates(dropout, n_hidden):
+    """The dropout rate of each hidden layer, ``0 <= p < 1`` (one number is repeated); every
+    hidden activation takes dropout."""
     if isinstance(dropout, (numbers.Real, np.floating)) and not isinstance(dropout, bool):
         if dropout and not n_hidden:
             raise ValueError(f"dropout applies to hidden layers, and sizes has none, got "
@@ -54,10 +55,6 @@ def check_rates(dropout, n_hidden, hidden=None):
         if not 0 <= p < 1:
             raise ValueError(f"{where} must be in [0, 1) (the probability of dropping a "
                              f"unit), got {p!r}")
-        if p and hidden is not None and hidden[i] not in WITH_DROPOUT:
-            raise ValueError(f"dropout with hidden={hidden[i]!r} (layer {i + 1}) is not "
-                             f"supported yet: dropout takes the hidden activations "
-                             f"{WITH_DROPOUT}, got {where}={p!r}")
     return [float(p) for p in rates]
 
 
@@ -66,14 +63,28 @@ def active(net):
     return any(net.dropout)
 
 
-def begin_epoch(net, rng):
+def begin_epoch(net, rng, rank=0, size=1):
     """Draw the epoch's key from ``rng`` (a Generator, or a RandomState) when ``net`` has
-    dropout, and count its batches from 0."""
+    dropout, and count its batches from 0; ``rank`` of ``size``: this process's place in a
+    data-parallel run (its share of each batch, as ``Group.rows``)."""
     if not active(net):
         net._dropout_stream = None
         return
     draw = getattr(rng, "integers", None) or rng.randint
-    net._dropout_stream = [int(draw(0, 2**63, dtype=np.int64)), 0]
+    net._dropout_stream = [int(draw(0, 2**63, dtype=np.int64)), 0, int(rank), int(size)]
+
+
+def next_step(net, P_global, first_row=None):
+    """``(epoch_key, batch, first_row)`` of the next training step, counting it: the
+    epoch's key, the batch's place in the epoch, and the global row of this process's
+    first row in a batch of ``P_global`` rows (``first_row``: given by the caller, else
+    this rank's share's start); None outside a run with dropout."""
+    stream = getattr(net, "_dropout_stream", None)
+    if stream is None:
+        return None
+    epoch_key, batch, rank, size = stream
+    stream[1] = batch + 1
+    return epoch_key, batch, rank * P_global // size if first_row is None else first_row
 
 
 def layer_drops(net, step_key):
@@ -81,14 +92,17 @@ def layer_drops(net, step_key):
     return [masks.layer_drop(step_key, l, p) for l, p in enumerate(net.dropout, start=1)]
 
 
-def step_drops(net):
-    """The hidden layers' drops of the next training step (None outside a run with dropout)."""
-    stream = getattr(net, "_dropout_stream", None)
-    if stream is None:
+def step_drops(net, P_global=0, first_row=None):
+    """The hidden layers' drops of the next training step, for this process's rows of a
+    batch of ``P_global`` rows (see :func:`next_step`); None outside a run with dropout.
+    Every process calls it once per batch, whether it has rows of it or not."""
+    step = next_step(net, P_global, first_row)
+    if step is None:
         return None
-    epoch_key, batch = stream
-    stream[1] = batch + 1
-    return layer_drops(net, masks.bits(epoch_key, batch))
+    epoch_key, batch, first_row = step
+    drops = layer_drops(net, masks.bits(epoch_key, batch))
+    return [None if d is None else masks.from_row(d, first_row, n)
+            for d, n in zip(drops, net.sizes[1:-1])]
 
 
 def check_masks(net, dropout_mask, P):

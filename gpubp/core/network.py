@@ -114,7 +114,7 @@ class Network(Evaluation, PerExample):
         self.sizes = checks.check_sizes(sizes)
         self.L = len(self.sizes) - 1
         self.hidden = checks.check_hidden(hidden, self.L - 1)
-        self.dropout = check_rates(dropout, self.L - 1, self.hidden)
+        self.dropout = check_rates(dropout, self.L - 1)
         self.output = activations.check_activation(output, "output", activations.OUTPUT)
         self.loss_name = losses.check_pairing(self.output, loss, activations.ACTIVATIONS)
         self.loss_param = losses.loss_param(self.loss_name, label_smoothing=label_smoothing,

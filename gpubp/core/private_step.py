@@ -28,7 +28,7 @@ def clip_factors(net, P, max_grad_norm):
     return xp.minimum(1.0, max_grad_norm / (total + CLIP_EPS)).astype(net.dtype)
 
 
-def clipped_sum(net, P, max_grad_norm):
+def clipped_sum(net, P, max_grad_norm, first_row=None):
     """``nabla_theta = Σ_p clip(g_p)`` of the loaded batch; returns its mean cost.
 
     Parameters
@@ -38,9 +38,12 @@ def clipped_sum(net, P, max_grad_norm):
     P : int
     max_grad_norm : float
         ``C``.
+    first_row : int or None
+        The global row of the first loaded row in its batch (a rank's share), whose
+        dropout masks follow; None: 0.
     """
     be, a, delta = net.backend, net.activations, net.deltas
-    drops = dropout.step_drops(net)  # this step's masks (None without dropout)
+    drops = dropout.step_drops(net, first_row=first_row)  # the step's masks, or None
     backprop.forward(net, P, drops)
     cost = per_example.own_deltas(net, P, drops)
     # δ^l carries 1/P: P δ_p^l is example p's own error (the scale includes the P)
@@ -70,22 +73,26 @@ def private_step(net, optimizer, X, Y, index, max_grad_norm, noise, expected_bat
     return cost, P
 
 
-def private_gradient(net, X, Y, index, max_grad_norm, noise, expected_batch):
+def private_gradient(net, X, Y, index, max_grad_norm, noise, expected_batch, first_row=None):
     """:func:`private_step` without its update: ``nabla_theta = (Σ_p clip(g_p) + noise)
     / expected_batch`` of the rows ``index``; returns ``(cost, P)``.
 
     On the ranks of a data-parallel run ``index`` is this rank's share of the batch and
     one rank passes the noise (the others None): the sum of the ranks' ``nabla_theta``
     (:func:`reduced_update`) is one process's, up to the order of the additions, as the
-    norms are per example.
+    norms are per example. ``first_row`` is then the share's first row in the batch
+    (dropout masks each row by its global place); a rank with an empty share of a batch
+    that has rows still counts the batch, so every rank's masks stay in step.
     """
     P = len(index)
     cost = 0.0
     be = net.backend
     if P:
         backprop.load(net, X, Y, index)
-        cost = clipped_sum(net, P, max_grad_norm)
+        cost = clipped_sum(net, P, max_grad_norm, first_row)
     else:  # an empty Poisson batch (or share): the noise alone
+        if first_row is not None:  # this rank's share of a batch with rows: count it
+            dropout.next_step(net, 0, first_row)
         net.nabla_theta[...] = 0
     if noise is not None:
         net.nabla_theta += noise if be.shares_host_memory else be.to_device(noise)

@@ -30,7 +30,7 @@ summing gradients would read ``(R−1)/R`` of ``N`` and then update ``N/R`` from
 
 import numpy as np
 
-from gpubp.core import backprop, compiled
+from gpubp.core import backprop, compiled, dropout
 from gpubp.core.layout import row_blocks
 from gpubp.kernels.cpu_epoch import descend, gather_rows
 from gpubp.optim.optimizers import SGD
@@ -113,12 +113,14 @@ class SplitStep:
         a = [block[:P] for block in self.activations]
         d = [None] + [block[:P] for block in self.deltas[1:]]
         cost_sum, correct = 0.0, 0
+        # this rank's rows' masks, by their places in the batch (every rank counts the step)
+        drops = dropout.step_drops(net, P, first_row=rows.start)
         if P_k:
             order = np.ascontiguousarray(batch, dtype=np.int64)
             gather_rows(X, order, rows.start, a[0][rows])
             y = self.targets[:P_k]
             gather_rows(Y, order, rows.start, y)
-            backprop.propagate(net, a, self.zs, rows)
+            backprop.propagate(net, a, self.zs, rows, drops=drops)
             # δ^L with the global 1/P, as the single-process δ^L carries
             cost_sum = backprop.output_error(net, a[net.L][rows], y, d[net.L][rows],
                                              P_k / P) * P_k
@@ -130,7 +132,7 @@ class SplitStep:
         spans = []
         backprop.backpropagate(
             net, a, self.zs, d, rows, lambda l: spans.extend(self._layer_step(l, a, d, optimizer)),
-            errors_first=True)  # the update of W^l waits for δ^{l-1}, which reads it
+            errors_first=True, drops=drops)  # the update of W^l waits for δ^{l-1}, which reads it
         if fused:
             optimizer.iterations += 1
         else:

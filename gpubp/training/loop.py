@@ -94,10 +94,6 @@ def fit(net, X, Y, **options):
 def _plan(net, X, Y, o, group):
     """The checked arguments of :func:`fit` and the run's starting point, as a Plan."""
     given_X, (X, Y) = X, net._check_XY(X, Y)
-    if dropout.active(net) and group.size > 1:
-        raise ValueError(f"dropout={net.dropout} with distributed training is not supported "
-                         f"(the masks are drawn per batch, not per rank's share), got "
-                         f"distributed={o.distributed!r} on {group.size} ranks")
     validation = check_validation_data(net, o)
     checkpoint = None if o.checkpoint is None else checkpoint_path(o.checkpoint)
     optimizer = get_optimizer(o.optimizer, o.lr, o.schedule, o.weight_decay,
@@ -205,7 +201,9 @@ def _epoch(net, plan, run, epoch, data, snapshots):
     rng = net.rng if o.rng is None else o.rng  # the network's generator unless given one
     if o.shuffle:
         rng.shuffle(plan.order)
-    dropout.begin_epoch(net, rng)  # the epoch's mask key, after the shuffle
+    # the epoch's mask key, after the shuffle; each rank masks its share's rows as one
+    # process masks them (gpubp.core.dropout)
+    dropout.begin_epoch(net, rng, group.rank, group.size)
     epoch_rows = plan.order if plan.rows is None else plan.rows[plan.order]
     lr_now = optimizer.start_epoch(epoch, o.epochs, -(-len(epoch_rows) // o.batch_size))
     plan.batches.begin(run)

@@ -265,9 +265,10 @@ def _kernel_steps(net, optimizer, data, order, batch_size, privacy, rng, batches
                 cost, P = private_step(net, optimizer, X, Y, batch, privacy.max_grad_norm,
                                        noise, B_step)
             else:  # this rank's rows; the noise added once, by rank 0
-                cost, P = private_gradient(net, X, Y, batch[group.rows(len(batch))],
-                                           privacy.max_grad_norm,
-                                           noise if group.is_root else None, B_step)
+                share = group.rows(len(batch))
+                cost, P = private_gradient(net, X, Y, batch[share], privacy.max_grad_norm,
+                                           noise if group.is_root else None, B_step,
+                                           share.start if len(batch) else None)
                 reduced_update(net, optimizer, reduction)
             total.add(cost, P)
             seen += P
