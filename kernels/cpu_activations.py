@@ -8,11 +8,10 @@ those of ``FROM_Z`` (gelu, gelu_tanh, silu, whose layers keep ``z``). The codes 
 the table, :mod:`gpubp.activations`.
 """
 
-import math
-
 from numba import njit
 
 from gpubp import activations
+from gpubp.kernels.cpu_math import _erf_f64, _exp_f64, _expm1_f64, _log1p_f64, _sigmoid_f64
 from gpubp.kernels.reference import (GELU_PDF_CLAMP, GELU_TANH_C, GELU_TANH_CLAMP,
                                      INV_SQRT_2PI, LAMBDA, LAMBDA_ALPHA, SQRT_2_OVER_PI,
                                      SQRT_HALF)
@@ -24,12 +23,13 @@ FROM_Z = tuple(activations.code(name) for name in activations.FROM_Z)
 
 
 @njit(inline="always", error_model="numpy")
-def _sigmoid(x):
-    # Two branches sharing e = exp(-|x|) <= 1, so exp never overflows (docs/design.md).
-    e = math.exp(-abs(x))
-    if x >= 0:
-        return 1 / (1 + e)
-    return e / (1 + e)
+def _tanh_halves(u):
+    """``((1 + tanh u)/2, (1 − tanh² u)/4)`` without the cancellation of ``1 + t`` near
+    ``t = −1`` and ``1 − t²`` near ``|t| = 1``: ``(1 + tanh u)/2 = σ(2u)`` and ``(1 −
+    tanh² u)/4 = σ(2u) σ(−2u) = e d²``, ``e = e^{−2|u|} <= 1``, ``d = 1/(1 + e)``."""
+    e = _exp_f64(-2.0 * abs(u))
+    d = 1.0 / (1.0 + e)
+    return (d if u >= 0 else e * d), e * d * d
 
 
 @njit(inline="always", error_model="numpy")
@@ -38,17 +38,17 @@ def g(z, code, slope):
     if code == LEAKY_RELU:
         return z if z > 0 else z * slope
     if code == ELU:
-        return z if z > 0 else math.expm1(min(z, 0.0))
+        return z if z > 0 else _expm1_f64(min(z, 0.0))
     if code == SELU:
-        return LAMBDA * z if z > 0 else LAMBDA_ALPHA * math.expm1(min(z, 0.0))
+        return LAMBDA * z if z > 0 else LAMBDA_ALPHA * _expm1_f64(min(z, 0.0))
     if code == SOFTPLUS:
-        return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+        return max(z, 0.0) + _log1p_f64(_exp_f64(-abs(z)))
     if code == GELU:
-        return 0.5 * z * (1 + math.erf(z * SQRT_HALF))
+        return 0.5 * z * (1 + _erf_f64(z * SQRT_HALF))
     if code == GELU_TANH:
         zc = min(max(z, -GELU_TANH_CLAMP), GELU_TANH_CLAMP)
-        return 0.5 * z * (1 + math.tanh(SQRT_2_OVER_PI * (zc + GELU_TANH_C * zc * zc * zc)))
-    return z * _sigmoid(z)  # silu
+        return z * _tanh_halves(SQRT_2_OVER_PI * (zc + GELU_TANH_C * zc * zc * zc))[0]
+    return z * _sigmoid_f64(z)  # silu
 
 
 @njit(inline="always", error_model="numpy")
@@ -61,16 +61,16 @@ def g_prime(s, code, slope):
     if code == SELU:
         return LAMBDA if s > 0 else s + LAMBDA_ALPHA
     if code == SOFTPLUS:
-        return -math.expm1(-s)
+        return -_expm1_f64(-s)
     if code == GELU:
         zc = min(max(s, -GELU_PDF_CLAMP), GELU_PDF_CLAMP)
-        return 0.5 * (1 + math.erf(s * SQRT_HALF)) + s * INV_SQRT_2PI * math.exp(-0.5 * zc * zc)
+        return 0.5 * (1 + _erf_f64(s * SQRT_HALF)) + s * INV_SQRT_2PI * _exp_f64(-0.5 * zc * zc)
     if code == GELU_TANH:
         zc = min(max(s, -GELU_TANH_CLAMP), GELU_TANH_CLAMP)
-        t = math.tanh(SQRT_2_OVER_PI * (zc + GELU_TANH_C * zc * zc * zc))
+        half, quarter = _tanh_halves(SQRT_2_OVER_PI * (zc + GELU_TANH_C * zc * zc * zc))
         du = SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * zc * zc)
-        return 0.5 * (1 + t) + 0.5 * zc * (1 - t * t) * du
-    sg = _sigmoid(s)  # silu
+        return half + 2 * zc * quarter * du  # (1 + t)/2 + zc (1 − t²) du / 2
+    sg = _sigmoid_f64(s)  # silu
     return sg * (1 + s * (1 - sg))
 
 
