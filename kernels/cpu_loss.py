@@ -5,11 +5,10 @@ Compiled into :func:`gpubp.kernels.cpu._output_delta` and the compiled epoch, ne
 cached on their own (see "JIT cache" in :mod:`gpubp.kernels.cpu`).
 """
 
-import math
-
 from numba import njit
 
 from gpubp import losses
+from gpubp.kernels.cpu_math import _log_f64
 
 MSE, BINARY_CROSS_ENTROPY, CROSS_ENTROPY, POISSON, HUBER, L1 = map(
     losses.code, ("mse", "binary_cross_entropy", "cross_entropy", "poisson", "huber", "l1"))
@@ -43,7 +42,8 @@ def _poisson_delta(a, y, delta, tiny, w):
             yj = y[p, j]
             delta[p, j] = (aj - yj) * row_scale
             if yj > 0:
-                row_cost += yj * (math.log(yj) - math.log(max(aj, tiny)))
+                # the vectorisable log (cpu_math), in float64 as the cost is
+                row_cost += yj * (_log_f64(float(yj)) - _log_f64(float(max(aj, tiny))))
             row_cost += aj - yj
         cost += w[p] * row_cost if w.size > 0 else row_cost
     return cost / P
