@@ -59,6 +59,7 @@ from gpubp.kernels.cpu import (
 )
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop
+from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product, mm_tn
 from gpubp.kernels.cpu_epoch_update import FUSED_SGD, FUSED_STEP, UNFUSED, _apply, _step_layer
 from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
@@ -150,7 +151,7 @@ def _forward(a_0, buffers, layout, codes, P, step_key):
         b = w + n_in * n_out
         z = _block(acts, layout.a_offsets[l], P, n_out)
         a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
-        np.dot(a_in, _block(theta, w, n_in, n_out), z)
+        forward_product(a_in, _block(theta, w, n_in, n_out), z, layout.loops[l - 1])
         code = codes.forward[l - 1]
         if _special(code):  # a kept z^l has its own block in acts (none: 0 rows)
             z_at = layout.z_offsets[l]
@@ -225,15 +226,19 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, step_key):
         bias = slice(w + n_in * n_out, w + n_in * n_out + n_out)
         if l > 1:  # with W^l before its update
             delta_prev = _block(deltas, layout.d_offsets[l - 1], P, n_in)
-            np.dot(delta, _block(theta, w, n_in, n_out).T, delta_prev)
+            delta_product(delta, _block(theta, w, n_in, n_out), delta_prev, layout.loops[l - 1])
         _column_sums(delta, nabla[bias])
         if fused[0] == FUSED_SGD:
-            descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
+            if layout.loops[l - 1]:
+                mm_tn(a_prev, delta, _block(theta, w, n_in, n_out), descent)
+            else:
+                descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
             # the step's rate is −descent[0]: lr in W's dtype, as _sgd rounds it anyway
             _sgd(theta[bias], nabla[bias], nabla[bias], -descent[0], 0.0, False,
                  update.weight_decay, False)
         else:
-            np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
+            gradient_product(a_prev, delta, _block(nabla, w, n_in, n_out), descent[2:],
+                             layout.loops[l - 1])
             if fused[0] == FUSED_STEP:  # W^l served δ^{l-1} above: now it may change
                 _step_layer(buffers, layout, update, l, fused)
         if l > 1 and codes.drop_threshold[l - 2] > 0:  # the mask fused into the δ kernel
@@ -267,7 +272,8 @@ def _epoch(batches, buffers, layout, codes, update):
     fused_sgd = update.code == SGD and update.momentum == 0 and not clips
     # every other optimizer: each layer's step right after its gradient, while it is hot
     fused_step = update.code != NONE and not fused_sgd and not clips
-    descent = np.empty(2, buffers.theta.dtype)
+    descent = np.zeros(4, buffers.theta.dtype)  # (alpha, beta) of the step; (1, 0): ∂W alone
+    descent[2] = 1
     cost_sum, correct, step, penalty_sum = 0.0, 0, update.step, 0.0
     for start in range(0, order.size, B):
         P = min(B, order.size - start)
@@ -358,7 +364,7 @@ def gemm_epoch(n_steps, P, buffers, layout):
 @njit(cache=True, error_model="numpy")
 def _gemm_epoch(n_steps, P, buffers, layout):
     theta, nabla, acts, deltas, _, _ = buffers
-    sizes, w_offsets, a_offsets, d_offsets, _ = layout
+    sizes, w_offsets, a_offsets, d_offsets = layout[0], layout[1], layout[2], layout[3]
     L = sizes.size - 1
     for _ in range(n_steps):
         for l in range(1, L + 1):
