@@ -24,8 +24,6 @@ import time
 
 import numpy as np
 
-from gpubp.bench.runners import _fit_epoch, _gemm_only_cpu, _stacked, make_network
-
 PARTS = ("gemm", "activation", "update")
 
 
@@ -47,11 +45,12 @@ def _activation_pass(activation):
     return forward, backward
 
 
-def _update_pass(case, net):
-    """One optimizer step over the flat parameters, by the compiled fused loop."""
+def _update_pass(case):
+    """One optimizer step over the ``N`` parameters of ``case``, by the compiled fused loop."""
     from gpubp.kernels import cpu_update  # the loops fit's compiled epoch runs
 
-    theta, grad = net.theta, np.full_like(net.theta, 1e-3)
+    N = sum(n_in * n_out + n_out for n_in, n_out in zip(case.sizes[:-1], case.sizes[1:]))
+    theta, grad = np.zeros(N, case.dtype), np.full(N, 1e-3, case.dtype)
     m, v = np.zeros_like(theta), np.zeros_like(theta)
     if case.optimizer in ("adam", "adamw"):
         shrink = 1 - case.lr * 0.01 if case.optimizer == "adamw" else 1.0
@@ -63,22 +62,18 @@ def _update_pass(case, net):
     return lambda: cpu_update._sgd(biases, biases, biases, case.lr, 0.0, False, 0.0, False)
 
 
-def bound_runner(case, batches):
-    """A zero-argument callable timing one epoch's bound; it returns the bound's seconds
-    and keeps the epoch's parts in its ``parts`` dict (``gemm``, ``activation``,
-    ``update``, seconds; their sum is the return value)."""
-    net = make_network("cpu", case)
-    X, Y = _stacked(batches)
-    _fit_epoch(net, X, Y, case)()  # compiles, and realistic values in every buffer
-    gemm = _gemm_only_cpu(net, case, len(batches))
+def bound_runner(case, gemm, n_steps):
+    """A zero-argument callable timing one epoch's bound of ``n_steps`` steps; it returns
+    the bound's seconds and keeps the epoch's parts in its ``parts`` dict (``gemm``,
+    ``activation``, ``update``, seconds; their sum is the return value). ``gemm`` is the
+    ``gemm-only`` runner's epoch (:mod:`gpubp.bench.runners`)."""
     forward, backward = _activation_pass(case.activation)
     rng = np.random.default_rng(0)
     hidden = [(rng.standard_normal((case.batch_size, n)).astype(case.dtype),
                np.empty((case.batch_size, n), case.dtype),
                np.ones((case.batch_size, n), case.dtype)) for n in case.sizes[1:-1]]
     saved = [z.copy() for z, _, _ in hidden]
-    step = _update_pass(case, net)
-    n_steps = len(batches)
+    step = _update_pass(case)
 
     def activation():
         for (z, _, _), s in zip(hidden, saved):

@@ -349,9 +349,9 @@ def make_runner(name, case, batches, train=True):
     """
     if name in PEERS:
         return _peer_runner(name, case, batches, train)
-    if name == "bound":
-        from gpubp.bench.bound import bound_runner  # it builds on this module's runners
-        return bound_runner(case, batches)
+    if name == "bound":  # the GEMMs as gemm-only, plus the elementwise work
+        from gpubp.bench.bound import bound_runner  # only the bound runner needs SciPy's ufuncs
+        return bound_runner(case, _backend_runner("gemm-only", case, batches, train), len(batches))
     if name.split("-")[0] in ("reference", "cpu", "cuda", "gemm"):
         return _backend_runner(name, case, batches, train)
     raise ValueError(f"runner must be one of reference, cpu, cuda, gemm-only[-cuda], bound, "
