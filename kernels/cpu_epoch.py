@@ -59,8 +59,8 @@ from gpubp.kernels.cpu import (
 )
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop
-from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product, mm_tn
 from gpubp.kernels.cpu_epoch_update import FUSED_SGD, FUSED_STEP, UNFUSED, _apply, _step_layer
+from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product, mm_tn
 from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
