@@ -63,7 +63,8 @@ def test_the_bound_column_is_the_sum_of_its_parts_over_the_runners_time(monkeypa
     cpu, bound = (next(r for r in rows if r["runner"] == n) for n in ("cpu", "bound"))
     assert bound["bound_parts"] == parts[1] and bound["seconds"] == 1.0
     assert cpu["bound_seconds"] == 1.0 and cpu["bound_fraction"] == 1.0 / 2.0
-    assert bound["bound_fraction"] is None  # not against itself
+    assert bound["bound_fraction"] is None and bound["gemm_fraction"] is None  # bounds
+    assert cpu["gemm_fraction"] == 0.5 / 2.0
     table = bench.format_table(rows)
     assert "% of bound" in table.splitlines()[0]
     assert [line.split()[-1] for line in table.splitlines() if " cpu " in line] == ["50%"]

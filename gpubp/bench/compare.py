@@ -240,7 +240,8 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
                 "vs_peer": peer / sec if sec and peer else None,
                 # a "bound" slower than the runner it bounds timed overhead, not GEMMs
                 "gemm_fraction": (gemm / sec if sec and gemm and gemm <= sec
-                                  and not name.startswith("gemm-only") else None),
+                                  and name not in ("gemm-only", "gemm-only-cuda", "bound")
+                                  else None),
                 "bound_seconds": bound, "bound_parts": bound_parts,
                 "bound_fraction": (bound / sec if sec and bound and "cuda" not in name
                                    and name not in ("bound", "gemm-only") else None),
