@@ -13,6 +13,9 @@ Plain SGD (no momentum) never writes ``∂W`` to memory: the weight-gradient GEM
 after ``δ^{l-1}`` has been computed with the old ``W^l``. Keep it so: a separate pass over
 the flat vector also makes the next forward GEMM's BLAS threads fetch every weight back
 from the cache of the core that updated it (docs/performance.md, "The fused SGD step").
+Momentum, Nesterov, Adam/AdamW and RMSprop step each layer's ``W^l`` and ``b^l`` right
+after their gradients, in the backward pass, while they are in cache (``FUSED_STEP``);
+only a clipped gradient, which needs all of it first, takes a pass over the flat vector.
 
 Dropout: the masks are drawn inside, per batch, from ``Batches.dropout_key`` and the
 batch's place in the epoch (``first_batch + k``), by the counter-based generator every
@@ -56,7 +59,8 @@ from gpubp.kernels.cpu import (
 )
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop, _key_at
-from gpubp.kernels.cpu_epoch_update import _apply
+from gpubp.kernels.cpu_epoch_update import FUSED_SGD, FUSED_STEP, UNFUSED, _apply, _step_layer
+from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product, mm_tn
 from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
@@ -148,7 +152,7 @@ def _forward(a_0, buffers, layout, codes, P, masks_at):
         b = w + n_in * n_out
         z = _block(acts, layout.a_offsets[l], P, n_out)
         a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
-        np.dot(a_in, _block(theta, w, n_in, n_out), z)
+        forward_product(a_in, _block(theta, w, n_in, n_out), z, layout.loops[l - 1])
         code = codes.forward[l - 1]
         if _special(code):  # a kept z^l has its own block in acts (none: 0 rows)
             z_at = layout.z_offsets[l]
@@ -207,9 +211,12 @@ def _output(y, buffers, layout, codes, P, delta_scale, w):
 @njit(error_model="numpy", inline="always")
 def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
     """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``
-    (``⊙ m^{l-1} / (1 − p)`` with dropout, the masks of ``masks_at``), l = L..1; ``fused``:
-    SGD's step lands in ``W^l`` as ``∂W^l`` is computed, by the ``(alpha, beta)`` of
-    ``descent`` (no pass over a gradient buffer)."""
+    (``⊙ m^{l-1} / (1 − p)`` with dropout, the masks of ``masks_at``), l = L..1.
+
+    ``fused`` is ``(mode, step, decay_w, lr)``: mode ``FUSED_SGD``, SGD's step lands in
+    ``W^l`` as ``∂W^l`` is computed, by the ``(alpha, beta)`` of ``descent`` (no pass over
+    a gradient buffer); ``FUSED_STEP``, the optimizer's step ``step`` lands in ``W^l`` and
+    ``b^l`` right after their gradients (:func:`_step_layer`); ``UNFUSED``, no update."""
     theta, nabla, acts, deltas = buffers.theta, buffers.nabla, buffers.acts, buffers.deltas
     sizes, derivative, P = layout.sizes, codes.derivative, a_0.shape[0]
     for l in range(sizes.size - 1, 0, -1):
@@ -220,15 +227,21 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
         bias = slice(w + n_in * n_out, w + n_in * n_out + n_out)
         if l > 1:  # with W^l before its update
             delta_prev = _block(deltas, layout.d_offsets[l - 1], P, n_in)
-            np.dot(delta, _block(theta, w, n_in, n_out).T, delta_prev)
+            delta_product(delta, _block(theta, w, n_in, n_out), delta_prev, layout.loops[l - 1])
         _column_sums(delta, nabla[bias])
-        if fused:
-            descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
+        if fused[0] == FUSED_SGD:
+            if layout.loops[l - 1]:
+                mm_tn(a_prev, delta, _block(theta, w, n_in, n_out), descent)
+            else:
+                descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
             # the step's rate is −descent[0]: lr in W's dtype, as _sgd rounds it anyway
             _sgd(theta[bias], nabla[bias], nabla[bias], -descent[0], 0.0, False,
                  update.weight_decay, False)
         else:
-            np.dot(a_prev.T, delta, _block(nabla, w, n_in, n_out))
+            gradient_product(a_prev, delta, _block(nabla, w, n_in, n_out), descent[2:],
+                             layout.loops[l - 1])
+            if fused[0] == FUSED_STEP:  # W^l served δ^{l-1} above: now it may change
+                _step_layer(buffers, layout, update, l, fused)
         if l == 1:
             continue
         z_at = layout.z_offsets[l - 1]  # g' from a^{l-1}, or from z^{l-1} (kept before the mask)
@@ -262,7 +275,10 @@ def _epoch(batches, buffers, layout, codes, update):
     # with a clip, which needs the whole gradient first
     clips = update.clip_norm > 0 or update.clip_value > 0
     fused_sgd = update.code == SGD and update.momentum == 0 and not clips
-    descent = np.empty(2, buffers.theta.dtype)
+    # every other optimizer: each layer's step right after its gradient, while it is hot
+    fused_step = update.code != NONE and not fused_sgd and not clips
+    descent = np.zeros(4, buffers.theta.dtype)  # (alpha, beta) of the step; (1, 0): ∂W alone
+    descent[2] = 1
     cost_sum, correct, step, penalty_sum = 0.0, 0, update.step, 0.0
     for start in range(0, order.size, B):
         P = min(B, order.size - start)
@@ -272,9 +288,10 @@ def _epoch(batches, buffers, layout, codes, update):
         decay_w = update.weight_decay + (update.penalty / n if n > 0 else 0.0)
         descent[0] = -lr
         descent[1] = 1 - lr * decay_w
-        # The epoch's last step takes the unfused path, so nabla keeps the gradient of
-        # the last backward pass, as on every other path.
-        fused = fused_sgd and start + P < order.size
+        # The epoch's last step takes the unfused path with plain SGD, so nabla keeps the
+        # gradient of the last backward pass, as on every other path (FUSED_STEP writes it).
+        mode = FUSED_SGD if fused_sgd and start + P < order.size else (
+            FUSED_STEP if fused_step else UNFUSED)
         a_0, y = _batch(batches, buffers, layout, start, P)
         masks_at = (_bits(batches.dropout_key, batches.first_batch + start // B),
                     batches.first_row)
@@ -285,11 +302,12 @@ def _epoch(batches, buffers, layout, codes, update):
         cost, hits = _output(y, buffers, layout, codes, P, batches.delta_scale, w)
         cost_sum += cost
         correct += hits
-        _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at)
         if update.code != NONE:
             step += 1
-            if not fused:
-                _apply(buffers, layout, update, step, decay_w, lr)
+        _backward(a_0, buffers, layout, codes, update, descent, (mode, step, decay_w, lr),
+                  masks_at)
+        if update.code != NONE and mode == UNFUSED:
+            _apply(buffers, layout, update, step, decay_w, lr)
     return cost_sum, correct, step, penalty_sum
 
 
@@ -352,7 +370,7 @@ def gemm_epoch(n_steps, P, buffers, layout):
 @njit(cache=True, error_model="numpy")
 def _gemm_epoch(n_steps, P, buffers, layout):
     theta, nabla, acts, deltas, _, _ = buffers
-    sizes, w_offsets, a_offsets, d_offsets, _ = layout
+    sizes, w_offsets, a_offsets, d_offsets = layout[0], layout[1], layout[2], layout[3]
     L = sizes.size - 1
     for _ in range(n_steps):
         for l in range(1, L + 1):

@@ -77,11 +77,12 @@ class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets row_weights
     __slots__ = ()
 
 
-class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets z_offsets")):
+class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets z_offsets loops")):
     """int64 arrays: ``sizes`` (L + 1,) the layer widths, ``w_offsets`` (L,) where ``W^l``
     starts in ``theta``, ``a_offsets``/``d_offsets`` (L + 1,) where ``a^l`` and ``δ^l``
     start in ``acts`` and ``deltas``, ``z_offsets`` (L + 1,) where a kept ``z^l`` starts
-    in ``acts`` (-1: not kept)."""
+    in ``acts`` (-1: not kept), ``loops`` (L,) 1 where layer ``l``'s products run as
+    loop nests (:mod:`gpubp.kernels.cpu_small_gemm`), 0 by BLAS."""
 
     __slots__ = ()
 

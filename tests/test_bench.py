@@ -24,13 +24,51 @@ def test_run_bench_prints_every_runner():
                            repeats=1, file=out, inference=True, samples_per_epoch=10,
                            processes=1)
     text = out.getvalue()
-    for word in ("Training", "Inference", "reference", "cpu", "gemm-only", "% GEMM bound"):
+    for word in ("Training", "Inference", "reference", "cpu", "gemm-only", "% GEMM bound",
+                 "% of bound"):
         assert word in text
+    bound = next(r for r in rows if r["runner"] == "bound")
+    assert set(bound["bound_parts"]) == {"gemm", "activation", "update"}
+    assert bound["seconds"] == bound["bound_seconds"] == pytest.approx(
+        sum(bound["bound_parts"].values()), rel=1e-12)
     train = next(r for r in rows if r["runner"] == "cpu")
     assert train["samples_per_s"] > 0 and train["speedup"] > 0
     # None ("-") when the GEMM-only bound timed slower than the step it bounds: on a case
     # this tiny, timing noise (docs/benchmarks.md)
     assert train["gemm_fraction"] is None or 0 < train["gemm_fraction"] <= 1
+
+
+def test_the_bound_column_is_the_sum_of_its_parts_over_the_runners_time(monkeypatch):
+    """``% of bound`` = (gemm + activation + update seconds of the bound runner's best
+    epoch) / the runner's best epoch; fixed timings stand in for the workers."""
+    seconds = {"cpu": [4.0, 2.0], "gemm-only": [0.5, 0.6], "bound": [1.5, 1.0]}
+    parts = [{"gemm": 0.5, "activation": 0.75, "update": 0.25},
+             {"gemm": 0.5, "activation": 0.3, "update": 0.2}]
+
+    class Timed:
+        def __init__(self, runner, case, n_batches, train=True):
+            self.runner, self.k, self.parts = runner, 0, None
+
+        def epoch(self):
+            self.parts = parts[self.k] if self.runner == "bound" else None
+            self.k += 1
+            return seconds[self.runner][self.k - 1]
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bench, "Worker", Timed)
+    rows = bench.measure(["8-6-3@4"], backends=["cpu"], peers=False, repeats=2,
+                         samples_per_epoch=8, processes=1)
+    cpu, bound = (next(r for r in rows if r["runner"] == n) for n in ("cpu", "bound"))
+    assert bound["bound_parts"] == parts[1] and bound["seconds"] == 1.0
+    assert cpu["bound_seconds"] == 1.0 and cpu["bound_fraction"] == 1.0 / 2.0
+    assert bound["bound_fraction"] is None and bound["gemm_fraction"] is None  # bounds
+    assert cpu["gemm_fraction"] == 0.5 / 2.0
+    table = bench.format_table(rows)
+    assert "% of bound" in table.splitlines()[0]
+    assert [line.split()[-1] for line in table.splitlines() if " cpu " in line] == ["50%"]
+    assert runners.make_runner.__doc__.count("bound")
 
 
 def test_each_runner_is_timed_in_its_own_process():
@@ -41,7 +79,7 @@ def test_each_runner_is_timed_in_its_own_process():
     assert all(s > 0 for s in seconds) and pid != __import__("os").getpid()
     rows = bench.measure([case], backends=["cpu-blas1", "cpu-blas2"], peers=False,
                          repeats=2, samples_per_epoch=12, processes=1)
-    assert {r["runner"] for r in rows} == {"cpu-blas1", "cpu-blas2", "gemm-only"}
+    assert {r["runner"] for r in rows} == {"cpu-blas1", "cpu-blas2", "gemm-only", "bound"}
     assert all(r["seconds"] <= r["median_seconds"] for r in rows)
 
 
@@ -59,10 +97,10 @@ def test_every_runner_gets_fresh_processes(monkeypatch):
                         lambda ts: times.setdefault(len(times), list(ts))[0])
     rows = bench.measure(["8-6-3@4"], backends=["cpu"], peers=False, repeats=2,
                          samples_per_epoch=8, processes=3)
-    for runner in ("cpu", "gemm-only"):
+    for runner in ("cpu", "gemm-only", "bound"):
         pids = [pid for name, pid in started if name == runner]
         assert len(pids) == len(set(pids)) == 3  # one process after another, never reused
-    assert sorted(len(ts) for ts in times.values()) == [6, 6]  # 3 processes x 2 rounds
+    assert sorted(len(ts) for ts in times.values()) == [6, 6, 6]  # 3 processes x 2 rounds
     assert all(r["seconds"] == min(times[i]) for i, r in enumerate(rows))
 
 

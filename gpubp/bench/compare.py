@@ -68,6 +68,7 @@ class Worker:
 
     def __init__(self, runner, case, n_batches, train=True):
         self.runner = runner
+        self.parts = None  # what the last epoch reported of its parts (bound: a dict)
         module = _PEER_MODULES.get(runner)
         if module is not None and importlib.util.find_spec(module) is None:
             raise Unavailable(f"{module} is not installed")
@@ -114,7 +115,9 @@ class Worker:
         2-core machine they take a core from this epoch's threads.
         """
         time.sleep(SETTLE)
-        return self._ask("epoch")["seconds"]
+        reply = self._ask("epoch")
+        self.parts = reply.get("parts")  # the bound runner's (gpubp.bench.bound)
+        return reply["seconds"]
 
     def close(self):
         """Stop the process (politely, then by force) and release its pipes."""
@@ -151,8 +154,8 @@ REFERENCE_GFLOPS = 2.0
 
 
 def _runners(backends, peers, train):
-    gemms = ("gemm-only",) + (("gemm-only-cuda",) if any("cuda" in b for b in backends)
-                              else ())
+    gemms = ("gemm-only", "bound") + (("gemm-only-cuda",) if any("cuda" in b for b in backends)
+                                      else ())
     # peers: True (all of PEERS), False, or the names of some
     chosen = PEERS if peers is True else tuple(peers or ())
     return backends + (gemms if train else ()) + chosen
@@ -196,8 +199,10 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
         ``gflops`` (of the best epoch), ``speedup`` (over ``reference``), ``vs_jax``
         (the best JAX variant's time / this runner's), ``gemm_fraction`` (GEMM-only time /
         runner time, against the bound of the runner's device; None where the GEMM-only
-        epoch was the slower: then it timed per-call overhead, and bounds nothing) and
-        ``note`` (why a runner was skipped).
+        epoch was the slower: then it timed per-call overhead, and bounds nothing),
+        ``bound_seconds`` and ``bound_parts`` (the ``bound`` runner's best epoch and its
+        parts, :mod:`gpubp.bench.bound`), ``bound_fraction`` (bound time / runner time,
+        the CPU runners' ``% of bound``) and ``note`` (why a runner was skipped).
 
     ``progress``, a file (stderr), gets a progress bar per case: one step per worker
     started and per epoch timed, the current runner named.
@@ -209,16 +214,18 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
     for case in cases:
         n_batches = max(1, samples_per_epoch // case.batch_size)
         samples = n_batches * case.batch_size
-        notes, times = {}, {}
+        notes, times, parts = {}, {}, {}
         with _progress(processes * len(runners) * (1 + repeats), case.name, progress) as bar:
             for p in range(processes):
                 todo = [n for n in runners if n not in notes]
                 bar.total -= (len(runners) - len(todo)) * (1 + repeats)  # skipped: no steps
-                _rounds(case, n_batches, train, todo, repeats, (notes, times),
+                _rounds(case, n_batches, train, todo, repeats, (notes, times, parts),
                         (bar, f"process {p + 1}/{processes}"))
         best = {name: min(ts) for name, ts in times.items() if ts}
         jax = min((best[n] for n in best if n.startswith("jax")), default=None)
         peer = min((best[n] for n in best if n in PEERS), default=None)
+        bound = best.get("bound")  # and the parts of its best epoch, which sum to it
+        bound_parts = parts["bound"][times["bound"].index(bound)] if bound else None
         for name in runners:
             sec = best.get(name)
             gemm = best.get("gemm-only-cuda" if "cuda" in name else "gemm-only")
@@ -233,16 +240,21 @@ def measure(cases=None, backends=None, peers=True, repeats=5, train=True,
                 "vs_peer": peer / sec if sec and peer else None,
                 # a "bound" slower than the runner it bounds timed overhead, not GEMMs
                 "gemm_fraction": (gemm / sec if sec and gemm and gemm <= sec
-                                  and not name.startswith("gemm-only") else None),
+                                  and name not in ("gemm-only", "gemm-only-cuda", "bound")
+                                  else None),
+                "bound_seconds": bound, "bound_parts": bound_parts,
+                "bound_fraction": (bound / sec if sec and bound and "cuda" not in name
+                                   and name not in ("bound", "gemm-only") else None),
             })
     return rows
 
 
 def _rounds(case, n_batches, train, runners, repeats, found, progress=(None, "")):
-    """One process per runner, ``repeats`` rotated rounds; ``found`` is ``(notes, times)``:
-    the reason a runner cannot run goes to ``notes``, its epoch times to ``times``;
+    """One process per runner, ``repeats`` rotated rounds; ``found`` is ``(notes, times,
+    parts)``: the reason a runner cannot run goes to ``notes``, its epoch times to
+    ``times``, what each epoch reported of its parts (None, but for ``bound``) to ``parts``;
     ``progress`` is ``(bar, where)``, a tqdm bar (or None) and the label of its steps."""
-    notes, times = found
+    notes, times, parts = found
     bar, where = progress
     def step(name, what, n=1):
         if bar is not None:
@@ -264,6 +276,7 @@ def _rounds(case, n_batches, train, runners, repeats, found, progress=(None, "")
             k = r % len(names)
             for name in names[k:] + names[:k]:  # rotated: no runner always goes first
                 times.setdefault(name, []).append(workers[name].epoch())
+                parts.setdefault(name, []).append(workers[name].parts)
                 step(name, f"round {r + 1}/{repeats}")
     finally:
         for worker in workers.values():
@@ -274,7 +287,7 @@ def format_table(rows, title=""):
     """The rows of :func:`measure` as a fixed-width text table."""
     w = max([22] + [len(r["case"]) for r in rows])  # case names with their training are long
     head = f"{'case':<{w}} {'runner':<16} {'samples/s':>11} {'GFLOP/s':>8} " \
-           f"{'x ref':>7} {'x JAX':>6} {'x peer':>6} {'% GEMM bound':>12}"
+           f"{'x ref':>7} {'x JAX':>6} {'x peer':>6} {'% GEMM bound':>12} {'% of bound':>10}"
     lines = [title, head, "-" * len(head)] if title else [head, "-" * len(head)]
     for r in rows:
         if r["seconds"] is None:
@@ -284,8 +297,10 @@ def format_table(rows, title=""):
         vs_jax = f"{r['vs_jax']:.2f}" if r["vs_jax"] else "-"
         vs_peer = f"{r['vs_peer']:.2f}" if r.get("vs_peer") else "-"
         frac = f"{100 * r['gemm_fraction']:.0f}%" if r["gemm_fraction"] else "-"
+        of_bound = f"{100 * r['bound_fraction']:.0f}%" if r.get("bound_fraction") else "-"
         lines.append(f"{r['case']:<{w}} {r['runner']:<16} {r['samples_per_s']:>11,.0f} "
-                     f"{r['gflops']:>8.1f} {speed:>7} {vs_jax:>6} {vs_peer:>6} {frac:>12}")
+                     f"{r['gflops']:>8.1f} {speed:>7} {vs_jax:>6} {vs_peer:>6} {frac:>12} "
+                     f"{of_bound:>10}")
     return "\n".join(lines)
 
 

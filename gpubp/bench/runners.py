@@ -15,7 +15,8 @@ the same rows, shuffled, or forward-only inference over them. Runners:
   the CPU through the same BLAS as the compiled epoch, in one compiled call per epoch, on
   one BLAS thread for small steps and otherwise the faster of one and all threads, timed
   each round, as ``fit`` chooses between them (``gemm-only-cuda``: the same through
-  CuPy on a GPU). Its time is the bound the rest of the step is measured against.
+  CuPy on a GPU). ``bound``: the GEMMs so, plus the step's elementwise work at the
+  vectorised rate (:mod:`gpubp.bench.bound`), the physical bound of ``% of bound``.
 - peers (:mod:`gpubp.bench.peers`): ``jax-scan`` (the whole epoch one ``jax.jit`` over
   ``lax.scan``), ``jax-jit``, ``jax-jit-nodonate``, ``torch-eager``, ``torch-compile``;
   the data on the peer's device before timing. Skipped, with the reason, when not
@@ -199,8 +200,7 @@ def gemm_step(net, P):
 
 
 def _stacked(batches):
-    return (np.ascontiguousarray(np.concatenate([x for x, _ in batches])),
-            np.ascontiguousarray(np.concatenate([y for _, y in batches])))
+    return tuple(np.ascontiguousarray(np.concatenate(arrays)) for arrays in zip(*batches))
 
 
 def _timed(run, sync=None):
@@ -322,9 +322,7 @@ def _peer_runner(name, case, batches, train):
 
     def epoch():
         order = rng.permutation(X.shape[0])
-        t0 = time.perf_counter()
-        run(order)
-        return time.perf_counter() - t0
+        return _timed(lambda: run(order))()
     return epoch
 
 
@@ -335,7 +333,7 @@ def make_runner(name, case, batches, train=True):
     ----------
     name : str
         ``"reference"``, ``"cpu"``, ``"cuda"``, ``"cuda-<weight_grad>"``, ``"gemm-only"``,
-        ``"gemm-only-cuda"`` or a peer in ``PEERS``.
+        ``"gemm-only-cuda"``, ``"bound"`` or a peer in ``PEERS``.
     case : Case
     batches : list of (ndarray (P, n_0), ndarray (P, n_L))
     train : bool
@@ -348,16 +346,18 @@ def make_runner(name, case, batches, train=True):
     """
     if name in PEERS:
         return _peer_runner(name, case, batches, train)
+    if name == "bound":  # the GEMMs as gemm-only, plus the elementwise work
+        from gpubp.bench.bound import bound_runner  # only the bound runner needs SciPy's ufuncs
+        return bound_runner(case, _backend_runner("gemm-only", case, batches, train), len(batches))
     if name.split("-")[0] in ("reference", "cpu", "cuda", "gemm"):
         return _backend_runner(name, case, batches, train)
-    raise ValueError(f"runner must be one of reference, cpu, cuda, gemm-only[-cuda], {PEERS}; "
-                     f"got {name!r}")
+    raise ValueError(f"runner must be one of reference, cpu, cuda, gemm-only[-cuda], bound, "
+                     f"{PEERS}; got {name!r}")
 
 
 def time_epochs(epoch, repeats=5, warmup=1):
     """Seconds of ``repeats`` epochs (as each reports them) after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        epoch()
+    [epoch() for _ in range(warmup)]
     return [epoch() for _ in range(repeats)]
 
 
@@ -368,7 +368,7 @@ def serve(stdin=sys.stdin, stdout=sys.stdout):
     Protocol (one JSON object per line): the parent sends ``{"runner", "case"`` (its
     name), ``"n_batches", "train"}``; the worker answers ``{"ready": true}`` or
     ``{"unavailable": reason}``; then each line ``"epoch"`` is answered with
-    ``{"seconds": s}``, until ``"quit"`` or end of input.
+    ``{"seconds": s, "parts": p}`` (``p`` None but for ``bound``), until ``"quit"``.
     """
     def reply(obj):
         stdout.write(json.dumps(obj) + "\n")
@@ -389,7 +389,8 @@ def serve(stdin=sys.stdin, stdout=sys.stdout):
     for line in stdin:
         if line.strip() != "epoch":
             break
-        reply({"seconds": epoch()})
+        seconds = epoch()  # the bound runner's parts too (gpubp.bench.bound)
+        reply({"seconds": seconds, "parts": getattr(epoch, "parts", None)})
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from gpubp.core import backprop, dropout
+from gpubp.core import backprop, dropout, gemm_choice
 from gpubp.kernels.epoch_args import Batches, Buffers, Codes, Layout, Update
 from gpubp.optim.optimizers import SGD, Adam, AdamW, RMSprop
 
@@ -121,7 +121,8 @@ def layout(net):
         w_offsets=np.array([s.start for s in net.layer_slices], dtype=np.int64),
         a_offsets=np.concatenate([[0], np.cumsum(sizes * cap)[:-1]]).astype(np.int64),
         d_offsets=np.concatenate([[0, 0], np.cumsum(sizes[1:] * cap)[:-1]]).astype(np.int64),
-        z_offsets=np.where(kept > 0, z_starts, -1).astype(np.int64))
+        z_offsets=np.where(kept > 0, z_starts, -1).astype(np.int64),
+        loops=np.zeros(len(sizes) - 1, dtype=np.int64))  # BLAS; _compiled sets the choice
     codes = Codes.of(
         forward=[kernels.forward_code(g, net.dtype) for g in net.activation_names],
         derivative=[kernels.activation_code(g) for g in net.activation_names],
@@ -287,6 +288,8 @@ def _compiled(net, batches, update):
     from gpubp.kernels.cpu_epoch import train_epoch  # as above
 
     offsets, codes = layout(net)
+    # loop nests or BLAS per layer, measured once per layer shape (gemm_choice)
+    offsets = offsets._replace(loops=gemm_choice.loops(net.sizes, batches.batch_size, net.dtype))
     return train_epoch(batches, buffers(net), offsets, codes, update)
 
 
