@@ -218,7 +218,7 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
     a gradient buffer); ``FUSED_STEP``, the optimizer's step ``step`` lands in ``W^l`` and
     ``b^l`` right after their gradients (:func:`_step_layer`); ``UNFUSED``, no update."""
     theta, nabla, acts, deltas = buffers.theta, buffers.nabla, buffers.acts, buffers.deltas
-    sizes, derivative, P = layout.sizes, codes.derivative, a_0.shape[0]
+    sizes, P = layout.sizes, a_0.shape[0]
     for l in range(sizes.size - 1, 0, -1):
         n_in, n_out = sizes[l - 1], sizes[l]
         w = layout.w_offsets[l - 1]
@@ -242,20 +242,27 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
                              layout.loops[l - 1])
             if fused[0] == FUSED_STEP:  # W^l served δ^{l-1} above: now it may change
                 _step_layer(buffers, layout, update, l, fused)
-        if l == 1:
-            continue
-        z_at = layout.z_offsets[l - 1]  # g' from a^{l-1}, or from z^{l-1} (kept before the mask)
-        s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
-        if codes.drop_threshold[l - 2] > 0:  # the mask fused into the δ kernel
-            keep = codes.drop_keep[l - 2]  # g' of the unscaled a; of z itself (x 1)
-            _hidden_delta_drop(delta_prev, s, derivative[l - 2], codes.slope,
-                               _key_at(masks_at[0], l - 1, masks_at[1], n_in),
-                               codes.drop_threshold[l - 2],
-                               keep if z_at < 0 else keep * 0 + 1, codes.drop_scale[l - 2])
-        elif _special(derivative[l - 2]):
-            cpu_activations.hidden_delta(delta_prev, s, derivative[l - 2], codes.slope)
-        else:
-            _hidden_delta(delta_prev, a_prev, derivative[l - 2])
+        if l > 1:
+            hidden_error(delta_prev, a_prev, acts, layout, codes, l - 1, masks_at)
+
+
+@njit(error_model="numpy", inline="always")
+def hidden_error(delta, a, acts, layout, codes, l, masks_at):
+    """``δ^l ⊙= g'(z^l)`` in place for hidden layer ``l`` (``δ`` holding ``δ^{l+1}
+    W^{l+1 T}``), g' from ``a`` (the stored ``a^l``) or from the kept ``z^l``; with dropout
+    ``⊙ m^l / (1 − p)``, the mask of ``masks_at`` ``(step key, first row)`` fused in."""
+    (P, n), code = delta.shape, codes.derivative[l - 1]
+    z_at = layout.z_offsets[l]  # g' from a^l, or from z^l (kept before the mask)
+    s = a if z_at < 0 else _block(acts, z_at, P, n)
+    if codes.drop_threshold[l - 1] > 0:  # the mask fused into the δ kernel
+        keep = codes.drop_keep[l - 1]  # g' of the unscaled a; of z itself (x 1)
+        _hidden_delta_drop(delta, s, code, codes.slope, _key_at(masks_at[0], l, masks_at[1], n),
+                           codes.drop_threshold[l - 1], keep if z_at < 0 else keep * 0 + 1,
+                           codes.drop_scale[l - 1])
+    elif _special(code):
+        cpu_activations.hidden_delta(delta, s, code, codes.slope)
+    else:
+        _hidden_delta(delta, a, code)
 
 
 @njit(error_model="numpy", inline="always")

@@ -30,11 +30,11 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from gpubp.kernels import cpu_activations, jit_cache
-from gpubp.kernels.cpu import _column_sums, _hidden_delta
-from gpubp.kernels.cpu_dropout import _bits, _hidden_delta_drop, _key_at
-from gpubp.kernels.cpu_epoch import _batch, _block, _forward, _output, _special, \
-    _squared_weights
+from gpubp.kernels import jit_cache
+from gpubp.kernels.cpu import _column_sums
+from gpubp.kernels.cpu_dropout import _bits
+from gpubp.kernels.cpu_epoch import _batch, _block, _forward, _output, _squared_weights, \
+    hidden_error
 from gpubp.kernels.cpu_epoch_update import _apply
 from gpubp.kernels.epoch_args import Batches, Buffers, Codes, Layout, Update
 
@@ -61,26 +61,14 @@ class Private(namedtuple("Private", "bounds noise expected max_grad_norm scale")
 def _deltas(a_0, buffers, layout, codes, P, masks_at):
     """``δ^{L-1} .. δ^1`` from ``δ^L``, no weight gradient (``_backward``'s recursion;
     ``masks_at`` its ``(step key, first row)``)."""
-    theta, acts, deltas, sizes, derivative = (buffers.theta, buffers.acts, buffers.deltas,
-                                              layout.sizes, codes.derivative)
+    theta, acts, deltas, sizes = buffers.theta, buffers.acts, buffers.deltas, layout.sizes
     for l in range(sizes.size - 1, 1, -1):
         n_in, n_out = sizes[l - 1], sizes[l]
         a_prev = _block(acts, layout.a_offsets[l - 1], P, n_in)
         delta = _block(deltas, layout.d_offsets[l], P, n_out)
         delta_prev = _block(deltas, layout.d_offsets[l - 1], P, n_in)
         np.dot(delta, _block(theta, layout.w_offsets[l - 1], n_in, n_out).T, delta_prev)
-        z_at = layout.z_offsets[l - 1]  # g' from a^{l-1}, or from z^{l-1} (kept before the mask)
-        s = a_prev if z_at < 0 else _block(acts, z_at, P, n_in)
-        if codes.drop_threshold[l - 2] > 0:
-            keep = codes.drop_keep[l - 2]  # g' of the unscaled a; of z itself (x 1)
-            _hidden_delta_drop(delta_prev, s, derivative[l - 2], codes.slope,
-                               _key_at(masks_at[0], l - 1, masks_at[1], n_in),
-                               codes.drop_threshold[l - 2],
-                               keep if z_at < 0 else keep * 0 + 1, codes.drop_scale[l - 2])
-        elif _special(derivative[l - 2]):
-            cpu_activations.hidden_delta(delta_prev, s, derivative[l - 2], codes.slope)
-        else:
-            _hidden_delta(delta_prev, a_prev, derivative[l - 2])
+        hidden_error(delta_prev, a_prev, acts, layout, codes, l - 1, masks_at)
 
 
 @njit(error_model="numpy", inline="always")

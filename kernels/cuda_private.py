@@ -28,6 +28,7 @@ from numba import cuda, types
 
 from gpubp.kernels.cuda import (DTYPES, ROW_MAX_BLOCKS, Kernel, _blocks, _flat,
                                 _launch_elementwise)
+from gpubp.kernels import cuda_launch
 from gpubp.kernels.cuda_device import ROW_THREADS, constants
 from gpubp.kernels.reference_private import CLIP_EPS
 
@@ -142,10 +143,4 @@ def clip_example_rows(inputs, deltas, max_grad_norm, total=None, flat=None, *, s
 
 def compile_ptx(cc=(9, 0)):
     """PTX of the two kernels for every dtype (as :func:`gpubp.kernels.cuda.compile_ptx`)."""
-    ptx = {}
-    for dtype in DTYPES:
-        for name, kernel in kernels_for(dtype).items():
-            text, _ = cuda.compile_ptx(kernel.dispatcher.py_func, kernel.signature,
-                                       cc=tuple(cc))
-            ptx[f"{name}_{np.dtype(dtype).name}"] = text
-    return ptx
+    return cuda_launch.compile_ptx(kernels_for, cc, DTYPES)
