@@ -60,7 +60,7 @@ from gpubp.kernels.cpu import (
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop, _key_at
 from gpubp.kernels.cpu_epoch_update import FUSED_SGD, FUSED_STEP, UNFUSED, _apply, _step_layer
-from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product, mm_tn
+from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product
 from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
 
 # Numba's own BLAS bridge (what ``np.dot`` compiles to), called directly for the ``alpha``
@@ -213,10 +213,9 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
     """``∂W^l = a^{l-1 T} δ^l``, ``∂b^l = Σ_p δ^l``, ``δ^{l-1} = (δ^l W^{l T}) ⊙ g'``
     (``⊙ m^{l-1} / (1 − p)`` with dropout, the masks of ``masks_at``), l = L..1.
 
-    ``fused`` is ``(mode, step, decay_w, lr)``: mode ``FUSED_SGD``, SGD's step lands in
-    ``W^l`` as ``∂W^l`` is computed, by the ``(alpha, beta)`` of ``descent`` (no pass over
-    a gradient buffer); ``FUSED_STEP``, the optimizer's step ``step`` lands in ``W^l`` and
-    ``b^l`` right after their gradients (:func:`_step_layer`); ``UNFUSED``, no update."""
+    ``fused`` is ``(mode, step, decay_w, lr)``: ``FUSED_SGD``, SGD's step lands in ``W^l``
+    as ``∂W^l`` is computed (``descent``'s ``(alpha, beta)``; no gradient buffer pass);
+    ``FUSED_STEP``, step ``step`` after each gradient (:func:`_step_layer`); else none."""
     theta, nabla, acts, deltas = buffers.theta, buffers.nabla, buffers.acts, buffers.deltas
     sizes, P = layout.sizes, a_0.shape[0]
     for l in range(sizes.size - 1, 0, -1):
@@ -230,8 +229,10 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
             delta_product(delta, _block(theta, w, n_in, n_out), delta_prev, layout.loops[l - 1])
         _column_sums(delta, nabla[bias])
         if fused[0] == FUSED_SGD:
-            if layout.loops[l - 1]:
-                mm_tn(a_prev, delta, _block(theta, w, n_in, n_out), descent)
+            if layout.loops[l - 1]:  # ∂W, then the unfused step's arithmetic: chunk-proof
+                gradient_product(a_prev, delta, _block(nabla, w, n_in, n_out), descent[2:], 1)
+                _sgd(theta[w:bias.start], nabla[w:bias.start], nabla[w:bias.start], fused[3],
+                     0.0, False, fused[2], False)
             else:
                 descend(_block(theta, w, n_in, n_out), a_prev, delta, descent)
             # the step's rate is −descent[0]: lr in W's dtype, as _sgd rounds it anyway
@@ -248,9 +249,8 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
 
 @njit(error_model="numpy", inline="always")
 def hidden_error(delta, a, acts, layout, codes, l, masks_at):
-    """``δ^l ⊙= g'(z^l)`` in place for hidden layer ``l`` (``δ`` holding ``δ^{l+1}
-    W^{l+1 T}``), g' from ``a`` (the stored ``a^l``) or from the kept ``z^l``; with dropout
-    ``⊙ m^l / (1 − p)``, the mask of ``masks_at`` ``(step key, first row)`` fused in."""
+    """``δ^l ⊙= g'(z^l)`` in place (``δ`` holds ``δ^{l+1} W^{l+1 T}``), g' from ``a^l`` or the
+    kept ``z^l``; with dropout ``⊙ m^l / (1 − p)``, the masks of ``masks_at`` fused in."""
     (P, n), code = delta.shape, codes.derivative[l - 1]
     z_at = layout.z_offsets[l]  # g' from a^l, or from z^l (kept before the mask)
     s = a if z_at < 0 else _block(acts, z_at, P, n)

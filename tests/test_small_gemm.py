@@ -90,3 +90,27 @@ def test_a_large_layer_takes_blas_without_measuring(monkeypatch):
     loops, by_loops, by_blas = gemm_choice.measure(784, 1024, 256, "float32")
     assert not loops and np.isnan(by_loops) and np.isnan(by_blas)
     assert gemm_choice.loops([784, 1024], 256, "float32").tolist() == [0]
+
+
+@pytest.mark.parametrize("loops", [False, True])
+def test_fused_sgd_equals_the_unfused_step_with_either_choice(loops, monkeypatch):
+    """Plain SGD's fused step must not change a bit where an epoch is cut into chunks (the
+    chunk's last step is unfused), whichever products the layer's measurement chose."""
+    monkeypatch.setattr(gemm_choice, "_choices", {
+        (4, 6, 8, "float64"): (loops, 0.0, 0.0), (6, 3, 8, "float64"): (loops, 0.0, 0.0)})
+    X, Y = make_problem([4, 6, 3], "cross_entropy", 80, seed=4)
+    runs = []
+    for every in (None, 3):  # one call per epoch, or a compiled call per 3 batches
+
+        class Every(gpubp.training.callbacks.Callback):
+            batch_every = every or 1
+
+            def on_batch_end(self, run, batch, logs):
+                pass
+
+        net = gpubp.Network([4, 6, 3], hidden="tanh", dtype="float64", seed=1, backend="cpu")
+        net.fit(X, Y, epochs=2, batch_size=8, lr=0.5, verbose=0,
+                optimizer=SGD(lr=0.5),  # (with a decay, BLAS's β W differs in the last bit)
+                callbacks=[Every()] if every else None)
+        runs.append(net.theta.copy())
+    np.testing.assert_array_equal(runs[0], runs[1])

@@ -34,6 +34,7 @@ from gpubp.activations import ACTIVATIONS, NEGATIVE_SLOPE as SLOPE, keeps_z
 from gpubp.backends import cuda_probe
 from gpubp.backends.base import PRECISIONS, WEIGHT_GRADS, Backend, check_options
 from gpubp.backends.cuda_probe import simulated
+from gpubp.backends.cuda_clipping import ExampleClipping
 from gpubp.backends.cuda_launches import BoundLaunches
 from gpubp.backends.cuda_rows import RESIDENT_FRACTION, CudaRows  # noqa: F401 - re-exported
 from gpubp.kernels.dropout import unscaling
@@ -47,7 +48,7 @@ MAX_VIEWS = 512  # cached Numba views; more means arrays come and go, not a trai
 COMPUTE_TYPES = {"float32": 1, "tf32": 7}
 
 
-class CudaBackend(CudaRows, BoundLaunches, Backend):
+class CudaBackend(CudaRows, BoundLaunches, ExampleClipping, Backend):
     """CuPy arrays and cuBLAS GEMMs plus the Numba CUDA fused kernels.
 
     Parameters
@@ -342,35 +343,6 @@ class CudaBackend(CudaRows, BoundLaunches, Backend):
         norm_sq.fill(0)  # on CuPy an asynchronous memset on the current stream
         self.kernels.clip_gradient(self._nb(grad, flat=True), max_norm, max_value,
                                    norm_sq=self._nb(norm_sq), stream=self._stream())
-
-    def clip_example_rows(self, inputs, deltas, max_grad_norm):
-        """DP-SGD's clipping in the kernels of :mod:`gpubp.kernels.cuda_private`: the
-        per-example norms summed on the device over the layers, then the rows scaled;
-        no synchronisation (a sparse ``a^0``: the array-module code of the base)."""
-        if hasattr(inputs[0], "multiply"):  # cupyx sparse: no kernel reads it
-            super().clip_example_rows(inputs, deltas, max_grad_norm)
-            return
-        P = deltas[0].shape[0]
-        total = self._norms_workspace(P, deltas[0].dtype)
-        self._private_kernels().clip_example_rows(
-            [self._nb(a) for a in inputs], [self._nb(d) for d in deltas], max_grad_norm,
-            self._nb(total), [self._nb(d, flat=True) for d in deltas], stream=self._stream())
-
-    def _norms_workspace(self, P, dtype):
-        """A (P,) view of one workspace that grows to the largest batch: Poisson batches
-        change P at every step, and a workspace per size would pile up."""
-        key = ("example_norms", np.dtype(dtype))
-        array = self._scratch.get(key)
-        if array is None or array.size < P:
-            array = self._scratch[key] = self.xp.empty(max(P, 2 * getattr(array, "size", 0)),
-                                                       dtype=dtype)
-        return array[:P]
-
-    @staticmethod
-    def _private_kernels():
-        from gpubp.kernels import cuda_private  # keeps import gpubp light: numba.cuda loads with the cuda backend only
-
-        return cuda_private
 
 
 class _DeviceCostSum:
