@@ -47,10 +47,11 @@ def test_bench_arguments_are_checked_first(no_workers, argv, pattern, capsys):
 
 def _fake_rounds(seconds):
     def rounds(case, n_batches, train, runners, repeats, found, progress=(None, "")):
-        (notes, times), (bar, _) = found, progress
+        (notes, times, parts), (bar, _) = found, progress
         for name in runners:
             if name in seconds:
                 times.setdefault(name, []).append(seconds[name])
+                parts.setdefault(name, []).append(None)  # only the bound runner has parts
                 if bar is not None:
                     bar.update(1 + repeats)
             else:
@@ -107,7 +108,7 @@ def test_peers_are_chosen_by_name(monkeypatch):
     rows = gpubp.bench.compare.run_bench(["4-8-3@2"], backends=["cpu"],
                                          peers=["jax-scan", "torch-eager"], repeats=1,
                                          file=io.StringIO(), progress=None)
-    assert [r["runner"] for r in rows] == ["cpu", "gemm-only", "jax-scan", "torch-eager"]
+    assert [r["runner"] for r in rows] == ["cpu", "gemm-only", "bound", "jax-scan", "torch-eager"]
     assert next(r for r in rows if r["runner"] == "cpu")["vs_peer"] == 2.0
     with pytest.raises(ValueError, match="peers must be among jax-scan.*'jax-pmap'"):
         gpubp.bench.compare.run_bench(["4-8-3@2"], peers=["jax-pmap"], file=io.StringIO())
