@@ -10,7 +10,7 @@ import gpubp
 from gpubp import DPSGD
 from gpubp.core import private_epoch
 from gpubp.training import privacy
-from gpubp.training.callbacks import Callback
+from tests.test_batch_callbacks import Recorder
 
 P = 45  # batch 8: 6 steps an epoch, the last of a shuffled epoch shorter
 
@@ -121,16 +121,6 @@ def test_noise_blocks_split_the_epoch_into_calls(monkeypatch):
     assert calls == [1] * 6
     np.testing.assert_array_equal(whole.theta, ahead.theta)
     np.testing.assert_array_equal(whole.theta, split.theta)
-
-
-class Recorder(Callback):
-    def __init__(self, batch_every=1, stop_at=None):
-        self.batch_every, self.stop_at, self.calls = batch_every, stop_at, []
-
-    def on_batch_end(self, run, batch, logs):
-        self.calls.append((batch, logs))
-        if self.stop_at is not None and batch >= self.stop_at:
-            run.stop(f"stopped at batch {batch}")
 
 
 @pytest.mark.parametrize("every, stop_at", [(1, None), (2, None), (2, 3)])
