@@ -25,6 +25,17 @@ from gpubp.kernels.reference import (GELU_PDF_CLAMP, GELU_TANH_C, GELU_TANH_CLAM
 LEAKY_RELU, ELU, SELU, SOFTPLUS, GELU, GELU_TANH, SILU = map(
     activations.code, ("leaky_relu", "elu", "selu", "softplus", "gelu", "gelu_tanh", "silu"))
 SPECIAL = (LEAKY_RELU, ELU, SELU, SOFTPLUS, GELU, GELU_TANH, SILU)  # codes handled here
+
+
+@njit(error_model="numpy", inline="always")
+def is_special(code):
+    """Whether ``code`` is one of :data:`SPECIAL`'s: its g, g' are this module's loops."""
+    for c in SPECIAL:
+        if code == c:
+            return True
+    return False
+
+
 FROM_Z = tuple(activations.code(name) for name in activations.FROM_Z)
 
 

@@ -78,22 +78,14 @@ def _drop_forward(a, key, threshold, scale):
                 row[j] = 0  # exactly, as the reference (not 0 * inf)
 
 
-@njit(inline="always", error_model="numpy")
-def _special(code):
-    """Whether ``code`` is one of :mod:`gpubp.kernels.cpu_activations`'s."""
-    for c in cpu_activations.SPECIAL:
-        if code == c:
-            return True
-    return False
-
-
 @njit(error_model="numpy")
 def _hidden_delta_drop(delta, s, code, slope, key, threshold, unscale, scale):
     """``δ ⊙= g'(s unscale) m / (1 − p)``: ``s`` the stored ``a`` (``unscale`` 1 − p) or
     kept ``z`` (``unscale`` 1); ``slope`` leaky_relu's (a float); ``unscale``, ``scale``
     scalars of δ's dtype."""
     P, n = delta.shape
-    special = _special(code)  # g' by the loops of the later activations (float64 inside)
+    # g' by the loops of the later activations (float64 inside)
+    special = cpu_activations.is_special(code)
     for p in range(P):
         drow = delta[p]
         srow = s[p]

@@ -154,7 +154,7 @@ def _forward(a_0, buffers, layout, codes, P, masks_at):
         a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
         forward_product(a_in, _block(theta, w, n_in, n_out), z, layout.loops[l - 1])
         code = codes.forward[l - 1]
-        if _special(code):  # a kept z^l has its own block in acts (none: 0 rows)
+        if cpu_activations.is_special(code):  # a kept z^l has its own block in acts (none: 0 rows)
             z_at = layout.z_offsets[l]
             kept = _block(acts, max(z_at, 0), P if z_at >= 0 else 0, n_out)
             cpu_activations.bias_activation(z, theta[b:b + n_out], code, codes.slope, kept)
@@ -163,15 +163,6 @@ def _forward(a_0, buffers, layout, codes, P, masks_at):
         if codes.drop_threshold[l - 1] > 0:
             _drop_forward(z, _key_at(masks_at[0], l, masks_at[1], n_out),
                           codes.drop_threshold[l - 1], codes.drop_scale[l - 1])
-
-
-@njit(error_model="numpy", inline="always")
-def _special(code):
-    """Whether ``code`` is one of :mod:`gpubp.kernels.cpu_activations`'s."""
-    for c in cpu_activations.SPECIAL:
-        if code == c:
-            return True
-    return False
 
 
 @njit(error_model="numpy", inline="always")
@@ -259,7 +250,7 @@ def hidden_error(delta, a, acts, layout, codes, l, masks_at):
         _hidden_delta_drop(delta, s, code, codes.slope, _key_at(masks_at[0], l, masks_at[1], n),
                            codes.drop_threshold[l - 1], keep if z_at < 0 else keep * 0 + 1,
                            codes.drop_scale[l - 1])
-    elif _special(code):
+    elif cpu_activations.is_special(code):
         cpu_activations.hidden_delta(delta, s, code, codes.slope)
     else:
         _hidden_delta(delta, a, code)
