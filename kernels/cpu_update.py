@@ -12,6 +12,7 @@ compiled loops are also called by :mod:`gpubp.kernels.cpu_epoch`. Compiled as th
 
 import math
 
+import numpy as np
 from numba import njit
 
 from gpubp import losses
@@ -125,22 +126,26 @@ def _rmsprop(param, grad, square_avg, buf, grad_avg, coefficients, centered):
             p_[i] -= lr * (g / denom)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
 def _clip(grad, max_norm, max_value):
     """Clip the flat ``grad`` in place in two passes (clamp and sum of squares, then the
-    scale); returns ``‖g‖`` before the norm's scale (see the reference)."""
+    scale); returns ``‖g‖`` before the norm's scale (see the reference).
+
+    The squares are float64 (``np.float64(g)``: Numba's ``float()`` of a float32 stays
+    float32), so a float32 gradient's norm neither overflows nor drifts. ``reassoc`` lets
+    LLVM split the sum into vector lanes (one running sum is a chain of dependent adds);
+    it changes no comparison, so the clamp keeps NaN as np.clip does (comparisons, not
+    ``min``/``max``, which would return the bound). docs/performance.md, "Gradient
+    clipping"."""
     t = grad.dtype.type
-    bound = t(max_value)
-    total = 0.0  # float64: the norm of a float32 vector without overflow or drift
+    bound, clamp = t(max_value), max_value > 0
+    total = 0.0
     for i in range(grad.size):
         g = grad[i]
-        if max_value > 0:  # comparisons: a NaN stays NaN, as in np.clip
-            if g > bound:
-                g = bound
-            elif g < -bound:
-                g = -bound
+        if clamp:
+            g = bound if g > bound else (-bound if g < -bound else g)
             grad[i] = g
-        total += float(g) * float(g)
+        total += np.float64(g) * np.float64(g)
     norm = math.sqrt(total)
     if max_norm > 0:
         scale = t(min(1.0, max_norm / (norm + 1e-6)))

@@ -8,7 +8,7 @@ loops over the flat parameter vector.
 
 import math
 
-from numba import cuda
+from numba import cuda, float64
 
 from gpubp.kernels.cuda_device import (GRAD_BLOCK, GRAD_COLS, GRAD_ROWS, GRAD_THREADS,
                                        GRAD_TILE_I, GRAD_TILE_J, GRAD_TILE_P, constants,
@@ -219,7 +219,7 @@ def update_kernels(c, dev):
                 elif g_i < -max_value:
                     g_i = -max_value
                 grad[i] = g_i
-            partial += float(g_i) * float(g_i)
+            partial += float64(g_i) * float64(g_i)  # float(): float32 stays float32
         cuda.atomic.add(norm_sq, 0, partial)
 
     @cuda.jit

@@ -130,7 +130,8 @@ def clip_gradient(grad, max_norm=0.0, max_value=0.0):
     """
     if max_value > 0:
         np.clip(grad, -max_value, max_value, out=grad)
-    norm = float(np.sqrt(np.dot(grad, grad)))
+    g = grad.astype(np.float64, copy=False)  # a float32 norm overflows at |g| ~ 1.8e19
+    norm = float(np.sqrt(np.dot(g, g)))
     if max_norm > 0:
         grad *= clip_scale(norm, max_norm)
     return norm

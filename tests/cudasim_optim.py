@@ -103,3 +103,12 @@ def test_fit_equals_the_reference_backend(name):
         np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-11)
     assert got[2] == want[2]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_clip_norm_of_huge_entries_does_not_overflow(dtype):
+    """‖(3e19, 4e19)‖ = 5e19: the squares are float64, so float32's 1.8e19 limit on a
+    square is no limit on the norm (a float32 sum of squares gave inf, and a zero step)."""
+    got = np.array([3e19, 4e19, 0.0], dtype)
+    K.clip_gradient(got, 1.0, 0.0)
+    np.testing.assert_allclose(got, [0.6, 0.8, 0.0], rtol=1e-6)

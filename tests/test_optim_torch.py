@@ -157,6 +157,23 @@ def test_the_clip_kernels_leave_the_clipped_gradient_and_return_the_norm(backend
     np.testing.assert_array_equal(be.to_host(small), g * 1e-3)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_clip_norm_of_float32_sums_float64_squares(backend, dtype):
+    """‖(3e19, 4e19)‖ = 5e19 on every backend: float32 squares overflow at 1.8e19 (a
+    float32 dot, or Numba's ``float()`` of a float32, which stays float32, gave inf, and
+    ``clip_grad_norm_``'s factor 0 then erased the step), and a float32 vector's norm is as
+    exact as its float64 sum: (1 + 2^-12)² rounded to float32 loses 2^-24, ten thousand
+    times over."""
+    be = get_backend("cpu", backend)
+    huge = be.to_device(np.array([3e19, 4e19, 0.0], dtype))
+    assert be.kernels.clip_gradient(huge, 1.0, 0.0) == pytest.approx(5e19, rel=1e-7)
+    np.testing.assert_allclose(be.to_host(huge), [0.6, 0.8, 0.0], rtol=1e-6)
+    g = np.full(10_001, 1 + 2.0**-12, dtype)
+    want = np.sqrt(np.sum(g.astype(np.float64) ** 2))
+    got = be.kernels.clip_gradient(be.to_device(g), 0.0, 0.0)
+    assert got == pytest.approx(want, rel=1e-15)
+
+
 # -- schedules per step ---------------------------------------------------------------------
 def _torch_lrs(make_scheduler, steps, lr):
     """The rate of each of ``steps`` steps under a torch scheduler stepped once per step."""
