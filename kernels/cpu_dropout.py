@@ -9,7 +9,7 @@ bits (a few integer multiplies per entry, next to the GEMM's ``n_{l-1}`` multipl
 
 - :func:`_drop_forward`: ``a ⊙= m / (1 − p)`` after the activation (a second pass over
   the layer's block, still in cache after the epilogue: the float32 sigmoid and tanh of
-  the epilogue are vectorised over whole rows, which a per-entry branch would undo);
+  the epilogue are vectorised over whole rows, which the hash would crowd);
 - :func:`_hidden_delta_drop`: ``δ ⊙= g'(s u) m / (1 − p)``, the hidden-δ kernel with
   the mask fused in (one pass), for every hidden activation: ``s`` the stored
   activations and ``u = 1 − p`` (their unscaled value), or a kept ``z`` (gelu,
@@ -18,9 +18,18 @@ bits (a few integer multiplies per entry, next to the GEMM's ``n_{l-1}`` multipl
 - :func:`_layer_key`: ``bits(bits(epoch_key, batch), layer)``, and :func:`_key_at`, a
   layer's key from a row of the batch on (a rank's share), for the compiled epoch.
 
-JIT cache: as in :mod:`gpubp.kernels.cpu`, the loops compile ``_derivative1`` and
-:func:`gpubp.kernels.cpu_activations.g_prime` (and the activation codes) in, so the entry points Python calls are closures over this module's
-digest of its sources.
+Vectorised (tests/test_dropout.py reads the LLVM IR): each loop runs along a row, its
+state stepped by ``+ G`` per entry (no ``(i + 1) G`` multiply), the mask applied by a
+select (the value computed for every entry, 0 stored for a dropped one: exactly 0,
+never ``0 · inf``), and ``_hidden_delta_drop`` has one loop per activation (a branch on
+the code inside the loop stops LLVM; :func:`_drop_delta_rows`). What remains per entry
+is the hash's two 64-bit multiplies, which AVX2 builds from three ``vpmuludq`` each
+(docs/performance.md, "Dropout masks"). The arithmetic is that of the per-entry
+branches before, to the bit.
+
+JIT cache: as in :mod:`gpubp.kernels.cpu`, the loops compile ``_derivative1`` and the
+g' of :mod:`gpubp.kernels.cpu_activations` (and the activation codes) in, so the entry
+points Python calls are closures over this module's digest of its sources.
 """
 
 from collections import namedtuple
@@ -29,7 +38,7 @@ import numpy as np
 from numba import njit
 
 from gpubp.kernels import cpu_activations, jit_cache
-from gpubp.kernels.cpu import _derivative1, activation_code
+from gpubp.kernels.cpu import IDENTITY, RELU, SIGMOID, TANH, _derivative1, activation_code
 from gpubp.kernels.dropout import (GOLDEN, KEEP_BITS, MIX1, MIX2, backward, forward,
                                    unscaling)
 from gpubp.kernels.reference import FROM_Z, SLOPE, activation_derivative
@@ -49,8 +58,21 @@ def _bits(key, i):
 
 
 @njit(inline="always", error_model="numpy")
-def _kept(key, i, threshold):
-    return (_bits(key, i) >> _TOP) >= threshold
+def _top_bits(x):
+    """The top ``KEEP_BITS`` bits of SplitMix64's output function of the state ``x``
+    (``mix(x) >> (64 − KEEP_BITS)``): its last step, ``x ^ (x >> 31)``, leaves the top 33
+    bits as they are, so it is left out (one xorshift less per entry)."""
+    x = (x ^ (x >> _S30)) * _MIX1
+    x = (x ^ (x >> _S27)) * _MIX2
+    return x >> _TOP
+
+
+@njit(inline="always", error_model="numpy")
+def _row_state(key, p, n):
+    """The state that ``+ G`` turns into row ``p``'s first entry's (``key + (p n + 1) G``):
+    a row steps its state by ``G`` per entry, an addition where ``(i + 1) G`` is a
+    64-bit multiply (which AVX2 has no instruction for)."""
+    return key + np.uint64(p * n) * _GOLDEN
 
 
 @njit(error_model="numpy")
@@ -68,35 +90,106 @@ def _key_at(step_key, layer, first_row, n):
 
 @njit(error_model="numpy")
 def _drop_forward(a, key, threshold, scale):
+    """``a ⊙= m / (1 − p)``: a select, not a branch, so that the loop vectorises; a dropped
+    entry is exactly 0 (as the reference's, not 0 · inf)."""
     P, n = a.shape  # scale: a scalar of a's dtype
+    zero = scale * np.float32(0)  # of scale's dtype (an int 0 would make it float64)
+    t = np.int64(threshold)  # <= 2^24: a signed compare, one instruction on AVX2
     for p in range(P):
         row = a[p]
+        x = _row_state(key, p, n)
         for j in range(n):
-            if _kept(key, p * n + j, threshold):
-                row[j] = row[j] * scale
-            else:
-                row[j] = 0  # exactly, as the reference (not 0 * inf)
+            x += _GOLDEN
+            v = row[j] * scale  # loaded whatever the mask: a select, not a masked load
+            row[j] = v if np.int64(_top_bits(x)) >= t else zero
+
+
+@njit(inline="always", error_model="numpy")
+def _drop_delta_rows(delta, s, f, slope, key, threshold, unscale, scale):
+    """``δ ⊙= f(s unscale) m scale`` over (P, n), ``f`` one activation's ``g'``: one loop
+    per activation and a select for the mask, so that LLVM vectorises it (a branch on the
+    code or on the mask inside the loop keeps it scalar)."""
+    P, n = delta.shape
+    t = np.int64(threshold)
+    for p in range(P):
+        drow = delta[p]
+        srow = s[p]
+        x = _row_state(key, p, n)
+        for j in range(n):
+            x += _GOLDEN
+            v = drow[j] * f(srow[j] * unscale, slope) * scale
+            drow[j] = v if np.int64(_top_bits(x)) >= t else 0
+
+
+# g' of each activation as _drop_delta_rows takes it: the first four by _derivative1 in
+# the array's dtype (as cpu._hidden_delta), the later ones in float64 (cpu_activations)
+@njit(inline="always", error_model="numpy")
+def _sigmoid_prime(a, slope):
+    return _derivative1(a, SIGMOID)
+
+
+@njit(inline="always", error_model="numpy")
+def _tanh_prime(a, slope):
+    return _derivative1(a, TANH)
+
+
+@njit(inline="always", error_model="numpy")
+def _relu_prime(a, slope):
+    return _derivative1(a, RELU)
+
+
+@njit(inline="always", error_model="numpy")
+def _identity_prime(a, slope):
+    return _derivative1(a, IDENTITY)
+
+
+def _widened(f):
+    """``f`` of ``float(s)``: a g' of :mod:`gpubp.kernels.cpu_activations`, float64 inside."""
+
+    @njit(inline="always", error_model="numpy")
+    def prime(s, slope):
+        return f(float(s), slope)
+
+    return prime
+
+
+_LEAKY_RELU1 = _widened(cpu_activations._leaky_relu_prime)
+_ELU1 = _widened(cpu_activations._elu_prime)
+_SELU1 = _widened(cpu_activations._selu_prime)
+_SOFTPLUS1 = _widened(cpu_activations._softplus_prime)
+_GELU1 = _widened(cpu_activations._gelu_prime)
+_GELU_TANH1 = _widened(cpu_activations._gelu_tanh_prime)
+_SILU1 = _widened(cpu_activations._silu_prime)
 
 
 @njit(error_model="numpy")
 def _hidden_delta_drop(delta, s, code, slope, key, threshold, unscale, scale):
     """``δ ⊙= g'(s unscale) m / (1 − p)``: ``s`` the stored ``a`` (``unscale`` 1 − p) or
     kept ``z`` (``unscale`` 1); ``slope`` leaky_relu's (a float); ``unscale``, ``scale``
-    scalars of δ's dtype."""
-    P, n = delta.shape
-    # g' by the loops of the later activations (float64 inside)
-    special = cpu_activations.is_special(code)
-    for p in range(P):
-        drow = delta[p]
-        srow = s[p]
-        for j in range(n):
-            if not _kept(key, p * n + j, threshold):
-                drow[j] = 0
-            elif special:
-                drow[j] = drow[j] * cpu_activations.g_prime(float(srow[j] * unscale), code,
-                                                            slope) * scale
-            else:
-                drow[j] = drow[j] * _derivative1(srow[j] * unscale, code) * scale
+    scalars of δ's dtype. One vectorised loop per activation (:func:`_drop_delta_rows`)."""
+    k, t, u, c = key, threshold, unscale, scale
+    if code == SIGMOID:
+        _drop_delta_rows(delta, s, _sigmoid_prime, slope, k, t, u, c)
+    elif code == TANH:
+        _drop_delta_rows(delta, s, _tanh_prime, slope, k, t, u, c)
+    elif code == RELU:
+        _drop_delta_rows(delta, s, _relu_prime, slope, k, t, u, c)
+    elif code == cpu_activations.LEAKY_RELU:
+        _drop_delta_rows(delta, s, _LEAKY_RELU1, slope, k, t, u, c)
+    elif code == cpu_activations.ELU:
+        _drop_delta_rows(delta, s, _ELU1, slope, k, t, u, c)
+    elif code == cpu_activations.SELU:
+        _drop_delta_rows(delta, s, _SELU1, slope, k, t, u, c)
+    elif code == cpu_activations.SOFTPLUS:
+        _drop_delta_rows(delta, s, _SOFTPLUS1, slope, k, t, u, c)
+    elif code == cpu_activations.GELU:
+        _drop_delta_rows(delta, s, _GELU1, slope, k, t, u, c)
+    elif code == cpu_activations.GELU_TANH:
+        _drop_delta_rows(delta, s, _GELU_TANH1, slope, k, t, u, c)
+    elif code == cpu_activations.SILU:
+        _drop_delta_rows(delta, s, _SILU1, slope, k, t, u, c)
+    else:  # identity
+        _drop_delta_rows(delta, s, _identity_prime, slope, k, t, u, c)
 
 
 # -- public kernels (the reference's dropout signatures) ----------------------------------
