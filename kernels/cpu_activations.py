@@ -8,10 +8,12 @@ those of ``FROM_Z`` (gelu, gelu_tanh, silu, whose layers keep ``z``). The codes 
 the table, :mod:`gpubp.activations`.
 
 The transcendentals are the vectorisable ones of :mod:`gpubp.kernels.cpu_math`: float64
-arrays in float64, float32 arrays in float32 by the twins of :mod:`gpubp.kernels.cpu_math32`
-(twice the SIMD width, no conversions; leaky_relu and the primes of elu and selu, which
-need no transcendental, and gelu_tanh's prime (it cancels in float32), in float64, rounded once at the store), picked by the argument's
-type when Numba compiles the loop (:func:`_by_type`); and each activation has its own inner loop (``_forward_rows``/``_delta_rows`` specialised
+arrays in float64, float32 arrays in float32 by the twins of
+:mod:`gpubp.kernels.cpu_math32` (twice the SIMD width, no conversions); leaky_relu, the
+g' of elu and selu (no transcendental) and gelu_tanh's g' (it cancels in float32) in
+float64, rounded once at the store. :func:`_by_type` picks the loop by the array's dtype
+when Numba compiles the caller; each activation has its own inner loop
+(``_forward_rows``/``_delta_rows`` specialised
 on the scalar function), so that LLVM vectorises it: a branch on ``code`` inside the loop
 stops that (docs/performance.md, "Vectorised transcendentals").
 """

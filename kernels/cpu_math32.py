@@ -11,7 +11,6 @@ which stays there); :mod:`gpubp.kernels.cpu_activations` picks one or the other 
 argument's type at compile time.
 """
 
-import numpy as np
 from numba import njit
 
 from gpubp.kernels.cpu_math import _F, _exp_f32, _expm1_f32, _log1p_f32, _sigmoid_f32

@@ -63,7 +63,8 @@ def test_gelu_and_its_derivative_in_float32_are_close_to_float64():
     """In units of 2^-23 of the size of the terms (measured 3.8 for gelu, 1.7 for g'): 5
     for z > −1.41; below, where Φ is erfc(|z|/√2)/2 and the rounding of z/√2 is amplified
     by z² <= 32 in it, 40 (measured 33, 5.4), an absolute error < 5e-8; below z = −5.6 Φ
-    is cut to 0 (Φ < 1.1e-8 there): absolute bounds from z = −1.41 on (measured 4.6e-8, 5.6e-8)."""
+    is cut to 0 (Φ < 1.1e-8 there); absolute bounds from z = −1.41 on (measured 4.6e-8,
+    5.6e-8)."""
     z = np.concatenate([np.linspace(-20, 20, 2 ** 21, dtype=np.float32),
                         np.float32([0.0, -0.0, 1e-30, -1e-30, 3e38, -3e38])])
     zd = z.astype(np.float64)
