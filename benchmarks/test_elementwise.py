@@ -17,7 +17,7 @@ import pytest
 from numba import njit
 from scipy import special
 
-from gpubp.kernels import cpu_math
+from gpubp.kernels import cpu_math, cpu_math32
 
 
 @njit(inline="always")
@@ -76,7 +76,7 @@ VARIANTS = {
     ("expm1", "float32"): cpu_math._expm1_f32, ("expm1", "float64"): cpu_math._expm1_f64,
     ("log", "float32"): cpu_math._log_f32, ("log", "float64"): cpu_math._log_f64,
     ("log1p", "float32"): cpu_math._log1p_f32, ("log1p", "float64"): cpu_math._log1p_f64,
-    ("erf", "float32"): cpu_math._erf_f32, ("erf", "float64"): cpu_math._erf_f64,
+    ("erf", "float32"): cpu_math32._erf_f32, ("erf", "float64"): cpu_math._erf_f64,
 }
 NUMPY = {"exp": lambda z: np.exp(z, out=z), "tanh": lambda z: np.tanh(z, out=z),
          "sigmoid": None, "expm1": lambda z: np.expm1(z, out=z),

@@ -7,16 +7,22 @@ gives the equations and why nothing overflows), one scalar at a time: ``g`` of `
 those of ``FROM_Z`` (gelu, gelu_tanh, silu, whose layers keep ``z``). The codes come from
 the table, :mod:`gpubp.activations`.
 
-The transcendentals are the vectorisable ones of :mod:`gpubp.kernels.cpu_math`, in float64
-whatever the array's dtype (one rounding at the store, as the reference's float64 result),
-and each activation has its own inner loop (``_forward_rows``/``_delta_rows`` specialised
+The transcendentals are the vectorisable ones of :mod:`gpubp.kernels.cpu_math`: float64
+arrays in float64, float32 arrays in float32 by the twins of
+:mod:`gpubp.kernels.cpu_math32` (twice the SIMD width, no conversions); leaky_relu, the
+g' of elu and selu (no transcendental) and gelu_tanh's g' (it cancels in float32) in
+float64, rounded once at the store. :func:`_by_type` picks the loop by the array's dtype
+when Numba compiles the caller; each activation has its own inner loop
+(``_forward_rows``/``_delta_rows`` specialised
 on the scalar function), so that LLVM vectorises it: a branch on ``code`` inside the loop
 stops that (docs/performance.md, "Vectorised transcendentals").
 """
 
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from gpubp import activations
+from gpubp.kernels import cpu_math32 as m32
 from gpubp.kernels.cpu_math import _erf_f64, _exp_f64, _expm1_f64, _log1p_f64, _sigmoid_f64
 from gpubp.kernels.reference import (GELU_PDF_CLAMP, GELU_TANH_C, GELU_TANH_CLAMP,
                                      INV_SQRT_2PI, LAMBDA, LAMBDA_ALPHA, SQRT_2_OVER_PI,
@@ -162,7 +168,7 @@ def g_prime(s, code, slope):
     return _silu_prime(s, slope)
 
 
-# -- the loops: one per activation, each free of branches on the code ----------------------
+# -- the loops: one per activation and dtype, each free of branches on the code --------------
 @njit(inline="always", error_model="numpy")
 def _forward_rows(z, b, kept, f, slope):
     """``z = f(z + b)`` over (P, n), ``kept`` written with ``z + b`` when it has rows."""
@@ -174,10 +180,10 @@ def _forward_rows(z, b, kept, f, slope):
             for j in range(n):
                 v = row[j] + b[j]
                 krow[j] = v
-                row[j] = f(float(v), slope)
+                row[j] = f(v, slope)
         else:
             for j in range(n):
-                row[j] = f(float(row[j] + b[j]), slope)
+                row[j] = f(row[j] + b[j], slope)
 
 
 @njit(inline="always", error_model="numpy")
@@ -188,7 +194,53 @@ def _delta_rows(delta, s, f, slope):
         drow = delta[p]
         srow = s[p]
         for j in range(n):
-            drow[j] *= f(float(srow[j]), slope)
+            drow[j] *= f(srow[j], slope)
+
+
+def _by_type(f64, f32=None):
+    """``(forward, delta)``: compiled-only functions ``forward(z, b, kept, slope)`` and
+    ``delta(delta, s, slope)``, the loops above over ``f32`` for float32 arrays, else over
+    ``f64`` of ``float(s)`` (always, without ``f32``), chosen by Numba's typing when the
+    caller is compiled (an ``overload``): one loop per dtype, no branch on the dtype."""
+    def wide(s, slope):
+        return f64(float(s), slope)
+    wide = njit(inline="always", error_model="numpy")(wide)
+
+    def pick(array):
+        single = f32 is not None and array.dtype == types.float32
+        return f32 if single else wide
+
+    def forward(z, b, kept, slope):
+        raise NotImplementedError("compiled code only")
+
+    def delta(delta, s, slope):
+        raise NotImplementedError("compiled code only")
+
+    @overload(forward)
+    def _forward(z, b, kept, slope):
+        f = pick(z)
+        return lambda z, b, kept, slope: _forward_rows(z, b, kept, f, slope)
+
+    @overload(delta)
+    def _delta(delta, s, slope):
+        f = pick(delta)
+        return lambda delta, s, slope: _delta_rows(delta, s, f, slope)
+    return forward, delta
+
+
+_LOOPS = {LEAKY_RELU: (_by_type(_leaky_relu), _by_type(_leaky_relu_prime)),
+          ELU: (_by_type(_elu, m32._elu_f32), _by_type(_elu_prime)),
+          SELU: (_by_type(_selu, m32._selu_f32), _by_type(_selu_prime)),
+          SOFTPLUS: (_by_type(_softplus, m32._softplus_f32),
+                     _by_type(_softplus_prime, m32._softplus_prime_f32)),
+          GELU: (_by_type(_gelu, m32._gelu_f32), _by_type(_gelu_prime, m32._gelu_prime_f32)),
+          # gelu_tanh's g' in float64: in float32 its two terms cancel near its zero
+          GELU_TANH: (_by_type(_gelu_tanh, m32._gelu_tanh_f32), _by_type(_gelu_tanh_prime)),
+          SILU: (_by_type(_silu, m32._silu_f32), _by_type(_silu_prime, m32._silu_prime_f32))}
+(LEAKY_RELU_FORWARD, ELU_FORWARD, SELU_FORWARD, SOFTPLUS_FORWARD, GELU_FORWARD,
+ GELU_TANH_FORWARD, SILU_FORWARD) = (_LOOPS[c][0][0] for c in SPECIAL)
+(LEAKY_RELU_DELTA, ELU_DELTA, SELU_DELTA, SOFTPLUS_DELTA, GELU_DELTA, GELU_TANH_DELTA,
+ SILU_DELTA) = (_LOOPS[c][1][1] for c in SPECIAL)
 
 
 @njit(error_model="numpy")
@@ -196,35 +248,35 @@ def bias_activation(z, b, code, slope, kept):
     """``z = g(z + b)`` in place over (P, n); ``kept`` (P, n) receives ``z + b`` when it has
     rows (the FROM_Z layers), else (0 rows) nothing."""
     if code == LEAKY_RELU:
-        _forward_rows(z, b, kept, _leaky_relu, slope)
+        LEAKY_RELU_FORWARD(z, b, kept, slope)
     elif code == ELU:
-        _forward_rows(z, b, kept, _elu, slope)
+        ELU_FORWARD(z, b, kept, slope)
     elif code == SELU:
-        _forward_rows(z, b, kept, _selu, slope)
+        SELU_FORWARD(z, b, kept, slope)
     elif code == SOFTPLUS:
-        _forward_rows(z, b, kept, _softplus, slope)
+        SOFTPLUS_FORWARD(z, b, kept, slope)
     elif code == GELU:
-        _forward_rows(z, b, kept, _gelu, slope)
+        GELU_FORWARD(z, b, kept, slope)
     elif code == GELU_TANH:
-        _forward_rows(z, b, kept, _gelu_tanh, slope)
+        GELU_TANH_FORWARD(z, b, kept, slope)
     else:
-        _forward_rows(z, b, kept, _silu, slope)
+        SILU_FORWARD(z, b, kept, slope)
 
 
 @njit(error_model="numpy")
 def hidden_delta(delta, s, code, slope):
     """``δ ⊙= g'(s)`` in place over (P, n)."""
     if code == LEAKY_RELU:
-        _delta_rows(delta, s, _leaky_relu_prime, slope)
+        LEAKY_RELU_DELTA(delta, s, slope)
     elif code == ELU:
-        _delta_rows(delta, s, _elu_prime, slope)
+        ELU_DELTA(delta, s, slope)
     elif code == SELU:
-        _delta_rows(delta, s, _selu_prime, slope)
+        SELU_DELTA(delta, s, slope)
     elif code == SOFTPLUS:
-        _delta_rows(delta, s, _softplus_prime, slope)
+        SOFTPLUS_DELTA(delta, s, slope)
     elif code == GELU:
-        _delta_rows(delta, s, _gelu_prime, slope)
+        GELU_DELTA(delta, s, slope)
     elif code == GELU_TANH:
-        _delta_rows(delta, s, _gelu_tanh_prime, slope)
+        GELU_TANH_DELTA(delta, s, slope)
     else:
-        _delta_rows(delta, s, _silu_prime, slope)
+        SILU_DELTA(delta, s, slope)

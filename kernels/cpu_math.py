@@ -6,7 +6,8 @@ it cannot vectorise ``math.exp`` or ``math.tanh``, 5-10x faster an element
 For a new activation: call ``_exp_*`` (``e^x``, whole range, libm's inf and 0 beyond
 it), ``_expm1_*``, ``_log_*``, ``_log1p_*``, ``_erf_*``, ``_sigmoid_*`` and ``_tanh_*``
 element by element inside an ``inline="always"``, ``error_model="numpy"`` loop body,
-picking the function by dtype (``forward_code`` in :mod:`gpubp.kernels.cpu` does that for
+picking the function by dtype (float32's erf and the later activations' float32 forms are
+in :mod:`gpubp.kernels.cpu_math32`; ``forward_code`` in :mod:`gpubp.kernels.cpu` does that for
 sigmoid and tanh), and keep the loop free of other calls and of branches on loop-invariant
 codes (one loop per function, as :mod:`gpubp.kernels.cpu_activations`) so that LLVM can
 vectorise it. The error bounds in the docstrings are the maxima measured by
@@ -383,9 +384,3 @@ def _erf_f64(x):
     big = _D(1.0) - r
     return r if small else (big if x >= _D(0.0) else -big)
 
-
-@njit(inline="always", error_model="numpy")
-def _erf_f32(x):
-    """erf of a float32: :func:`_erf_f64` of it, rounded once (within 1 ulp; at the
-    float64 vector width, half the float32 one)."""
-    return _F(_erf_f64(_D(x)))
