@@ -35,9 +35,11 @@ points Python calls are closures over this module's digest of its sources.
 from collections import namedtuple
 
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.extending import overload
 
 from gpubp.kernels import cpu_activations, jit_cache
+from gpubp.kernels import cpu_math32 as m32
 from gpubp.kernels.cpu import IDENTITY, RELU, SIGMOID, TANH, _derivative1, activation_code
 from gpubp.kernels.dropout import (GOLDEN, KEEP_BITS, MIX1, MIX2, backward, forward,
                                    unscaling)
@@ -122,7 +124,7 @@ def _drop_delta_rows(delta, s, f, slope, key, threshold, unscale, scale):
 
 
 # g' of each activation as _drop_delta_rows takes it: the first four by _derivative1 in
-# the array's dtype (as cpu._hidden_delta), the later ones in float64 (cpu_activations)
+# the array's dtype (as cpu._hidden_delta), the later ones by _by_type below
 @njit(inline="always", error_model="numpy")
 def _sigmoid_prime(a, slope):
     return _derivative1(a, SIGMOID)
@@ -153,13 +155,32 @@ def _widened(f):
     return prime
 
 
-_LEAKY_RELU1 = _widened(cpu_activations._leaky_relu_prime)
-_ELU1 = _widened(cpu_activations._elu_prime)
-_SELU1 = _widened(cpu_activations._selu_prime)
-_SOFTPLUS1 = _widened(cpu_activations._softplus_prime)
-_GELU1 = _widened(cpu_activations._gelu_prime)
-_GELU_TANH1 = _widened(cpu_activations._gelu_tanh_prime)
-_SILU1 = _widened(cpu_activations._silu_prime)
+def _by_type(f64, f32=None):
+    """A compiled-only ``rows(delta, s, slope, key, threshold, unscale, scale)``:
+    :func:`_drop_delta_rows` over ``f32`` for float32 arrays, else over ``f64`` of
+    ``float(s)``; chosen by Numba's typing (an ``overload``), one loop per dtype, as
+    :func:`gpubp.kernels.cpu_activations._by_type` chooses the loops without dropout (the
+    same pairs: float32 where :mod:`gpubp.kernels.cpu_math32` has the g')."""
+    wide = _widened(f64)
+
+    def rows(delta, s, slope, key, threshold, unscale, scale):
+        raise NotImplementedError("compiled code only")
+
+    @overload(rows)
+    def _rows(delta, s, slope, key, threshold, unscale, scale):
+        f = f32 if f32 is not None and delta.dtype == types.float32 else wide
+        return lambda delta, s, slope, key, threshold, unscale, scale: _drop_delta_rows(
+            delta, s, f, slope, key, threshold, unscale, scale)
+    return rows
+
+
+_LEAKY_RELU1 = _by_type(cpu_activations._leaky_relu_prime)
+_ELU1 = _by_type(cpu_activations._elu_prime)
+_SELU1 = _by_type(cpu_activations._selu_prime)
+_SOFTPLUS1 = _by_type(cpu_activations._softplus_prime, m32._softplus_prime_f32)
+_GELU1 = _by_type(cpu_activations._gelu_prime, m32._gelu_prime_f32)
+_GELU_TANH1 = _by_type(cpu_activations._gelu_tanh_prime)
+_SILU1 = _by_type(cpu_activations._silu_prime, m32._silu_prime_f32)
 
 
 @njit(error_model="numpy")
@@ -175,19 +196,19 @@ def _hidden_delta_drop(delta, s, code, slope, key, threshold, unscale, scale):
     elif code == RELU:
         _drop_delta_rows(delta, s, _relu_prime, slope, k, t, u, c)
     elif code == cpu_activations.LEAKY_RELU:
-        _drop_delta_rows(delta, s, _LEAKY_RELU1, slope, k, t, u, c)
+        _LEAKY_RELU1(delta, s, slope, k, t, u, c)
     elif code == cpu_activations.ELU:
-        _drop_delta_rows(delta, s, _ELU1, slope, k, t, u, c)
+        _ELU1(delta, s, slope, k, t, u, c)
     elif code == cpu_activations.SELU:
-        _drop_delta_rows(delta, s, _SELU1, slope, k, t, u, c)
+        _SELU1(delta, s, slope, k, t, u, c)
     elif code == cpu_activations.SOFTPLUS:
-        _drop_delta_rows(delta, s, _SOFTPLUS1, slope, k, t, u, c)
+        _SOFTPLUS1(delta, s, slope, k, t, u, c)
     elif code == cpu_activations.GELU:
-        _drop_delta_rows(delta, s, _GELU1, slope, k, t, u, c)
+        _GELU1(delta, s, slope, k, t, u, c)
     elif code == cpu_activations.GELU_TANH:
-        _drop_delta_rows(delta, s, _GELU_TANH1, slope, k, t, u, c)
+        _GELU_TANH1(delta, s, slope, k, t, u, c)
     elif code == cpu_activations.SILU:
-        _drop_delta_rows(delta, s, _SILU1, slope, k, t, u, c)
+        _SILU1(delta, s, slope, k, t, u, c)
     else:  # identity
         _drop_delta_rows(delta, s, _identity_prime, slope, k, t, u, c)
 
