@@ -29,16 +29,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.typed import List
 
+from feature_costs import parse_case  # a script beside this one: the same case syntax
+
 WAYS = ("openblas-all", "openblas-1", "split-2", "mkl-all")
-
-
-def parse_case(text):
-    """``"784-256-256-10@128"`` -> ``((784, 256, 256, 10), 128)``."""
-    try:
-        shape, batch = text.split("@")
-        return tuple(int(s) for s in shape.split("-")), int(batch)
-    except ValueError:
-        raise ValueError(f"case must look like '784-256-256-10@128', got {text!r}") from None
 
 
 def operands(sizes, P, dtype, seed=0):

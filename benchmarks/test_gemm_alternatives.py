@@ -57,5 +57,5 @@ def test_table_gives_ratios_to_openblas_all():
 
 def test_case_is_checked():
     assert gemm_alternatives.parse_case("784-512-10@64") == ((784, 512, 10), 64)
-    with pytest.raises(ValueError, match=r"case must look like '784-256-256-10@128', got 'x'"):
+    with pytest.raises(ValueError, match=r"case must look like '784-512-512-10@128', got 'x'"):
         gemm_alternatives.parse_case("x")
