@@ -187,6 +187,21 @@ def _forward_rows(z, b, kept, f, slope):
 
 
 @njit(inline="always", error_model="numpy")
+def _forward_prime_rows(z, b, kept, f, f_prime, slope):
+    """``z = f(z + b)`` and ``kept = f'(z + b)`` over (P, n), in one pass: the compiled
+    epoch's FROM_Z layers keep ``g'(z)`` for the backward pass rather than ``z`` (the
+    pair shares its transcendentals, which LLVM computes once for both)."""
+    P, n = z.shape
+    for p in range(P):
+        row = z[p]
+        krow = kept[p]
+        for j in range(n):
+            v = row[j] + b[j]
+            krow[j] = f_prime(v, slope)
+            row[j] = f(v, slope)
+
+
+@njit(inline="always", error_model="numpy")
 def _delta_rows(delta, s, f, slope):
     """``δ ⊙= f(s)`` over (P, n)."""
     P, n = delta.shape
@@ -198,10 +213,11 @@ def _delta_rows(delta, s, f, slope):
 
 
 def _by_type(f64, f32=None):
-    """``(forward, delta)``: compiled-only functions ``forward(z, b, kept, slope)`` and
-    ``delta(delta, s, slope)``, the loops above over ``f32`` for float32 arrays, else over
-    ``f64`` of ``float(s)`` (always, without ``f32``), chosen by Numba's typing when the
-    caller is compiled (an ``overload``): one loop per dtype, no branch on the dtype."""
+    """``(forward, delta, pick)``: compiled-only functions ``forward(z, b, kept, slope)``
+    and ``delta(delta, s, slope)``, the loops above over ``f32`` for float32 arrays, else
+    over ``f64`` of ``float(s)`` (always, without ``f32``), chosen by Numba's typing when
+    the caller is compiled (an ``overload``): one loop per dtype, no branch on the dtype;
+    ``pick(array_type)`` gives the scalar function chosen for it."""
     def wide(s, slope):
         return f64(float(s), slope)
     wide = njit(inline="always", error_model="numpy")(wide)
@@ -225,7 +241,20 @@ def _by_type(f64, f32=None):
     def _delta(delta, s, slope):
         f = pick(delta)
         return lambda delta, s, slope: _delta_rows(delta, s, f, slope)
-    return forward, delta
+    return forward, delta, pick
+
+
+def _with_prime(g_loops, prime_loops):
+    """A compiled-only ``forward_prime(z, b, kept, slope)``: :func:`_forward_prime_rows`
+    over the scalar functions that ``_by_type``'s ``g_loops`` and ``prime_loops`` pick."""
+    def forward_prime(z, b, kept, slope):
+        raise NotImplementedError("compiled code only")
+
+    @overload(forward_prime)
+    def _forward_prime(z, b, kept, slope):
+        f, f_prime = g_loops[2](z), prime_loops[2](z)
+        return lambda z, b, kept, slope: _forward_prime_rows(z, b, kept, f, f_prime, slope)
+    return forward_prime
 
 
 _LOOPS = {LEAKY_RELU: (_by_type(_leaky_relu), _by_type(_leaky_relu_prime)),
@@ -241,6 +270,8 @@ _LOOPS = {LEAKY_RELU: (_by_type(_leaky_relu), _by_type(_leaky_relu_prime)),
  GELU_TANH_FORWARD, SILU_FORWARD) = (_LOOPS[c][0][0] for c in SPECIAL)
 (LEAKY_RELU_DELTA, ELU_DELTA, SELU_DELTA, SOFTPLUS_DELTA, GELU_DELTA, GELU_TANH_DELTA,
  SILU_DELTA) = (_LOOPS[c][1][1] for c in SPECIAL)
+GELU_FORWARD_PRIME, GELU_TANH_FORWARD_PRIME, SILU_FORWARD_PRIME = (
+    _with_prime(*_LOOPS[c]) for c in (GELU, GELU_TANH, SILU))
 
 
 @njit(error_model="numpy")
@@ -280,3 +311,30 @@ def hidden_delta(delta, s, code, slope):
         GELU_TANH_DELTA(delta, s, slope)
     else:
         SILU_DELTA(delta, s, slope)
+
+
+@njit(error_model="numpy")
+def bias_activation_prime(z, b, code, slope, kept):
+    """``z = g(z + b)`` and ``kept = g'(z + b)`` in place over (P, n), for a code of
+    ``FROM_Z`` (gelu, gelu_tanh, silu): the compiled epoch's forward pass, whose backward
+    pass then multiplies ``δ`` by ``kept`` (:func:`kept_delta`): the g' of
+    :func:`hidden_delta`, rounded to the dtype (as it is but on the float64 route of
+    gelu_tanh's float32 g', which ``hidden_delta`` multiplies in before rounding)."""
+    if code == GELU:
+        GELU_FORWARD_PRIME(z, b, kept, slope)
+    elif code == GELU_TANH:
+        GELU_TANH_FORWARD_PRIME(z, b, kept, slope)
+    else:
+        SILU_FORWARD_PRIME(z, b, kept, slope)
+
+
+@njit(error_model="numpy")
+def kept_delta(delta, kept):
+    """``δ ⊙= kept`` in place over (P, n): the hidden δ from the g' a forward pass kept
+    (:func:`bias_activation_prime`)."""
+    P, n = delta.shape
+    for p in range(P):
+        drow = delta[p]
+        krow = kept[p]
+        for j in range(n):
+            drow[j] *= krow[j]

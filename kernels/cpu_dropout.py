@@ -106,6 +106,46 @@ def _drop_forward(a, key, threshold, scale):
             row[j] = v if np.int64(_top_bits(x)) >= t else zero
 
 
+@njit(error_model="numpy")
+def _drop_forward_kept(a, kept, key, threshold, scale):
+    """``a ⊙= m / (1 − p)`` and ``kept ⊙= m`` in one pass (``kept``: the g' the compiled
+    epoch's forward pass keeps, :func:`gpubp.kernels.cpu_activations.bias_activation_prime`),
+    so that the backward pass (:func:`_kept_delta_drop`) draws no mask; ``kept`` of 0
+    rows (nothing kept): :func:`_drop_forward`."""
+    if kept.shape[0] == 0:
+        _drop_forward(a, key, threshold, scale)
+        return
+    P, n = a.shape
+    zero = scale * np.float32(0)
+    t = np.int64(threshold)
+    for p in range(P):
+        row = a[p]
+        krow = kept[p]
+        x = _row_state(key, p, n)
+        for j in range(n):
+            x += _GOLDEN
+            keep = np.int64(_top_bits(x)) >= t
+            v = row[j] * scale
+            row[j] = v if keep else zero
+            k = krow[j]
+            krow[j] = k if keep else zero
+
+
+@njit(error_model="numpy")
+def _kept_delta_drop(delta, kept, scale):
+    """``δ ⊙= kept / (1 − p)`` over (P, n), ``kept = g'(z) ⊙ m`` (:func:`_drop_forward_kept`):
+    the arithmetic of :func:`_hidden_delta_drop` (``δ g'`` then ``× scale``), and a
+    dropped entry stored as exactly 0 (a select on ``kept``, never ``0 · inf``)."""
+    P, n = delta.shape
+    for p in range(P):
+        drow = delta[p]
+        krow = kept[p]
+        for j in range(n):
+            k = krow[j]
+            v = drow[j] * k * scale
+            drow[j] = v if k != 0 else 0
+
+
 @njit(inline="always", error_model="numpy")
 def _drop_delta_rows(delta, s, f, slope, key, threshold, unscale, scale):
     """``δ ⊙= f(s unscale) m scale`` over (P, n), ``f`` one activation's ``g'``: one loop

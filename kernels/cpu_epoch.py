@@ -21,7 +21,9 @@ Dropout: the masks are drawn inside, per batch, from ``Batches.dropout_key`` and
 batch's place in the epoch (``first_batch + k``), by the counter-based generator every
 target shares (:mod:`gpubp.kernels.cpu_dropout`), so a step drops exactly the units the
 per-kernel step, the reference and the CUDA kernels drop for the same seed; the mask of
-hidden layer ``l`` is fused into its δ kernel.
+hidden layer ``l`` is fused into its δ kernel. gelu, gelu_tanh and silu (``FROM_Z``) keep
+``g'(z^l)`` (times the mask) from the forward pass, whose epilogue computes it with ``g``
+(shared transcendentals): their backward pass is one multiply, and draws no mask.
 
 Arguments: five named tuples, :mod:`gpubp.kernels.epoch_args` (which also gives the
 buffers' layouts). Any depth, every activation and loss, SGD (momentum, Nesterov, weight
@@ -30,17 +32,15 @@ gradient are one compiled function per dtype, and every array is a view made by
 slicing and reshaping a flat buffer: nothing is allocated per step (the tests count NRT
 allocations).
 
-Kernels for other modules: :func:`gather_rows` and :func:`descend` (the node step of
-:mod:`gpubp.distributed.split_step` uses both), :func:`gemm_epoch` (benchmarks).
+Kernels for other modules: :func:`gather_rows`, :func:`descend` (the node step of
+:mod:`gpubp.distributed.split_step`), :func:`gemm_epoch` (benchmarks).
 
 JIT cache. Numba stamps a cached function with its own source file only, yet the loops
 of :mod:`gpubp.kernels.cpu` are compiled into :func:`train_epoch`: after a change there a
-stale cache would serve the old loops with the new codes. So the compiled epoch behind
-:func:`train_epoch` is a closure over :data:`KERNELS_DIGEST`, a hash of every ``gpubp``
-module this one imports (transitively, :func:`gpubp.kernels.jit_cache.kernel_sources`), and Numba keys a cached
-closure by the values it captures as well as by its code: a change to any of those files
-compiles a new epoch.
-The helpers that call those loops (``_epoch``, ``_forward``, ...; the optimizer's step,
+stale cache would serve the old loops. So the compiled epoch is a closure over
+:data:`KERNELS_DIGEST`, a hash of every ``gpubp`` module this one imports (transitively,
+:func:`gpubp.kernels.jit_cache.kernel_sources`): Numba keys a cached closure by the
+values it captures too, so a change to any of those files compiles a new epoch. The helpers that call those loops (``_epoch``, ``_forward``, ...; the optimizer's step,
 :mod:`gpubp.kernels.cpu_epoch_update`) are not cached on their own, for the same reason;
 they are compiled only into a newly compiled epoch.
 """
@@ -58,7 +58,8 @@ from gpubp.kernels.cpu import (
     _sgd,
 )
 from gpubp.kernels import cpu_activations, jit_cache
-from gpubp.kernels.cpu_dropout import _bits, _drop_forward, _hidden_delta_drop, _key_at
+from gpubp.kernels.cpu_dropout import (_bits, _drop_forward_kept, _hidden_delta_drop, _key_at,
+                                      _kept_delta_drop)
 from gpubp.kernels.cpu_epoch_update import FUSED_SGD, FUSED_STEP, UNFUSED, _apply, _step_layer
 from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product
 from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
@@ -153,16 +154,17 @@ def _forward(a_0, buffers, layout, codes, P, masks_at):
         z = _block(acts, layout.a_offsets[l], P, n_out)
         a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
         forward_product(a_in, _block(theta, w, n_in, n_out), z, layout.loops[l - 1])
-        code = codes.forward[l - 1]
-        if cpu_activations.is_special(code):  # a kept z^l has its own block in acts (none: 0 rows)
-            z_at = layout.z_offsets[l]
-            kept = _block(acts, max(z_at, 0), P if z_at >= 0 else 0, n_out)
-            cpu_activations.bias_activation(z, theta[b:b + n_out], code, codes.slope, kept)
+        code, z_at, bias = codes.forward[l - 1], layout.z_offsets[l], theta[b:b + n_out]
+        kept = _block(acts, max(z_at, 0), P if z_at >= 0 else 0, n_out)
+        if z_at >= 0:  # FROM_Z: g'(z^l) kept in its own block of acts, for the backward pass
+            cpu_activations.bias_activation_prime(z, bias, code, codes.slope, kept)
+        elif cpu_activations.is_special(code):
+            cpu_activations.bias_activation(z, bias, code, codes.slope, kept)
         else:
-            _bias_activation(z, theta[b:b + n_out], code)
-        if codes.drop_threshold[l - 1] > 0:
-            _drop_forward(z, _key_at(masks_at[0], l, masks_at[1], n_out),
-                          codes.drop_threshold[l - 1], codes.drop_scale[l - 1])
+            _bias_activation(z, bias, code)
+        if codes.drop_threshold[l - 1] > 0:  # and into a kept g': the backward draws none
+            _drop_forward_kept(z, kept, _key_at(masks_at[0], l, masks_at[1], n_out),
+                               codes.drop_threshold[l - 1], codes.drop_scale[l - 1])
 
 
 @njit(error_model="numpy", inline="always")
@@ -240,18 +242,23 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
 
 @njit(error_model="numpy", inline="always")
 def hidden_error(delta, a, acts, layout, codes, l, masks_at):
-    """``δ^l ⊙= g'(z^l)`` in place (``δ`` holds ``δ^{l+1} W^{l+1 T}``), g' from ``a^l`` or the
-    kept ``z^l``; with dropout ``⊙ m^l / (1 − p)``, the masks of ``masks_at`` fused in."""
+    """``δ^l ⊙= g'(z^l)`` in place (``δ`` holds ``δ^{l+1} W^{l+1 T}``), g' from ``a^l`` or, for
+    FROM_Z, the ``g'(z^l)`` (times ``m^l``) that the forward pass kept; with dropout
+    ``⊙ m^l / (1 − p)``, the masks of ``masks_at`` fused in."""
     (P, n), code = delta.shape, codes.derivative[l - 1]
-    z_at = layout.z_offsets[l]  # g' from a^l, or from z^l (kept before the mask)
-    s = a if z_at < 0 else _block(acts, z_at, P, n)
-    if codes.drop_threshold[l - 1] > 0:  # the mask fused into the δ kernel
-        keep = codes.drop_keep[l - 1]  # g' of the unscaled a; of z itself (x 1)
-        _hidden_delta_drop(delta, s, code, codes.slope, _key_at(masks_at[0], l, masks_at[1], n),
-                           codes.drop_threshold[l - 1], keep if z_at < 0 else keep * 0 + 1,
+    z_at = layout.z_offsets[l]
+    if z_at >= 0:
+        kept = _block(acts, z_at, P, n)
+        if codes.drop_threshold[l - 1] > 0:
+            _kept_delta_drop(delta, kept, codes.drop_scale[l - 1])
+        else:
+            cpu_activations.kept_delta(delta, kept)
+    elif codes.drop_threshold[l - 1] > 0:  # the mask fused into the δ kernel
+        _hidden_delta_drop(delta, a, code, codes.slope, _key_at(masks_at[0], l, masks_at[1], n),
+                           codes.drop_threshold[l - 1], codes.drop_keep[l - 1],
                            codes.drop_scale[l - 1])
     elif cpu_activations.is_special(code):
-        cpu_activations.hidden_delta(delta, s, code, codes.slope)
+        cpu_activations.hidden_delta(delta, a, code, codes.slope)
     else:
         _hidden_delta(delta, a, code)
 

@@ -23,9 +23,10 @@ Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a
 - ``acts``: ``a^l`` for ``l = 0..L``, block ``l`` at ``a_offsets[l]``, its first ``P``
   rows contiguous, the layout of ``Network.activations`` (a batch of consecutive rows of
   ``X`` is read in place, not copied into ``a^0``);
-- ``acts`` also holds, after the ``a^l``, ``z^l`` of the layers whose ``g'`` needs ``z``
-  (gelu, gelu_tanh, silu), block ``l`` at ``z_offsets[l]`` (-1 for the layers that keep
-  none);
+- ``acts`` also holds, after the ``a^l``, a block per layer whose ``g'`` needs ``z``
+  (gelu, gelu_tanh, silu) at ``z_offsets[l]`` (-1 for the layers that keep none): the
+  compiled epoch's forward pass writes ``g'(z^l)`` there (times the mask ``m^l`` with
+  dropout; the per-kernel step keeps ``z^l`` itself there);
 - ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
 - ``targets``: ``(cap, n_L)``, the gathered ``y`` rows; ``row_weights``: ``(cap,)``.
 """
@@ -80,7 +81,7 @@ class Buffers(namedtuple("Buffers", "theta nabla acts deltas targets row_weights
 class Layout(namedtuple("Layout", "sizes w_offsets a_offsets d_offsets z_offsets loops")):
     """int64 arrays: ``sizes`` (L + 1,) the layer widths, ``w_offsets`` (L,) where ``W^l``
     starts in ``theta``, ``a_offsets``/``d_offsets`` (L + 1,) where ``a^l`` and ``δ^l``
-    start in ``acts`` and ``deltas``, ``z_offsets`` (L + 1,) where a kept ``z^l`` starts
+    start in ``acts`` and ``deltas``, ``z_offsets`` (L + 1,) where a kept ``g'(z^l)`` starts
     in ``acts`` (-1: not kept), ``loops`` (L,) 1 where layer ``l``'s products run as
     loop nests (:mod:`gpubp.kernels.cpu_small_gemm`), 0 by BLAS."""
 
