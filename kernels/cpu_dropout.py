@@ -106,21 +106,21 @@ def _drop_forward(a, key, threshold, scale):
             row[j] = v if np.int64(_top_bits(x)) >= t else zero
 
 
-@njit(error_model="numpy")
-def _drop_forward_kept(a, kept, key, threshold, scale):
-    """``a ⊙= m / (1 − p)`` and ``kept ⊙= m`` in one pass (``kept``: the g' the compiled
-    epoch's forward pass keeps, :func:`gpubp.kernels.cpu_activations.bias_activation_prime`),
-    so that the backward pass (:func:`_kept_delta_drop`) draws no mask; ``kept`` of 0
-    rows (nothing kept): :func:`_drop_forward`."""
-    if kept.shape[0] == 0:
-        _drop_forward(a, key, threshold, scale)
-        return
-    P, n = a.shape
+@njit(inline="always", error_model="numpy")
+def _prime_drop_rows(z, b, kept, f, f_prime, slope, key, threshold, scale):
+    """``z = f(z + b) m / (1 − p)`` and ``kept = f'(z + b) m`` over (P, n): row by row, the
+    activation's loop then the mask's, so the mask pass finds the row in L1 (two passes
+    over the whole block ran the mask from L2: 2.5x slower, docs/performance.md)."""
+    P, n = z.shape
     zero = scale * np.float32(0)
     t = np.int64(threshold)
     for p in range(P):
-        row = a[p]
+        row = z[p]
         krow = kept[p]
+        for j in range(n):
+            v = row[j] + b[j]
+            krow[j] = f_prime(v, slope)
+            row[j] = f(v, slope)
         x = _row_state(key, p, n)
         for j in range(n):
             x += _GOLDEN
@@ -131,9 +131,43 @@ def _drop_forward_kept(a, kept, key, threshold, scale):
             krow[j] = k if keep else zero
 
 
+def _prime_drop_by_type(g_loops, prime_loops):
+    """A compiled-only ``rows(z, b, kept, slope, key, threshold, scale)``:
+    :func:`_prime_drop_rows` over the scalar functions ``cpu_activations._by_type``'s
+    loops pick for the array's dtype."""
+    def rows(z, b, kept, slope, key, threshold, scale):
+        raise NotImplementedError("compiled code only")
+
+    @overload(rows)
+    def _rows(z, b, kept, slope, key, threshold, scale):
+        f, f_prime = g_loops[2](z), prime_loops[2](z)
+        return lambda z, b, kept, slope, key, threshold, scale: _prime_drop_rows(
+            z, b, kept, f, f_prime, slope, key, threshold, scale)
+    return rows
+
+
+_GELU_KEPT, _GELU_TANH_KEPT, _SILU_KEPT = (
+    _prime_drop_by_type(*cpu_activations._LOOPS[c]) for c in
+    (cpu_activations.GELU, cpu_activations.GELU_TANH, cpu_activations.SILU))
+
+
+@njit(error_model="numpy")
+def forward_prime_drop(z, b, code, slope, kept, key, threshold, scale):
+    """``z = g(z + b) m / (1 − p)``, ``kept = g'(z + b) m`` in place over (P, n), for a code
+    of ``FROM_Z``: :func:`gpubp.kernels.cpu_activations.bias_activation_prime`, then
+    :func:`_drop_forward` on ``z`` and the mask alone on ``kept``, in one pass, to the
+    bit; so that the backward pass (:func:`_kept_delta_drop`) draws no mask."""
+    if code == cpu_activations.GELU:
+        _GELU_KEPT(z, b, kept, slope, key, threshold, scale)
+    elif code == cpu_activations.GELU_TANH:
+        _GELU_TANH_KEPT(z, b, kept, slope, key, threshold, scale)
+    else:
+        _SILU_KEPT(z, b, kept, slope, key, threshold, scale)
+
+
 @njit(error_model="numpy")
 def _kept_delta_drop(delta, kept, scale):
-    """``δ ⊙= kept / (1 − p)`` over (P, n), ``kept = g'(z) ⊙ m`` (:func:`_drop_forward_kept`):
+    """``δ ⊙= kept / (1 − p)`` over (P, n), ``kept = g'(z) ⊙ m`` (:func:`forward_prime_drop`):
     the arithmetic of :func:`_hidden_delta_drop` (``δ g'`` then ``× scale``), and a
     dropped entry stored as exactly 0 (a select on ``kept``, never ``0 · inf``)."""
     P, n = delta.shape

@@ -58,8 +58,8 @@ from gpubp.kernels.cpu import (
     _sgd,
 )
 from gpubp.kernels import cpu_activations, jit_cache
-from gpubp.kernels.cpu_dropout import (_bits, _drop_forward_kept, _hidden_delta_drop, _key_at,
-                                      _kept_delta_drop)
+from gpubp.kernels.cpu_dropout import (_bits, _drop_forward, _hidden_delta_drop, _key_at,
+                                      _kept_delta_drop, forward_prime_drop)
 from gpubp.kernels.cpu_epoch_update import FUSED_SGD, FUSED_STEP, UNFUSED, _apply, _step_layer
 from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product
 from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
@@ -149,22 +149,24 @@ def _forward(a_0, buffers, layout, codes, P, masks_at):
     theta, acts, sizes = buffers.theta, buffers.acts, layout.sizes
     for l in range(1, sizes.size):
         n_in, n_out = sizes[l - 1], sizes[l]
-        w = layout.w_offsets[l - 1]
-        b = w + n_in * n_out
+        w, b = layout.w_offsets[l - 1], layout.w_offsets[l - 1] + n_in * n_out
         z = _block(acts, layout.a_offsets[l], P, n_out)
         a_in = a_0 if l == 1 else _block(acts, layout.a_offsets[l - 1], P, n_in)
         forward_product(a_in, _block(theta, w, n_in, n_out), z, layout.loops[l - 1])
         code, z_at, bias = codes.forward[l - 1], layout.z_offsets[l], theta[b:b + n_out]
         kept = _block(acts, max(z_at, 0), P if z_at >= 0 else 0, n_out)
-        if z_at >= 0:  # FROM_Z: g'(z^l) kept in its own block of acts, for the backward pass
+        key = _key_at(masks_at[0], l, masks_at[1], n_out)
+        t, scale = codes.drop_threshold[l - 1], codes.drop_scale[l - 1]
+        if z_at >= 0 and t > 0:  # FROM_Z: g'(z^l) (m^l) kept in its block, for the backward
+            forward_prime_drop(z, bias, code, codes.slope, kept, key, t, scale)
+        elif z_at >= 0:
             cpu_activations.bias_activation_prime(z, bias, code, codes.slope, kept)
         elif cpu_activations.is_special(code):
             cpu_activations.bias_activation(z, bias, code, codes.slope, kept)
         else:
             _bias_activation(z, bias, code)
-        if codes.drop_threshold[l - 1] > 0:  # and into a kept g': the backward draws none
-            _drop_forward_kept(z, kept, _key_at(masks_at[0], l, masks_at[1], n_out),
-                               codes.drop_threshold[l - 1], codes.drop_scale[l - 1])
+        if z_at < 0 and t > 0:
+            _drop_forward(z, key, t, scale)
 
 
 @njit(error_model="numpy", inline="always")

@@ -72,11 +72,12 @@ def test_the_kept_mask_is_the_backward_passs(dtype, activation, p):
     CD._drop_forward(a_old, key, threshold, scale)
     want = delta.copy()
     CD._hidden_delta_drop(want, z_old, code, 0.01, key, threshold, dtype(1), scale)
-    a_new, kept = z.copy(), np.empty_like(z)
-    CA.bias_activation_prime(a_new, zero_b, code, 0.01, kept)
-    CD._drop_forward_kept(a_new, kept, key, threshold, scale)
+    a_new, kept, unmasked = z.copy(), np.empty_like(z), np.empty_like(z)
+    CA.bias_activation_prime(z.copy(), zero_b, code, 0.01, unmasked)
+    CD.forward_prime_drop(a_new, zero_b, code, 0.01, kept, key, threshold, scale)
     _assert_same_bits(a_new, a_old)
     assert (kept[~mask] == 0).all() and not np.signbit(kept[~mask]).any()
+    _assert_same_bits(kept[mask], unmasked[mask])
     got = delta.copy()
     CD._kept_delta_drop(got, kept, scale)
     assert (got[~mask] == 0).all() and not np.signbit(got[~mask]).any()
@@ -87,23 +88,14 @@ def test_the_kept_mask_is_the_backward_passs(dtype, activation, p):
     _assert_close_or_same(got[live], want[live], activation, dtype)
 
 
-def test_a_layer_that_keeps_nothing_takes_the_plain_mask():
-    drop = D.layer_drop(77, 2, 0.4)
-    a = np.random.default_rng(0).normal(size=(5, 11))
-    want, got = a.copy(), a.copy()
-    CD._drop_forward(want, np.uint64(drop.key), np.uint64(drop.threshold), drop.scale)
-    CD._drop_forward_kept(got, a[:0], np.uint64(drop.key), np.uint64(drop.threshold),
-                          drop.scale)
-    _assert_same_bits(got, want)
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_kept_loops_vectorise(dtype):
-    """The masked forward pass hashes in vectors, the backward multiply runs in vectors."""
+    """The masked forward pass (gelu) hashes in vectors, the backward multiply runs in
+    vectors."""
     kind = "float" if dtype == np.float32 else "double"
     a = np.ones((2, 64), dtype)
     key, threshold, one = np.uint64(5), np.uint64(D.threshold(0.2)), dtype(1)
-    CD._drop_forward_kept(a, a.copy(), key, threshold, one)
+    CD.forward_prime_drop(a, a[0], CA.GELU, 0.01, a.copy(), key, threshold, one)
     CD._kept_delta_drop(a, a.copy(), one)
     CA.kept_delta(a, a.copy())
 
@@ -111,10 +103,10 @@ def test_the_kept_loops_vectorise(dtype):
         return next(ir for sig, ir in fn.inspect_llvm().items()
                     if str(sig[0].dtype) == np.dtype(dtype).name)
 
-    forward = _vector_loops(ir_of(CD._drop_forward_kept))
+    forward = _vector_loops(ir_of(CD.forward_prime_drop))
     assert any(f"store <8 x {kind}>" in body or f"store <4 x {kind}>" in body
                for body in forward)
-    assert any("mul <" in body and " x i64>" in body for body in forward)
+    assert any("mul <" in body and " x i64>" in body for body in forward)  # the hash
     for fn in (CD._kept_delta_drop, CA.kept_delta):
         assert any(f"fmul <" in body and f" x {kind}>" in body
                    for body in _vector_loops(ir_of(fn)))
