@@ -3,9 +3,12 @@
 The NumPy twin, and the generator's definition, is :mod:`gpubp.kernels.dropout`: an
 entry ``i`` (row-major in the batch) of a layer with key ``k`` is kept when the top 24
 bits of SplitMix64's output ``i + 1`` from ``k`` are at least the layer's threshold, so
-these loops, the reference backend and the CUDA kernels drop the same entries. Nothing
+these loops, the reference backend and the CUDA kernels drop the same entries. No mask
 is stored: the forward epilogue and the hidden-δ kernel each recompute their entries'
-bits (a few integer multiplies per entry, next to the GEMM's ``n_{l-1}`` multiply-adds).
+bits (a few integer multiplies per entry, next to the GEMM's ``n_{l-1}`` multiply-adds),
+but in the compiled epoch's gelu, gelu_tanh and silu layers, whose forward pass keeps
+``g'(z) ⊙ m`` (:func:`forward_prime_drop`), and whose backward pass multiplies by it
+(:func:`_kept_delta_drop`).
 
 - :func:`_drop_forward`: ``a ⊙= m / (1 − p)`` after the activation (a second pass over
   the layer's block, still in cache after the epilogue: the float32 sigmoid and tanh of
