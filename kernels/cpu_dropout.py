@@ -110,10 +110,12 @@ def _drop_forward(a, key, threshold, scale):
 
 
 @njit(inline="always", error_model="numpy")
-def _prime_drop_rows(z, b, kept, f, f_prime, slope, key, threshold, scale):
-    """``z = f(z + b) m / (1 − p)`` and ``kept = f'(z + b) m`` over (P, n): row by row, the
-    activation's loop then the mask's, so the mask pass finds the row in L1 (two passes
-    over the whole block ran the mask from L2: 2.5x slower, docs/performance.md)."""
+def _prime_drop_rows(z, b, kept, f, f_prime, slope, drop):
+    """``z = f(z + b) m / (1 − p)`` and ``kept = f'(z + b) m`` over (P, n), ``drop`` the
+    layer's ``(key, threshold, scale)``: row by row, the activation's loop then the
+    mask's, so the mask pass finds the row in L1 (two passes over the whole block ran the
+    mask from L2: 2.5x slower, docs/performance.md)."""
+    key, threshold, scale = drop
     P, n = z.shape
     zero = scale * np.float32(0)
     t = np.int64(threshold)
@@ -145,7 +147,7 @@ def _prime_drop_by_type(g_loops, prime_loops):
     def _rows(z, b, kept, slope, key, threshold, scale):
         f, f_prime = g_loops[2](z), prime_loops[2](z)
         return lambda z, b, kept, slope, key, threshold, scale: _prime_drop_rows(
-            z, b, kept, f, f_prime, slope, key, threshold, scale)
+            z, b, kept, f, f_prime, slope, (key, threshold, scale))
     return rows
 
 
