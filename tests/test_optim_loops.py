@@ -5,7 +5,6 @@ and float64: the same operations in the same order); the float32 Adam step, take
 ``θ + (−a m) / (√v / b + ε)``); and the Adam loop vectorises with two divisions per
 square root, no float64 in the float32 loop."""
 
-import math
 import re
 
 import numpy as np
@@ -113,13 +112,3 @@ def test_the_adam_loop_vectorises_with_two_divisions_per_square_root(dtype):
     if dtype == np.float32:
         assert "x double>" not in ir  # no float64 vector in the float32 loop
 
-
-def test_the_adam_scalars_are_rounded_once_from_float64():
-    """``a = lr / (1 − β1^t)`` and ``b = √(1 − β2^t)`` are formed before the dtype's
-    rounding: the first float32 step of a unit gradient is ``−a / (1 + ε)`` rounded."""
-    p, g = np.zeros(1, np.float32), np.ones(1, np.float32)
-    m, v = np.zeros(1, np.float32), np.zeros(1, np.float32)
-    cpu_update.adam_update(p, g, m, v, R.AdamStep(1e-3, 0.9, 0.999, 1e-8, 1, 0.0))
-    a, b = np.float32(-1e-3 / (1 - 0.9)), np.float32(math.sqrt(1 - 0.999))
-    expected = (a * np.float32(0.1)) / (np.sqrt(np.float32(0.001)) / b + np.float32(1e-8))
-    assert p[0] == expected
