@@ -77,10 +77,10 @@ def _adam(param, grad, m, v, coefficients):
     ``s = 1 − lr λ_AdamW`` the decoupled decay's shrink (1 for Adam).
 
     The step is PyTorch's (``_single_tensor_adam``): ``θ + (−a m) / (√v / b + ε)`` with
-    ``a = lr / (1 − β1^t)`` and ``b = √(1 − β2^t)`` formed in float64 and rounded once,
-    one division and one square root per element where ``lr m̂ / (√v̂ + ε)`` takes three
-    divisions; in float32 it rounds as torch does (docs/performance.md, "The Adam
-    step")."""
+    ``a = lr / (1 − β1^t)`` and ``b = √(1 − β2^t)`` formed in float64 and rounded once:
+    two divisions and one square root per element where ``lr (m / c1) / (√(v / c2) + ε)``
+    took three divisions, and in float32 it rounds as torch does (docs/performance.md,
+    "The Adam step")."""
     lr, beta1, one_m_beta1, beta2, one_m_beta2, eps, c1, c2, weight_decay, shrink = coefficients
     t = param.dtype.type
     neg_step, bias2_sqrt = t(-lr / c1), t(math.sqrt(c2))

@@ -61,8 +61,9 @@ def adam_update(param, grad, m, v, hyper):
     ``v = β2 v + (1 − β2) g²``; ``param -= lr · m̂ / (√v̂ + ε)`` with the bias corrections
     ``m̂ = m / (1 − β1^t)``, ``v̂ = v / (1 − β2^t)``, ``t = step`` (1 for the first step).
     Computed as PyTorch does, ``param += (−a m) / (√v / b + ε)`` with ``a = lr / (1 − β1^t)``
-    and ``b = √(1 − β2^t)`` (Python floats, rounded once to the dtype): the same
-    operations in the same order as the fused kernels, so they agree bit for bit.
+    and ``b = √(1 − β2^t)`` (Python floats, rounded once to the dtype): the operations and
+    order of the fused kernels, so the CPU loop agrees bit for bit (CUDA's compiler may
+    fuse multiply-adds).
     """
     # Python floats: a NumPy float64 scalar would lift a float32 array's arithmetic to float64
     lr, beta1, beta2, eps, step, weight_decay, decoupled_decay = hyper
