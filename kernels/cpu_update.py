@@ -74,25 +74,32 @@ def _sgd(param, grad, velocity, lr, momentum, nesterov, weight_decay, use_veloci
 @njit(cache=True, error_model="numpy")
 def _adam(param, grad, m, v, coefficients):
     """``coefficients``: ``(lr, β1, 1 − β1, β2, 1 − β2, ε, 1 − β1^t, 1 − β2^t, λ, s)``,
-    ``s = 1 − lr λ_AdamW`` the decoupled decay's shrink (1 for Adam)."""
+    ``s = 1 − lr λ_AdamW`` the decoupled decay's shrink (1 for Adam).
+
+    The step is PyTorch's (``_single_tensor_adam``): ``θ + (−a m) / (√v / b + ε)`` with
+    ``a = lr / (1 − β1^t)`` and ``b = √(1 − β2^t)`` formed in float64 and rounded once:
+    two divisions and one square root per element where ``lr (m / c1) / (√(v / c2) + ε)``
+    took three divisions, and in float32 it rounds as torch does (docs/performance.md,
+    "The Adam step")."""
     lr, beta1, one_m_beta1, beta2, one_m_beta2, eps, c1, c2, weight_decay, shrink = coefficients
     t = param.dtype.type
-    lr, beta1, one_m_beta1, beta2 = t(lr), t(beta1), t(one_m_beta1), t(beta2)
-    one_m_beta2, eps, c1, c2, weight_decay = t(one_m_beta2), t(eps), t(c1), t(c2), t(weight_decay)
-    shrink = t(shrink)
+    neg_step, bias2_sqrt = t(-lr / c1), t(math.sqrt(c2))
+    beta1, one_m_beta1, beta2, one_m_beta2 = t(beta1), t(one_m_beta1), t(beta2), t(one_m_beta2)
+    eps, weight_decay, shrink = t(eps), t(weight_decay), t(shrink)
     p_ = param.reshape(param.size)
     g_ = grad.reshape(grad.size)
     m_ = m.reshape(m.size)
     v_ = v.reshape(v.size)
     for i in range(p_.size):
-        if shrink != 1:  # AdamW: θ ← (1 − lr λ) θ before the step, as PyTorch
-            p_[i] *= shrink
-        g = g_[i] + weight_decay * p_[i]
+        # AdamW: θ ← (1 − lr λ) θ before the step, as PyTorch; exact (× 1) for Adam, and
+        # no branch in the loop
+        p = p_[i] * shrink
+        g = g_[i] + weight_decay * p
         mi = beta1 * m_[i] + one_m_beta1 * g
         vi = beta2 * v_[i] + one_m_beta2 * g * g
         m_[i] = mi
         v_[i] = vi
-        p_[i] -= lr * (mi / c1) / (math.sqrt(vi / c2) + eps)
+        p_[i] = p + (neg_step * mi) / (math.sqrt(vi) / bias2_sqrt + eps)
 
 
 @njit(cache=True, error_model="numpy")
@@ -122,8 +129,8 @@ def _rmsprop(param, grad, square_avg, buf, grad_avg, coefficients, centered):
             b = momentum * b_[i] + g / denom
             b_[i] = b
             p_[i] -= lr * b
-        else:
-            p_[i] -= lr * (g / denom)
+        else:  # (lr g) / d, as the reference and PyTorch's addcdiv round
+            p_[i] -= (lr * g) / denom
 
 
 @njit(cache=True, error_model="numpy", fastmath={"reassoc"})

@@ -43,6 +43,7 @@ of its one signature, launched without Numba's per-call dispatch, or bound once)
 :func:`compile_ptx` compiles all of them ahead of time.
 """
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -98,7 +99,7 @@ def signatures(dtype):
         "weight_bias_grad": (mat, mat, mat, vec, cube, code),
         "sum_splits": (cube, mat, vec),
         "sgd_step": (vec, vec, vec, f, f, types.boolean, f),
-        "adam_step": (vec, vec, vec, vec) + (f,) * 10,
+        "adam_step": (vec, vec, vec, vec) + (f,) * 9,
         "rmsprop_step": (vec,) * 5 + (f,) * 6 + (types.boolean,),
         "clip_sum": (vec, f, types.Array(types.float64, 1, "C")),
         "clip_scale": (vec, types.float64, types.Array(types.float64, 1, "C")),
@@ -339,9 +340,10 @@ def adam_update(param, grad, m, v, hyper, *, stream=0):
     # The scalars are formed in Python floats and rounded once, as NumPy does when the
     # reference mixes them with arrays of this dtype.
     _launch_elementwise(kernels_for(param.dtype)["adam_step"], param.size, stream,
-                        _flat(param), _flat(grad), _flat(m), _flat(v), T(lr), T(beta1),
-                        T(1 - beta1), T(beta2), T(1 - beta2), T(1 - beta1**step),
-                        T(1 - beta2**step), T(eps), T(weight_decay), T(1 - lr * decoupled))
+                        _flat(param), _flat(grad), _flat(m), _flat(v), T(beta1),
+                        T(1 - beta1), T(beta2), T(1 - beta2), T(-lr / (1 - beta1**step)),
+                        T(math.sqrt(1 - beta2**step)), T(eps), T(weight_decay),
+                        T(1 - lr * decoupled))
 
 
 def rmsprop_update(param, grad, square_avg, momentum_buffer, grad_avg, hyper, *, stream=0):

@@ -165,10 +165,11 @@ def update_kernels(c, dev):
             param[i] = w - lr * g_i
 
     @cuda.jit
-    def adam_step(param, grad, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                  bias1, bias2, eps, weight_decay, shrink):
-        """Fused Adam step over flattened arrays; ``bias1 = 1 - β1^t``, ``bias2 = 1 - β2^t``,
-        ``shrink = 1 − lr λ`` AdamW's decoupled decay (1 for Adam)."""
+    def adam_step(param, grad, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2, neg_step,
+                  bias2_sqrt, eps, weight_decay, shrink):
+        """Fused Adam step over flattened arrays, PyTorch's ``θ + (−a m) / (√v / b + ε)``
+        with ``neg_step = −a = −lr / (1 − β1^t)``, ``bias2_sqrt = b = √(1 − β2^t)`` (see the
+        CPU twin), ``shrink = 1 − lr λ`` AdamW's decoupled decay (1 for Adam)."""
         for i in range(cuda.grid(1), param.shape[0], cuda.gridsize(1)):
             w = param[i]
             if shrink != T(1):
@@ -178,9 +179,7 @@ def update_kernels(c, dev):
             v_i = v[i] * beta2 + one_minus_beta2 * g_i * g_i
             m[i] = m_i
             v[i] = v_i
-            m_hat = m_i / bias1
-            v_hat = v_i / bias2
-            param[i] = w - lr * m_hat / (T(math.sqrt(v_hat)) + eps)
+            param[i] = w + (neg_step * m_i) / (T(math.sqrt(v_i)) / bias2_sqrt + eps)
 
     @cuda.jit
     def rmsprop_step(param, grad, square_avg, buf, grad_avg, lr, alpha, one_minus_alpha, eps,
@@ -203,7 +202,7 @@ def update_kernels(c, dev):
                 buf[i] = b_i
                 param[i] = w - lr * b_i
             else:
-                param[i] = w - lr * (g_i / denom)
+                param[i] = w - (lr * g_i) / denom
 
     @cuda.jit
     def clip_sum(grad, max_value, norm_sq):

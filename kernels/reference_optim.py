@@ -8,6 +8,7 @@ apart so that the update steps grow without growing the forward and backward ker
 module. AdamW is :func:`adam_update` with ``decoupled_decay``.
 """
 
+import math
 from collections import namedtuple
 
 import numpy as np
@@ -59,8 +60,15 @@ def adam_update(param, grad, m, v, hyper):
     ``weight_decay`` is then 0). ``g = grad + weight_decay * param``; ``m = β1 m + (1 − β1) g``;
     ``v = β2 v + (1 − β2) g²``; ``param -= lr · m̂ / (√v̂ + ε)`` with the bias corrections
     ``m̂ = m / (1 − β1^t)``, ``v̂ = v / (1 − β2^t)``, ``t = step`` (1 for the first step).
+    Computed as PyTorch does, ``param += (−a m) / (√v / b + ε)`` with ``a = lr / (1 − β1^t)``
+    and ``b = √(1 − β2^t)`` (Python floats, rounded once to the dtype): the operations and
+    order of the fused kernels, so the CPU loop agrees bit for bit (CUDA's compiler may
+    fuse multiply-adds).
     """
+    # Python floats: a NumPy float64 scalar would lift a float32 array's arithmetic to float64
     lr, beta1, beta2, eps, step, weight_decay, decoupled_decay = hyper
+    lr, beta1, beta2, eps, weight_decay, decoupled_decay = (
+        float(x) for x in (lr, beta1, beta2, eps, weight_decay, decoupled_decay))
     if decoupled_decay:
         param *= 1 - lr * decoupled_decay
     g = grad + weight_decay * param
@@ -68,9 +76,8 @@ def adam_update(param, grad, m, v, hyper):
     m += (1 - beta1) * g
     v *= beta2
     v += (1 - beta2) * g * g
-    m_hat = m / (1 - beta1**step)
-    v_hat = v / (1 - beta2**step)
-    param -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    denom = np.sqrt(v) / math.sqrt(1 - beta2**step) + eps
+    param += (-lr / (1 - beta1**step)) * m / denom
 
 
 RMSpropStep = namedtuple("RMSpropStep", "lr alpha eps weight_decay momentum centered")
