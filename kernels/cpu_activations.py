@@ -23,7 +23,8 @@ from numba.extending import overload
 
 from gpubp import activations
 from gpubp.kernels import cpu_math32 as m32
-from gpubp.kernels.cpu_math import _erf_f64, _exp_f64, _expm1_f64, _log1p_f64, _sigmoid_f64
+from gpubp.kernels.cpu_math import (F32_LOOP, _erf_f64, _exp_f64, _expm1_f64, _log1p_f64,
+                                    _sigmoid_f64)
 from gpubp.kernels.reference import (GELU_PDF_CLAMP, GELU_TANH_C, GELU_TANH_CLAMP,
                                      INV_SQRT_2PI, LAMBDA, LAMBDA_ALPHA, SQRT_2_OVER_PI,
                                      SQRT_HALF)
@@ -201,7 +202,8 @@ def _by_type(f64, f32=None):
     """``(forward, delta)``: compiled-only functions ``forward(z, b, kept, slope)`` and
     ``delta(delta, s, slope)``, the loops above over ``f32`` for float32 arrays, else over
     ``f64`` of ``float(s)`` (always, without ``f32``), chosen by Numba's typing when the
-    caller is compiled (an ``overload``): one loop per dtype, no branch on the dtype."""
+    caller is compiled (an ``overload``): one loop per dtype, no branch on the dtype; the
+    float32 ones compiled on their own with FMA contraction (``cpu_math.F32_LOOP``)."""
     def wide(s, slope):
         return f64(float(s), slope)
     wide = njit(inline="always", error_model="numpy")(wide)
@@ -209,6 +211,8 @@ def _by_type(f64, f32=None):
     def pick(array):
         single = f32 is not None and array.dtype == types.float32
         return f32 if single else wide
+    forward32 = njit(**F32_LOOP)(lambda z, b, kept, slope: _forward_rows(z, b, kept, f32, slope))
+    delta32 = njit(**F32_LOOP)(lambda delta, s, slope: _delta_rows(delta, s, f32, slope))
 
     def forward(z, b, kept, slope):
         raise NotImplementedError("compiled code only")
@@ -219,11 +223,15 @@ def _by_type(f64, f32=None):
     @overload(forward)
     def _forward(z, b, kept, slope):
         f = pick(z)
+        if f is f32:
+            return lambda z, b, kept, slope: forward32(z, b, kept, slope)
         return lambda z, b, kept, slope: _forward_rows(z, b, kept, f, slope)
 
     @overload(delta)
     def _delta(delta, s, slope):
         f = pick(delta)
+        if f is f32:
+            return lambda delta, s, slope: delta32(delta, s, slope)
         return lambda delta, s, slope: _delta_rows(delta, s, f, slope)
     return forward, delta
 

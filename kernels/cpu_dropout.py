@@ -41,6 +41,7 @@ from numba.extending import overload
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels import cpu_math32 as m32
 from gpubp.kernels.cpu import IDENTITY, RELU, SIGMOID, TANH, _derivative1, activation_code
+from gpubp.kernels.cpu_math import F32_LOOP
 from gpubp.kernels.dropout import (GOLDEN, KEEP_BITS, MIX1, MIX2, backward, forward,
                                    unscaling)
 from gpubp.kernels.reference import FROM_Z, SLOPE, activation_derivative
@@ -160,8 +161,12 @@ def _by_type(f64, f32=None):
     :func:`_drop_delta_rows` over ``f32`` for float32 arrays, else over ``f64`` of
     ``float(s)``; chosen by Numba's typing (an ``overload``), one loop per dtype, as
     :func:`gpubp.kernels.cpu_activations._by_type` chooses the loops without dropout (the
-    same pairs: float32 where :mod:`gpubp.kernels.cpu_math32` has the g')."""
+    same pairs: float32 where :mod:`gpubp.kernels.cpu_math32` has the g', compiled on its
+    own with FMA contraction, ``cpu_math.F32_LOOP``)."""
     wide = _widened(f64)
+    rows32 = njit(**F32_LOOP)(lambda delta, s, slope, key, threshold, unscale, scale:
+                              _drop_delta_rows(delta, s, f32, slope, key, threshold, unscale,
+                                               scale))
 
     def rows(delta, s, slope, key, threshold, unscale, scale):
         raise NotImplementedError("compiled code only")
@@ -169,6 +174,9 @@ def _by_type(f64, f32=None):
     @overload(rows)
     def _rows(delta, s, slope, key, threshold, unscale, scale):
         f = f32 if f32 is not None and delta.dtype == types.float32 else wide
+        if f is f32:
+            return lambda delta, s, slope, key, threshold, unscale, scale: rows32(
+                delta, s, slope, key, threshold, unscale, scale)
         return lambda delta, s, slope, key, threshold, unscale, scale: _drop_delta_rows(
             delta, s, f, slope, key, threshold, unscale, scale)
     return rows
