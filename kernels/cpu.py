@@ -51,7 +51,8 @@ from gpubp.kernels.cpu_codes import (_SIGMOID_F32, _SIGMOID_F64, _TANH_F32, _TAN
                                      activation_code, forward_code, loss_code)
 from gpubp.kernels.cpu_loss import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, HUBER, L1, MSE,  # noqa: F401
                                     POISSON, _poisson_delta, _slope_and_cost)
-from gpubp.kernels.cpu_math import _D, _F, _sigmoid_f32, _sigmoid_f64, _tanh_f32, _tanh_f64
+from gpubp.kernels.cpu_math import (F32_LOOP, _D, _F, _sigmoid_f32, _sigmoid_f64, _tanh_f32,
+                                    _tanh_f64)
 from gpubp.kernels.reference import EXP_CAP, SLOPE
 
 # the row weights of an unweighted batch (see _output_delta), one per dtype
@@ -83,6 +84,21 @@ def _derivative1(a, code):
     return a * 0 + 1
 
 
+@njit(**F32_LOOP)
+def _sigmoid_row_f32(row, b):
+    """``row = σ(row + b)`` in float32, in a function of its own for the FMA contraction of
+    the float32 loops (``cpu_math.F32_LOOP``; the float64 ones go without)."""
+    for j in range(row.shape[0]):
+        row[j] = _sigmoid_f32(_F(row[j] + b[j]))
+
+
+@njit(**F32_LOOP)
+def _tanh_row_f32(row, b):
+    """``row = tanh(row + b)`` in float32, as :func:`_sigmoid_row_f32`."""
+    for j in range(row.shape[0]):
+        row[j] = _tanh_f32(_F(row[j] + b[j]))
+
+
 @njit(error_model="numpy")
 def _bias_activation(z, b, code):
     P, n = z.shape
@@ -106,11 +122,9 @@ def _bias_activation(z, b, code):
         row = z[p]
         # Separate loops per activation so that LLVM vectorises the cheap ones.
         if code == _SIGMOID_F32:
-            for j in range(n):
-                row[j] = _sigmoid_f32(_F(row[j] + b[j]))
+            _sigmoid_row_f32(row, b)
         elif code == _TANH_F32:
-            for j in range(n):
-                row[j] = _tanh_f32(_F(row[j] + b[j]))
+            _tanh_row_f32(row, b)
         elif code == _SIGMOID_F64:
             for j in range(n):
                 row[j] = _sigmoid_f64(_D(row[j] + b[j]))

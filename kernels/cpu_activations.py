@@ -23,7 +23,8 @@ from numba.extending import overload
 
 from gpubp import activations
 from gpubp.kernels import cpu_math32 as m32
-from gpubp.kernels.cpu_math import _erf_f64, _exp_f64, _expm1_f64, _log1p_f64, _sigmoid_f64
+from gpubp.kernels.cpu_math import (F32_LOOP, _erf_f64, _exp_f64, _expm1_f64, _log1p_f64,
+                                    _sigmoid_f64)
 from gpubp.kernels.reference import (GELU_PDF_CLAMP, GELU_TANH_C, GELU_TANH_CLAMP,
                                      INV_SQRT_2PI, LAMBDA, LAMBDA_ALPHA, SQRT_2_OVER_PI,
                                      SQRT_HALF)
@@ -213,11 +214,12 @@ def _delta_rows(delta, s, f, slope):
 
 
 def _by_type(f64, f32=None):
-    """``(forward, delta, pick)``: compiled-only functions ``forward(z, b, kept, slope)``
-    and ``delta(delta, s, slope)``, the loops above over ``f32`` for float32 arrays, else
-    over ``f64`` of ``float(s)`` (always, without ``f32``), chosen by Numba's typing when
-    the caller is compiled (an ``overload``): one loop per dtype, no branch on the dtype;
-    ``pick(array_type)`` gives the scalar function chosen for it."""
+    """``(forward, delta, pick, f32)``: compiled-only functions ``forward(z, b, kept,
+    slope)`` and ``delta(delta, s, slope)``, the loops above over ``f32`` for float32
+    arrays, else over ``f64`` of ``float(s)`` (always, without ``f32``), chosen by Numba's
+    typing when the caller is compiled (an ``overload``): one loop per dtype, no branch on
+    the dtype; the float32 ones compiled on their own with FMA contraction
+    (``cpu_math.F32_LOOP``). ``pick(array_type)`` gives the scalar function chosen."""
     def wide(s, slope):
         return f64(float(s), slope)
     wide = njit(inline="always", error_model="numpy")(wide)
@@ -225,6 +227,8 @@ def _by_type(f64, f32=None):
     def pick(array):
         single = f32 is not None and array.dtype == types.float32
         return f32 if single else wide
+    forward32 = njit(**F32_LOOP)(lambda z, b, kept, slope: _forward_rows(z, b, kept, f32, slope))
+    delta32 = njit(**F32_LOOP)(lambda delta, s, slope: _delta_rows(delta, s, f32, slope))
 
     def forward(z, b, kept, slope):
         raise NotImplementedError("compiled code only")
@@ -235,23 +239,40 @@ def _by_type(f64, f32=None):
     @overload(forward)
     def _forward(z, b, kept, slope):
         f = pick(z)
+        if f is f32:
+            return lambda z, b, kept, slope: forward32(z, b, kept, slope)
         return lambda z, b, kept, slope: _forward_rows(z, b, kept, f, slope)
 
     @overload(delta)
     def _delta(delta, s, slope):
         f = pick(delta)
+        if f is f32:
+            return lambda delta, s, slope: delta32(delta, s, slope)
         return lambda delta, s, slope: _delta_rows(delta, s, f, slope)
-    return forward, delta, pick
+    return forward, delta, pick, f32
+
+
+def both_f32(g_loops, prime_loops, array):
+    """Whether ``g`` and ``g'`` of these ``_by_type`` loops are both float32 ones for
+    ``array`` (a Numba array type): then a loop of both takes ``F32_LOOP``'s contraction,
+    as each of theirs does alone (a float64 g' keeps the loop without it)."""
+    return g_loops[2](array) is g_loops[3] and prime_loops[2](array) is prime_loops[3]
 
 
 def _with_prime(g_loops, prime_loops):
     """A compiled-only ``forward_prime(z, b, kept, slope)``: :func:`_forward_prime_rows`
     over the scalar functions that ``_by_type``'s ``g_loops`` and ``prime_loops`` pick."""
+    g32, prime32 = g_loops[3], prime_loops[3]
+    rows32 = None if g32 is None or prime32 is None else njit(**F32_LOOP)(
+        lambda z, b, kept, slope: _forward_prime_rows(z, b, kept, g32, prime32, slope))
+
     def forward_prime(z, b, kept, slope):
         raise NotImplementedError("compiled code only")
 
     @overload(forward_prime)
     def _forward_prime(z, b, kept, slope):
+        if both_f32(g_loops, prime_loops, z):
+            return lambda z, b, kept, slope: rows32(z, b, kept, slope)
         f, f_prime = g_loops[2](z), prime_loops[2](z)
         return lambda z, b, kept, slope: _forward_prime_rows(z, b, kept, f, f_prime, slope)
     return forward_prime

@@ -44,6 +44,7 @@ from numba.extending import overload
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels import cpu_math32 as m32
 from gpubp.kernels.cpu import IDENTITY, RELU, SIGMOID, TANH, _derivative1, activation_code
+from gpubp.kernels.cpu_math import F32_LOOP
 from gpubp.kernels.dropout import (GOLDEN, KEEP_BITS, MIX1, MIX2, backward, forward,
                                    unscaling)
 from gpubp.kernels.reference import FROM_Z, SLOPE, activation_derivative
@@ -139,12 +140,20 @@ def _prime_drop_rows(z, b, kept, f, f_prime, slope, drop):
 def _prime_drop_by_type(g_loops, prime_loops):
     """A compiled-only ``rows(z, b, kept, slope, key, threshold, scale)``:
     :func:`_prime_drop_rows` over the scalar functions ``cpu_activations._by_type``'s
-    loops pick for the array's dtype."""
+    loops pick for the array's dtype (with ``F32_LOOP``'s FMA where both are float32's)."""
+    g32, prime32 = g_loops[3], prime_loops[3]
+    rows32 = None if g32 is None or prime32 is None else njit(**F32_LOOP)(
+        lambda z, b, kept, slope, drop: _prime_drop_rows(z, b, kept, g32, prime32, slope,
+                                                         drop))
+
     def rows(z, b, kept, slope, key, threshold, scale):
         raise NotImplementedError("compiled code only")
 
     @overload(rows)
     def _rows(z, b, kept, slope, key, threshold, scale):
+        if cpu_activations.both_f32(g_loops, prime_loops, z):  # FMA, as alone
+            return lambda z, b, kept, slope, key, threshold, scale: rows32(
+                z, b, kept, slope, (key, threshold, scale))
         f, f_prime = g_loops[2](z), prime_loops[2](z)
         return lambda z, b, kept, slope, key, threshold, scale: _prime_drop_rows(
             z, b, kept, f, f_prime, slope, (key, threshold, scale))
@@ -239,8 +248,12 @@ def _by_type(f64, f32=None):
     :func:`_drop_delta_rows` over ``f32`` for float32 arrays, else over ``f64`` of
     ``float(s)``; chosen by Numba's typing (an ``overload``), one loop per dtype, as
     :func:`gpubp.kernels.cpu_activations._by_type` chooses the loops without dropout (the
-    same pairs: float32 where :mod:`gpubp.kernels.cpu_math32` has the g')."""
+    same pairs: float32 where :mod:`gpubp.kernels.cpu_math32` has the g', compiled on its
+    own with FMA contraction, ``cpu_math.F32_LOOP``)."""
     wide = _widened(f64)
+    rows32 = njit(**F32_LOOP)(lambda delta, s, slope, key, threshold, unscale, scale:
+                              _drop_delta_rows(delta, s, f32, slope, key, threshold, unscale,
+                                               scale))
 
     def rows(delta, s, slope, key, threshold, unscale, scale):
         raise NotImplementedError("compiled code only")
@@ -248,6 +261,9 @@ def _by_type(f64, f32=None):
     @overload(rows)
     def _rows(delta, s, slope, key, threshold, unscale, scale):
         f = f32 if f32 is not None and delta.dtype == types.float32 else wide
+        if f is f32:
+            return lambda delta, s, slope, key, threshold, unscale, scale: rows32(
+                delta, s, slope, key, threshold, unscale, scale)
         return lambda delta, s, slope, key, threshold, unscale, scale: _drop_delta_rows(
             delta, s, f, slope, key, threshold, unscale, scale)
     return rows

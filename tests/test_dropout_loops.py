@@ -20,6 +20,7 @@ from gpubp.kernels import cpu_dropout as CD
 from gpubp.kernels import cpu_math32 as m32
 from gpubp.kernels import dropout as D
 from gpubp.kernels.cpu import _derivative1, activation_code
+from gpubp.kernels.cpu_math import F32_LOOP
 from gpubp.kernels.reference import FROM_Z
 
 HIDDEN = gpubp.activations.HIDDEN
@@ -39,10 +40,12 @@ def _forward_per_entry(a, key, threshold, scale):
 _SINGLE = (cpu_activations.SOFTPLUS, cpu_activations.GELU, cpu_activations.SILU)
 
 
-@njit(error_model="numpy")
+@njit(**F32_LOOP)
 def _g_prime32(x, code, slope):
     """The g' that cpu_math32 has in float32 (softplus, gelu, silu), as the loops take it
-    on float32 arrays; a float32 (one return type: no float64 to round through)."""
+    on float32 arrays, FMA contraction included (compiled on its own with the loops'
+    options, so the oracle below computes it as they do); a float32 (one return type: no
+    float64 to round through)."""
     if code == cpu_activations.SOFTPLUS:
         return m32._softplus_prime_f32(x, slope)
     if code == cpu_activations.GELU:
