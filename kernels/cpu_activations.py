@@ -18,6 +18,8 @@ on the scalar function), so that LLVM vectorises it: a branch on ``code`` inside
 stops that (docs/performance.md, "Vectorised transcendentals").
 """
 
+from collections import namedtuple
+
 from numba import njit, types
 from numba.extending import overload
 
@@ -214,12 +216,13 @@ def _delta_rows(delta, s, f, slope):
 
 
 def _by_type(f64, f32=None):
-    """``(forward, delta, pick, f32)``: compiled-only functions ``forward(z, b, kept,
-    slope)`` and ``delta(delta, s, slope)``, the loops above over ``f32`` for float32
+    """``_Loops(forward, delta, pick, f32, wide)``: compiled-only functions ``forward(z, b,
+    kept, slope)`` and ``delta(delta, s, slope)``, the loops above over ``f32`` for float32
     arrays, else over ``f64`` of ``float(s)`` (always, without ``f32``), chosen by Numba's
     typing when the caller is compiled (an ``overload``): one loop per dtype, no branch on
     the dtype; the float32 ones compiled on their own with FMA contraction
-    (``cpu_math.F32_LOOP``). ``pick(array_type)`` gives the scalar function chosen."""
+    (``cpu_math.F32_LOOP``). ``pick(array_type)`` gives the scalar function chosen,
+    ``f32`` or ``wide`` (``f64`` of ``float(s)``)."""
     def wide(s, slope):
         return f64(float(s), slope)
     wide = njit(inline="always", error_model="numpy")(wide)
@@ -249,21 +252,29 @@ def _by_type(f64, f32=None):
         if f is f32:
             return lambda delta, s, slope: delta32(delta, s, slope)
         return lambda delta, s, slope: _delta_rows(delta, s, f, slope)
-    return forward, delta, pick, f32
+    return _Loops(forward, delta, pick, f32, wide)
 
 
-def both_f32(g_loops, prime_loops, array):
-    """Whether ``g`` and ``g'`` of these ``_by_type`` loops are both float32 ones for
-    ``array`` (a Numba array type): then a loop of both takes ``F32_LOOP``'s contraction,
-    as each of theirs does alone (a float64 g' keeps the loop without it)."""
-    return g_loops[2](array) is g_loops[3] and prime_loops[2](array) is prime_loops[3]
+def f32_pair(g_loops, prime_loops):
+    """``(g, g')`` that a loop of both takes on float32 arrays with ``F32_LOOP``'s FMA
+    contraction, as ``g``'s own loop does (``g'`` float32's, or its float64 route, which
+    then contracts too: within 2^-24 of it once rounded); None if ``g`` has no float32 twin."""
+    if g_loops.f32 is None:
+        return None
+    return g_loops.f32, prime_loops.f32 or prime_loops.wide
+
+
+def single(array):
+    """Whether a Numba array type is float32's."""
+    return array.dtype == types.float32
 
 
 def _with_prime(g_loops, prime_loops):
     """A compiled-only ``forward_prime(z, b, kept, slope)``: :func:`_forward_prime_rows`
     over the scalar functions that ``_by_type``'s ``g_loops`` and ``prime_loops`` pick."""
-    g32, prime32 = g_loops[3], prime_loops[3]
-    rows32 = None if g32 is None or prime32 is None else njit(**F32_LOOP)(
+    pair = f32_pair(g_loops, prime_loops)
+    g32, prime32 = pair or (None, None)
+    rows32 = pair and njit(**F32_LOOP)(
         lambda z, b, kept, slope: _forward_prime_rows(z, b, kept, g32, prime32, slope))
 
     def forward_prime(z, b, kept, slope):
@@ -271,13 +282,14 @@ def _with_prime(g_loops, prime_loops):
 
     @overload(forward_prime)
     def _forward_prime(z, b, kept, slope):
-        if both_f32(g_loops, prime_loops, z):
+        if pair and single(z):
             return lambda z, b, kept, slope: rows32(z, b, kept, slope)
-        f, f_prime = g_loops[2](z), prime_loops[2](z)
+        f, f_prime = g_loops.pick(z), prime_loops.pick(z)
         return lambda z, b, kept, slope: _forward_prime_rows(z, b, kept, f, f_prime, slope)
     return forward_prime
 
 
+_Loops = namedtuple("_Loops", "forward delta pick f32 wide")
 _LOOPS = {LEAKY_RELU: (_by_type(_leaky_relu), _by_type(_leaky_relu_prime)),
           ELU: (_by_type(_elu, m32._elu_f32), _by_type(_elu_prime)),
           SELU: (_by_type(_selu, m32._selu_f32), _by_type(_selu_prime)),

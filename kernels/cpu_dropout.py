@@ -141,8 +141,9 @@ def _prime_drop_by_type(g_loops, prime_loops):
     """A compiled-only ``rows(z, b, kept, slope, key, threshold, scale)``:
     :func:`_prime_drop_rows` over the scalar functions ``cpu_activations._by_type``'s
     loops pick for the array's dtype (with ``F32_LOOP``'s FMA where both are float32's)."""
-    g32, prime32 = g_loops[3], prime_loops[3]
-    rows32 = None if g32 is None or prime32 is None else njit(**F32_LOOP)(
+    pair = cpu_activations.f32_pair(g_loops, prime_loops)
+    g32, prime32 = pair or (None, None)
+    rows32 = pair and njit(**F32_LOOP)(
         lambda z, b, kept, slope, drop: _prime_drop_rows(z, b, kept, g32, prime32, slope,
                                                          drop))
 
@@ -151,10 +152,10 @@ def _prime_drop_by_type(g_loops, prime_loops):
 
     @overload(rows)
     def _rows(z, b, kept, slope, key, threshold, scale):
-        if cpu_activations.both_f32(g_loops, prime_loops, z):  # FMA, as alone
+        if pair and cpu_activations.single(z):  # FMA, as g's own loop
             return lambda z, b, kept, slope, key, threshold, scale: rows32(
                 z, b, kept, slope, (key, threshold, scale))
-        f, f_prime = g_loops[2](z), prime_loops[2](z)
+        f, f_prime = g_loops.pick(z), prime_loops.pick(z)
         return lambda z, b, kept, slope, key, threshold, scale: _prime_drop_rows(
             z, b, kept, f, f_prime, slope, (key, threshold, scale))
     return rows
