@@ -6,9 +6,8 @@ bits of SplitMix64's output ``i + 1`` from ``k`` are at least the layer's thresh
 these loops, the reference backend and the CUDA kernels drop the same entries. No mask
 is stored: the forward epilogue and the hidden-δ kernel each recompute their entries'
 bits (a few integer multiplies per entry, next to the GEMM's ``n_{l-1}`` multiply-adds),
-but in the compiled epoch's gelu, gelu_tanh and silu layers, whose forward pass keeps
-``g'(z) ⊙ m`` (:func:`forward_prime_drop`), and whose backward pass multiplies by it
-(:func:`_kept_delta_drop`).
+the compiled epoch's gelu, gelu_tanh and silu layers keep ``g'(z)`` from the forward
+pass instead of ``z`` (:func:`kept_delta_drop`).
 
 - :func:`_drop_forward`: ``a ⊙= m / (1 − p)`` after the activation (a second pass over
   the layer's block, still in cache after the epilogue: the float32 sigmoid and tanh of
@@ -111,88 +110,20 @@ def _drop_forward(a, key, threshold, scale):
 
 
 @njit(inline="always", error_model="numpy")
-def _prime_drop_rows(z, b, kept, f, f_prime, slope, drop):
-    """``z = f(z + b) m / (1 − p)`` and ``kept = f'(z + b) m`` over (P, n), ``drop`` the
-    layer's ``(key, threshold, scale)``: row by row, the activation's loop then the
-    mask's, so the mask pass finds the row in L1 (two passes over the whole block ran the
-    mask from L2: 2.5x slower, docs/performance.md)."""
-    key, threshold, scale = drop
-    P, n = z.shape
-    zero = scale * np.float32(0)
-    t = np.int64(threshold)
-    for p in range(P):
-        row = z[p]
-        krow = kept[p]
-        for j in range(n):
-            v = row[j] + b[j]
-            krow[j] = f_prime(v, slope)
-            row[j] = f(v, slope)
-        x = _row_state(key, p, n)
-        for j in range(n):
-            x += _GOLDEN
-            keep = np.int64(_top_bits(x)) >= t
-            v = row[j] * scale
-            row[j] = v if keep else zero
-            k = krow[j]
-            krow[j] = k if keep else zero
-
-
-def _prime_drop_by_type(g_loops, prime_loops):
-    """A compiled-only ``rows(z, b, kept, slope, key, threshold, scale)``:
-    :func:`_prime_drop_rows` over the scalar functions ``cpu_activations._by_type``'s
-    loops pick for the array's dtype (with ``F32_LOOP``'s FMA where both are float32's)."""
-    pair = cpu_activations.f32_pair(g_loops, prime_loops)
-    g32, prime32 = pair or (None, None)
-    rows32 = pair and njit(**F32_LOOP)(
-        lambda z, b, kept, slope, drop: _prime_drop_rows(z, b, kept, g32, prime32, slope,
-                                                         drop))
-
-    def rows(z, b, kept, slope, key, threshold, scale):
-        raise NotImplementedError("compiled code only")
-
-    @overload(rows)
-    def _rows(z, b, kept, slope, key, threshold, scale):
-        if pair and cpu_activations.single(z):  # FMA, as g's own loop
-            return lambda z, b, kept, slope, key, threshold, scale: rows32(
-                z, b, kept, slope, (key, threshold, scale))
-        f, f_prime = g_loops.pick(z), prime_loops.pick(z)
-        return lambda z, b, kept, slope, key, threshold, scale: _prime_drop_rows(
-            z, b, kept, f, f_prime, slope, (key, threshold, scale))
-    return rows
-
-
-_GELU_KEPT, _GELU_TANH_KEPT, _SILU_KEPT = (
-    _prime_drop_by_type(*cpu_activations._LOOPS[c]) for c in
-    (cpu_activations.GELU, cpu_activations.GELU_TANH, cpu_activations.SILU))
+def _given(s, slope):
+    """The g' :func:`kept_delta_drop` takes: the kept ``g'(z)`` itself."""
+    return s
 
 
 @njit(error_model="numpy")
-def forward_prime_drop(z, b, code, slope, kept, key, threshold, scale):
-    """``z = g(z + b) m / (1 − p)``, ``kept = g'(z + b) m`` in place over (P, n), for a code
-    of ``FROM_Z``: :func:`gpubp.kernels.cpu_activations.bias_activation_prime`, then
-    :func:`_drop_forward` on ``z`` and the mask alone on ``kept``, in one pass, to the
-    bit; so that the backward pass (:func:`_kept_delta_drop`) draws no mask."""
-    if code == cpu_activations.GELU:
-        _GELU_KEPT(z, b, kept, slope, key, threshold, scale)
-    elif code == cpu_activations.GELU_TANH:
-        _GELU_TANH_KEPT(z, b, kept, slope, key, threshold, scale)
-    else:
-        _SILU_KEPT(z, b, kept, slope, key, threshold, scale)
-
-
-@njit(error_model="numpy")
-def _kept_delta_drop(delta, kept, scale):
-    """``δ ⊙= kept / (1 − p)`` over (P, n), ``kept = g'(z) ⊙ m`` (:func:`forward_prime_drop`):
-    the arithmetic of :func:`_hidden_delta_drop` (``δ g'`` then ``× scale``), and a
-    dropped entry stored as exactly 0 (a select on ``kept``, never ``0 · inf``)."""
-    P, n = delta.shape
-    for p in range(P):
-        drow = delta[p]
-        krow = kept[p]
-        for j in range(n):
-            k = krow[j]
-            v = drow[j] * k * scale
-            drow[j] = v if k != 0 else 0
+def kept_delta_drop(delta, kept, key, threshold, scale):
+    """``δ ⊙= kept m / (1 − p)`` over (P, n), ``kept`` the ``g'(z)`` the compiled epoch's
+    forward pass kept (:func:`gpubp.kernels.cpu_activations.bias_activation_prime`): the
+    masked δ loop of :func:`_hidden_delta_drop`, its arithmetic to the bit, with no g' to
+    compute. (Masking ``kept`` in the forward pass instead, to draw the mask once, ran
+    slower: docs/performance.md, "The kept g'".)"""
+    one = scale * np.float32(0) + np.float32(1)  # of scale's dtype: an int would widen it
+    _drop_delta_rows(delta, kept, _given, 0.0, key, threshold, one, scale)
 
 
 @njit(inline="always", error_model="numpy")

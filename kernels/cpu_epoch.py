@@ -22,8 +22,8 @@ batch's place in the epoch (``first_batch + k``), by the counter-based generator
 target shares (:mod:`gpubp.kernels.cpu_dropout`), so a step drops exactly the units the
 per-kernel step, the reference and the CUDA kernels drop for the same seed; the mask of
 hidden layer ``l`` is fused into its δ kernel. gelu, gelu_tanh and silu (``FROM_Z``) keep
-``g'(z^l)`` (times the mask) from the forward pass, whose epilogue computes it with ``g``
-(shared transcendentals): their backward pass is one multiply, and draws no mask.
+``g'(z^l)`` from the forward pass, whose epilogue computes it with ``g`` (shared
+transcendentals): their backward pass multiplies by it.
 
 Arguments: five named tuples, :mod:`gpubp.kernels.epoch_args` (which also gives the
 buffers' layouts). Any depth, every activation and loss, SGD (momentum, Nesterov, weight
@@ -59,7 +59,7 @@ from gpubp.kernels.cpu import (
 )
 from gpubp.kernels import cpu_activations, jit_cache
 from gpubp.kernels.cpu_dropout import (_bits, _drop_forward, _hidden_delta_drop, _key_at,
-                                      _kept_delta_drop, forward_prime_drop)
+                                      kept_delta_drop)
 from gpubp.kernels.cpu_epoch_update import FUSED_SGD, FUSED_STEP, UNFUSED, _apply, _step_layer
 from gpubp.kernels.cpu_small_gemm import delta_product, forward_product, gradient_product
 from gpubp.kernels.epoch_args import NONE, SGD, Batches, Buffers, Codes, Layout, Update
@@ -157,15 +157,13 @@ def _forward(a_0, buffers, layout, codes, P, masks_at):
         kept = _block(acts, max(z_at, 0), P if z_at >= 0 else 0, n_out)
         key = _key_at(masks_at[0], l, masks_at[1], n_out)
         t, scale = codes.drop_threshold[l - 1], codes.drop_scale[l - 1]
-        if z_at >= 0 and t > 0:  # FROM_Z: g'(z^l) (m^l) kept in its block, for the backward
-            forward_prime_drop(z, bias, code, codes.slope, kept, key, t, scale)
-        elif z_at >= 0:
+        if z_at >= 0:  # FROM_Z: g'(z^l) kept in its block of acts, for the backward pass
             cpu_activations.bias_activation_prime(z, bias, code, codes.slope, kept)
         elif cpu_activations.is_special(code):
             cpu_activations.bias_activation(z, bias, code, codes.slope, kept)
         else:
             _bias_activation(z, bias, code)
-        if z_at < 0 and t > 0:
+        if t > 0:
             _drop_forward(z, key, t, scale)
 
 
@@ -245,14 +243,15 @@ def _backward(a_0, buffers, layout, codes, update, descent, fused, masks_at):
 @njit(error_model="numpy", inline="always")
 def hidden_error(delta, a, acts, layout, codes, l, masks_at):
     """``δ^l ⊙= g'(z^l)`` in place (``δ`` holds ``δ^{l+1} W^{l+1 T}``), g' from ``a^l`` or, for
-    FROM_Z, the ``g'(z^l)`` (times ``m^l``) that the forward pass kept; with dropout
+    FROM_Z, the ``g'(z^l)`` that the forward pass kept; with dropout
     ``⊙ m^l / (1 − p)``, the masks of ``masks_at`` fused in."""
     (P, n), code = delta.shape, codes.derivative[l - 1]
     z_at = layout.z_offsets[l]
     if z_at >= 0:
         kept = _block(acts, z_at, P, n)
         if codes.drop_threshold[l - 1] > 0:
-            _kept_delta_drop(delta, kept, codes.drop_scale[l - 1])
+            kept_delta_drop(delta, kept, _key_at(masks_at[0], l, masks_at[1], n),
+                            codes.drop_threshold[l - 1], codes.drop_scale[l - 1])
         else:
             cpu_activations.kept_delta(delta, kept)
     elif codes.drop_threshold[l - 1] > 0:  # the mask fused into the δ kernel

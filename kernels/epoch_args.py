@@ -25,8 +25,8 @@ Layouts (``cap`` = the workspaces' row capacity, ``P`` ≤ ``cap`` the rows of a
   ``X`` is read in place, not copied into ``a^0``);
 - ``acts`` also holds, after the ``a^l``, a block per layer whose ``g'`` needs ``z``
   (gelu, gelu_tanh, silu) at ``z_offsets[l]`` (-1 for the layers that keep none): the
-  compiled epoch's forward pass writes ``g'(z^l)`` there (times the mask ``m^l`` with
-  dropout; the per-kernel step keeps ``z^l`` itself there);
+  compiled epoch's forward pass writes ``g'(z^l)`` there (the per-kernel step keeps
+  ``z^l`` itself);
 - ``deltas``: ``δ^l`` for ``l = 1..L`` at ``d_offsets[l]`` (entry 0 unused);
 - ``targets``: ``(cap, n_L)``, the gathered ``y`` rows; ``row_weights``: ``(cap,)``.
 """
