@@ -119,8 +119,8 @@ def _given(s, slope):
 def kept_delta_drop(delta, kept, key, threshold, scale):
     """``δ ⊙= kept m / (1 − p)`` over (P, n), ``kept`` the ``g'(z)`` the compiled epoch's
     forward pass kept (:func:`gpubp.kernels.cpu_activations.bias_activation_prime`): the
-    masked δ loop of :func:`_hidden_delta_drop`, its arithmetic to the bit, with no g' to
-    compute. (Masking ``kept`` in the forward pass instead, to draw the mask once, ran
+    masked δ loop of :func:`_hidden_delta_drop` (the same products, ``(δ g') / (1 − p)``),
+    with no g' to compute. (Masking ``kept`` in the forward pass instead, to draw the mask once, ran
     slower: docs/performance.md, "The kept g'(z) of gelu, gelu_tanh and silu".)"""
     one = scale * np.float32(0) + np.float32(1)  # of scale's dtype: an int would widen it
     _drop_delta_rows(delta, kept, _given, 0.0, key, threshold, one, scale)

@@ -40,7 +40,8 @@ of :mod:`gpubp.kernels.cpu` are compiled into :func:`train_epoch`: after a chang
 stale cache would serve the old loops. So the compiled epoch is a closure over
 :data:`KERNELS_DIGEST`, a hash of every ``gpubp`` module this one imports (transitively,
 :func:`gpubp.kernels.jit_cache.kernel_sources`): Numba keys a cached closure by the
-values it captures too, so a change to any of those files compiles a new epoch. The helpers that call those loops (``_epoch``, ``_forward``, ...; the optimizer's step,
+values it captures too, so a change to any of those files compiles a new epoch. The helpers
+that call those loops (``_epoch``, ``_forward``, ...; the optimizer's step,
 :mod:`gpubp.kernels.cpu_epoch_update`) are not cached on their own, for the same reason;
 they are compiled only into a newly compiled epoch.
 """
@@ -155,7 +156,6 @@ def _forward(a_0, buffers, layout, codes, P, masks_at):
         forward_product(a_in, _block(theta, w, n_in, n_out), z, layout.loops[l - 1])
         code, z_at, bias = codes.forward[l - 1], layout.z_offsets[l], theta[b:b + n_out]
         kept = _block(acts, max(z_at, 0), P if z_at >= 0 else 0, n_out)
-        key = _key_at(masks_at[0], l, masks_at[1], n_out)
         t, scale = codes.drop_threshold[l - 1], codes.drop_scale[l - 1]
         if z_at >= 0:  # FROM_Z: g'(z^l) kept in its block of acts, for the backward pass
             cpu_activations.bias_activation_prime(z, bias, code, codes.slope, kept)
@@ -164,7 +164,7 @@ def _forward(a_0, buffers, layout, codes, P, masks_at):
         else:
             _bias_activation(z, bias, code)
         if t > 0:
-            _drop_forward(z, key, t, scale)
+            _drop_forward(z, _key_at(masks_at[0], l, masks_at[1], n_out), t, scale)
 
 
 @njit(error_model="numpy", inline="always")
